@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# CoreDNS for the local cluster: serves cluster.local from the kwok API server on a free
+# loopback port, written to coredns/port.   dns.sh start | stop
+set -euo pipefail
+# shellcheck source=/dev/null
+. "$(dirname "$0")/env.sh"
+pidfile=$DNS_DIR/coredns.pid
+
+running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+
+case "${1:-}" in
+start)
+  running && exit 0
+  mkdir -p "$DNS_DIR"
+  port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  cat >"$DNS_DIR/Corefile" <<COREFILE
+cluster.local:$port {
+    bind 127.0.0.1
+    errors
+    kubernetes cluster.local {
+        kubeconfig $KUBECONFIG_PATH
+        ttl 1
+    }
+}
+COREFILE
+  (cd "$DNS_DIR" && setsid coredns -conf Corefile >coredns.log 2>&1 & echo $! >"$pidfile")
+  echo "$port" >"$DNS_DIR/port"
+  # Ready once it answers a name that always exists: the API server's own Service.
+  for _ in $(seq 100); do
+    if python3 - "$port" <<'PY' 2>/dev/null; then exit 0; fi
+import socket, struct, sys
+q = struct.pack(">HHHHHH", 1, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(p)]) + p.encode() for p in "kubernetes.default.svc.cluster.local".split(".")) + b"\0"
+q += struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.5)
+s.sendto(q, ("127.0.0.1", int(sys.argv[1])))
+r = s.recv(512)
+sys.exit(0 if struct.unpack(">H", r[6:8])[0] > 0 else 1)
+PY
+    running || { cat "$DNS_DIR/coredns.log" >&2; die "CoreDNS exited; see $DNS_DIR/coredns.log."; }
+    sleep 0.2
+  done
+  die "CoreDNS did not answer for kubernetes.default within 20s; see $DNS_DIR/coredns.log."
+  ;;
+stop)
+  if running; then kill "$(cat "$pidfile")"; fi
+  rm -f "$pidfile"
+  ;;
+*) die "usage: dns.sh start|stop" ;;
+esac

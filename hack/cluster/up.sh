@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Starts the local cluster (idempotent) and prints its kubeconfig path on stdout.
+# Real etcd, kube-apiserver, kube-controller-manager and kube-scheduler run as local processes
+# through `kwokctl --runtime binary`; kwok plays the kubelets of the four scenario nodes; CoreDNS
+# serves cluster.local from this API server on a loopback port (see coredns/port).
+set -euo pipefail
+# shellcheck source=/dev/null
+. "$(dirname "$0")/env.sh"
+
+for tool in kwokctl kwok etcd kube-apiserver kubectl coredns; do
+  command -v "$tool" >/dev/null 2>&1 || die "$tool is not built: run 'make tools' first."
+done
+mkdir -p "$CLUSTER_DIR" "$DNS_DIR"
+
+healthy() { kc get --raw /readyz >/dev/null 2>&1; }
+
+if kwokctl get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; then
+  if healthy; then
+    say "cluster $CLUSTER_NAME is already running"
+  else
+    say "cluster $CLUSTER_NAME exists but does not answer: recreating it"
+    kwokctl delete cluster --name "$CLUSTER_NAME" --kubeconfig "$KUBECONFIG_PATH" >/dev/null 2>&1 || true
+  fi
+fi
+
+if ! healthy; then
+  say "starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok ..."
+  start=$(date +%s)
+  # Pod IPs and Service IPs get ranges of their own (kwok's default overlaps the Service
+  # range), large enough for benchmark fleets.
+  kwokctl create cluster --name "$CLUSTER_NAME" --runtime binary \
+    --kubeconfig "$KUBECONFIG_PATH" \
+    --etcd-binary "$TOOLS_BIN/etcd" \
+    --kube-apiserver-binary "$TOOLS_BIN/kube-apiserver" \
+    --kube-controller-manager-binary "$TOOLS_BIN/kube-controller-manager" \
+    --kube-scheduler-binary "$TOOLS_BIN/kube-scheduler" \
+    --kwok-controller-binary "$TOOLS_BIN/kwok" \
+    --disable-qps-limits \
+    --extra-args "kube-apiserver=service-cluster-ip-range=10.96.0.0/16" \
+    --extra-args "kwok-controller=cidr=10.244.0.0/16" \
+    --wait 60s >"$CLUSTER_DIR/kwokctl.log" 2>&1 \
+    || { tail -n 20 "$CLUSTER_DIR/kwokctl.log" >&2; die "kwokctl could not create the cluster; see $CLUSTER_DIR/kwokctl.log and $KWOK_WORKDIR/clusters/$CLUSTER_NAME/logs/."; }
+  say "control plane ready in $(( $(date +%s) - start ))s"
+fi
+
+kc apply --server-side --field-manager=statefulwebapp-cluster -f "$repo/hack/cluster/nodes.yaml" >/dev/null
+kc wait --for=condition=Ready node --all --timeout=60s >/dev/null \
+  || die "the kwok nodes did not become Ready; see $KWOK_WORKDIR/clusters/$CLUSTER_NAME/logs/kwok-controller.log."
+# Pods need the namespace's default ServiceAccount; wait for its controller once here so the
+# first test does not race it.
+for _ in $(seq 60); do kc get serviceaccount default >/dev/null 2>&1 && break; sleep 0.5; done
+
+"$repo/hack/cluster/dns.sh" start
+say "nodes: $(kc get nodes -o name | tr '\n' ' ')"
+say "CoreDNS: 127.0.0.1:$(cat "$DNS_DIR/port") serves cluster.local"
+echo "$KUBECONFIG_PATH"

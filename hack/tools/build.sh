@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Builds every pinned tool of the local cluster that is missing from the cache, then prints the
+# cache's bin directory. Versions live in versions.env; the cache directory is named after a hash
+# of this folder, so a version bump builds afresh and an unchanged pin is never rebuilt.
+#   hack/tools/build.sh          build what is missing, print the bin directory
+#   hack/tools/build.sh --dir    print the bin directory only (no build)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=/dev/null
+. "$here/versions.env"
+
+hash=$(cd "$here" && cat versions.env build.sh kube/go.mod kube/go.sum kube/main.go \
+  etcd/go.mod etcd/go.sum etcd/main.go | sha256sum | cut -c1-12)
+root="${XDG_CACHE_HOME:-$HOME/.cache}/statefulwebapp-operator/tools/$hash"
+bin="$root/bin"
+if [ "${1:-}" = "--dir" ]; then echo "$bin"; exit 0; fi
+
+say() { printf '[tools] %s\n' "$*" >&2; }
+die() { printf '[tools] error: %s\n' "$*" >&2; exit 1; }
+
+command -v go >/dev/null 2>&1 || die "the Go toolchain is missing: install Go 1.26 or newer and put 'go' on PATH."
+mkdir -p "$bin" "$root/logs"
+
+# One cheap request up front turns an unreachable module proxy into one clear sentence instead
+# of a wall of per-module errors twenty minutes into a build.
+proxy_check() {
+  if ! go mod download -json "sigs.k8s.io/kwok@${KWOK_VERSION}" >/dev/null 2>"$root/logs/proxy-check.log"; then
+    die "cannot download Go modules (GOPROXY=$(go env GOPROXY)): the Go module proxy is unreachable; see $root/logs/proxy-check.log."
+  fi
+}
+
+# Runs one build, showing a live count of compiled packages, and records its wall time and peak
+# memory (from GNU time) in logs/build-times.tsv.
+build() {
+  local name=$1; shift
+  local start end n=0 log="$root/logs/$name.log"
+  start=$(date +%s)
+  say "building $name ..."
+  if ! /usr/bin/time -f '%M' -o "$root/logs/$name.maxrss" "$@" >"$log" 2>&1 & then :; fi
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    n=$(grep -vc '^go: downloading' "$log" 2>/dev/null || true)
+    printf '\r[tools]   %s: %s packages compiled, %ss' "$name" "$n" "$(( $(date +%s) - start ))" >&2
+    sleep 5
+  done
+  printf '\n' >&2
+  if ! wait "$pid"; then
+    tail -n 30 "$log" >&2
+    die "building $name failed; the full log is $log."
+  fi
+  end=$(date +%s)
+  printf '%s\t%s\t%s\n' "$name" "$(( end - start ))" "$(tail -n1 "$root/logs/$name.maxrss")" >>"$root/logs/build-times.tsv"
+  say "built $name in $(( end - start ))s (peak RSS $(( $(tail -n1 "$root/logs/$name.maxrss") / 1024 )) MiB)"
+}
+
+need() { for f in "$@"; do [ -x "$bin/$f" ] || return 0; done; return 1; }
+checked=
+ensure_proxy() { [ -n "$checked" ] || { proxy_check; checked=1; }; }
+
+export GOFLAGS=-mod=mod
+if need kube; then
+  ensure_proxy
+  pkg=k8s.io/component-base/version
+  cgo=k8s.io/client-go/pkg/version
+  minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
+  ld="-s -w"
+  for p in "$pkg" "$cgo"; do
+    ld="$ld -X $p.gitVersion=${KUBE_VERSION} -X $p.gitMajor=1 -X $p.gitMinor=${minor}"
+    ld="$ld -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  (cd "$here/kube" && build kube go build -v -trimpath -ldflags "$ld" -o "$bin/kube" .)
+fi
+for n in kube-apiserver kube-controller-manager kube-scheduler kubectl; do ln -sf kube "$bin/$n"; done
+
+if need etcd; then
+  ensure_proxy
+  (cd "$here/etcd" && build etcd go build -v -trimpath -ldflags "-s -w" -o "$bin/etcd" .)
+fi
+
+# These three modules carry no replace directives, so `go install pkg@version` builds them as
+# their authors pinned them; running it outside any module keeps our go.mod files out of it.
+install() {
+  local name=$1 pkg=$2 ld=${3:-}
+  if need "$name"; then
+    ensure_proxy
+    (cd "$root" && GOFLAGS= GOBIN="$bin" build "$name" go install -v -trimpath -ldflags "-s -w $ld" "$pkg")
+  fi
+}
+install kwok "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}" "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${KUBE_VERSION}"
+install kwokctl "sigs.k8s.io/kwok/cmd/kwokctl@${KWOK_VERSION}" "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${KUBE_VERSION}"
+install coredns "github.com/coredns/coredns@${COREDNS_VERSION}"
+install helm "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" "-X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
+
+echo "$bin"

@@ -1,0 +1,1 @@
+"""statefulwebapp: a kopf operator that turns one StatefulWebApp into a stateful web stack."""

@@ -1,0 +1,76 @@
+"""Names and labels of every child, derived deterministically from the app.
+
+Length limits come from the children: a CronJob name may have at most 52 characters (its Jobs
+append an 11-character suffix and must stay within 63), so the app name may have at most
+52 - len("-datelog") = 44.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from statefulwebapp.model import AppSpec
+
+MANAGER = "statefulwebapp-operator"
+"""Field manager for server-side apply and value of ``app.kubernetes.io/managed-by``."""
+
+CRONJOB_SUFFIX = "-datelog"
+MAX_CRONJOB_NAME = 52
+MAX_APP_NAME = MAX_CRONJOB_NAME - len(CRONJOB_SUFFIX)
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_APP_NAMESPACE = "apps.k8slab.io/app-namespace"
+"""On the cluster-scoped PV only: which namespace's app owns it (it cannot carry an owner)."""
+
+MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
+
+WEB, STORAGE, BACKUP, DATELOG = "web", "storage", "backup", "datelog"
+
+
+def statefulset(app: AppSpec) -> str:
+    """StatefulSet name; its pods are ``<name>-0``, ``<name>-1``, ..."""
+    return app.name
+
+
+def service(app: AppSpec) -> str:
+    """Headless Service name."""
+    return app.service_name
+
+
+def claim(app: AppSpec) -> str:
+    """PersistentVolumeClaim name."""
+    return f"{app.name}-data"
+
+
+def volume(app: AppSpec) -> str:
+    """Cluster-scoped PersistentVolume name, unique across namespaces."""
+    return f"{app.namespace}-{app.name}-data"
+
+
+def daemonset(app: AppSpec) -> str:
+    """Backup DaemonSet name."""
+    return f"{app.name}-backup"
+
+
+def cronjob(app: AppSpec) -> str:
+    """Date-logger CronJob name."""
+    return f"{app.name}{CRONJOB_SUFFIX}"
+
+
+def labels(app: AppSpec, component: str) -> dict[str, str]:
+    """The full label set of a child of ``component``."""
+    return {
+        LABEL_NAME: "statefulwebapp",
+        LABEL_INSTANCE: app.name,
+        LABEL_COMPONENT: component,
+        LABEL_MANAGED_BY: MANAGER,
+    }
+
+
+def selector(app: AppSpec, component: str) -> dict[str, str]:
+    """The immutable pod selector of a workload: labels that never change for an app."""
+    return {LABEL_INSTANCE: app.name, LABEL_COMPONENT: component}

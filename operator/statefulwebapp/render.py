@@ -1,0 +1,238 @@
+"""Pure renderers: one function per child, from the typed spec to a manifest dict.
+
+Nothing here talks to the API server, reads the clock or the environment, so every manifest
+is a function of the :class:`~statefulwebapp.model.AppSpec` alone; the golden tests pin them
+and the e2e tests reuse them to compute what the cluster must show.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from statefulwebapp import names
+from statefulwebapp.model import GROUP, KIND, VERSION, AppSpec
+
+Manifest = dict[str, Any]
+
+BACKUP_SCRIPT = resources.files("statefulwebapp").joinpath("scripts/backup.sh").read_text()
+"""The backup agent, run by ``sh -c`` so any image with a busybox-like shell works."""
+
+DATA_VOLUME = "data"
+BACKUP_VOLUME = "backups"
+BACKUP_SOURCE = "/data"
+BACKUP_DEST = "/backup"
+CONTROL_PLANE_TAINTS = ("node-role.kubernetes.io/master", "node-role.kubernetes.io/control-plane")
+
+
+def _meta(app: AppSpec, name: str, component: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": app.namespace,
+        "labels": names.labels(app, component),
+        "ownerReferences": [
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": app.name,
+                "uid": app.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+
+
+def render_service(app: AppSpec) -> Manifest:
+    """The headless Service that gives each web pod a stable DNS name."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(app, names.service(app), names.WEB),
+        "spec": {
+            "clusterIP": "None",
+            "selector": names.selector(app, names.WEB),
+            "ports": [{"name": "http", "port": app.port, "targetPort": app.port}],
+        },
+    }
+
+
+def render_volume(app: AppSpec) -> Manifest:
+    """The NFS PersistentVolume, pre-bound to the app's claim.
+
+    Cluster-scoped, so it cannot carry an owner reference to a namespaced app: labels tie it
+    to its app and the app's finalizer deletes it. Retain keeps the data on the NFS server
+    whatever happens to the claim.
+    """
+    labels = names.labels(app, names.STORAGE) | {names.LABEL_APP_NAMESPACE: app.namespace}
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": names.volume(app), "labels": labels},
+        "spec": {
+            "capacity": {"storage": app.storage.capacity},
+            "accessModes": ["ReadWriteMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "claimRef": {"namespace": app.namespace, "name": names.claim(app)},
+            "nfs": {"server": app.storage.nfs.server, "path": app.storage.nfs.path},
+        },
+    }
+
+
+def render_claim(app: AppSpec) -> Manifest:
+    """The claim the web pods and the backup agents mount, bound to exactly our volume."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _meta(app, names.claim(app), names.STORAGE),
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "",
+            "volumeName": names.volume(app),
+            "resources": {"requests": {"storage": app.storage.request}},
+        },
+    }
+
+
+def render_statefulset(app: AppSpec) -> Manifest:
+    """The web StatefulSet: ordered pods ``<name>-0..N-1`` sharing the NFS claim."""
+    container: dict[str, Any] = {
+        "name": "web",
+        "image": app.image,
+        "ports": [{"name": "http", "containerPort": app.port}],
+        "volumeMounts": [{"name": DATA_VOLUME, "mountPath": app.storage.mount_path}],
+    }
+    if app.resources.to_k8s():
+        container["resources"] = app.resources.to_k8s()
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _meta(app, names.statefulset(app), names.WEB),
+        "spec": {
+            "replicas": app.replicas,
+            "serviceName": names.service(app),
+            "selector": {"matchLabels": names.selector(app, names.WEB)},
+            "template": {
+                "metadata": {"labels": names.labels(app, names.WEB)},
+                "spec": {
+                    "containers": [container],
+                    "volumes": [
+                        {
+                            "name": DATA_VOLUME,
+                            "persistentVolumeClaim": {"claimName": names.claim(app)},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def render_daemonset(app: AppSpec) -> Manifest | None:
+    """The per-node backup agent, or None when backups are disabled."""
+    backup = app.backup
+    if not backup.enabled:
+        return None
+    env = {
+        "BACKUP_SOURCE": BACKUP_SOURCE,
+        "BACKUP_DEST": BACKUP_DEST,
+        "BACKUP_PREFIX": f"{app.namespace}-{app.name}",
+        "BACKUP_INTERVAL_SECONDS": str(backup.interval_seconds),
+        "BACKUP_KEEP": str(backup.keep),
+    }
+    container: dict[str, Any] = {
+        "name": "backup",
+        "image": backup.image,
+        "command": ["sh", "-c", BACKUP_SCRIPT],
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "volumeMounts": [
+            {"name": DATA_VOLUME, "mountPath": BACKUP_SOURCE, "readOnly": True},
+            {"name": BACKUP_VOLUME, "mountPath": BACKUP_DEST},
+        ],
+    }
+    if backup.resources.to_k8s():
+        container["resources"] = backup.resources.to_k8s()
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [
+            {
+                "name": DATA_VOLUME,
+                "persistentVolumeClaim": {"claimName": names.claim(app), "readOnly": True},
+            },
+            {
+                "name": BACKUP_VOLUME,
+                "hostPath": {"path": backup.host_path, "type": "DirectoryOrCreate"},
+            },
+        ],
+    }
+    if backup.tolerate_control_plane:
+        pod_spec["tolerations"] = [
+            {"key": taint, "operator": "Exists", "effect": "NoSchedule"}
+            for taint in CONTROL_PLANE_TAINTS
+        ]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": _meta(app, names.daemonset(app), names.BACKUP),
+        "spec": {
+            "selector": {"matchLabels": names.selector(app, names.BACKUP)},
+            "template": {
+                "metadata": {"labels": names.labels(app, names.BACKUP)},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def render_cronjob(app: AppSpec) -> Manifest | None:
+    """The date-logging CronJob, or None when the date logger is disabled."""
+    logger = app.date_logger
+    if not logger.enabled:
+        return None
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": _meta(app, names.cronjob(app), names.DATELOG),
+        "spec": {
+            "schedule": logger.schedule,
+            "suspend": logger.suspend,
+            "concurrencyPolicy": "Forbid",
+            "successfulJobsHistoryLimit": logger.successful_jobs_history_limit,
+            "failedJobsHistoryLimit": logger.failed_jobs_history_limit,
+            "jobTemplate": {
+                "metadata": {"labels": names.labels(app, names.DATELOG)},
+                "spec": {
+                    "template": {
+                        "metadata": {"labels": names.labels(app, names.DATELOG)},
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "containers": [
+                                {
+                                    "name": "date",
+                                    "image": logger.image,
+                                    "command": ["sh", "-c", "date"],
+                                }
+                            ],
+                        },
+                    }
+                },
+            },
+        },
+    }
+
+
+RENDERERS = (
+    ("PersistentVolume", render_volume),
+    ("PersistentVolumeClaim", render_claim),
+    ("Service", render_service),
+    ("StatefulSet", render_statefulset),
+    ("DaemonSet", render_daemonset),
+    ("CronJob", render_cronjob),
+)
+"""Every child kind with its renderer, in the order they are applied (storage first)."""
+
+
+def render_all(app: AppSpec) -> dict[str, Manifest | None]:
+    """Every child by kind; None marks a child the spec disables (to delete if present)."""
+    return {kind: render(app) for kind, render in RENDERERS}

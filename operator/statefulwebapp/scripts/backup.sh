@@ -1,0 +1,230 @@
+# shellcheck shell=sh
+# StatefulWebApp backup agent.
+#
+# POSIX sh, runs under busybox sh with busybox applets only. The whole file is
+# passed as the -c argument of sh, so nothing here depends on $0 or on the
+# location of this file. Configuration comes only from environment variables:
+#
+#   BACKUP_PREFIX            required; archive name prefix, e.g. "default-web"
+#                            (letters, digits, ".", "_", "-"; must not start
+#                            with "." or "-")
+#   BACKUP_SOURCE            directory to archive (default /data)
+#   BACKUP_DEST              existing directory archives are written to
+#                            (default /backup)
+#   BACKUP_INTERVAL_SECONDS  seconds between runs in loop mode, >= 1
+#                            (default 3600)
+#   BACKUP_KEEP              number of archives with this prefix to keep, >= 1
+#                            (default 24)
+#   BACKUP_ONCE              "1": do a single run and exit with its status;
+#                            unset, empty or "0": loop forever (run, sleep)
+#
+# One run writes ${BACKUP_DEST}/${BACKUP_PREFIX}-YYYYmmddTHHMMSSZ.tar.gz (UTC)
+# holding the contents of BACKUP_SOURCE with paths relative to it. The archive
+# is written to a hidden ".partial" file first and renamed into place only on
+# success. If an archive with the same name already exists, the run waits for
+# the next second instead of overwriting it, so names stay unique and keep
+# sorting by time. After a successful run only the newest BACKUP_KEEP archives
+# named ${BACKUP_PREFIX}-<timestamp>.tar.gz are kept; nothing else is touched.
+#
+# Exit status: 0 success, 1 failed run (once mode), 2 invalid configuration.
+# In loop mode a failed run is logged to stderr and retried next interval.
+
+set -u
+umask 077
+LC_ALL=C
+export LC_ALL
+
+log() {
+    printf 'backup: %s\n' "$*"
+}
+
+err() {
+    printf 'backup: error: %s\n' "$*" >&2
+}
+
+die_config() {
+    err "$*"
+    exit 2
+}
+
+# Print the integer value of env var $1 (default $2); exit 2 unless it is a
+# whole number >= 1.
+positive_int() {
+    _name=$1
+    eval "_val=\${$_name:-}"
+    [ -n "$_val" ] || _val=$2
+    case $_val in
+        '' | *[!0-9]*)
+            die_config "$_name must be a whole number >= 1, got '$_val'"
+            ;;
+    esac
+    # Strip leading zeros: sh arithmetic would read "08" as bad octal.
+    _val=${_val#"${_val%%[!0]*}"}
+    if [ -z "$_val" ]; then
+        die_config "$_name must be a whole number >= 1, got 0"
+    fi
+    if [ "${#_val}" -gt 9 ]; then
+        die_config "$_name is too large: $_val"
+    fi
+    printf '%s\n' "$_val"
+}
+
+# ---------------------------------------------------------------- config ----
+
+SRC=${BACKUP_SOURCE:-/data}
+DEST=${BACKUP_DEST:-/backup}
+PREFIX=${BACKUP_PREFIX:-}
+
+if [ -z "$PREFIX" ]; then
+    die_config "BACKUP_PREFIX is required (e.g. BACKUP_PREFIX=default-web)"
+fi
+case $PREFIX in
+    [.-]* | *[!A-Za-z0-9._-]*)
+        die_config "BACKUP_PREFIX may only contain letters, digits, '.', '_', '-' and must not start with '.' or '-', got '$PREFIX'"
+        ;;
+esac
+
+# Command substitution runs in a subshell, so check its status explicitly.
+INTERVAL=$(positive_int BACKUP_INTERVAL_SECONDS 3600) || exit 2
+KEEP=$(positive_int BACKUP_KEEP 24) || exit 2
+
+case ${BACKUP_ONCE:-} in
+    1) ONCE=1 ;;
+    '' | 0) ONCE=0 ;;
+    *) die_config "BACKUP_ONCE must be 1, 0 or unset, got '$BACKUP_ONCE'" ;;
+esac
+
+# Glob for the timestamp part of an archive name (YYYYmmddTHHMMSSZ).
+TS_GLOB='[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z'
+
+# Partial file of the run in progress, removed if we are terminated.
+PARTIAL=''
+SLEEP_PID=''
+
+on_signal() {
+    [ -n "$PARTIAL" ] && rm -f -- "$PARTIAL"
+    [ -n "$SLEEP_PID" ] && kill "$SLEEP_PID" 2>/dev/null
+    log "terminated"
+    exit 143
+}
+trap on_signal TERM INT HUP
+
+# ---------------------------------------------------------------- one run ---
+
+# Remove partial files left by an earlier run that was killed mid-way.
+sweep_partials() {
+    for _f in "$DEST"/."$PREFIX"-*.tar.gz.partial; do
+        case ${_f##*/} in
+            ."$PREFIX"-$TS_GLOB.tar.gz.partial) rm -f -- "$_f" ;;
+        esac
+    done
+}
+
+# Delete all but the newest $KEEP archives of this prefix.
+prune() {
+    _list=$(
+        for _f in "$DEST"/"$PREFIX"-*.tar.gz; do
+            [ -f "$_f" ] || continue
+            _n=${_f##*/}
+            case $_n in
+                "$PREFIX"-$TS_GLOB.tar.gz) printf '%s\n' "$_n" ;;
+            esac
+        done | sort
+    )
+    _count=0
+    for _n in $_list; do
+        _count=$((_count + 1))
+    done
+    _excess=$((_count - KEEP))
+    _rc=0
+    for _n in $_list; do
+        [ "$_excess" -gt 0 ] || break
+        if rm -f -- "$DEST/$_n"; then
+            log "pruned $DEST/$_n"
+        else
+            err "could not delete old archive $DEST/$_n"
+            _rc=1
+        fi
+        _excess=$((_excess - 1))
+    done
+    return "$_rc"
+}
+
+run_once() {
+    if [ ! -d "$SRC" ]; then
+        err "source directory $SRC (BACKUP_SOURCE) does not exist or is not a directory"
+        return 1
+    fi
+    if [ ! -r "$SRC" ] || [ ! -x "$SRC" ]; then
+        err "source directory $SRC (BACKUP_SOURCE) is not readable"
+        return 1
+    fi
+    if [ ! -d "$DEST" ]; then
+        err "destination $DEST (BACKUP_DEST) does not exist or is not a directory"
+        return 1
+    fi
+
+    sweep_partials
+
+    # Never overwrite an archive from the same second: wait for the next one.
+    _tries=0
+    while :; do
+        if ! _ts=$(date -u +%Y%m%dT%H%M%SZ); then
+            err "could not read the clock"
+            return 1
+        fi
+        _name="$PREFIX-$_ts.tar.gz"
+        [ -e "$DEST/$_name" ] || [ -e "$DEST/.$_name.partial" ] || break
+        _tries=$((_tries + 1))
+        if [ "$_tries" -gt 5 ]; then
+            err "archive $DEST/$_name already exists and no free name was found"
+            return 1
+        fi
+        sleep 1
+    done
+
+    _final="$DEST/$_name"
+    PARTIAL="$DEST/.$_name.partial"
+    # tar writes the archive itself, so its stdout is empty; capture stderr to
+    # report it as a single line.
+    if ! _out=$(tar -czf "$PARTIAL" -C "$SRC" . 2>&1); then
+        rm -f -- "$PARTIAL"
+        PARTIAL=''
+        err "archiving $SRC into $DEST failed: $(printf '%s' "$_out" | tr '\n' ' ')"
+        return 1
+    fi
+    if [ -n "$_out" ]; then
+        err "tar reported (archive kept): $(printf '%s' "$_out" | tr '\n' ' ')"
+    fi
+    if ! mv -f -- "$PARTIAL" "$_final"; then
+        rm -f -- "$PARTIAL"
+        PARTIAL=''
+        err "could not move archive into place at $_final"
+        return 1
+    fi
+    PARTIAL=''
+
+    _size=$(wc -c <"$_final")
+    log "created $_final ($((_size)) bytes)"
+
+    prune
+}
+
+# ------------------------------------------------------------------- main ---
+
+if [ "$ONCE" = 1 ]; then
+    run_once
+    exit $?
+fi
+
+log "starting: source=$SRC dest=$DEST prefix=$PREFIX interval=${INTERVAL}s keep=$KEEP"
+while :; do
+    if ! run_once; then
+        err "run failed; retrying in ${INTERVAL}s"
+    fi
+    # Sleep in the background and wait, so SIGTERM is handled promptly.
+    sleep "$INTERVAL" &
+    SLEEP_PID=$!
+    wait "$SLEEP_PID"
+    SLEEP_PID=''
+done

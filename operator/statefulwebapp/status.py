@@ -1,0 +1,147 @@
+"""Status, recomputed from what the children show, every time.
+
+Pure: given the spec, the children as last observed, and the previous conditions (only to
+keep ``lastTransitionTime`` stable), it returns the whole status. Nothing is remembered
+between calls, so the status cannot drift away from the cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from statefulwebapp import names
+from statefulwebapp.model import AppSpec
+
+Obj = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why the app cannot be reconciled right now (bad spec, name conflict, refused write)."""
+
+    reason: str
+    """CamelCase reason for the Ready condition."""
+    message: str
+    """What is wrong and what the user can do about it."""
+
+
+def _get(obj: Obj | None, *keys: str, default: Any = None) -> Any:
+    cur: Any = obj
+    for key in keys:
+        if not isinstance(cur, Mapping):
+            return default
+        cur = cur.get(key)
+    return default if cur is None else cur
+
+
+def _fresh(obj: Obj | None) -> bool:
+    """Whether the child's controller has seen its latest spec."""
+    gen = _get(obj, "metadata", "generation", default=0)
+    return bool(_get(obj, "status", "observedGeneration", default=0) >= gen)
+
+
+def compute(
+    app: AppSpec,
+    generation: int,
+    children: Mapping[str, Obj | None],
+    previous: Sequence[Obj] = (),
+    problem: Problem | None = None,
+    now: str = "",
+) -> dict[str, Any]:
+    """The full status of the app from its children as observed.
+
+    ``children`` maps a child kind to the live object (None if absent). ``problem`` is set by
+    the reconciler when it could not act (invalid spec, conflict, refused write); it wins over
+    whatever the children show, because the children then no longer follow the spec.
+    """
+    sts = children.get("StatefulSet")
+    pvc = children.get("PersistentVolumeClaim")
+    ds = children.get("DaemonSet")
+    cron = children.get("CronJob")
+
+    ready_replicas = int(_get(sts, "status", "readyReplicas", default=0))
+    claim_phase = str(_get(pvc, "status", "phase", default="Missing"))
+    backup_ready = int(_get(ds, "status", "numberReady", default=0))
+    backup_desired = int(_get(ds, "status", "desiredNumberScheduled", default=0))
+    last_run = _get(cron, "status", "lastSuccessfulTime") or _get(
+        cron, "status", "lastScheduleTime"
+    )
+
+    reason, message = _readiness(app, children, problem)
+    selector = ",".join(f"{k}={v}" for k, v in names.selector(app, names.WEB).items())
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "replicas": app.replicas,
+        "readyReplicas": ready_replicas,
+        "selector": selector,
+        "ready": f"{ready_replicas}/{app.replicas}",
+        "storage": claim_phase,
+        "backup": f"{backup_ready}/{backup_desired}" if app.backup.enabled else "disabled",
+        "lastDateLog": last_run,
+        "conditions": [
+            _condition("Ready", reason == "Ready", reason, message, previous, now),
+        ],
+    }
+    return status
+
+
+def _readiness(
+    app: AppSpec, children: Mapping[str, Obj | None], problem: Problem | None
+) -> tuple[str, str]:
+    if problem is not None:
+        return problem.reason, problem.message
+    pvc = children.get("PersistentVolumeClaim")
+    sts = children.get("StatefulSet")
+    ds = children.get("DaemonSet")
+    cron = children.get("CronJob")
+    phase = _get(pvc, "status", "phase", default="Missing")
+    if phase != "Bound":
+        return (
+            "StorageNotBound",
+            f"claim {names.claim(app)} is {phase}, waiting for it to bind to volume "
+            f"{names.volume(app)} (NFS {app.storage.nfs.server}:{app.storage.nfs.path})",
+        )
+    if sts is None:
+        return "StatefulSetMissing", f"StatefulSet {names.statefulset(app)} does not exist yet"
+    ready = int(_get(sts, "status", "readyReplicas", default=0))
+    updated = int(_get(sts, "status", "updatedReplicas", default=0))
+    current = int(_get(sts, "status", "replicas", default=0))
+    if not _fresh(sts) or ready != app.replicas or current != app.replicas or (
+        app.replicas and updated != app.replicas
+    ):
+        return (
+            "WebPodsNotReady",
+            f"{ready}/{app.replicas} web pods ready ({updated} updated); "
+            f"see kubectl get pods -l {names.LABEL_INSTANCE}={app.name}",
+        )
+    if app.backup.enabled:
+        if ds is None:
+            return "BackupMissing", f"DaemonSet {names.daemonset(app)} does not exist yet"
+        desired = int(_get(ds, "status", "desiredNumberScheduled", default=0))
+        ready_agents = int(_get(ds, "status", "numberReady", default=0))
+        updated_agents = int(_get(ds, "status", "updatedNumberScheduled", default=0))
+        if not _fresh(ds) or desired == 0 or ready_agents != desired or updated_agents != desired:
+            return (
+                "BackupNotReady",
+                f"{ready_agents}/{desired} backup agents ready on eligible nodes",
+            )
+    if app.date_logger.enabled and cron is None:
+        return "DateLoggerMissing", f"CronJob {names.cronjob(app)} does not exist yet"
+    return "Ready", f"{app.replicas}/{app.replicas} web pods ready, storage bound"
+
+
+def _condition(
+    kind: str, ok: bool, reason: str, message: str, previous: Sequence[Obj], now: str
+) -> dict[str, Any]:
+    value = "True" if ok else "False"
+    old = next((c for c in previous if c.get("type") == kind), None)
+    since = old.get("lastTransitionTime") if old and old.get("status") == value else None
+    return {
+        "type": kind,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since or now,
+    }

@@ -1,0 +1,113 @@
+"""Helpers for e2e tests: the Cluster handle, polling, and throw-away namespaces."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dns.exception
+import dns.resolver
+import pykube
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tools_bin() -> Path:
+    """The cache directory holding kubectl, helm and the cluster binaries."""
+    out = subprocess.run(
+        [REPO / "hack/tools/build.sh", "--dir"], check=True, capture_output=True, text=True
+    )
+    return Path(out.stdout.strip())
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
+    """Poll ``check`` until it returns something truthy; fail saying ``what`` never happened."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last seen: {last!r})")
+
+
+@dataclass
+class Cluster:
+    """A cluster for e2e tests: API client, kubectl, and cluster DNS lookups."""
+
+    kind: str
+    kubeconfig_path: Path
+    dns_port: int | None = None
+    """Loopback port of the local cluster's CoreDNS; None resolves from inside the cluster."""
+    api: pykube.HTTPClient = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.api = pykube.HTTPClient(pykube.KubeConfig.from_file(str(self.kubeconfig_path)))
+        self._kubectl = str(tools_bin() / "kubectl")
+
+    def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> str:
+        """Run kubectl against this cluster and return its stdout."""
+        result = subprocess.run(
+            [self._kubectl, "--kubeconfig", str(self.kubeconfig_path), *args],
+            input=stdin,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result.stdout + (result.stderr if not check else "")
+
+    def resolve(self, name: str) -> list[str]:
+        """A records of a cluster DNS name (empty if it does not resolve)."""
+        if self.dns_port is None:
+            return self._resolve_in_cluster(name)
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = ["127.0.0.1"]
+        resolver.port = self.dns_port
+        resolver.lifetime = 2.0
+        try:
+            return sorted(r.to_text() for r in resolver.resolve(name, "A"))
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.exception.Timeout):
+            return []
+
+    def _resolve_in_cluster(self, name: str) -> list[str]:
+        pod = f"nslookup-{uuid.uuid4().hex[:6]}"
+        out = self.kubectl(
+            "run",
+            pod,
+            "--rm",
+            "-i",
+            "--restart=Never",
+            "--image=busybox",
+            "--",
+            "nslookup",
+            name,
+            check=False,
+        )
+        answers = out.split("Name:", 1)[-1] if "Name:" in out else ""
+        return sorted(
+            line.split()[-1] for line in answers.splitlines() if line.startswith("Address")
+        )
+
+
+def make_namespace(cluster: Cluster, prefix: str = "e2e") -> str:
+    """Create a fresh namespace and wait for its default ServiceAccount."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    pykube.Namespace(cluster.api, {"metadata": {"name": name}}).create()
+    wait_for(
+        lambda: pykube.ServiceAccount.objects(cluster.api, namespace=name).get_or_none(
+            name="default"
+        ),
+        30,
+        f"the default ServiceAccount of {name}",
+    )
+    return name

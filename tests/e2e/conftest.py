@@ -1,0 +1,75 @@
+"""The e2e cluster fixture, behind one option: ``--cluster=local|kind|existing``.
+
+- ``local`` (default): the project's own cluster (``hack/cluster/up.sh``: real control plane,
+  kwok nodes, CoreDNS on loopback). Started if it is not running; ``make test`` stops it.
+- ``kind``: a kind cluster through pytest-kind, shaped by ``tests/e2e/kind.yaml``. Needs Docker,
+  which the project's own machines do not have; names are then resolved from inside the
+  cluster with a one-shot busybox pod.
+- ``existing``: whatever ``$KUBECONFIG`` points at, used as it is (DNS as for kind).
+
+Every test gets its own namespace, deleted afterwards. A cluster that cannot be reached is an
+error, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pykube
+import pytest
+
+from tests.e2e.cluster import REPO, Cluster, make_namespace
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cluster",
+        choices=["local", "kind", "existing"],
+        default="local",
+        help="which cluster e2e tests run on (default: local, the kwok-based one)",
+    )
+
+
+def _local() -> Cluster:
+    up = subprocess.run(
+        [REPO / "hack/cluster/up.sh"], check=False, capture_output=True, text=True, timeout=300
+    )
+    if up.returncode != 0:
+        pytest.fail(f"the local cluster did not start (hack/cluster/up.sh):\n{up.stderr}")
+    kubeconfig = Path(up.stdout.strip().splitlines()[-1])
+    port = int((REPO / ".cluster/coredns/port").read_text())
+    return Cluster("local", kubeconfig, dns_port=port)
+
+
+def _kind() -> Iterator[Cluster]:
+    # pytest-kind downloads kind and needs Docker: this path is for machines that have both.
+    from pytest_kind import KindCluster  # noqa: PLC0415
+
+    kind = KindCluster("statefulwebapp-e2e")
+    kind.create(config_file=REPO / "tests/e2e/kind.yaml")
+    try:
+        yield Cluster("kind", Path(kind.kubeconfig_path))
+    finally:
+        kind.delete()
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    choice = request.config.getoption("--cluster")
+    if choice == "local":
+        yield _local()
+    elif choice == "kind":
+        yield from _kind()
+    else:
+        path = os.environ.get("KUBECONFIG", str(Path.home() / ".kube/config"))
+        yield Cluster("existing", Path(path.split(os.pathsep)[0]))
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    name = make_namespace(cluster)
+    yield name
+    pykube.Namespace(cluster.api, {"metadata": {"name": name}}).delete()
