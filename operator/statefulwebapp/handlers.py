@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -81,7 +81,7 @@ def _trim(body: Obj) -> dict[str, Any]:
 
 
 @kopf.index(*APP, id="idx_apps")
-def index_apps(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+def index_apps(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
     """Apps by (namespace, name), so a child's event finds its app without a request."""
     trimmed = _trim(body)
     trimmed["metadata"]["deletionTimestamp"] = body.get("metadata", {}).get("deletionTimestamp")
@@ -94,9 +94,7 @@ def _index_child(body: kopf.Body, **_: Any) -> dict[Any, Any]:
 
 def _owner_key(body: Obj) -> tuple[str, str]:
     labels = body.get("metadata", {}).get("labels") or {}
-    namespace = labels.get(names.LABEL_APP_NAMESPACE) or body.get("metadata", {}).get(
-        "namespace"
-    )
+    namespace = labels.get(names.LABEL_APP_NAMESPACE) or body.get("metadata", {}).get("namespace")
     return _key(namespace, labels.get(names.LABEL_INSTANCE))
 
 
@@ -109,18 +107,18 @@ def _observed(key: tuple[str, str], kwargs: Mapping[str, Any]) -> dict[str, Obj 
     return {kind: _first(kwargs[_index_name(kind)], key) for kind in CHILDREN}
 
 
-def _run(body: Obj, kwargs: Mapping[str, Any], logger: logging.Logger) -> None:
+def _run(body: Obj, kwargs: Mapping[str, Any], logger: kopf.Logger) -> None:
     meta = body["metadata"]
 
     def warn(reason: str, message: str) -> None:
-        kopf.warn(dict(body), reason=reason, message=message)
+        kopf.warn(kopf.Body(cast(kopf.RawBody, dict(body))), reason=reason, message=message)
 
     outcome = reconcile(
         kwargs["memo"].api,
-        body,
-        _observed(_key(meta["namespace"], meta["name"]), kwargs),
-        warn,
-        logger,
+        body=body,
+        observed=_observed(_key(meta["namespace"], meta["name"]), kwargs),
+        warn=warn,
+        logger=logger,
     )
     if outcome.problem is not None and outcome.problem.reason in {"Forbidden", "ApplyFailed"}:
         raise kopf.TemporaryError(outcome.problem.message, delay=10)
@@ -129,7 +127,7 @@ def _run(body: Obj, kwargs: Mapping[str, Any], logger: logging.Logger) -> None:
 @kopf.on.resume(*APP, id="reconcile")
 @kopf.on.create(*APP, id="reconcile")
 @kopf.on.update(*APP, id="reconcile")
-def reconcile_app(body: kopf.Body, logger: logging.Logger, **kwargs: Any) -> None:
+def reconcile_app(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
     """The app itself changed (or the operator started): converge it."""
     _run(body, kwargs, logger)
 
@@ -140,9 +138,7 @@ def cleanup_app(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     cleanup(memo.api, body)
 
 
-def on_child_event(
-    body: kopf.Body, logger: logging.Logger, **kwargs: Any
-) -> None:
+def on_child_event(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
     """A child changed or vanished: repair it if needed and recompute the app's status."""
     app = _first(kwargs["idx_apps"], _owner_key(body))
     if app is None or app["metadata"].get("deletionTimestamp"):

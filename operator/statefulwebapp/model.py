@@ -198,9 +198,7 @@ def _parse_storage(raw: Mapping[str, Any]) -> Storage:
     capacity = _quantity(raw, "capacity", "100Mi", "storage.")
     request = _quantity(raw, "request", capacity, "storage.")
     if parse_quantity(request) > parse_quantity(capacity):
-        raise SpecError(
-            "storage.request", f"{request} is larger than storage.capacity {capacity}"
-        )
+        raise SpecError("storage.request", f"{request} is larger than storage.capacity {capacity}")
     mount_path = str(raw.get("mountPath") or "/usr/share/nginx/html")
     if not mount_path.startswith("/"):
         raise SpecError("storage.mountPath", f"{mount_path!r} must be an absolute path")
@@ -248,7 +246,9 @@ def _parse_date_logger(raw: Mapping[str, Any]) -> DateLogger:
 
 # -- cron ---------------------------------------------------------------------------------
 
-_CRON_FIELDS = (
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_CRON_FIELDS: tuple[tuple[str, int, int, Mapping[str, int]], ...] = (
     ("minute", 0, 59, {}),
     ("hour", 0, 23, {}),
     ("day of month", 1, 31, {}),
@@ -256,9 +256,9 @@ _CRON_FIELDS = (
         "month",
         1,
         12,
-        {m: i + 1 for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())},
+        {m: i + 1 for i, m in enumerate(_MONTHS)},
     ),
-    ("day of week", 0, 7, {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}),
+    ("day of week", 0, 7, {d: i for i, d in enumerate(_WEEKDAYS)}),
 )
 _CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 
@@ -309,7 +309,7 @@ def _obj(raw: Mapping[str, Any], key: str, prefix: str = "") -> Mapping[str, Any
     return value
 
 
-def _int(
+def _int(  # noqa: PLR0917  (reads like the range it checks: key, default, low, high)
     raw: Mapping[str, Any], key: str, default: int, low: int, high: int, prefix: str = ""
 ) -> int:
     value = raw.get(key, default)
@@ -341,18 +341,14 @@ def _quantity(raw: Mapping[str, Any], key: str, default: str, prefix: str = "") 
     return value
 
 
-def _resources(
-    raw: Mapping[str, Any], key: str, default: Resources, prefix: str = ""
-) -> Resources:
+def _resources(raw: Mapping[str, Any], key: str, default: Resources, prefix: str = "") -> Resources:
     block = raw.get(key)
     if block is None:
         return default
     out: dict[str, dict[str, str]] = {}
     for half in ("requests", "limits"):
         values = _obj(_obj(raw, key, prefix), half, f"{prefix}{key}.")
-        out[half] = {
-            res: _quantity(values, res, "0", f"{prefix}{key}.{half}.") for res in values
-        }
+        out[half] = {res: _quantity(values, res, "0", f"{prefix}{key}.{half}.") for res in values}
     return Resources(requests=out["requests"], limits=out["limits"])
 
 

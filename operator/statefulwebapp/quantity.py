@@ -24,7 +24,9 @@ _SUFFIXES = {
     "Ei": Fraction(2**60),
 }
 # The same grammar the API server accepts (k8s.io/apimachinery resource.Quantity).
-_QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]))?$")
+_QUANTITY = re.compile(
+    r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]))?$"
+)
 
 
 def parse_quantity(text: str) -> Fraction:

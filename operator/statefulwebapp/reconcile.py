@@ -8,12 +8,12 @@ status only when it changed: a quiet cluster costs no requests.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import kopf
 import pykube
 
 from statefulwebapp import kube, names, status
@@ -72,10 +72,11 @@ def owned(app: AppSpec, obj: Obj) -> bool:
 
 def reconcile(
     api: pykube.HTTPClient,
+    *,
     body: Obj,
     observed: Mapping[str, Obj | None],
     warn: Warn,
-    logger: logging.Logger,
+    logger: kopf.Logger,
 ) -> Outcome:
     """Bring the app's children in line with its spec and publish the recomputed status.
 
@@ -101,7 +102,14 @@ def reconcile(
     try:
         outcome.problem = _find_conflict(api, app, desired, children)
         if outcome.problem is None:
-            _converge(api, app, desired, children, outcome, logger)
+            _converge(
+                api,
+                app=app,
+                desired=desired,
+                children=children,
+                outcome=outcome,
+                logger=logger,
+            )
     except kube.ApiError as err:
         outcome.problem = status.Problem(
             "Forbidden" if err.forbidden else "ApplyFailed",
@@ -111,8 +119,8 @@ def reconcile(
         warn(outcome.problem.reason, outcome.problem.message)
     new = status.compute(
         app,
-        generation,
-        children,
+        generation=generation,
+        children=children,
         previous=(body.get("status") or {}).get("conditions") or [],
         problem=outcome.problem,
         now=_now(),
@@ -149,11 +157,12 @@ def _find_conflict(
 
 def _converge(
     api: pykube.HTTPClient,
+    *,
     app: AppSpec,
     desired: Mapping[str, Obj | None],
     children: dict[str, Obj | None],
     outcome: Outcome,
-    logger: logging.Logger,
+    logger: kopf.Logger,
 ) -> None:
     for kind, manifest in desired.items():
         live = children.get(kind)
@@ -172,9 +181,7 @@ def _converge(
         logger.info("applied %s; deleted %s", outcome.applied or "-", outcome.deleted or "-")
 
 
-def _publish(
-    api: pykube.HTTPClient, body: Obj, new: dict[str, Any], outcome: Outcome
-) -> None:
+def _publish(api: pykube.HTTPClient, body: Obj, new: dict[str, Any], outcome: Outcome) -> None:
     current = body.get("status") or {}
     if all(current.get(key) == value for key, value in new.items()):
         return
@@ -185,7 +192,14 @@ def _publish(
 
 def _invalid_status(body: Obj, generation: int, problem: status.Problem) -> dict[str, Any]:
     previous = (body.get("status") or {}).get("conditions") or []
-    ready = status._condition("Ready", False, problem.reason, problem.message, previous, _now())
+    ready = status.condition(
+        "Ready",
+        ok=False,
+        reason=problem.reason,
+        message=problem.message,
+        previous=previous,
+        now=_now(),
+    )
     return {"observedGeneration": generation, "conditions": [ready]}
 
 
@@ -205,8 +219,7 @@ def cleanup(api: pykube.HTTPClient, body: Obj) -> None:
     if live is None:
         return
     labels = live.get("metadata", {}).get("labels") or {}
-    if (
-        labels.get(names.LABEL_INSTANCE) == meta.get("name")
-        and labels.get(names.LABEL_APP_NAMESPACE) == meta.get("namespace")
-    ):
+    if labels.get(names.LABEL_INSTANCE) == meta.get("name") and labels.get(
+        names.LABEL_APP_NAMESPACE
+    ) == meta.get("namespace"):
         kube.delete(api, "PersistentVolume", name)

@@ -62,7 +62,8 @@ def render_volume(app: AppSpec) -> Manifest:
 
     Cluster-scoped, so it cannot carry an owner reference to a namespaced app: labels tie it
     to its app and the app's finalizer deletes it. Retain keeps the data on the NFS server
-    whatever happens to the claim.
+    whatever happens to the claim. No storageClassName: the API server drops an empty one,
+    and an absent class is already the "no class" the claim asks for.
     """
     labels = names.labels(app, names.STORAGE) | {names.LABEL_APP_NAMESPACE: app.namespace}
     return {
@@ -73,7 +74,6 @@ def render_volume(app: AppSpec) -> Manifest:
             "capacity": {"storage": app.storage.capacity},
             "accessModes": ["ReadWriteMany"],
             "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "",
             "claimRef": {"namespace": app.namespace, "name": names.claim(app)},
             "nfs": {"server": app.storage.nfs.server, "path": app.storage.nfs.path},
         },

@@ -44,6 +44,7 @@ def _fresh(obj: Obj | None) -> bool:
 
 def compute(
     app: AppSpec,
+    *,
     generation: int,
     children: Mapping[str, Obj | None],
     previous: Sequence[Obj] = (),
@@ -81,13 +82,20 @@ def compute(
         "backup": f"{backup_ready}/{backup_desired}" if app.backup.enabled else "disabled",
         "lastDateLog": last_run,
         "conditions": [
-            _condition("Ready", reason == "Ready", reason, message, previous, now),
+            condition(
+                "Ready",
+                ok=reason == "Ready",
+                reason=reason,
+                message=message,
+                previous=previous,
+                now=now,
+            ),
         ],
     }
     return status
 
 
-def _readiness(
+def _readiness(  # noqa: PLR0911  (one early return per readiness gate, in order)
     app: AppSpec, children: Mapping[str, Obj | None], problem: Problem | None
 ) -> tuple[str, str]:
     if problem is not None:
@@ -108,8 +116,11 @@ def _readiness(
     ready = int(_get(sts, "status", "readyReplicas", default=0))
     updated = int(_get(sts, "status", "updatedReplicas", default=0))
     current = int(_get(sts, "status", "replicas", default=0))
-    if not _fresh(sts) or ready != app.replicas or current != app.replicas or (
-        app.replicas and updated != app.replicas
+    if (
+        not _fresh(sts)
+        or ready != app.replicas
+        or current != app.replicas
+        or (app.replicas and updated != app.replicas)
     ):
         return (
             "WebPodsNotReady",
@@ -132,9 +143,10 @@ def _readiness(
     return "Ready", f"{app.replicas}/{app.replicas} web pods ready, storage bound"
 
 
-def _condition(
-    kind: str, ok: bool, reason: str, message: str, previous: Sequence[Obj], now: str
+def condition(
+    kind: str, *, ok: bool, reason: str, message: str, previous: Sequence[Obj], now: str
 ) -> dict[str, Any]:
+    """One condition; ``lastTransitionTime`` moves only when the status value flips."""
     value = "True" if ok else "False"
     old = next((c for c in previous if c.get("type") == kind), None)
     since = old.get("lastTransitionTime") if old and old.get("status") == value else None

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import subprocess
+import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,3 +116,57 @@ def make_namespace(cluster: Cluster, prefix: str = "e2e") -> str:
         f"the default ServiceAccount of {name}",
     )
     return name
+
+
+CRD = REPO / "crds/statefulwebapps.apps.k8slab.io.yaml"
+
+
+@dataclass
+class Operator:
+    """The ``statefulwebapp-operator`` console script, running as a child process."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+    health_port: int
+
+    @classmethod
+    def start(cls, cluster: Cluster, log: Path, *extra: str) -> Operator:
+        port = _free_port()
+        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig_path)}
+        exe = Path(sys.executable).with_name("statefulwebapp-operator")
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [exe, "--health", f"http://127.0.0.1:{port}/healthz", *extra],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        running = cls(process, log, port)
+        wait_for(running.healthy, 60, f"the operator's health endpoint (log: {log})")
+        return running
+
+    def healthy(self) -> bool:
+        if self.process.poll() is not None:
+            pytest.fail(f"the operator exited with {self.process.returncode}:\n{self.tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

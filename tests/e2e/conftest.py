@@ -21,7 +21,7 @@ from pathlib import Path
 import pykube
 import pytest
 
-from tests.e2e.cluster import REPO, Cluster, make_namespace
+from tests.e2e.cluster import CRD, REPO, Cluster, Operator, make_namespace
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -73,3 +73,13 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     name = make_namespace(cluster)
     yield name
     pykube.Namespace(cluster.api, {"metadata": {"name": name}}).delete()
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    """The CRD installed and the real console script running against the cluster."""
+    cluster.kubectl("apply", "--server-side", "-f", str(CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/statefulwebapps.apps.k8slab.io")
+    running = Operator.start(cluster, tmp_path_factory.mktemp("operator") / "operator.log")
+    yield running
+    running.stop()

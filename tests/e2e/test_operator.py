@@ -1,0 +1,406 @@
+"""The operator, for real: one StatefulWebApp becomes the reference scenario and stays that way.
+
+Expectations come from the project's own renderers (``render_all``), so these tests check
+that the cluster shows what the operator promised, not a second hand-written copy of it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pykube
+import pytest
+import yaml
+
+from statefulwebapp import names
+from statefulwebapp.model import parse
+from statefulwebapp.reconcile import is_subset
+from statefulwebapp.render import render_all
+from tests.e2e.cluster import Cluster, Operator, make_namespace, wait_for
+
+SAMPLE = Path(__file__).resolve().parents[2] / "crds/samples/web.yaml"
+CONTROL_PLANE = "node-role.kubernetes.io/control-plane"
+
+
+def sample(**spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = yaml.safe_load(SAMPLE.read_text())
+    body["spec"].update(copy.deepcopy(spec))
+    return body
+
+
+def get_app(cluster: Cluster, namespace: str, name: str = "web") -> dict[str, Any]:
+    return json.loads(cluster.kubectl("get", "swa", name, "-n", namespace, "-o", "json"))
+
+
+def ready_condition(app: dict[str, Any]) -> dict[str, Any]:
+    conditions = app.get("status", {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == "Ready"), {})
+
+
+def wait_ready(cluster: Cluster, namespace: str, name: str = "web", timeout: float = 90) -> Any:
+    def ready() -> Any:
+        app = get_app(cluster, namespace, name)
+        status = app.get("status", {})
+        fresh = status.get("observedGeneration") == app["metadata"]["generation"]
+        return fresh and ready_condition(app).get("status") == "True" and app
+
+    return wait_for(ready, timeout, f"StatefulWebApp {namespace}/{name} to be Ready")
+
+
+def wait_reason(cluster: Cluster, namespace: str, reason: str, name: str = "web") -> Any:
+    return wait_for(
+        lambda: (
+            (c := ready_condition(get_app(cluster, namespace, name))).get("reason") == reason and c
+        ),
+        60,
+        f"Ready condition with reason {reason}",
+    )
+
+
+def apply(cluster: Cluster, namespace: str, body: dict[str, Any]) -> str:
+    return cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
+
+
+def child(cluster: Cluster, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+    plural = {"persistentvolume": "pv", "persistentvolumeclaim": "pvc"}.get(
+        kind.lower(), kind.lower()
+    )
+    args = ["get", plural, name, "-o", "json", "--ignore-not-found"]
+    if plural != "pv":
+        args += ["-n", namespace]
+    out = cluster.kubectl(*args)
+    return json.loads(out) if out.strip() else None
+
+
+def pods(cluster: Cluster, namespace: str, component: str) -> list[dict[str, Any]]:
+    selector = {names.LABEL_INSTANCE: "web", names.LABEL_COMPONENT: component}
+    return [
+        p.obj
+        for p in pykube.Pod.objects(cluster.api, namespace=namespace).filter(selector=selector)
+    ]
+
+
+def warnings(cluster: Cluster, namespace: str, reason: str) -> list[str]:
+    out = cluster.kubectl(
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        f"type=Warning,reason={reason}",
+        "-o",
+        "jsonpath={range .items[*]}{.message}{'\\n'}{end}",
+    )
+    return [line for line in out.splitlines() if line]
+
+
+def delete_namespace(cluster: Cluster, namespace: str) -> None:
+    # Apps first, while the operator runs, so their finalizer can remove the volumes.
+    cluster.kubectl("delete", "swa", "--all", "-n", namespace, "--wait=true", "--timeout=60s")
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+@pytest.fixture(scope="module")
+def app_ns(cluster: Cluster, operator: Operator) -> Iterator[str]:
+    """The sample app, applied once and Ready, shared by the read-only scenario checks."""
+    namespace = make_namespace(cluster, "swa")
+    apply(cluster, namespace, sample())
+    wait_ready(cluster, namespace)
+    yield namespace
+    delete_namespace(cluster, namespace)
+
+
+@pytest.fixture
+def fresh_ns(cluster: Cluster, operator: Operator) -> Iterator[str]:
+    """A namespace of its own for tests that change or break the app."""
+    namespace = make_namespace(cluster, "swa")
+    yield namespace
+    delete_namespace(cluster, namespace)
+
+
+# -- the reference scenario through one StatefulWebApp ------------------------------------
+
+
+def test_every_child_matches_its_rendering(cluster: Cluster, app_ns: str) -> None:
+    app = parse(get_app(cluster, app_ns))
+    for kind, manifest in render_all(app).items():
+        assert manifest is not None
+        live = child(cluster, kind, manifest["metadata"]["name"], app_ns)
+        assert live is not None, f"{kind} {manifest['metadata']['name']} is missing"
+        assert is_subset(manifest, live), f"{kind} differs from its rendering"
+
+
+def test_sample_status_reads_three_of_three(cluster: Cluster, app_ns: str) -> None:
+    status = get_app(cluster, app_ns)["status"]
+    assert status["ready"] == "3/3"
+    assert status["readyReplicas"] == 3
+    assert status["storage"] == "Bound"
+    nodes = pykube.Node.objects(cluster.api)
+    assert status["backup"] == f"{len(nodes)}/{len(nodes)}"
+    row = cluster.kubectl("get", "swa", "web", "-n", app_ns, "--no-headers")
+    assert row.split()[1:4] == ["3/3", "Bound", f"{len(nodes)}/{len(nodes)}"]
+
+
+def test_web_pods_have_stable_names_and_dns(cluster: Cluster, app_ns: str) -> None:
+    web = {p["metadata"]["name"]: p["status"]["podIP"] for p in pods(cluster, app_ns, names.WEB)}
+    assert sorted(web) == ["web-0", "web-1", "web-2"]
+    svc = child(cluster, "Service", "nginx", app_ns)
+    assert svc is not None
+    assert svc["spec"]["clusterIP"] == "None"
+    one = f"web-1.nginx.{app_ns}.svc.cluster.local"
+    wait_for(lambda: cluster.resolve(one) == [web["web-1"]], 30, f"{one} -> {web['web-1']}")
+    every = f"nginx.{app_ns}.svc.cluster.local"
+    wait_for(lambda: cluster.resolve(every) == sorted(web.values()), 30, f"{every} -> all three")
+
+
+def test_backup_agent_on_every_node_including_the_control_plane(
+    cluster: Cluster, app_ns: str
+) -> None:
+    nodes = {n.name for n in pykube.Node.objects(cluster.api)}
+    placed = sorted(p["spec"]["nodeName"] for p in pods(cluster, app_ns, names.BACKUP))
+    assert placed == sorted(nodes)
+    agent = pods(cluster, app_ns, names.BACKUP)[0]
+    mounts = {m["mountPath"]: m for m in agent["spec"]["containers"][0]["volumeMounts"]}
+    assert mounts["/data"].get("readOnly") is True
+
+
+def test_date_logger_jobs_complete(cluster: Cluster, app_ns: str) -> None:
+    """Waits for two schedules, so up to two minutes."""
+
+    def completed() -> list[str]:
+        jobs = pykube.Job.objects(cluster.api, namespace=app_ns)
+        return sorted(j.name for j in jobs if j.obj.get("status", {}).get("succeeded") == 1)
+
+    done = wait_for(lambda: len(completed()) >= 2 and completed(), 150, "two completed Jobs")
+    assert all(name.startswith("web-datelog-") for name in done)
+    wait_for(
+        lambda: get_app(cluster, app_ns)["status"].get("lastDateLog"), 60, "status.lastDateLog"
+    )
+
+
+# -- drift, scale, update ------------------------------------------------------------------
+
+
+def test_deleted_children_come_back(cluster: Cluster, fresh_ns: str) -> None:
+    apply(cluster, fresh_ns, sample())
+    wait_ready(cluster, fresh_ns)
+    for kind, name in [("service", "nginx"), ("statefulset", "web"), ("cronjob", "web-datelog")]:
+        old = json.loads(cluster.kubectl("get", kind, name, "-n", fresh_ns, "-o", "json"))
+        cluster.kubectl("delete", kind, name, "-n", fresh_ns, "--wait=true")
+        wait_for(
+            lambda k=kind, n=name, uid=old["metadata"]["uid"]: (
+                (c := child(cluster, k, n, fresh_ns)) and c["metadata"]["uid"] != uid
+            ),
+            30,
+            f"{kind} {name} to be recreated",
+        )
+    wait_ready(cluster, fresh_ns)
+
+
+def test_hand_edits_of_managed_fields_are_reverted_others_kept(
+    cluster: Cluster, fresh_ns: str
+) -> None:
+    apply(cluster, fresh_ns, sample())
+    wait_ready(cluster, fresh_ns)
+    cluster.kubectl("annotate", "statefulset", "web", "-n", fresh_ns, "team=web-ops")
+    cluster.kubectl("scale", "statefulset", "web", "-n", fresh_ns, "--replicas=1")
+    wait_for(
+        lambda: (
+            (s := child(cluster, "StatefulSet", "web", fresh_ns)) and s["spec"]["replicas"] == 3
+        ),
+        30,
+        "StatefulSet replicas set back to 3",
+    )
+    sts = child(cluster, "StatefulSet", "web", fresh_ns)
+    assert sts is not None
+    assert sts["metadata"]["annotations"]["team"] == "web-ops"
+    wait_ready(cluster, fresh_ns)
+
+
+def test_scale_subresource_and_image_update_roll_through(cluster: Cluster, fresh_ns: str) -> None:
+    apply(cluster, fresh_ns, sample())
+    wait_ready(cluster, fresh_ns)
+    cluster.kubectl("scale", "swa", "web", "-n", fresh_ns, "--replicas=5")
+    wait_ready(cluster, fresh_ns)
+    assert sorted(p["metadata"]["name"] for p in pods(cluster, fresh_ns, names.WEB)) == [
+        f"web-{i}" for i in range(5)
+    ]
+    apply(cluster, fresh_ns, sample(replicas=5, image="nginx:1.27"))
+    wait_ready(cluster, fresh_ns, timeout=120)
+    images = {p["spec"]["containers"][0]["image"] for p in pods(cluster, fresh_ns, names.WEB)}
+    assert images == {"nginx:1.27"}
+
+
+def test_backup_can_skip_the_control_plane(cluster: Cluster, fresh_ns: str) -> None:
+    body = sample(backup={"tolerateControlPlane": False})
+    apply(cluster, fresh_ns, body)
+    wait_ready(cluster, fresh_ns)
+    workers = sorted(
+        n.name for n in pykube.Node.objects(cluster.api) if CONTROL_PLANE not in n.labels
+    )
+    assert sorted(p["spec"]["nodeName"] for p in pods(cluster, fresh_ns, names.BACKUP)) == workers
+
+
+def test_disabling_a_part_removes_its_child(cluster: Cluster, fresh_ns: str) -> None:
+    apply(cluster, fresh_ns, sample())
+    wait_ready(cluster, fresh_ns)
+    apply(cluster, fresh_ns, sample(dateLogger={"enabled": False}))
+    wait_for(lambda: child(cluster, "CronJob", "web-datelog", fresh_ns) is None, 30, "CronJob gone")
+    wait_ready(cluster, fresh_ns)
+
+
+# -- deletion, conflicts, bad input -------------------------------------------------------
+
+
+def test_deletion_removes_every_child_and_recreation_sees_the_same_export(
+    cluster: Cluster, fresh_ns: str
+) -> None:
+    apply(cluster, fresh_ns, sample())
+    wait_ready(cluster, fresh_ns)
+    app = parse(get_app(cluster, fresh_ns))
+    rendered = {k: m for k, m in render_all(app).items() if m}
+    cluster.kubectl("delete", "swa", "web", "-n", fresh_ns, "--wait=true", "--timeout=60s")
+    for kind, manifest in rendered.items():
+        name = manifest["metadata"]["name"]
+        wait_for(
+            lambda k=kind, n=name: child(cluster, k, n, fresh_ns) is None, 60, f"{kind} {name} gone"
+        )
+    apply(cluster, fresh_ns, sample())
+    wait_ready(cluster, fresh_ns)
+    pv = child(cluster, "PersistentVolume", names.volume(app), fresh_ns)
+    assert pv is not None
+    assert pv["spec"]["nfs"] == {"server": "211.183.3.100", "path": "/shared"}
+    assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+
+
+def test_foreign_object_in_the_way_is_reported_not_overwritten(
+    cluster: Cluster, fresh_ns: str
+) -> None:
+    foreign = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "nginx", "labels": {"owner": "someone-else"}},
+        "spec": {"selector": {"app": "other"}, "ports": [{"port": 8080}]},
+    }
+    apply(cluster, fresh_ns, foreign)
+    apply(cluster, fresh_ns, sample())
+    condition = wait_reason(cluster, fresh_ns, "NameConflict")
+    assert condition["status"] == "False"
+    assert f"Service {fresh_ns}/nginx" in condition["message"]
+    wait_for(
+        lambda: warnings(cluster, fresh_ns, "NameConflict"), 30, "a NameConflict Warning event"
+    )
+    svc = child(cluster, "Service", "nginx", fresh_ns)
+    assert svc is not None
+    assert svc["spec"]["ports"][0]["port"] == 8080
+    assert svc["metadata"]["labels"] == {"owner": "someone-else"}
+    assert child(cluster, "StatefulSet", "web", fresh_ns) is None  # Nothing half-applied.
+
+
+def test_invalid_schedule_is_reported_and_nothing_is_created(
+    cluster: Cluster, fresh_ns: str
+) -> None:
+    apply(cluster, fresh_ns, sample(dateLogger={"schedule": "*/5 25 * * *"}))
+    condition = wait_reason(cluster, fresh_ns, "InvalidSpec")
+    assert "spec.dateLogger.schedule" in condition["message"]
+    wait_for(lambda: warnings(cluster, fresh_ns, "InvalidSpec"), 30, "an InvalidSpec Warning event")
+    for kind, name in [
+        ("StatefulSet", "web"),
+        ("Service", "nginx"),
+        ("PersistentVolumeClaim", "web-data"),
+    ]:
+        assert child(cluster, kind, name, fresh_ns) is None
+    apply(cluster, fresh_ns, sample())  # Fixing the field is all it takes.
+    wait_ready(cluster, fresh_ns)
+
+
+def test_nfs_change_is_refused_at_admission(cluster: Cluster, fresh_ns: str) -> None:
+    apply(cluster, fresh_ns, sample())
+    body = sample()
+    body["spec"]["storage"]["nfs"]["path"] = "/elsewhere"
+    out = cluster.kubectl(
+        "apply", "-n", fresh_ns, "-f", "-", stdin=yaml.safe_dump(body), check=False
+    )
+    assert "storage.nfs is immutable" in out
+    assert get_app(cluster, fresh_ns)["spec"]["storage"]["nfs"]["path"] == "/shared"
+
+
+BAD_INPUT = [
+    ("negative replicas", {"replicas": -1}, "spec.replicas"),
+    ("absurd replicas", {"replicas": 100000}, "spec.replicas"),
+    ("missing nfs server", {"storage": {"nfs": {"path": "/shared"}}}, "server"),
+    ("missing nfs path", {"storage": {"nfs": {"server": "nfs.local"}}}, "path"),
+    (
+        "relative nfs path",
+        {"storage": {"nfs": {"server": "nfs.local", "path": "shared"}}},
+        "not absolute",
+    ),
+    ("dotdot nfs path", {"storage": {"nfs": {"server": "nfs.local", "path": "/a/../etc"}}}, ".."),
+    (
+        "malformed server",
+        {"storage": {"nfs": {"server": "nfs server!", "path": "/x"}}},
+        "storage.nfs.server",
+    ),
+    (
+        "request above capacity",
+        {"storage": {"nfs": {"server": "a", "path": "/x"}, "capacity": "10Mi", "request": "1Gi"}},
+        "larger than storage.capacity",
+    ),
+    ("invalid port", {"port": 70000}, "spec.port"),
+    ("bad serviceName", {"serviceName": "Nginx_Svc"}, "serviceName"),
+    ("empty image", {"image": ""}, "spec.image"),
+    ("malformed quantity", {"resources": {"limits": {"memory": "lots"}}}, "quantity"),
+    (
+        "malformed capacity",
+        {"storage": {"nfs": {"server": "a", "path": "/x"}, "capacity": "big"}},
+        "quantity",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "spec", "words"), BAD_INPUT, ids=[c for c, _, _ in BAD_INPUT])
+def test_bad_input_is_rejected_with_a_clear_message(
+    cluster: Cluster, operator: Operator, case: str, spec: dict[str, Any], words: str
+) -> None:
+    body = sample()
+    storage = spec.pop("storage", None)
+    if storage is not None:
+        body["spec"]["storage"] = storage
+    body["spec"].update(spec)
+    body["metadata"]["name"] = "bad"
+    out = cluster.kubectl(
+        "apply",
+        "--dry-run=server",
+        "-n",
+        "default",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(body),
+        check=False,
+    )
+    assert "is invalid" in out or "Invalid value" in out, f"{case} was accepted: {out}"
+    assert words in out, f"{case}: the message does not mention {words!r}: {out}"
+
+
+@pytest.mark.parametrize("name", ["a" * 45, "Web", "9web"])
+def test_app_names_that_break_a_child_are_rejected(
+    cluster: Cluster, operator: Operator, name: str
+) -> None:
+    body = sample()
+    body["metadata"]["name"] = name
+    out = cluster.kubectl(
+        "apply",
+        "--dry-run=server",
+        "-n",
+        "default",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(body),
+        check=False,
+    )
+    assert "metadata.name" in out, out
+    assert "created" not in out

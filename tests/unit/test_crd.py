@@ -1,0 +1,482 @@
+"""Tests for the StatefulWebApp CRD, read as YAML: no cluster needed.
+
+The CRD and ``statefulwebapp.model`` state the same contract twice (the API server applies the
+CRD's defaults and limits, the operator repeats them for objects stored before a rule existed),
+so these tests hold the two in step: defaults, integer bounds, name patterns and the status the
+operator writes. They also check what ``kubectl explain`` shows (a description everywhere) and
+that the sample in crds/samples/ is an object both accept.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from statefulwebapp import model, names, status
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_PATH = ROOT / "crds/statefulwebapps.apps.k8slab.io.yaml"
+SAMPLE_PATH = ROOT / "crds/samples/web.yaml"
+
+MINIMAL: dict[str, Any] = {"storage": {"nfs": {"server": "211.183.3.100", "path": "/shared"}}}
+
+Schema = dict[str, Any]
+
+
+def body(spec: dict[str, Any], name: str = "web") -> dict[str, Any]:
+    """A StatefulWebApp object as the operator receives it."""
+    return {
+        "apiVersion": f"{model.GROUP}/{model.VERSION}",
+        "kind": model.KIND,
+        "metadata": {"name": name, "namespace": "default", "uid": "0000-1111"},
+        "spec": spec,
+    }
+
+
+@pytest.fixture(scope="module")
+def crd() -> dict[str, Any]:
+    with CRD_PATH.open() as f:
+        loaded: dict[str, Any] = yaml.safe_load(f)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def version(crd: dict[str, Any]) -> dict[str, Any]:
+    only: dict[str, Any]
+    (only,) = crd["spec"]["versions"]
+    return only
+
+
+@pytest.fixture(scope="module")
+def root(version: dict[str, Any]) -> Schema:
+    schema: Schema = version["schema"]["openAPIV3Schema"]
+    return schema
+
+
+@pytest.fixture(scope="module")
+def spec_schema(root: Schema) -> Schema:
+    schema: Schema = root["properties"]["spec"]
+    return schema
+
+
+def walk(schema: Schema, path: str = "") -> Iterator[tuple[str, Schema]]:
+    """Every sub-schema below ``schema``: properties, array items and map values."""
+    for key, sub in schema.get("properties", {}).items():
+        child = f"{path}.{key}" if path else key
+        yield child, sub
+        yield from walk(sub, child)
+    if isinstance(schema.get("items"), dict):
+        yield f"{path}[]", schema["items"]
+        yield from walk(schema["items"], f"{path}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield f"{path}[*]", schema["additionalProperties"]
+        yield from walk(schema["additionalProperties"], f"{path}[*]")
+
+
+def at(schema: Schema, path: str) -> Schema:
+    """The sub-schema of a dotted property path such as ``spec.storage.nfs``."""
+    for key in path.split("."):
+        schema = schema["properties"][key]
+    return schema
+
+
+def apply_defaults(obj: Any, schema: Schema) -> Any:
+    """Structural defaulting as the API server does it: fill in, then descend."""
+    if isinstance(obj, dict):
+        props = schema.get("properties", {})
+        for key, sub in props.items():
+            if key not in obj and "default" in sub:
+                obj[key] = copy.deepcopy(sub["default"])
+        for key, value in obj.items():
+            if key in props:
+                apply_defaults(value, props[key])
+            elif isinstance(schema.get("additionalProperties"), dict):
+                apply_defaults(value, schema["additionalProperties"])
+    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        for item in obj:
+            apply_defaults(item, schema["items"])
+    return obj
+
+
+def unknown_fields(obj: Any, schema: Schema, path: str = "") -> list[str]:
+    """Paths in ``obj`` the schema does not declare (the API server would prune them)."""
+    found: list[str] = []
+    if isinstance(obj, dict) and schema.get("type") == "object":
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key, value in obj.items():
+            child = f"{path}.{key}" if path else key
+            if key in props:
+                found += unknown_fields(value, props[key], child)
+            elif isinstance(extra, dict):
+                found += unknown_fields(value, extra, child)
+            elif not extra and not schema.get("x-kubernetes-preserve-unknown-fields"):
+                found.append(child)
+    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(obj):
+            found += unknown_fields(item, schema["items"], f"{path}[{i}]")
+    return found
+
+
+def rules(schema: Schema) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every CEL rule of the schema, with the path of the schema carrying it."""
+    for rule in schema.get("x-kubernetes-validations", []):
+        yield "<root>", rule
+    for path, sub in walk(schema):
+        for rule in sub.get("x-kubernetes-validations", []):
+            yield path, rule
+
+
+# -- identity ---------------------------------------------------------------------------------
+
+
+def test_names_and_version(crd: dict[str, Any], version: dict[str, Any]) -> None:
+    assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
+    assert crd["metadata"]["name"] == f"{model.PLURAL}.{model.GROUP}"
+    spec = crd["spec"]
+    assert spec["group"] == model.GROUP
+    assert spec["scope"] == "Namespaced"
+    assert spec["names"]["kind"] == model.KIND
+    assert spec["names"]["plural"] == model.PLURAL
+    assert spec["names"]["singular"] == "statefulwebapp"
+    assert spec["names"]["shortNames"] == ["swa"]
+    assert "all" not in spec["names"].get("categories", [])
+    assert version["name"] == model.VERSION
+    assert version["served"] is True
+    assert version["storage"] is True
+
+
+def test_subresources(version: dict[str, Any]) -> None:
+    assert version["subresources"]["status"] == {}
+    assert version["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
+
+
+def test_scale_paths_point_at_declared_fields(root: Schema) -> None:
+    assert at(root, "spec.replicas")["type"] == "integer"
+    assert at(root, "status.replicas")["type"] == "integer"
+    assert at(root, "status.selector")["type"] == "string"
+
+
+def test_printer_columns(version: dict[str, Any]) -> None:
+    columns = {c["name"]: (c["type"], c["jsonPath"]) for c in version["additionalPrinterColumns"]}
+    assert columns == {
+        "Ready": ("string", ".status.ready"),
+        "Storage": ("string", ".status.storage"),
+        "Backup": ("string", ".status.backup"),
+        "Last-Datelog": ("date", ".status.lastDateLog"),
+        "Status": ("string", '.status.conditions[?(@.type=="Ready")].reason'),
+        "Age": ("date", ".metadata.creationTimestamp"),
+    }
+    assert [c["name"] for c in version["additionalPrinterColumns"]][-1] == "Age"
+
+
+# -- documentation ----------------------------------------------------------------------------
+
+
+def test_every_property_has_a_description(root: Schema) -> None:
+    # The API server refuses anything but name and generateName under the root's metadata,
+    # descriptions included; kubectl explain shows the standard ObjectMeta docs there anyway.
+    undocumented = [
+        path
+        for path, sub in walk(root)
+        if path != "metadata" and not str(sub.get("description", "")).strip()
+    ]
+    assert str(root.get("description", "")).strip()
+    assert undocumented == []
+
+
+def test_every_default_is_documented(root: Schema) -> None:
+    for path, sub in walk(root):
+        if "default" in sub and sub["default"] != {} and sub.get("type") != "object":
+            assert "Default:" in sub["description"], path
+
+
+# -- defaults and limits agree with the model ----------------------------------------------------
+
+# CRD path below spec -> how the model exposes the same default.
+DEFAULTS: dict[str, Callable[[model.AppSpec], Any]] = {
+    "replicas": lambda a: a.replicas,
+    "image": lambda a: a.image,
+    "port": lambda a: a.port,
+    "storage.capacity": lambda a: a.storage.capacity,
+    "storage.mountPath": lambda a: a.storage.mount_path,
+    "backup.enabled": lambda a: a.backup.enabled,
+    "backup.image": lambda a: a.backup.image,
+    "backup.intervalSeconds": lambda a: a.backup.interval_seconds,
+    "backup.keep": lambda a: a.backup.keep,
+    "backup.hostPath": lambda a: a.backup.host_path,
+    "backup.tolerateControlPlane": lambda a: a.backup.tolerate_control_plane,
+    "backup.resources": lambda a: a.backup.resources.to_k8s(),
+    "dateLogger.enabled": lambda a: a.date_logger.enabled,
+    "dateLogger.schedule": lambda a: a.date_logger.schedule,
+    "dateLogger.image": lambda a: a.date_logger.image,
+    "dateLogger.suspend": lambda a: a.date_logger.suspend,
+    "dateLogger.successfulJobsHistoryLimit": lambda a: a.date_logger.successful_jobs_history_limit,
+    "dateLogger.failedJobsHistoryLimit": lambda a: a.date_logger.failed_jobs_history_limit,
+}
+
+
+@pytest.mark.parametrize("path", sorted(DEFAULTS))
+def test_crd_default_equals_model_default(spec_schema: Schema, path: str) -> None:
+    app = model.parse(body(copy.deepcopy(MINIMAL)))
+    assert at(spec_schema, path)["default"] == DEFAULTS[path](app)
+
+
+def test_every_crd_default_is_compared(spec_schema: Schema) -> None:
+    with_default = {path for path, sub in walk(spec_schema) if "default" in sub}
+    # backup and dateLogger default to {} only so that their fields' defaults apply.
+    assert at(spec_schema, "backup")["default"] == {}
+    assert at(spec_schema, "dateLogger")["default"] == {}
+    assert with_default - {"backup", "dateLogger"} == set(DEFAULTS)
+
+
+def test_defaulted_minimal_spec_parses_like_the_bare_one(spec_schema: Schema) -> None:
+    defaulted = apply_defaults(copy.deepcopy(MINIMAL), spec_schema)
+    assert set(defaulted) >= {"replicas", "image", "port", "backup", "dateLogger"}
+    assert defaulted["backup"]["resources"] == {"limits": {"cpu": "100m", "memory": "200Mi"}}
+    assert model.parse(body(defaulted)) == model.parse(body(copy.deepcopy(MINIMAL)))
+
+
+def test_optional_fields_the_operator_defaults_have_no_crd_default(spec_schema: Schema) -> None:
+    # serviceName defaults to metadata.name and storage.request to storage.capacity: neither can
+    # be expressed as a static default, so the operator fills them in.
+    assert "default" not in at(spec_schema, "serviceName")
+    assert "default" not in at(spec_schema, "storage.request")
+    app = model.parse(body(copy.deepcopy(MINIMAL)))
+    assert app.service_name == "web"
+    assert app.storage.request == app.storage.capacity
+
+
+def integer_fields(spec_schema: Schema) -> list[tuple[str, int, int]]:
+    return [
+        (path, sub["minimum"], sub["maximum"])
+        for path, sub in walk(spec_schema)
+        if sub.get("type") == "integer"
+    ]
+
+
+def with_value(path: str, value: Any) -> dict[str, Any]:
+    spec = copy.deepcopy(MINIMAL)
+    *parents, leaf = path.split(".")
+    cur = spec
+    for key in parents:
+        cur = cur.setdefault(key, {})
+    cur[leaf] = value
+    return spec
+
+
+def test_integer_fields_have_bounds(spec_schema: Schema) -> None:
+    found = {path for path, _, _ in integer_fields(spec_schema)}
+    assert found == {
+        "replicas",
+        "port",
+        "backup.intervalSeconds",
+        "backup.keep",
+        "dateLogger.successfulJobsHistoryLimit",
+        "dateLogger.failedJobsHistoryLimit",
+    }
+
+
+def test_integer_bounds_equal_the_model_bounds(spec_schema: Schema) -> None:
+    for path, low, high in integer_fields(spec_schema):
+        model.parse(body(with_value(path, low)))
+        model.parse(body(with_value(path, high)))
+        for outside in (low - 1, high + 1):
+            with pytest.raises(model.SpecError) as err:
+                model.parse(body(with_value(path, outside)))
+            assert err.value.field == f"spec.{path}"
+    assert at(spec_schema, "replicas")["maximum"] == model.MAX_REPLICAS
+
+
+# -- validation rules -------------------------------------------------------------------------
+
+
+def test_every_rule_explains_itself(root: Schema) -> None:
+    for path, rule in rules(root):
+        text = rule.get("message") or rule.get("messageExpression")
+        assert text, f"{path}: rule {rule['rule']!r} has no message"
+        assert len(text) > 40, f"{path}: message too terse to tell the user what to do"
+
+
+def test_strings_checked_by_cel_are_bounded(root: Schema) -> None:
+    # Unbounded strings and maps make the API server's CEL cost estimate refuse the CRD.
+    for path, sub in walk(root):
+        if sub.get("x-kubernetes-validations") and sub.get("type") == "string":
+            assert "maxLength" in sub, path
+        if isinstance(sub.get("additionalProperties"), dict):
+            assert "maxProperties" in sub, path
+            assert "maxLength" in sub["additionalProperties"], path
+
+
+def root_rule(root: Schema, needle: str) -> dict[str, Any]:
+    (rule,) = [r for r in root["x-kubernetes-validations"] if needle in r["rule"]]
+    found: dict[str, Any] = rule
+    return found
+
+
+def test_name_length_rule_matches_the_cronjob_limit(root: Schema) -> None:
+    rule = root_rule(root, "size()")
+    assert rule["rule"] == f"self.metadata.name.size() <= {names.MAX_APP_NAME}"
+    assert names.MAX_APP_NAME == 44
+    assert "44" in rule["message"]
+    assert "-datelog" in rule["message"]
+    assert "52" in rule["message"]
+    assert rule["fieldPath"] == ".metadata.name"
+
+
+def test_name_pattern_rules_use_the_model_pattern(root: Schema, spec_schema: Schema) -> None:
+    dns1035 = model._DNS1035.pattern
+    assert f"matches('{dns1035}')" in root_rule(root, "matches")["rule"]
+    (service_rule,) = at(spec_schema, "serviceName")["x-kubernetes-validations"]
+    assert service_rule["rule"] == f"self.matches('{dns1035}')"
+    assert at(spec_schema, "serviceName")["maxLength"] == 63
+
+
+def test_name_rules_agree_with_the_model() -> None:
+    model.parse(body(copy.deepcopy(MINIMAL), name="a" * 44))
+    for bad in ("a" * 45, "1web", "web.x", "Web", "web-"):
+        with pytest.raises(model.SpecError):
+            model.parse(body(copy.deepcopy(MINIMAL), name=bad))
+
+
+def test_storage_nfs_is_required_and_immutable(spec_schema: Schema) -> None:
+    assert "storage" in spec_schema["required"]
+    storage = at(spec_schema, "storage")
+    assert storage["required"] == ["nfs"]
+    nfs = at(storage, "nfs")
+    assert sorted(nfs["required"]) == ["path", "server"]
+    (rule,) = nfs["x-kubernetes-validations"]
+    assert rule["rule"] == "self == oldSelf"
+    assert rule["message"].startswith("storage.nfs is immutable")
+    assert "create a new StatefulWebApp" in rule["message"]
+
+
+def test_request_at_most_capacity_rule(spec_schema: Schema) -> None:
+    (rule,) = at(spec_schema, "storage")["x-kubernetes-validations"]
+    assert "quantity(self.request).compareTo(quantity(self.capacity)) <= 0" in rule["rule"]
+    assert "isQuantity(self.request)" in rule["rule"]
+    assert rule["fieldPath"] == ".request"
+    with pytest.raises(model.SpecError, match=r"larger than storage\.capacity"):
+        model.parse(body(with_value("storage.request", "200Mi")))
+
+
+def regex_of(rule: str) -> str:
+    match = re.search(r"matches\('([^']*)'\)", rule)
+    assert match, rule
+    return match.group(1)
+
+
+@pytest.mark.parametrize(
+    ("server", "ok"),
+    [
+        ("211.183.3.100", True),
+        ("nfs.example.com", True),
+        ("nfs-1", True),
+        ("300.1.1.1", False),
+        ("NFS.example.com", False),
+        ("10.0.0.1:2049", False),
+        ("-nfs", False),
+    ],
+)
+def test_nfs_server_rule_agrees_with_the_model(spec_schema: Schema, server: str, ok: bool) -> None:
+    (rule,) = at(spec_schema, "storage.nfs.server")["x-kubernetes-validations"]
+    ipv4_like, ipv4, hostname = re.findall(r"matches\('([^']*)'\)", rule["rule"])
+    crd_ok = (
+        bool(re.search(ipv4, server))
+        if re.search(ipv4_like, server)
+        else bool(re.search(hostname, server))
+    )
+    assert crd_ok is ok
+    if ok:
+        model.parse(body(with_value("storage.nfs.server", server)))
+    else:
+        with pytest.raises(model.SpecError):
+            model.parse(body(with_value("storage.nfs.server", server)))
+
+
+@pytest.mark.parametrize(
+    ("path", "ok"),
+    [("/shared", True), ("/a..b/c", True), ("/a/../b", False), ("/a/..", False), ("..", False)],
+)
+def test_dotdot_rule_agrees_with_the_model(spec_schema: Schema, path: str, ok: bool) -> None:
+    for field in ("storage.nfs.path", "backup.hostPath"):
+        checks = at(spec_schema, field)["x-kubernetes-validations"]
+        (dotdot,) = [c for c in checks if ".." in c["rule"] or "[.][.]" in c["rule"]]
+        assert (not re.search(regex_of(dotdot["rule"]), path)) is ok
+        if ok:
+            model.parse(body(with_value(field, path)))
+        else:
+            with pytest.raises(model.SpecError):
+                model.parse(body(with_value(field, path)))
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+def test_status_the_operator_writes_is_declared(root: Schema) -> None:
+    app = model.parse(body(copy.deepcopy(MINIMAL)))
+    written = status.compute(app, generation=1, children={}, now="2025-01-01T00:00:00Z")
+    assert unknown_fields(written, root["properties"]["status"]) == []
+    schema = root["properties"]["status"]
+    assert schema["properties"]["observedGeneration"]["format"] == "int64"
+    assert schema["properties"]["lastDateLog"]["nullable"] is True
+    assert written["lastDateLog"] is None
+
+
+def test_conditions_are_a_map_keyed_by_type(root: Schema) -> None:
+    conditions = at(root, "status.conditions")
+    assert conditions["x-kubernetes-list-type"] == "map"
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+    assert "type" in conditions["items"]["required"]
+    assert set(conditions["items"]["properties"]) == {
+        "type",
+        "status",
+        "reason",
+        "message",
+        "lastTransitionTime",
+    }
+
+
+# -- sample -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample() -> dict[str, Any]:
+    with SAMPLE_PATH.open() as f:
+        loaded: dict[str, Any] = yaml.safe_load(f)
+    return loaded
+
+
+def test_sample_declares_only_known_fields(sample: dict[str, Any], root: Schema) -> None:
+    assert sample["apiVersion"] == f"{model.GROUP}/{model.VERSION}"
+    assert sample["kind"] == model.KIND
+    assert unknown_fields(sample["spec"], root["properties"]["spec"], "spec") == []
+
+
+def test_sample_is_the_reference_scenario(sample: dict[str, Any], spec_schema: Schema) -> None:
+    obj = copy.deepcopy(sample)
+    obj["metadata"].update(namespace="default", uid="0000-1111")
+    app = model.parse(obj)
+    assert app.name == "web"
+    assert app.replicas == 3
+    assert app.image == "nginx"
+    assert app.service_name == "nginx"
+    assert app.storage.nfs == model.NfsSource(server="211.183.3.100", path="/shared")
+    assert app.storage.capacity == "100Mi"
+    assert app.storage.request == "10Mi"
+    assert app.backup == model.Backup()
+    assert app.date_logger == model.DateLogger()
+    assert app.date_logger.schedule == "*/1 * * * *"
+    # The API server's defaults do not change what the operator makes of it.
+    obj["spec"] = apply_defaults(obj["spec"], spec_schema)
+    assert model.parse(obj) == app

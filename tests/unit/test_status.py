@@ -1,0 +1,125 @@
+"""Status is a pure function of the spec and the children as observed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from statefulwebapp.model import parse
+from statefulwebapp.status import Problem, compute
+from tests.unit.test_render import SCENARIO
+
+APP = parse(SCENARIO)
+
+
+def healthy() -> dict[str, Any]:
+    return {
+        "PersistentVolume": {"status": {"phase": "Bound"}},
+        "PersistentVolumeClaim": {"status": {"phase": "Bound"}},
+        "Service": {},
+        "StatefulSet": {
+            "metadata": {"generation": 2},
+            "status": {
+                "observedGeneration": 2,
+                "replicas": 3,
+                "readyReplicas": 3,
+                "updatedReplicas": 3,
+            },
+        },
+        "DaemonSet": {
+            "metadata": {"generation": 1},
+            "status": {
+                "observedGeneration": 1,
+                "desiredNumberScheduled": 4,
+                "numberReady": 4,
+                "updatedNumberScheduled": 4,
+            },
+        },
+        "CronJob": {
+            "status": {
+                "lastScheduleTime": "2026-11-25T10:00:00Z",
+                "lastSuccessfulTime": "2026-11-25T10:00:02Z",
+            }
+        },
+    }
+
+
+def ready(status: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == "Ready")
+
+
+def test_all_children_healthy_is_ready() -> None:
+    status = compute(APP, generation=7, children=healthy(), now="T1")
+    assert ready(status)["status"] == "True"
+    assert status["observedGeneration"] == 7
+    assert (status["ready"], status["storage"], status["backup"]) == ("3/3", "Bound", "4/4")
+    assert status["lastDateLog"] == "2026-11-25T10:00:02Z"
+    assert status["selector"] == "app.kubernetes.io/instance=web,app.kubernetes.io/component=web"
+
+
+def test_each_gate_names_what_is_missing() -> None:
+    cases = {
+        "PersistentVolumeClaim": ("status", {"phase": "Pending"}, "StorageNotBound"),
+        "StatefulSet": (
+            "status",
+            {"observedGeneration": 2, "replicas": 3, "readyReplicas": 2, "updatedReplicas": 3},
+            "WebPodsNotReady",
+        ),
+        "DaemonSet": (
+            "status",
+            {
+                "observedGeneration": 1,
+                "desiredNumberScheduled": 4,
+                "numberReady": 3,
+                "updatedNumberScheduled": 4,
+            },
+            "BackupNotReady",
+        ),
+    }
+    for kind, (key, value, reason) in cases.items():
+        children = healthy()
+        children[kind][key] = value
+        condition = ready(compute(APP, generation=1, children=children, now="T"))
+        assert (condition["status"], condition["reason"]) == ("False", reason)
+        assert condition["message"]
+
+
+def test_missing_children() -> None:
+    for kind, reason in [
+        ("StatefulSet", "StatefulSetMissing"),
+        ("DaemonSet", "BackupMissing"),
+        ("CronJob", "DateLoggerMissing"),
+    ]:
+        children = healthy()
+        children[kind] = None
+        assert ready(compute(APP, generation=1, children=children, now="T"))["reason"] == reason
+
+
+def test_stale_statefulset_generation_is_not_ready() -> None:
+    children = healthy()
+    children["StatefulSet"]["metadata"]["generation"] = 3
+    assert (
+        ready(compute(APP, generation=1, children=children, now="T"))["reason"] == "WebPodsNotReady"
+    )
+
+
+def test_problem_wins_over_healthy_children() -> None:
+    condition = ready(
+        compute(
+            APP, generation=1, children=healthy(), problem=Problem("NameConflict", "x"), now="T"
+        )
+    )
+    assert (condition["status"], condition["reason"], condition["message"]) == (
+        "False",
+        "NameConflict",
+        "x",
+    )
+
+
+def test_transition_time_moves_only_on_flips() -> None:
+    first = compute(APP, generation=1, children=healthy(), now="T1")
+    again = compute(APP, generation=1, children=healthy(), previous=first["conditions"], now="T2")
+    assert ready(again)["lastTransitionTime"] == "T1"
+    children = healthy()
+    children["PersistentVolumeClaim"] = None
+    flipped = compute(APP, generation=1, children=children, previous=again["conditions"], now="T3")
+    assert ready(flipped)["lastTransitionTime"] == "T3"
