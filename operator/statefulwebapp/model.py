@@ -213,9 +213,10 @@ def _parse_storage(raw: Mapping[str, Any]) -> Storage:
 def _parse_backup(raw: Mapping[str, Any]) -> Backup:
     p = "backup."
     host_path = str(raw.get("hostPath") or Backup.host_path)
-    if not host_path.startswith("/") or ".." in host_path.split("/"):
+    if not host_path.startswith("/") or ".." in host_path.split("/") or not host_path.strip("/"):
         raise SpecError(
-            "backup.hostPath", f"{host_path!r} must be an absolute path without '..' segments"
+            "backup.hostPath",
+            f"{host_path!r} must be an absolute directory other than / without '..' segments",
         )
     return Backup(
         enabled=_bool(raw, "enabled", True),

@@ -329,6 +329,21 @@ def test_nfs_change_is_refused_at_admission(cluster: Cluster, fresh_ns: str) -> 
     assert get_app(cluster, fresh_ns)["spec"]["storage"]["nfs"]["path"] == "/shared"
 
 
+def test_service_name_change_is_refused_at_admission(cluster: Cluster, fresh_ns: str) -> None:
+    apply(cluster, fresh_ns, sample())
+    out = cluster.kubectl(
+        "apply",
+        "-n",
+        fresh_ns,
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(sample(serviceName="web2")),
+        check=False,
+    )
+    assert "serviceName is immutable" in out
+    assert get_app(cluster, fresh_ns)["spec"]["serviceName"] == "nginx"
+
+
 BAD_INPUT = [
     ("negative replicas", {"replicas": -1}, "spec.replicas"),
     ("absurd replicas", {"replicas": 100000}, "spec.replicas"),
@@ -354,6 +369,7 @@ BAD_INPUT = [
     ("bad serviceName", {"serviceName": "Nginx_Svc"}, "serviceName"),
     ("empty image", {"image": ""}, "spec.image"),
     ("malformed quantity", {"resources": {"limits": {"memory": "lots"}}}, "quantity"),
+    ("root backup hostPath", {"backup": {"hostPath": "/"}}, "root directory"),
     (
         "malformed capacity",
         {"storage": {"nfs": {"server": "a", "path": "/x"}, "capacity": "big"}},

@@ -1,0 +1,315 @@
+"""The Helm chart in deploy/statefulwebapp-operator, checked by ``helm lint`` and ``helm template``.
+
+No cluster is needed: every test renders the chart locally (a few tens of milliseconds each).
+What is pinned here is what matters operationally: the CRD copy matches crds/, kopf runs as a
+single instance with the restricted Pod Security settings, the RBAC is least-privilege (no
+wildcards, exactly the verbs the operator uses, persistentvolumes the only cluster-scoped write),
+watchNamespaces turns the namespaced grant into RoleBindings, and bad values fail with the field
+named in the message.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "deploy/statefulwebapp-operator"
+CRD_NAME = "statefulwebapps.apps.k8slab.io.yaml"
+RELEASE = "swa"
+NAMESPACE = "operators"
+FULLNAME = f"{RELEASE}-statefulwebapp-operator"
+
+Manifest = dict[str, Any]
+
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+
+# The whole RBAC of the chart, (apiGroup, resource) -> verbs, per ClusterRole. Any change to the
+# operator's API calls must show up here, and here only after a look at why it is needed.
+CLUSTER_RULES = {
+    ("", "persistentvolumes"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+    ("", "namespaces"): {"list", "watch"},
+}
+NAMESPACED_RULES = {
+    ("apps.k8slab.io", "statefulwebapps"): {"get", "list", "watch", "patch"},
+    ("apps.k8slab.io", "statefulwebapps/status"): {"patch"},
+    ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "patch"},
+    ("", "services"): {"get", "list", "watch", "create", "patch"},
+    ("apps", "statefulsets"): {"get", "list", "watch", "create", "patch"},
+    ("apps", "daemonsets"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("batch", "cronjobs"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "events"): {"create", "patch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+}
+TEST_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list"}}
+
+
+@cache
+def helm() -> str:
+    """The pinned helm from the tools cache; missing tools fail the test, never skip it."""
+    out = subprocess.run(
+        [REPO / "hack/tools/build.sh", "--dir"], check=False, capture_output=True, text=True
+    )
+    path = Path(out.stdout.strip()) / "helm"
+    if out.returncode != 0 or not out.stdout.strip() or not path.is_file():
+        pytest.fail(f"helm is missing ({path}): run `make tools` first. {out.stderr.strip()}")
+    return str(path)
+
+
+@cache
+def kube_version() -> str:
+    """The cluster version the project pins.
+
+    ``helm template`` checks Chart.yaml's kubeVersion against its built-in default, which is
+    v1.20 for a helm built with ``go install``; tell it the version we actually run.
+    """
+    for line in (REPO / "hack/tools/versions.env").read_text().splitlines():
+        if line.startswith("KUBE_VERSION="):
+            return line.split("=", 1)[1].strip()
+    pytest.fail("KUBE_VERSION is missing from hack/tools/versions.env")
+
+
+def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([helm(), *args], check=False, capture_output=True, text=True, timeout=60)
+
+
+def template_result(*sets: str) -> subprocess.CompletedProcess[str]:
+    args = ["template", RELEASE, str(CHART), "-n", NAMESPACE, "--kube-version", kube_version()]
+    for item in sets:
+        args += ["--set", item]
+    return run_helm(*args)
+
+
+@cache
+def render(*sets: str) -> tuple[Manifest, ...]:
+    """The chart's objects rendered with these ``--set`` values (cached: they never change)."""
+    result = template_result(*sets)
+    assert result.returncode == 0, result.stderr
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def of_kind(docs: tuple[Manifest, ...], kind: str) -> list[Manifest]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def named(docs: tuple[Manifest, ...], kind: str, name: str) -> Manifest:
+    found = [doc for doc in of_kind(docs, kind) if doc["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
+def operator_container(docs: tuple[Manifest, ...]) -> Manifest:
+    (deployment,) = of_kind(docs, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def rule_table(role: Manifest) -> dict[tuple[str, str], set[str]]:
+    table: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                table.setdefault((group, resource), set()).update(rule["verbs"])
+    return table
+
+
+def test_chart_crd_is_a_byte_identical_copy() -> None:
+    top = (REPO / "crds" / CRD_NAME).read_bytes()
+    copy = (CHART / "crds" / CRD_NAME).read_bytes()
+    assert copy == top, f"run: cp crds/{CRD_NAME} deploy/statefulwebapp-operator/crds/"
+
+
+def test_helm_lint_strict_passes() -> None:
+    result = run_helm("lint", "--strict", str(CHART))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_one_deployment_single_instance_recreate() -> None:
+    deployments = of_kind(render(), "Deployment")
+    assert len(deployments) == 1
+    spec = deployments[0]["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_restricted_security_context() -> None:
+    (deployment,) = of_kind(render(), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is True
+    assert pod["serviceAccountName"] == FULLNAME
+    context = operator_container(render())["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["capabilities"]["drop"] == ["ALL"]
+
+
+def test_liveness_probe_and_default_args() -> None:
+    container = operator_container(render())
+    assert container["command"] == ["statefulwebapp-operator"]
+    assert container["args"] == ["--health", "http://0.0.0.0:8080/healthz", "--log-format", "full"]
+    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    probe = container["livenessProbe"]
+    assert probe["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert probe["periodSeconds"] >= 10
+    assert probe["timeoutSeconds"] >= 1
+    assert container["resources"] == {
+        "requests": {"cpu": "50m", "memory": "96Mi"},
+        "limits": {"cpu": "500m", "memory": "256Mi"},
+    }
+    assert container["image"] == "statefulwebapp-operator:0.1.0"
+
+
+def test_values_reach_the_args() -> None:
+    container = operator_container(render("logFormat=json", "verbose=true", "healthPort=9090"))
+    assert container["args"] == [
+        "--health",
+        "http://0.0.0.0:9090/healthz",
+        "--log-format",
+        "json",
+        "--verbose",
+    ]
+    assert container["ports"][0]["containerPort"] == 9090
+
+
+def test_rbac_has_no_wildcards() -> None:
+    roles = [doc for doc in render() if doc["kind"] in {"Role", "ClusterRole"}]
+    assert roles
+    for role in roles:
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule.get(field, []), f"{role['metadata']['name']}: {rule}"
+                assert not any("*" in item for item in rule.get(field, []))
+            assert "nonResourceURLs" not in rule
+            assert "resourceNames" not in rule or rule["resourceNames"]
+
+
+def test_rbac_is_exactly_what_the_operator_uses() -> None:
+    docs = render()
+    cluster = named(docs, "ClusterRole", f"{FULLNAME}-cluster")
+    namespaced = named(docs, "ClusterRole", f"{FULLNAME}-namespaced")
+    assert rule_table(cluster) == CLUSTER_RULES
+    assert rule_table(namespaced) == NAMESPACED_RULES
+    assert rule_table(named(docs, "ClusterRole", f"{FULLNAME}-test-crd")) == TEST_RULES
+    assert of_kind(docs, "Role") == []
+
+
+def test_only_cluster_scoped_write_is_persistentvolumes() -> None:
+    docs = render()
+    cluster = named(docs, "ClusterRole", f"{FULLNAME}-cluster")
+    writes = {
+        resource for (_group, resource), verbs in rule_table(cluster).items() if verbs & WRITE_VERBS
+    }
+    assert writes == {"persistentvolumes"}
+    # And nothing cluster-scoped hides in the namespaced role.
+    namespaced = rule_table(named(docs, "ClusterRole", f"{FULLNAME}-namespaced"))
+    assert not {resource for _group, resource in namespaced} & {
+        "persistentvolumes",
+        "customresourcedefinitions",
+        "namespaces",
+    }
+
+
+def test_default_binds_both_roles_cluster_wide() -> None:
+    docs = render()
+    bindings = {doc["roleRef"]["name"]: doc for doc in of_kind(docs, "ClusterRoleBinding")}
+    for role in (f"{FULLNAME}-cluster", f"{FULLNAME}-namespaced"):
+        assert bindings[role]["subjects"] == [
+            {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
+        ]
+    assert of_kind(docs, "RoleBinding") == []
+    (account,) = [d for d in of_kind(docs, "ServiceAccount") if d["metadata"]["name"] == FULLNAME]
+    assert account["metadata"]["namespace"] == NAMESPACE
+
+
+def test_watch_namespaces_uses_rolebindings_and_args() -> None:
+    docs = render("watchNamespaces={a,b}")
+    rolebindings = of_kind(docs, "RoleBinding")
+    assert sorted(rb["metadata"]["namespace"] for rb in rolebindings) == ["a", "b"]
+    for rb in rolebindings:
+        assert rb["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": f"{FULLNAME}-namespaced",
+        }
+        assert rb["subjects"] == [
+            {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
+        ]
+    cluster_refs = [crb["roleRef"]["name"] for crb in of_kind(docs, "ClusterRoleBinding")]
+    assert f"{FULLNAME}-namespaced" not in cluster_refs
+    assert f"{FULLNAME}-cluster" in cluster_refs
+    args = operator_container(docs)["args"]
+    assert args[-4:] == ["--namespace", "a", "--namespace", "b"]
+
+
+def test_rbac_create_false_renders_no_operator_rbac() -> None:
+    docs = render("rbac.create=false")
+    operator_rbac = [
+        doc
+        for doc in docs
+        if doc["kind"] in {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+        and "helm.sh/hook" not in doc["metadata"].get("annotations", {})
+    ]
+    assert operator_rbac == []
+
+
+def test_helm_test_hook() -> None:
+    docs = render("test.image=example.org/kubectl:1")
+    hooks = [d for d in docs if d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+    assert sorted(d["kind"] for d in hooks) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Job",
+        "ServiceAccount",
+    ]
+    for hook in hooks:
+        policy = hook["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+        assert "before-hook-creation" in policy.split(",")
+    (job,) = of_kind(tuple(hooks), "Job")
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "example.org/kubectl:1"
+    script = " ".join(container["command"])
+    assert "kubectl get crd statefulwebapps.apps.k8slab.io" in script
+    assert "kubectl api-resources --api-group=apps.k8slab.io | grep" in script
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    # The test pod must never match the operator Deployment's selector.
+    (deployment,) = of_kind(docs, "Deployment")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert not selector.items() <= job["spec"]["template"]["metadata"]["labels"].items()
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        ("logFormat=xml", "/logFormat"),
+        ("rbac.create=yes", "/rbac/create"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        ("watchNamespaces=ns1", "/watchNamespaces"),
+        ("watchNamespces={a}", "watchNamespces"),
+    ],
+)
+def test_bad_values_fail_naming_the_field(value: str, field: str) -> None:
+    result = template_result(value)
+    assert result.returncode != 0, f"--set {value} rendered without error"
+    assert "schema" in result.stderr
+    assert field in result.stderr, result.stderr
+
+
+def test_bad_values_fail_lint() -> None:
+    result = run_helm("lint", "--strict", str(CHART), "--set", "logFormat=xml")
+    assert result.returncode != 0
+    assert "/logFormat" in result.stdout + result.stderr
