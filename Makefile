@@ -72,6 +72,10 @@ crd: cluster-up ## Install the CRD into the local cluster
 run: venv crd ## Run the operator in the foreground against the local cluster
 	KUBECONFIG=$(KUBECONFIG_PATH) $(VENV)/bin/statefulwebapp-operator --health none
 
+.PHONY: demo
+demo: venv tools ## Local cluster + CRD + operator + the sample app, waits until Ready and shows it
+	@hack/demo.sh
+
 .PHONY: clean
 clean: cluster-down ## Remove the venv and caches in the clone (the tool cache stays)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

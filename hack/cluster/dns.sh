@@ -23,7 +23,11 @@ cluster.local:$port {
     }
 }
 COREFILE
-  (cd "$DNS_DIR" && setsid coredns -conf Corefile >coredns.log 2>&1 & echo $! >"$pidfile")
+  # The shell records its own PID and then becomes CoreDNS, so the pid file is exact; setsid
+  # keeps a Ctrl-C in the caller's terminal from reaching it.
+  (cd "$DNS_DIR" && setsid sh -c 'echo $$ >"$1"; exec coredns -conf Corefile' _ "$pidfile" \
+    >coredns.log 2>&1 </dev/null &)
+  for _ in $(seq 50); do [ -s "$pidfile" ] && break; sleep 0.1; done
   echo "$port" >"$DNS_DIR/port"
   # Ready once it answers a name that always exists: the API server's own Service.
   for _ in $(seq 100); do
@@ -45,6 +49,13 @@ PY
 stop)
   if running; then kill "$(cat "$pidfile")"; fi
   rm -f "$pidfile"
+  # Belt and braces: any CoreDNS still serving from this directory (a pid file lost to a
+  # crash, say) goes too.
+  for pid in $(pgrep -x coredns || true); do
+    case "$(readlink "/proc/$pid/cwd" 2>/dev/null)" in
+      "$DNS_DIR"|"$DNS_DIR (deleted)") kill "$pid" 2>/dev/null || true ;;
+    esac
+  done
   ;;
 *) die "usage: dns.sh start|stop" ;;
 esac

@@ -3,6 +3,11 @@
 set -euo pipefail
 # shellcheck source=/dev/null
 . "$(dirname "$0")/env.sh"
+# The demo's operator runs against this cluster; it goes first, so it does not log a storm
+# of connection errors while the API server stops.
+if [ -f "$CLUSTER_DIR/operator.pid" ]; then
+  kill "$(cat "$CLUSTER_DIR/operator.pid")" 2>/dev/null || true
+fi
 "$repo/hack/cluster/dns.sh" stop
 if command -v kwokctl >/dev/null 2>&1 && kwokctl get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; then
   kwokctl delete cluster --name "$CLUSTER_NAME" --kubeconfig "$KUBECONFIG_PATH" >/dev/null 2>&1
@@ -10,5 +15,13 @@ fi
 # kwokctl stops what it started from its pid files; anything still holding our work dir (a
 # component restarted by hand, say) goes too.
 pkill -f -- "$KWOK_WORKDIR/" 2>/dev/null || true
+# Prove it: nothing may still run from the cluster's directory.
+sleep 0.5
+left=$(for pid in $(pgrep -f -- "$CLUSTER_DIR/" || true) $(pgrep -x coredns || true); do
+  case "$(readlink "/proc/$pid/cwd" 2>/dev/null) $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" in
+    *"$CLUSTER_DIR"*) echo "$pid" ;;
+  esac
+done)
+[ -z "$left" ] || die "processes still running from $CLUSTER_DIR: $left"
 rm -rf "$CLUSTER_DIR"
 say "cluster $CLUSTER_NAME is down"

@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=/dev/null
 . "$here/versions.env"
 
-hash=$(cd "$here" && cat versions.env build.sh kube/go.mod kube/go.sum kube/main.go \
+hash=$(cd "$here" && cat versions.env kube/go.mod kube/go.sum kube/main.go \
   etcd/go.mod etcd/go.sum etcd/main.go | sha256sum | cut -c1-12)
 root="${XDG_CACHE_HOME:-$HOME/.cache}/statefulwebapp-operator/tools/$hash"
 bin="$root/bin"
@@ -36,7 +36,7 @@ build() {
   local start end n=0 log="$root/logs/$name.log"
   start=$(date +%s)
   say "building $name ..."
-  if ! /usr/bin/time -f '%M' -o "$root/logs/$name.maxrss" "$@" >"$log" 2>&1 & then :; fi
+  /usr/bin/time -f '%M' -o "$root/logs/$name.maxrss" "$@" >"$log" 2>&1 &
   local pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     n=$(grep -vc '^go: downloading' "$log" 2>/dev/null || true)
@@ -89,6 +89,20 @@ install() {
 install kwok "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}" "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${KUBE_VERSION}"
 install kwokctl "sigs.k8s.io/kwok/cmd/kwokctl@${KWOK_VERSION}" "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${KUBE_VERSION}"
 install coredns "github.com/coredns/coredns@${COREDNS_VERSION}"
-install helm "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" "-X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
+# Helm's default Kubernetes version (for `helm template` and lint) comes from the client-go
+# minor it was built with; upstream's Makefile sets it the same way.
+helm_kube_minor() {
+  local gomod
+  gomod=$(go mod download -json "helm.sh/helm/v3@${HELM_VERSION}" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
+  sed -n 's#^[[:space:]]*k8s.io/client-go v0\.\([0-9]*\)\..*#\1#p' "$gomod"
+}
+if need helm; then
+  minor=$(helm_kube_minor)
+  hl="-X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
+  for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    hl="$hl -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=${minor}"
+  done
+  install helm "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" "$hl"
+fi
 
 echo "$bin"

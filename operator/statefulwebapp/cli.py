@@ -28,8 +28,7 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NS",
-        help="watch only this namespace (repeatable; globs like 'team-*' work); "
-        "default: all namespaces",
+        help="serve only this namespace (repeatable, exact names); default: all namespaces",
     )
     p.add_argument(
         "--health",

@@ -51,6 +51,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         settings.watching.label_selectors[_selector(group, version, plural)] = (
             names.MANAGED_SELECTOR
         )
+    # The CRD is installed before the operator starts (the chart and `make run` do it), so
+    # kopf need not follow CRDs and namespaces at run time: that saves two cluster-wide
+    # watches and their RBAC rules. Namespace globs need scanning, hence exact names only.
+    settings.scanning.disabled = True
     settings.execution.max_workers = 8
     settings.posting.level = logging.WARNING
     memo.api = kube.connect()

@@ -75,9 +75,13 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     pykube.Namespace(cluster.api, {"metadata": {"name": name}}).delete()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    """The CRD installed and the real console script running against the cluster."""
+    """The CRD installed and the real console script running against the cluster.
+
+    Module-scoped: two operators must never serve the same apps, and the RBAC module runs its
+    own under the chart's ServiceAccount.
+    """
     cluster.kubectl("apply", "--server-side", "-f", str(CRD))
     cluster.kubectl("wait", "--for=condition=Established", "crd/statefulwebapps.apps.k8slab.io")
     running = Operator.start(cluster, tmp_path_factory.mktemp("operator") / "operator.log")

@@ -33,19 +33,16 @@ WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 # operator's API calls must show up here, and here only after a look at why it is needed.
 CLUSTER_RULES = {
     ("", "persistentvolumes"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
-    ("", "namespaces"): {"list", "watch"},
 }
 NAMESPACED_RULES = {
-    ("apps.k8slab.io", "statefulwebapps"): {"get", "list", "watch", "patch"},
+    ("apps.k8slab.io", "statefulwebapps"): {"list", "watch", "patch"},
     ("apps.k8slab.io", "statefulwebapps/status"): {"patch"},
     ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "patch"},
     ("", "services"): {"get", "list", "watch", "create", "patch"},
     ("apps", "statefulsets"): {"get", "list", "watch", "create", "patch"},
     ("apps", "daemonsets"): {"get", "list", "watch", "create", "patch", "delete"},
     ("batch", "cronjobs"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "events"): {"create", "patch"},
-    ("events.k8s.io", "events"): {"create", "patch"},
+    ("", "events"): {"create"},
 }
 TEST_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list"}}
 

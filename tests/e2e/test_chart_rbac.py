@@ -1,0 +1,272 @@
+"""The Helm chart installs into the cluster, and its RBAC is exactly enough.
+
+The chart is installed with real helm. The operator then runs as a local process under the
+chart's ServiceAccount (a token from the TokenRequest API, so the API server authorizes every
+request against the chart's roles), and an app's whole lifecycle passes. Then each rule of the
+chart's ClusterRoles is removed in turn: some step must fail with a Forbidden the operator
+reports (in the app's Ready condition or its log), or the rule is not needed.
+
+kwok simulates the chart's own operator pod (nothing runs inside it), so the in-cluster
+Deployment is checked for shape and readiness only; the identity is exercised by the local
+process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.apps import apply, child, get_app, ready_condition, sample
+from tests.e2e.cluster import CRD, REPO, Cluster, Operator, make_namespace, tools_bin, wait_for
+
+CHART = REPO / "deploy/statefulwebapp-operator"
+
+
+@dataclass
+class Release:
+    """An installed chart and a kubeconfig that authenticates as its ServiceAccount."""
+
+    name: str
+    namespace: str
+    kubeconfig: Path
+    roles: dict[str, dict[str, Any]]
+    """The chart's ClusterRoles by name, as installed."""
+
+
+def helm(cluster: Cluster, *args: str) -> str:
+    result = subprocess.run(
+        [tools_bin() / "helm", "--kubeconfig", str(cluster.kubeconfig_path), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"helm {' '.join(args)} failed:\n{result.stderr}"
+    return result.stdout
+
+
+def service_account_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
+    """A kubeconfig for the ServiceAccount: the admin's cluster entry, the account's token."""
+    token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration=2h").strip()
+    admin = yaml.safe_load(cluster.kubeconfig_path.read_text())
+    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])
+    entry = next(c for c in admin["clusters"] if c["name"] == context["context"]["cluster"])
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [entry],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [
+                    {"name": account, "context": {"cluster": entry["name"], "user": account}}
+                ],
+                "current-context": account,
+            }
+        )
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def release(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
+    namespace = make_namespace(cluster, "swa-system")
+    name = f"swa-{uuid.uuid4().hex[:6]}"
+    helm(cluster, "install", name, str(CHART), "-n", namespace, "--wait", "--timeout", "120s")
+    account = f"{name}-statefulwebapp-operator"
+    roles = {
+        role: json.loads(cluster.kubectl("get", "clusterrole", role, "-o", "json"))
+        for role in (f"{account}-cluster", f"{account}-namespaced")
+    }
+    path = tmp_path_factory.mktemp("rbac") / "kubeconfig"
+    kubeconfig = service_account_kubeconfig(cluster, namespace, account, path)
+    yield Release(name, namespace, kubeconfig, roles)
+    helm(cluster, "uninstall", name, "-n", namespace, "--wait")
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def start_operator(release: Release, log: Path, namespace: str) -> Operator:
+    """The operator as the chart's ServiceAccount, serving only the test's namespace.
+
+    Other modules' apps may still be going away elsewhere; one namespace keeps their events
+    out of this test's evidence.
+    """
+    return Operator.start(Cluster("existing", release.kubeconfig), log, "--namespace", namespace)
+
+
+def test_chart_installs_the_crd_and_a_ready_operator_deployment(
+    cluster: Cluster, release: Release
+) -> None:
+    crd = json.loads(cluster.kubectl("get", "crd", "statefulwebapps.apps.k8slab.io", "-o", "json"))
+    shipped = yaml.safe_load(CRD.read_text())["spec"]
+    assert {k: crd["spec"][k] for k in shipped} == shipped
+    deployment = json.loads(
+        cluster.kubectl(
+            "get",
+            "deployment",
+            "-n",
+            release.namespace,
+            "-l",
+            f"app.kubernetes.io/instance={release.name}",
+            "-o",
+            "json",
+        )
+    )["items"][0]
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert deployment["status"].get("readyReplicas") == 1
+    helm(cluster, "test", release.name, "-n", release.namespace, "--timeout", "120s")
+
+
+class Forbidden(Exception):  # noqa: N818  (it carries the evidence, not an error of ours)
+    """The operator reported a Forbidden; ``args[0]`` says where."""
+
+
+def lifecycle(cluster: Cluster, namespace: str, operator: Operator) -> None:
+    """Every kind of request the operator makes: create, drift, disable, warn, delete.
+
+    Each wait also watches for a reported Forbidden and stops at the first one.
+    """
+
+    def until(check: Callable[[], Any], what: str, timeout: float = 60) -> None:
+        def done() -> Any:
+            evidence = forbidden_reported(cluster, namespace, operator)
+            if evidence:
+                raise Forbidden(evidence)
+            return check()
+
+        wait_for(done, timeout, what)
+
+    def ready() -> bool:
+        app = get_app(cluster, namespace)
+        fresh = app.get("status", {}).get("observedGeneration") == app["metadata"]["generation"]
+        return fresh and ready_condition(app).get("status") == "True"
+
+    apply(cluster, namespace, sample())
+    until(ready, "the app to be Ready")
+    cluster.kubectl("delete", "service", "nginx", "-n", namespace)
+    until(lambda: child(cluster, "Service", "nginx", namespace), "the Service back")
+    apply(cluster, namespace, sample(backup={"enabled": False}, dateLogger={"enabled": False}))
+    until(
+        lambda: (
+            child(cluster, "DaemonSet", "web-backup", namespace) is None
+            and child(cluster, "CronJob", "web-datelog", namespace) is None
+        ),
+        "the disabled children to go",
+    )
+    apply(cluster, namespace, sample(dateLogger={"schedule": "*/5 25 * * *"}))
+    until(
+        lambda: ready_condition(get_app(cluster, namespace)).get("reason") == "InvalidSpec",
+        "InvalidSpec",
+    )
+    until(
+        lambda: "InvalidSpec" in cluster.kubectl("get", "events", "-n", namespace),
+        "the InvalidSpec event",
+    )
+    pv = f"{namespace}-web-data"
+    cluster.kubectl("delete", "swa", "web", "-n", namespace, "--wait=false")
+    until(lambda: child(cluster, "PersistentVolume", pv, namespace) is None, f"{pv} gone")
+    until(lambda: not cluster.kubectl("get", "swa", "-n", namespace, "-o", "name"), "app gone")
+
+
+def forbidden_reported(cluster: Cluster, namespace: str, operator: Operator) -> str | None:
+    """Where the operator said it was forbidden something, if it did."""
+    apps = json.loads(cluster.kubectl("get", "swa", "-n", namespace, "-o", "json"))["items"]
+    for app in apps:
+        condition = ready_condition(app)
+        if condition.get("reason") == "Forbidden":
+            return f"Ready condition: {condition['message']}"
+    for line in operator.log.read_text(errors="replace").splitlines():
+        # An RBAC denial names the user and what it "cannot" do; a namespace being
+        # terminated also answers 403, but that is not a missing permission.
+        if "forbidden" in line.lower() and "cannot" in line:
+            return f"operator log: {line}"
+    return None
+
+
+@pytest.fixture
+def rbac_ns(cluster: Cluster) -> Iterator[str]:
+    namespace = make_namespace(cluster, "rbac")
+    yield namespace
+    # The operator may have been unable to drop its finalizer: release the app by hand.
+    for app in cluster.kubectl("get", "swa", "-n", namespace, "-o", "name").split():
+        cluster.kubectl(
+            "patch", app, "-n", namespace, "--type=merge", "-p", '{"metadata":{"finalizers":null}}'
+        )
+    cluster.kubectl("delete", "pv", f"{namespace}-web-data", "--ignore-not-found", "--wait=false")
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def test_whole_lifecycle_passes_under_the_charts_service_account(
+    cluster: Cluster, release: Release, rbac_ns: str, tmp_path: Path
+) -> None:
+    operator = start_operator(release, tmp_path / "operator.log", rbac_ns)
+    try:
+        lifecycle(cluster, rbac_ns, operator)
+    finally:
+        operator.stop()
+
+
+def chart_grants() -> list[tuple[str, int, str, str]]:
+    """(role suffix, rule index, verb, label) for every verb of every ClusterRole rule."""
+    rendered = subprocess.run(
+        [tools_bin() / "helm", "template", "r", str(CHART), "--show-only", "templates/rbac.yaml"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    out = []
+    for doc in yaml.safe_load_all(rendered):
+        if doc and doc["kind"] == "ClusterRole":
+            suffix = doc["metadata"]["name"].removeprefix("r-statefulwebapp-operator")
+            for i, rule in enumerate(doc["rules"]):
+                for verb in rule["verbs"]:
+                    out.append((suffix, i, verb, f"{verb} {','.join(rule['resources'])}"))
+    return out
+
+
+GRANTS = chart_grants()
+
+
+def replace_role(cluster: Cluster, role: dict[str, Any]) -> None:
+    clean = json.loads(json.dumps(role))
+    for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+        clean["metadata"].pop(key, None)
+    cluster.kubectl("replace", "-f", "-", stdin=json.dumps(clean))
+
+
+@pytest.mark.parametrize(("role", "index", "verb", "label"), GRANTS, ids=[g[3] for g in GRANTS])
+def test_removing_any_granted_verb_breaks_a_step_with_a_reported_forbidden(
+    cluster: Cluster,
+    release: Release,
+    rbac_ns: str,
+    tmp_path: Path,
+    role: str,
+    index: int,
+    verb: str,
+    label: str,
+) -> None:
+    """Stricter than removing whole rules: every single verb the chart grants is needed."""
+    original = release.roles[f"{release.name}-statefulwebapp-operator{role}"]
+    reduced = json.loads(json.dumps(original))
+    rule = reduced["rules"][index]
+    rule["verbs"].remove(verb)
+    if not rule["verbs"]:
+        reduced["rules"].pop(index)
+    replace_role(cluster, reduced)
+    operator = start_operator(release, tmp_path / "operator.log", rbac_ns)
+    try:
+        with pytest.raises(Forbidden) as reported:
+            lifecycle(cluster, rbac_ns, operator)
+        named = [r.split("/")[0] for r in rule["resources"]]
+        assert any(r in str(reported.value) for r in named), f"without {label}: {reported.value}"
+    finally:
+        operator.stop()
+        replace_role(cluster, original)

@@ -1,0 +1,59 @@
+"""What can be checked of deploy/Dockerfile without a Docker engine."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO / "deploy/Dockerfile"
+
+
+def instructions() -> list[tuple[str, str]]:
+    lines = [ln.strip() for ln in DOCKERFILE.read_text().splitlines()]
+    return [
+        (ln.split(None, 1)[0].upper(), ln.split(None, 1)[1])
+        for ln in lines
+        if ln and not ln.startswith("#")
+    ]
+
+
+def final_stage() -> list[tuple[str, str]]:
+    steps = instructions()
+    last_from = max(i for i, (op, _) in enumerate(steps) if op == "FROM")
+    return steps[last_from:]
+
+
+def test_final_stage_runs_as_a_numeric_non_root_user() -> None:
+    users = [arg for op, arg in final_stage() if op == "USER"]
+    assert users, "the image runs as root: add a USER instruction"
+    assert users[-1].isdigit()
+    assert int(users[-1]) != 0
+
+
+def test_entrypoint_is_the_declared_console_script_and_it_starts() -> None:
+    entry = [arg for op, arg in final_stage() if op == "ENTRYPOINT"][-1]
+    command = shlex.split(entry.strip("[]").replace(",", " "))[0]
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert command in scripts
+    exe = Path(sys.executable).with_name(command)
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True, timeout=60)
+    assert "--namespace" in out.stdout
+    assert "--log-format" in out.stdout
+
+
+def test_final_stage_installs_only_runtime_dependencies() -> None:
+    runs = " ".join(arg for op, arg in final_stage() if op == "RUN")
+    assert "[dev]" not in runs
+    assert "--no-cache-dir" in runs
+    base = next(arg for op, arg in final_stage() if op == "FROM")
+    assert base.endswith("-slim")
+
+
+def test_the_user_matches_the_chart() -> None:
+    helpers = (REPO / "deploy/statefulwebapp-operator/templates/_helpers.tpl").read_text()
+    user = [arg for op, arg in final_stage() if op == "USER"][-1]
+    assert f"runAsUser: {user}" in helpers
