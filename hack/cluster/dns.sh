@@ -25,8 +25,10 @@ cluster.local:$port {
 COREFILE
   # The shell records its own PID and then becomes CoreDNS, so the pid file is exact; setsid
   # keeps a Ctrl-C in the caller's terminal from reaching it.
-  (cd "$DNS_DIR" && setsid sh -c 'echo $$ >"$1"; exec coredns -conf Corefile' _ "$pidfile" \
-    >coredns.log 2>&1 </dev/null &)
+  # Every descriptor is redirected for the whole background job, so nothing holds the
+  # caller's stdout open (a `$(up.sh)` would otherwise wait for CoreDNS to exit).
+  (cd "$DNS_DIR" && exec setsid sh -c 'echo $$ >"$1"; exec coredns -conf Corefile' _ "$pidfile") \
+    >"$DNS_DIR/coredns.log" 2>&1 </dev/null &
   for _ in $(seq 50); do [ -s "$pidfile" ] && break; sleep 0.1; done
   echo "$port" >"$DNS_DIR/port"
   # Ready once it answers a name that always exists: the API server's own Service.
