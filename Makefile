@@ -45,8 +45,8 @@ kubeconfig: ## Print the local cluster's kubeconfig path
 
 .PHONY: lint
 lint: venv ## ruff and mypy --strict on the operator and the tests
-	$(VENV)/bin/ruff check operator tests
-	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
 	$(VENV)/bin/mypy
 
 .PHONY: unit
@@ -75,6 +75,14 @@ run: venv crd ## Run the operator in the foreground against the local cluster
 .PHONY: demo
 demo: venv tools ## Local cluster + CRD + operator + the sample app, waits until Ready and shows it
 	@hack/demo.sh
+
+BENCH_ARGS ?=
+.PHONY: bench
+bench: venv tools ## Fleet benchmark on a fresh audited cluster (BENCH_ARGS="--n 1,100 --soak 60"); writes bench/results/
+	$(VENV)/bin/pip install --quiet -e '.[dev,bench]'
+	@hack/cluster/down.sh >/dev/null 2>&1 || true
+	@trap 'hack/cluster/down.sh' EXIT; CLUSTER_AUDIT=1 hack/cluster/up.sh >/dev/null && \
+	  $(PY) -m bench.fleet $(BENCH_ARGS)
 
 .PHONY: clean
 clean: cluster-down ## Remove the venv and caches in the clone (the tool cache stays)

@@ -28,7 +28,12 @@ if ! healthy; then
   start=$(date +%s)
   # Pod IPs and Service IPs get ranges of their own (kwok's default overlaps the Service
   # range), large enough for benchmark fleets.
-  kwokctl create cluster --name "$CLUSTER_NAME" --runtime binary \
+  audit=()
+  if [ "${CLUSTER_AUDIT:-0}" = 1 ]; then
+    # Benchmarks count the operator's requests in the API server's own audit log.
+    audit=(--kube-audit-policy "$repo/hack/cluster/audit-policy.yaml")
+  fi
+  kwokctl create cluster --name "$CLUSTER_NAME" --runtime binary "${audit[@]}" \
     --kubeconfig "$KUBECONFIG_PATH" \
     --etcd-binary "$TOOLS_BIN/etcd" \
     --kube-apiserver-binary "$TOOLS_BIN/kube-apiserver" \

@@ -8,7 +8,9 @@ so the operator never lists the cluster's other StatefulSets or Services.
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import threading
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -142,12 +144,49 @@ def cleanup_app(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     cleanup(memo.api, body)
 
 
+COALESCE_SECONDS = 0.5
+"""How long child events of one app are gathered before one reconcile handles them all.
+
+A new app's children report progress in bursts (a DaemonSet's status moves 0/4, 1/4 ... 4/4
+within a second); one pass after the burst writes the status once instead of once per step.
+"""
+
+RETRY_SECONDS = 10.0
+_pending: set[tuple[str, str]] = set()
+_pending_lock = threading.Lock()
+
+
 def on_child_event(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
-    """A child changed or vanished: repair it if needed and recompute the app's status."""
-    app = _first(kwargs["idx_apps"], _owner_key(body))
+    """A child changed or vanished: soon repair it if needed and recompute the app's status."""
+    _schedule(_owner_key(body), kwargs, logger, COALESCE_SECONDS)
+
+
+def _schedule(
+    key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger, delay: float
+) -> None:
+    with _pending_lock:
+        if key in _pending:
+            return  # A pass for this app is already due; it will read the newest state.
+        _pending.add(key)
+    # The copied context carries kopf's settings and event queue into the timer's thread.
+    context = contextvars.copy_context()
+    timer = threading.Timer(delay, context.run, (_coalesced, key, kwargs, logger))
+    timer.daemon = True
+    timer.start()
+
+
+def _coalesced(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger) -> None:
+    with _pending_lock:
+        _pending.discard(key)
+    app = _first(kwargs["idx_apps"], key)
     if app is None or app["metadata"].get("deletionTimestamp"):
         return  # Orphan, or its app is going away: recreating it would fight the deletion.
-    _run(app, kwargs, logger)
+    try:
+        _run(app, kwargs, logger)
+    except kopf.TemporaryError as err:
+        # Outside a kopf handler nothing retries for us: try again later ourselves.
+        logger.error("reconcile of %s/%s failed, retrying in %ss: %s", *key, RETRY_SECONDS, err)
+        _schedule(key, kwargs, logger, RETRY_SECONDS)
 
 
 for _kind, (_group, _version, _plural) in CHILDREN.items():

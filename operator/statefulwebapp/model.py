@@ -143,6 +143,10 @@ class AppSpec:
     """Container and Service port."""
     resources: Resources = field(default_factory=Resources)
     """Resources of the web container."""
+    restricted: bool = False
+    """Write every pod for the Pod Security "restricted" profile (``podSecurity``)."""
+    run_as_user: int = 101
+    """UID of the web container when restricted."""
     backup: Backup = field(default_factory=Backup)
     """The per-node backup agent."""
     date_logger: DateLogger = field(default_factory=DateLogger)
@@ -178,6 +182,8 @@ def parse(body: Mapping[str, Any]) -> AppSpec:
         service_name=service_name,
         port=_int(spec, "port", 80, 1, 65535),
         resources=_resources(spec, "resources", Resources()),
+        restricted=_pod_security(spec),
+        run_as_user=_int(spec, "runAsUser", 101, 1, 2**31 - 1),
         backup=_parse_backup(_obj(spec, "backup")),
         date_logger=_parse_date_logger(_obj(spec, "dateLogger")),
     )
@@ -351,6 +357,13 @@ def _resources(raw: Mapping[str, Any], key: str, default: Resources, prefix: str
         values = _obj(_obj(raw, key, prefix), half, f"{prefix}{key}.")
         out[half] = {res: _quantity(values, res, "0", f"{prefix}{key}.{half}.") for res in values}
     return Resources(requests=out["requests"], limits=out["limits"])
+
+
+def _pod_security(spec: Mapping[str, Any]) -> bool:
+    level = spec.get("podSecurity", "default")
+    if level not in {"default", "restricted"}:
+        raise SpecError("podSecurity", f"{level!r} must be 'default' or 'restricted'")
+    return bool(level == "restricted")
 
 
 def _valid_host(server: str) -> bool:

@@ -92,7 +92,8 @@ def reconcile(
         app = parse(body)
     except SpecError as err:
         outcome.problem = status.Problem("InvalidSpec", f"{err}; fix the field and re-apply")
-        warn("InvalidSpec", str(err))
+        if _is_news(body, outcome.problem):
+            warn("InvalidSpec", str(err))
         # Without a valid spec there is no model to compute a status from: report the
         # problem alone and touch no child.
         _publish(api, body, _invalid_status(body, generation, outcome.problem), outcome)
@@ -115,7 +116,7 @@ def reconcile(
             "Forbidden" if err.forbidden else "ApplyFailed",
             f"{err}" + ("; grant the operator this permission" if err.forbidden else ""),
         )
-    if outcome.problem is not None:
+    if outcome.problem is not None and _is_news(body, outcome.problem):
         warn(outcome.problem.reason, outcome.problem.message)
     new = status.compute(
         app,
@@ -153,6 +154,17 @@ def _find_conflict(
                 "app name or serviceName",
             )
     return None
+
+
+def _is_news(body: Obj, problem: status.Problem) -> bool:
+    """Whether the app's Ready condition does not already tell of ``problem``.
+
+    Events are for changes: repeating the same Warning on every child event would flood the
+    namespace and cost a write each time.
+    """
+    conditions = (body.get("status") or {}).get("conditions") or []
+    ready: Obj = next((c for c in conditions if c.get("type") == "Ready"), {})
+    return (ready.get("reason"), ready.get("message")) != (problem.reason, problem.message)
 
 
 def _converge(

@@ -23,6 +23,22 @@ BACKUP_VOLUME = "backups"
 BACKUP_SOURCE = "/data"
 BACKUP_DEST = "/backup"
 CONTROL_PLANE_TAINTS = ("node-role.kubernetes.io/master", "node-role.kubernetes.io/control-plane")
+NOBODY = 65534
+"""busybox's unprivileged user: enough for ``date`` and for reading world-readable content."""
+
+
+def _restricted(pod_spec: dict[str, Any], uid: int) -> None:
+    """Make ``pod_spec`` meet the Pod Security "restricted" profile, running as ``uid``."""
+    pod_spec["securityContext"] = {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    for container in pod_spec["containers"]:
+        container["securityContext"] = {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        }
 
 
 def _meta(app: AppSpec, name: str, component: str) -> dict[str, Any]:
@@ -105,6 +121,14 @@ def render_statefulset(app: AppSpec) -> Manifest:
     }
     if app.resources.to_k8s():
         container["resources"] = app.resources.to_k8s()
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [
+            {"name": DATA_VOLUME, "persistentVolumeClaim": {"claimName": names.claim(app)}}
+        ],
+    }
+    if app.restricted:
+        _restricted(pod_spec, app.run_as_user)
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -115,15 +139,7 @@ def render_statefulset(app: AppSpec) -> Manifest:
             "selector": {"matchLabels": names.selector(app, names.WEB)},
             "template": {
                 "metadata": {"labels": names.labels(app, names.WEB)},
-                "spec": {
-                    "containers": [container],
-                    "volumes": [
-                        {
-                            "name": DATA_VOLUME,
-                            "persistentVolumeClaim": {"claimName": names.claim(app)},
-                        }
-                    ],
-                },
+                "spec": pod_spec,
             },
         },
     }
@@ -160,12 +176,17 @@ def render_daemonset(app: AppSpec) -> Manifest | None:
                 "name": DATA_VOLUME,
                 "persistentVolumeClaim": {"claimName": names.claim(app), "readOnly": True},
             },
-            {
+            # "restricted" admits no hostPath: archives then live as long as the agent pod.
+            {"name": BACKUP_VOLUME, "emptyDir": {}}
+            if app.restricted
+            else {
                 "name": BACKUP_VOLUME,
                 "hostPath": {"path": backup.host_path, "type": "DirectoryOrCreate"},
             },
         ],
     }
+    if app.restricted:
+        _restricted(pod_spec, NOBODY)
     if backup.tolerate_control_plane:
         pod_spec["tolerations"] = [
             {"key": taint, "operator": "Exists", "effect": "NoSchedule"}
@@ -190,6 +211,12 @@ def render_cronjob(app: AppSpec) -> Manifest | None:
     logger = app.date_logger
     if not logger.enabled:
         return None
+    job_pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [{"name": "date", "image": logger.image, "command": ["sh", "-c", "date"]}],
+    }
+    # `date` needs no privilege at all, so its pods meet "restricted" whatever podSecurity says.
+    _restricted(job_pod, NOBODY)
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
@@ -205,16 +232,7 @@ def render_cronjob(app: AppSpec) -> Manifest | None:
                 "spec": {
                     "template": {
                         "metadata": {"labels": names.labels(app, names.DATELOG)},
-                        "spec": {
-                            "restartPolicy": "Never",
-                            "containers": [
-                                {
-                                    "name": "date",
-                                    "image": logger.image,
-                                    "command": ["sh", "-c", "date"],
-                                }
-                            ],
-                        },
+                        "spec": job_pod,
                     }
                 },
             },

@@ -125,6 +125,29 @@ def test_chart_installs_the_crd_and_a_ready_operator_deployment(
     helm(cluster, "test", release.name, "-n", release.namespace, "--timeout", "120s")
 
 
+@pytest.mark.parametrize(
+    "values",
+    [[], ["--set", "watchNamespaces={team-a,team-b}", "--set", "logFormat=json"]],
+    ids=["defaults", "watch-namespaces"],
+)
+def test_rendered_chart_passes_server_side_validation(cluster: Cluster, values: list[str]) -> None:
+    """Every object the chart renders is accepted by the real API server (dry-run, strict)."""
+    rendered = subprocess.run(
+        [tools_bin() / "helm", "template", "dry", str(CHART), "-n", "default", *values],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for namespace in ("team-a", "team-b"):
+        cluster.kubectl("create", "namespace", namespace, check=False)
+    # Objects carry their namespaces (RoleBindings live in the watched ones), so no -n.
+    out = cluster.kubectl(
+        "apply", "--dry-run=server", "--validate=strict", "-f", "-", stdin=rendered
+    )
+    kinds = {line.split("/")[0] for line in out.splitlines() if "(server dry run)" in line}
+    assert {"deployment.apps", "serviceaccount", "clusterrole.rbac.authorization.k8s.io"} <= kinds
+
+
 class Forbidden(Exception):  # noqa: N818  (it carries the evidence, not an error of ours)
     """The operator reported a Forbidden; ``args[0]`` says where."""
 

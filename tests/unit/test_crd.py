@@ -208,6 +208,8 @@ DEFAULTS: dict[str, Callable[[model.AppSpec], Any]] = {
     "replicas": lambda a: a.replicas,
     "image": lambda a: a.image,
     "port": lambda a: a.port,
+    "podSecurity": lambda a: "restricted" if a.restricted else "default",
+    "runAsUser": lambda a: a.run_as_user,
     "storage.capacity": lambda a: a.storage.capacity,
     "storage.mountPath": lambda a: a.storage.mount_path,
     "backup.enabled": lambda a: a.backup.enabled,
@@ -280,6 +282,7 @@ def test_integer_fields_have_bounds(spec_schema: Schema) -> None:
     assert found == {
         "replicas",
         "port",
+        "runAsUser",
         "backup.intervalSeconds",
         "backup.keep",
         "dateLogger.successfulJobsHistoryLimit",

@@ -1,0 +1,1 @@
+"""Benchmarks of the operator against the API server floor (``make bench``)."""

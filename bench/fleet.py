@@ -1,0 +1,535 @@
+"""Fleet benchmark: the operator against the API server's own floor, on the local cluster.
+
+For each N: create N StatefulWebApps at once and time each to Ready (observedGeneration equal
+to its generation) through a watch; then apply the identical children (rendered by the
+project's own renderers) directly with server-side apply and time them to the same readiness.
+The operator's requests are counted in the API server's audit log (by User-Agent), its memory
+read from /proc. At the largest N it also soaks (RSS growth, steady-state requests) and
+restarts the operator (time to resume, writes made doing so).
+
+Run it with ``make bench`` (which starts a cluster with audit logging); options: ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pykube
+import requests
+
+from statefulwebapp import names
+from statefulwebapp.kube import USER_AGENT, apply
+from statefulwebapp.model import parse
+from statefulwebapp.render import render_all
+
+REPO = Path(__file__).resolve().parents[1]
+CLUSTER = REPO / ".cluster"
+AUDIT_LOG = CLUSTER / "kwok/clusters/swa/logs/audit.log"
+OPERATOR_AGENTS = ("kopf/", USER_AGENT.split("/")[0] + "/")
+WRITES = {"create", "update", "patch", "delete", "deletecollection"}
+SPEC: dict[str, Any] = {
+    "replicas": 1,
+    "storage": {"nfs": {"server": "nfs.bench.local", "path": "/bench"}, "capacity": "1Gi"},
+    # The CronJob exists but does not fire: a steady state must be quiet to be measured.
+    "dateLogger": {"suspend": True},
+}
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+# -- the cluster and the operator -----------------------------------------------------------
+
+
+def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
+    tools = subprocess.run(
+        [REPO / "hack/tools/build.sh", "--dir"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    result = subprocess.run(
+        [f"{tools}/kubectl", "--kubeconfig", str(CLUSTER / "kubeconfig"), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    if check and result.returncode:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr}")
+    return result.stdout
+
+
+@dataclass
+class OperatorProcess:
+    """The real console script, started for a measurement and stopped after it."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @classmethod
+    def start(cls, log_path: Path) -> OperatorProcess:
+        env = {**os.environ, "KUBECONFIG": str(CLUSTER / "kubeconfig")}
+        exe = Path(sys.executable).with_name("statefulwebapp-operator")
+        out = log_path.open("ab")
+        process = subprocess.Popen(
+            [exe, "--health", "none", "--quiet"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+        time.sleep(2)
+        if process.poll() is not None:
+            raise RuntimeError(f"the operator exited: see {log_path}")
+        return cls(process, log_path)
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def audit_mark() -> int:
+    """The audit log's current size: requests after this offset are new."""
+    return AUDIT_LOG.stat().st_size if AUDIT_LOG.exists() else 0
+
+
+def operator_requests(since: int, until: int | None = None) -> Counter[str]:
+    """The operator's completed requests after an audit offset, counted by verb.
+
+    Watches are long-lived and counted once when they end; they are left out, since a steady
+    state keeps the same watches open and they cost the API server no request rate.
+    """
+    counts: Counter[str] = Counter()
+    with AUDIT_LOG.open("rb") as f:
+        f.seek(since)
+        data = f.read() if until is None else f.read(until - since)
+    for line in data.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("stage") != "ResponseComplete":
+            continue
+        if not str(event.get("userAgent", "")).startswith(OPERATOR_AGENTS):
+            continue
+        if event.get("verb") == "watch":
+            continue
+        counts[event["verb"]] += 1
+    return counts
+
+
+def writes(counts: Counter[str]) -> int:
+    return sum(n for verb, n in counts.items() if verb in WRITES)
+
+
+# -- readiness watches ---------------------------------------------------------------------
+
+
+@dataclass
+class Tracker:
+    """Ready times per app, fed by watch threads; ``ready`` maps app name to a timestamp."""
+
+    expected: set[str]
+    ready: dict[str, float] = field(default_factory=dict)
+    state: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def mark(self, name: str) -> None:
+        with self.lock:
+            if name in self.expected and name not in self.ready:
+                self.ready[name] = time.time()
+                if len(self.ready) == len(self.expected):
+                    self.done.set()
+
+
+def watch(
+    api: pykube.HTTPClient,
+    kind: type[pykube.objects.APIObject],
+    namespace: str,
+    on_event: Callable[[dict[str, Any]], None],
+    stop: threading.Event,
+) -> None:
+    while not stop.is_set():
+        try:
+            for event in kind.objects(api, namespace=namespace).watch():
+                on_event(event.object.obj)
+                if stop.is_set():
+                    return
+        except requests.exceptions.RequestException:
+            continue  # A quiet watch times out client-side; open it again.
+
+
+def app_ready(obj: dict[str, Any]) -> bool:
+    status = obj.get("status") or {}
+    fresh = status.get("observedGeneration") == obj["metadata"].get("generation")
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    return fresh and ready
+
+
+def floor_ready(parts: dict[str, Any]) -> bool:
+    """The same gates as the operator's Ready, on the directly applied children."""
+    sts, pvc, ds = parts.get("sts"), parts.get("pvc"), parts.get("ds")
+    if not (sts and pvc and ds and parts.get("cron")):
+        return False
+    s, d = sts.get("status") or {}, ds.get("status") or {}
+    return (
+        (pvc.get("status") or {}).get("phase") == "Bound"
+        and s.get("readyReplicas") == SPEC["replicas"]
+        and s.get("updatedReplicas") == SPEC["replicas"]
+        and s.get("observedGeneration", 0) >= sts["metadata"]["generation"]
+        and d.get("desiredNumberScheduled", 0) > 0
+        and d.get("numberReady") == d.get("desiredNumberScheduled")
+        and d.get("updatedNumberScheduled") == d.get("desiredNumberScheduled")
+    )
+
+
+# -- one fleet -------------------------------------------------------------------------------
+
+
+@dataclass
+class Fleet:
+    """Per-app convergence of one run."""
+
+    latencies: list[float]
+    fleet_s: float
+
+
+def app_body(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps.k8slab.io/v1alpha1",
+        "kind": "StatefulWebApp",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": SPEC,
+    }
+
+
+def run_operator_fleet(api: pykube.HTTPClient, namespace: str, n: int, workers: int) -> Fleet:
+    swa = pykube.object_factory(api, "apps.k8slab.io/v1alpha1", "StatefulWebApp")
+    names_ = [f"app-{i:04d}" for i in range(n)]
+    tracker = Tracker(set(names_))
+    stop = threading.Event()
+
+    def seen(obj: dict[str, Any]) -> None:
+        if app_ready(obj):
+            tracker.mark(obj["metadata"]["name"])
+
+    threading.Thread(target=watch, args=(api, swa, namespace, seen, stop), daemon=True).start()
+    time.sleep(1)
+    created: dict[str, float] = {}
+
+    def create(name: str) -> None:
+        created[name] = time.time()
+        swa(api, app_body(name, namespace)).create()
+
+    start = time.time()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(create, names_))
+    progress(tracker, n, "apps Ready (operator)")
+    stop.set()
+    latencies = [tracker.ready[a] - created[a] for a in names_]
+    return Fleet(latencies, max(tracker.ready.values()) - start)
+
+
+def progress(tracker: Tracker, n: int, what: str, timeout: float = 1800) -> None:
+    deadline = time.time() + timeout
+    while not tracker.done.wait(5):
+        log(f"  {len(tracker.ready)}/{n} {what}")
+        if time.time() > deadline:
+            raise RuntimeError(f"only {len(tracker.ready)}/{n} {what} after {timeout}s")
+
+
+def run_floor_fleet(api: pykube.HTTPClient, namespace: str, n: int, workers: int) -> Fleet:
+    names_ = [f"app-{i:04d}" for i in range(n)]
+    tracker = Tracker(set(names_))
+    parts: dict[str, dict[str, Any]] = {a: {} for a in names_}
+    stop = threading.Event()
+
+    def seen_as(part: str) -> Callable[[dict[str, Any]], None]:
+        def seen(obj: dict[str, Any]) -> None:
+            app = (obj["metadata"].get("labels") or {}).get(names.LABEL_INSTANCE)
+            if app in parts:
+                parts[app][part] = obj
+                if floor_ready(parts[app]):
+                    tracker.mark(app)
+
+        return seen
+
+    kinds = {
+        "sts": pykube.StatefulSet,
+        "pvc": pykube.PersistentVolumeClaim,
+        "ds": pykube.DaemonSet,
+        "cron": pykube.CronJob,
+    }
+    for part, kind in kinds.items():
+        args = (api, kind, namespace, seen_as(part), stop)
+        threading.Thread(target=watch, args=args, daemon=True).start()
+    time.sleep(1)
+    created: dict[str, float] = {}
+
+    def create(name: str) -> None:
+        body = app_body(name, namespace) | {
+            "metadata": {"name": name, "namespace": namespace, "uid": "floor"}
+        }
+        created[name] = time.time()
+        for manifest in render_all(parse(body)).values():
+            if manifest is not None:
+                manifest["metadata"].pop("ownerReferences", None)
+                apply(api, manifest)
+
+    start = time.time()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(create, names_))
+    progress(tracker, n, "apps Ready (floor)")
+    stop.set()
+    latencies = [tracker.ready[a] - created[a] for a in names_]
+    return Fleet(latencies, max(tracker.ready.values()) - start)
+
+
+def clean(namespace: str, operator_running: bool) -> None:
+    """Remove a fleet; apps first while the operator runs, so their finalizers complete."""
+    if operator_running:
+        kubectl("delete", "swa", "--all", "-n", namespace, "--wait=true", "--timeout=900s")
+    kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=900s")
+    pvs = kubectl("get", "pv", "-o", "name", "-l", f"{names.LABEL_APP_NAMESPACE}={namespace}")
+    if pvs.split():
+        kubectl("delete", *pvs.split(), "--wait=true", "--timeout=900s")
+
+
+def wait_quiet(since: int, seconds: float) -> Counter[str]:
+    time.sleep(seconds)
+    return operator_requests(since)
+
+
+# -- the whole run ---------------------------------------------------------------------------
+
+
+def measure(
+    ns: list[int], soak_s: float, steady_s: float, workers: int, out: Path
+) -> dict[str, Any]:
+    api = pykube.HTTPClient(pykube.KubeConfig.from_file(str(CLUSTER / "kubeconfig")), timeout=60)
+    kubectl("apply", "--server-side", "-f", str(REPO / "crds/statefulwebapps.apps.k8slab.io.yaml"))
+    kubectl("wait", "--for=condition=Established", "crd/statefulwebapps.apps.k8slab.io")
+    out.mkdir(parents=True, exist_ok=True)
+    operator_log = out / "operator.log"
+    operator_log.unlink(missing_ok=True)
+    runs: list[dict[str, Any]] = []
+    operator = OperatorProcess.start(operator_log)
+    time.sleep(3)
+    rss_idle = operator.rss_mib()
+    log(f"operator idle: {rss_idle:.0f} MiB")
+    result: dict[str, Any] = {"rss_mib_n0": round(rss_idle, 1)}
+    for index, n in enumerate(ns):
+        largest = index == len(ns) - 1
+        namespace = f"bench-op-{n}"
+        kubectl("create", "namespace", namespace)
+        log(f"N={n}: creating {n} StatefulWebApps")
+        mark = audit_mark()
+        cpu0 = operator.cpu_seconds()
+        fleet = run_operator_fleet(api, namespace, n, workers)
+        time.sleep(2)  # Let the last status writes land in the audit log.
+        created_counts = operator_requests(mark)
+        cpu_fleet = operator.cpu_seconds() - cpu0
+        log(f"N={n}: operator fleet {fleet.fleet_s:.1f}s; measuring a quiet {steady_s:.0f}s")
+        quiet = wait_quiet(audit_mark(), steady_s)
+        rss = operator.rss_mib()
+        run: dict[str, Any] = {
+            "n": n,
+            "fleet_s": round(fleet.fleet_s, 2),
+            "p50_s": round(percentile(fleet.latencies, 0.50), 2),
+            "p95_s": round(percentile(fleet.latencies, 0.95), 2),
+            "p99_s": round(percentile(fleet.latencies, 0.99), 2),
+            "mean_s": round(statistics.fmean(fleet.latencies), 2),
+            "writes_per_app": round(writes(created_counts) / n, 2),
+            "requests_per_app_by_verb": {
+                v: round(c / n, 2) for v, c in sorted(created_counts.items())
+            },
+            "steady_requests_per_app_minute": round(sum(quiet.values()) / n / (steady_s / 60), 3),
+            "steady_writes_per_app_minute": round(writes(quiet) / n / (steady_s / 60), 3),
+            "rss_mib": round(rss, 1),
+            "operator_cpu_s": round(cpu_fleet, 1),
+            "latencies_s": [round(x, 3) for x in sorted(fleet.latencies)],
+        }
+        if largest:
+            run.update(soak(operator, n, soak_s))
+            operator.stop()
+            run.update(restart(operator_log, n))
+            operator = OperatorProcess.start(operator_log)  # For the cleanup's finalizers.
+        floor_ns = f"bench-floor-{n}"
+        kubectl("create", "namespace", floor_ns)
+        log(f"N={n}: applying the same children directly (the floor)")
+        floor = run_floor_fleet(api, floor_ns, n, workers)
+        run["floor_fleet_s"] = round(floor.fleet_s, 2)
+        run["floor_p50_s"] = round(percentile(floor.latencies, 0.50), 2)
+        run["floor_p99_s"] = round(percentile(floor.latencies, 0.99), 2)
+        run["floor_ratio"] = round(fleet.fleet_s / floor.fleet_s, 2)
+        run["floor_latencies_s"] = [round(x, 3) for x in sorted(floor.latencies)]
+        log(f"N={n}: floor {floor.fleet_s:.1f}s, ratio {run['floor_ratio']}; cleaning up")
+        clean(floor_ns, operator_running=False)
+        clean(namespace, operator_running=True)
+        runs.append(run)
+    operator.stop()
+    result["runs"] = runs
+    result.update({k: v for k, v in runs[-1].items() if not k.endswith("latencies_s")})
+    return result
+
+
+def soak(operator: OperatorProcess, n: int, soak_s: float) -> dict[str, Any]:
+    log(f"N={n}: soaking {soak_s:.0f}s")
+    mark = audit_mark()
+    samples = []
+    start = time.time()
+    while time.time() - start < soak_s:
+        samples.append((round(time.time() - start, 1), round(operator.rss_mib(), 1)))
+        time.sleep(min(10, soak_s / 10))
+    samples.append((round(time.time() - start, 1), round(operator.rss_mib(), 1)))
+    counts = operator_requests(mark)
+    first, last = samples[0][1], samples[-1][1]
+    return {
+        "soak_s": round(soak_s),
+        "rss_growth_pct": round(100 * (last - first) / first, 2),
+        "soak_rss_mib": samples,
+        "soak_requests_per_app_minute": round(sum(counts.values()) / n / (soak_s / 60), 3),
+        "soak_writes_per_app_minute": round(writes(counts) / n / (soak_s / 60), 3),
+    }
+
+
+def restart(operator_log: Path, n: int) -> dict[str, Any]:
+    """Start a fresh operator on the existing fleet; time until it has resumed every app."""
+    log(f"N={n}: restarting the operator")
+    before = operator_log.read_text(errors="replace").count("Resuming is processed")
+    mark = audit_mark()
+    start = time.time()
+    operator = OperatorProcess.start(operator_log)
+    deadline = start + 900
+    while time.time() < deadline:
+        resumed = operator_log.read_text(errors="replace").count("Resuming is processed")
+        if resumed - before >= n:
+            break
+        time.sleep(0.5)
+    elapsed = time.time() - start
+    time.sleep(5)
+    counts = operator_requests(mark)
+    operator.stop()
+    return {
+        "restart_s": round(elapsed, 2),
+        "restart_writes": writes(counts),
+        "restart_requests_by_verb": dict(counts),
+    }
+
+
+def versions() -> dict[str, str]:
+    env = dict(
+        line.split("=", 1)
+        for line in (REPO / "hack/tools/versions.env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    import kopf  # noqa: PLC0415  (only for its version)
+
+    return {
+        "kubernetes": env["KUBE_VERSION"],
+        "kwok": env["KWOK_VERSION"],
+        "etcd": env["ETCD_VERSION"],
+        "kopf": kopf.__version__ if hasattr(kopf, "__version__") else "",
+        "python": platform.python_version(),
+    }
+
+
+def machine() -> dict[str, Any]:
+    mem = Path("/proc/meminfo").read_text().split()[1]
+    model = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(int(mem) / 2**20, 1),
+        "cpu": model,
+        "kernel": platform.release(),
+    }
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--n", default="1,100,1000", help="fleet sizes, comma-separated (default: %(default)s)"
+    )
+    p.add_argument(
+        "--soak",
+        type=float,
+        default=300,
+        help="soak seconds at the largest N (default: %(default)s)",
+    )
+    p.add_argument(
+        "--steady",
+        type=float,
+        default=60,
+        help="quiet seconds measured after each fleet (default: %(default)s)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=8, help="parallel creators (default: %(default)s)"
+    )
+    p.add_argument("--out", type=Path, default=REPO / "bench/results", help="results folder")
+    args = p.parse_args(list(argv) if argv is not None else None)
+    ns = [int(x) for x in args.n.split(",")]
+    if not AUDIT_LOG.exists():
+        log(f"error: no audit log at {AUDIT_LOG}: start the cluster with CLUSTER_AUDIT=1")
+        return 2
+    started = time.time()
+    result = measure(ns, args.soak, args.steady, args.workers, args.out)
+    result["versions"] = versions()
+    result["machine"] = machine()
+    result["duration_s"] = round(time.time() - started)
+    result["command"] = "make bench BENCH_ARGS='" + " ".join(sys.argv[1:]) + "'"
+    (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    from bench.report import write_report  # noqa: PLC0415
+
+    write_report(result, args.out)
+    log(f"done in {result['duration_s']}s: {args.out}/results.json, results.md, convergence.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Turns bench/results/results.json into a Markdown table and a convergence plot."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+TARGETS = {
+    "floor_ratio": ("<= 1.5", lambda v: v <= 1.5),
+    "p99_s": ("< 10 s", lambda v: v < 10),
+    "writes_per_app": ("<= 8", lambda v: v <= 8),
+    "steady_writes_per_app_minute": ("0", lambda v: v == 0),
+    "rss_mib": ("< 200 MiB", lambda v: v < 200),
+    "rss_growth_pct": ("< 5 %", lambda v: v < 5),
+    "restart_writes": ("0", lambda v: v == 0),
+}
+
+
+def table(result: dict[str, Any]) -> str:
+    rows = [
+        "| N | fleet (s) | floor (s) | ratio | p50 (s) | p95 (s) | p99 (s) | writes/app "
+        "| steady req/app/min | steady writes/app/min | RSS (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in result["runs"]:
+        rows.append(
+            f"| {run['n']} | {run['fleet_s']} | {run['floor_fleet_s']} | {run['floor_ratio']} "
+            f"| {run['p50_s']} | {run['p95_s']} | {run['p99_s']} | {run['writes_per_app']} "
+            f"| {run['steady_requests_per_app_minute']} | {run['steady_writes_per_app_minute']} "
+            f"| {run['rss_mib']} |"
+        )
+    last = result["runs"][-1]
+    lines = [
+        "\n".join(rows),
+        "",
+        f"Operator RSS with no apps: {result['rss_mib_n0']} MiB. At N = {last['n']}: soak of "
+        f"{last.get('soak_s', '-')} s, RSS growth {last.get('rss_growth_pct', '-')} %, "
+        f"{last.get('soak_requests_per_app_minute', '-')} requests and "
+        f"{last.get('soak_writes_per_app_minute', '-')} writes per app per minute; restart "
+        f"resumed every app in {last.get('restart_s', '-')} s with "
+        f"{last.get('restart_writes', '-')} writes.",
+        "",
+        "Writes per app created, by verb (N = "
+        f"{last['n']}): {json.dumps(last['requests_per_app_by_verb'])}.",
+        "",
+        "| target | wanted | measured | met |",
+        "|---|---|---|---|",
+    ]
+    for key, (wanted, ok) in TARGETS.items():
+        value = last.get(key)
+        met = "yes" if value is not None and ok(value) else "no"
+        lines.append(f"| {key} | {wanted} | {value} | {met} |")
+    machine = result["machine"]
+    lines += [
+        "",
+        f"Measured by `{result['command']}` in {result['duration_s']} s on {machine['cpus']} "
+        f"CPUs ({machine['cpu']}), {machine['memory_gib']} GiB; versions "
+        f"{json.dumps(result['versions'])}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib  # noqa: PLC0415  (heavy; only the report needs it)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for run in result["runs"]:
+        for key, style, who in (
+            ("latencies_s", "-", "operator"),
+            ("floor_latencies_s", "--", "floor"),
+        ):
+            values = run[key]
+            fractions = [(i + 1) / len(values) for i in range(len(values))]
+            ax.step(values, fractions, style, where="post", label=f"N={run['n']} {who}")
+    ax.set_xlabel("seconds from creation to Ready")
+    ax.set_ylabel("fraction of apps Ready")
+    ax.set_title("StatefulWebApp convergence: operator vs direct server-side apply (floor)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def write_report(result: dict[str, Any], out: Path) -> None:
+    (out / "results.md").write_text(table(result))
+    plot(result, out / "convergence.png")
+
+
+if __name__ == "__main__":
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results"
+    write_report(json.loads((folder / "results.json").read_text()), folder)
