@@ -90,12 +90,13 @@ class OperatorProcess:
     log_path: Path
 
     @classmethod
-    def start(cls, log_path: Path) -> OperatorProcess:
+    def start(cls, log_path: Path, *, quiet: bool = True) -> OperatorProcess:
         env = {**os.environ, "KUBECONFIG": str(CLUSTER / "kubeconfig")}
         exe = Path(sys.executable).with_name("statefulwebapp-operator")
         out = log_path.open("ab")
+        flags = ["--quiet"] if quiet else []
         process = subprocess.Popen(
-            [exe, "--health", "none", "--quiet"], env=env, stdout=out, stderr=subprocess.STDOUT
+            [exe, "--health", "none", *flags], env=env, stdout=out, stderr=subprocess.STDOUT
         )
         time.sleep(2)
         if process.poll() is not None:
@@ -436,7 +437,8 @@ def restart(operator_log: Path, n: int) -> dict[str, Any]:
     before = operator_log.read_text(errors="replace").count("Resuming is processed")
     mark = audit_mark()
     start = time.time()
-    operator = OperatorProcess.start(operator_log)
+    # INFO logging here: kopf's "Resuming is processed" line marks each resumed app.
+    operator = OperatorProcess.start(operator_log, quiet=False)
     deadline = start + 900
     while time.time() < deadline:
         resumed = operator_log.read_text(errors="replace").count("Resuming is processed")

@@ -145,48 +145,61 @@ def cleanup_app(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 COALESCE_SECONDS = 0.5
-"""How long child events of one app are gathered before one reconcile handles them all.
+"""After a pass for an app, further child events of it wait this long and share one pass.
 
 A new app's children report progress in bursts (a DaemonSet's status moves 0/4, 1/4 ... 4/4
-within a second); one pass after the burst writes the status once instead of once per step.
+within a second). The first event is handled at once, so a lone change (a deleted child) is
+repaired without delay; the rest of a burst costs one more pass, and one status write.
 """
-
 RETRY_SECONDS = 10.0
-_pending: set[tuple[str, str]] = set()
-_pending_lock = threading.Lock()
+
+_busy: set[tuple[str, str]] = set()
+"""Apps with a pass running or a window open."""
+_dirty: set[tuple[str, str]] = set()
+"""Apps whose children changed during the pass or window: they get one trailing pass."""
+_lock = threading.Lock()
 
 
 def on_child_event(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
-    """A child changed or vanished: soon repair it if needed and recompute the app's status."""
-    _schedule(_owner_key(body), kwargs, logger, COALESCE_SECONDS)
+    """A child changed or vanished: repair it if needed and recompute the app's status."""
+    key = _owner_key(body)
+    with _lock:
+        if key in _busy:
+            _dirty.add(key)
+            return
+        _busy.add(key)
+    _pass(key, kwargs, logger)
 
 
-def _schedule(
-    key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger, delay: float
-) -> None:
-    with _pending_lock:
-        if key in _pending:
-            return  # A pass for this app is already due; it will read the newest state.
-        _pending.add(key)
-    # The copied context carries kopf's settings and event queue into the timer's thread.
-    context = contextvars.copy_context()
-    timer = threading.Timer(delay, context.run, (_coalesced, key, kwargs, logger))
-    timer.daemon = True
-    timer.start()
-
-
-def _coalesced(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger) -> None:
-    with _pending_lock:
-        _pending.discard(key)
+def _pass(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger) -> None:
+    delay = COALESCE_SECONDS
     app = _first(kwargs["idx_apps"], key)
-    if app is None or app["metadata"].get("deletionTimestamp"):
-        return  # Orphan, or its app is going away: recreating it would fight the deletion.
+    # No app, or one going away: recreating its children would fight the deletion.
     try:
-        _run(app, kwargs, logger)
-    except kopf.TemporaryError as err:
-        # Outside a kopf handler nothing retries for us: try again later ourselves.
+        if app is not None and not app["metadata"].get("deletionTimestamp"):
+            _run(app, kwargs, logger)
+    except Exception as err:
+        # No kopf retry out here: come back later ourselves, whatever went wrong, so the
+        # app is never left without a pass.
         logger.error("reconcile of %s/%s failed, retrying in %ss: %s", *key, RETRY_SECONDS, err)
-        _schedule(key, kwargs, logger, RETRY_SECONDS)
+        with _lock:
+            _dirty.add(key)
+        delay = RETRY_SECONDS
+    finally:
+        # The copied context carries kopf's settings and event queue into the timer's thread.
+        context = contextvars.copy_context()
+        timer = threading.Timer(delay, context.run, (_trail, key, kwargs, logger))
+        timer.daemon = True
+        timer.start()
+
+
+def _trail(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger) -> None:
+    with _lock:
+        if key not in _dirty:
+            _busy.discard(key)
+            return
+        _dirty.discard(key)
+    _pass(key, kwargs, logger)
 
 
 for _kind, (_group, _version, _plural) in CHILDREN.items():
