@@ -53,7 +53,9 @@ class ApiError(RuntimeError):
         except ValueError:
             detail = response.text
         self.status = response.status_code
-        self.forbidden = response.status_code == 403
+        # A namespace being deleted answers 403 too; that is no missing permission.
+        self.terminating = "is being terminated" in str(detail)
+        self.forbidden = response.status_code == 403 and not self.terminating
         super().__init__(f"{verb} {path}: HTTP {response.status_code}: {detail}")
 
 

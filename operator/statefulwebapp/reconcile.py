@@ -112,6 +112,9 @@ def reconcile(
                 logger=logger,
             )
     except kube.ApiError as err:
+        if err.terminating:
+            # The namespace, and the app with it, is going away: nothing to repair or report.
+            return outcome
         outcome.problem = status.Problem(
             "Forbidden" if err.forbidden else "ApplyFailed",
             f"{err}" + ("; grant the operator this permission" if err.forbidden else ""),
