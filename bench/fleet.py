@@ -259,12 +259,26 @@ def run_operator_fleet(api: pykube.HTTPClient, namespace: str, n: int, workers: 
         created[name] = time.time()
         swa(api, app_body(name, namespace)).create()
 
+    try:
+        return launch(names_, create, created, tracker, workers, "apps Ready (operator)")
+    finally:
+        stop.set()
+
+
+def launch(
+    apps: list[str],
+    create: Callable[[str], None],
+    created: dict[str, float],
+    tracker: Tracker,
+    workers: int,
+    what: str,
+) -> Fleet:
+    """Create every app at once (``create`` records its start) and wait for all Ready."""
     start = time.time()
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(create, names_))
-    progress(tracker, n, "apps Ready (operator)")
-    stop.set()
-    latencies = [tracker.ready[a] - created[a] for a in names_]
+        list(pool.map(create, apps))
+    progress(tracker, len(apps), what)
+    latencies = [tracker.ready[a] - created[a] for a in apps]
     return Fleet(latencies, max(tracker.ready.values()) - start)
 
 
@@ -314,13 +328,10 @@ def run_floor_fleet(api: pykube.HTTPClient, namespace: str, n: int, workers: int
                 manifest["metadata"].pop("ownerReferences", None)
                 apply(api, manifest)
 
-    start = time.time()
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(create, names_))
-    progress(tracker, n, "apps Ready (floor)")
-    stop.set()
-    latencies = [tracker.ready[a] - created[a] for a in names_]
-    return Fleet(latencies, max(tracker.ready.values()) - start)
+    try:
+        return launch(names_, create, created, tracker, workers, "apps Ready (floor)")
+    finally:
+        stop.set()
 
 
 def clean(namespace: str, operator_running: bool) -> None:

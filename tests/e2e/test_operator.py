@@ -332,6 +332,20 @@ BAD_INPUT = [
 ]
 
 
+def dry_run(cluster: Cluster, body: dict[str, Any]) -> str:
+    """What the API server answers to ``body``, without storing anything."""
+    return cluster.kubectl(
+        "apply",
+        "--dry-run=server",
+        "-n",
+        "default",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(body),
+        check=False,
+    )
+
+
 @pytest.mark.parametrize(("case", "spec", "words"), BAD_INPUT, ids=[c for c, _, _ in BAD_INPUT])
 def test_bad_input_is_rejected_with_a_clear_message(
     cluster: Cluster, operator: Operator, case: str, spec: dict[str, Any], words: str
@@ -342,16 +356,7 @@ def test_bad_input_is_rejected_with_a_clear_message(
         body["spec"]["storage"] = storage
     body["spec"].update(spec)
     body["metadata"]["name"] = "bad"
-    out = cluster.kubectl(
-        "apply",
-        "--dry-run=server",
-        "-n",
-        "default",
-        "-f",
-        "-",
-        stdin=yaml.safe_dump(body),
-        check=False,
-    )
+    out = dry_run(cluster, body)
     assert "is invalid" in out or "Invalid value" in out, f"{case} was accepted: {out}"
     assert words in out, f"{case}: the message does not mention {words!r}: {out}"
 
@@ -362,15 +367,6 @@ def test_app_names_that_break_a_child_are_rejected(
 ) -> None:
     body = sample()
     body["metadata"]["name"] = name
-    out = cluster.kubectl(
-        "apply",
-        "--dry-run=server",
-        "-n",
-        "default",
-        "-f",
-        "-",
-        stdin=yaml.safe_dump(body),
-        check=False,
-    )
+    out = dry_run(cluster, body)
     assert "metadata.name" in out, out
     assert "created" not in out
