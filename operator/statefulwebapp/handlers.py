@@ -8,6 +8,7 @@ so the operator never lists the cluster's other StatefulSets or Services.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextvars
 import logging
 import threading
@@ -57,7 +58,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # kopf need not follow CRDs and namespaces at run time: that saves two cluster-wide
     # watches and their RBAC rules. Namespace globs need scanning, hence exact names only.
     settings.scanning.disabled = True
-    settings.execution.max_workers = 8
+    settings.execution.max_workers = 8  # With PASS_WORKERS, within kube.POOL_SIZE.
     settings.posting.level = logging.WARNING
     memo.api = kube.connect()
 
@@ -158,6 +159,8 @@ _busy: set[tuple[str, str]] = set()
 _dirty: set[tuple[str, str]] = set()
 """Apps whose children changed during the pass or window: they get one trailing pass."""
 _lock = threading.Lock()
+PASS_WORKERS = 4
+_passes = concurrent.futures.ThreadPoolExecutor(PASS_WORKERS, thread_name_prefix="pass")
 
 
 def on_child_event(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
@@ -186,9 +189,10 @@ def _pass(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger) 
             _dirty.add(key)
         delay = RETRY_SECONDS
     finally:
-        # The copied context carries kopf's settings and event queue into the timer's thread.
+        # The copied context carries kopf's settings and event queue into the pool's thread;
+        # the timer only hands over, so at most PASS_WORKERS passes talk to the API at once.
         context = contextvars.copy_context()
-        timer = threading.Timer(delay, context.run, (_trail, key, kwargs, logger))
+        timer = threading.Timer(delay, _passes.submit, (context.run, _trail, key, kwargs, logger))
         timer.daemon = True
         timer.start()
 

@@ -63,9 +63,16 @@ USER_AGENT = f"{names.MANAGER}/{version('statefulwebapp-operator')}"
 """Sent with every request, so the API server's audit log tells our requests apart."""
 
 
+POOL_SIZE = 16
+"""Kept connections: enough for kopf's handler threads plus the coalesced passes together,
+so a burst reuses connections instead of opening (and discarding) new TLS sessions."""
+
+
 def connect() -> pykube.HTTPClient:
     """A client for the in-cluster service account, else ``$KUBECONFIG`` or ~/.kube/config."""
-    api = pykube.HTTPClient(pykube.KubeConfig.from_env(), timeout=30)
+    config = pykube.KubeConfig.from_env()
+    adapter = pykube.http.KubernetesHTTPAdapter(config, pool_maxsize=POOL_SIZE)
+    api = pykube.HTTPClient(config, timeout=30, http_adapter=adapter)
     api.session.headers["User-Agent"] = USER_AGENT
     return api
 
