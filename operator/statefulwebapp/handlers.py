@@ -128,7 +128,7 @@ def _run(body: Obj, kwargs: Mapping[str, Any], logger: kopf.Logger) -> None:
         logger=logger,
     )
     if outcome.problem is not None and outcome.problem.reason in {"Forbidden", "ApplyFailed"}:
-        raise kopf.TemporaryError(outcome.problem.message, delay=10)
+        raise kopf.TemporaryError(outcome.problem.message, delay=RETRY_SECONDS)
 
 
 @kopf.on.resume(*APP, id="reconcile")
