@@ -413,6 +413,10 @@ def measure(
         run["floor_ratio"] = round(fleet.fleet_s / floor.fleet_s, 2)
         run["floor_latencies_s"] = [round(x, 3) for x in sorted(floor.latencies)]
         log(f"N={n}: floor {floor.fleet_s:.1f}s, ratio {run['floor_ratio']}; cleaning up")
+        # Saved before the cleanup, so a run stopped while deleting a large fleet still
+        # leaves every figure it measured.
+        partial = {**result, "runs": [*runs, run], "complete": False}
+        (out / "results.partial.json").write_text(json.dumps(partial, indent=2) + "\n")
         clean(floor_ns, operator_running=False)
         clean(namespace, operator_running=True)
         runs.append(run)
