@@ -7,6 +7,7 @@ append an 11-character suffix and must stay within 63), so the app name may have
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -48,7 +49,17 @@ def claim(app: AppSpec) -> str:
 
 def volume(app: AppSpec) -> str:
     """Cluster-scoped PersistentVolume name, unique across namespaces."""
-    return f"{app.namespace}-{app.name}-data"
+    return volume_of(app.namespace, app.name)
+
+
+def volume_of(namespace: str, name: str) -> str:
+    """The volume name from the app's identity alone (cleanup may face an invalid spec)."""
+    return f"{namespace}-{name}-data"
+
+
+def volume_belongs(labels: Mapping[str, str], namespace: str, name: str) -> bool:
+    """Whether a volume's labels tie it to the app ``namespace/name``."""
+    return labels.get(LABEL_INSTANCE) == name and labels.get(LABEL_APP_NAMESPACE) == namespace
 
 
 def daemonset(app: AppSpec) -> str:

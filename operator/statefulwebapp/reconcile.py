@@ -62,11 +62,7 @@ def owned(app: AppSpec, obj: Obj) -> bool:
     """Whether ``obj`` belongs to this app (owner reference, or labels for the PV)."""
     meta = obj.get("metadata", {})
     if obj.get("kind") == "PersistentVolume":
-        labels = meta.get("labels") or {}
-        return bool(
-            labels.get(names.LABEL_INSTANCE) == app.name
-            and labels.get(names.LABEL_APP_NAMESPACE) == app.namespace
-        )
+        return names.volume_belongs(meta.get("labels") or {}, app.namespace, app.name)
     return any(ref.get("uid") == app.uid for ref in meta.get("ownerReferences") or [])
 
 
@@ -229,12 +225,10 @@ def cleanup(api: pykube.HTTPClient, body: Obj) -> None:
     Namespaced children are removed by the garbage collector through their owner references.
     """
     meta = body.get("metadata", {})
-    name = f"{meta.get('namespace')}-{meta.get('name')}-data"
+    namespace, app_name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+    name = names.volume_of(namespace, app_name)
     live = kube.get(api, "PersistentVolume", name)
-    if live is None:
-        return
-    labels = live.get("metadata", {}).get("labels") or {}
-    if labels.get(names.LABEL_INSTANCE) == meta.get("name") and labels.get(
-        names.LABEL_APP_NAMESPACE
-    ) == meta.get("namespace"):
+    if live is not None and names.volume_belongs(
+        live.get("metadata", {}).get("labels") or {}, namespace, app_name
+    ):
         kube.delete(api, "PersistentVolume", name)
