@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             namespaces=args.namespace,
             liveness_endpoint=None if args.health == "none" else args.health,
             standalone=True,
+            memo=kopf.Memo(namespaces=frozenset(args.namespace or ())),
         )
     )
     return 0

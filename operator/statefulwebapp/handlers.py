@@ -1,25 +1,38 @@
 """kopf wiring: indexes of the apps and their children, and short handlers around reconcile.
 
-Every handler ends up in :func:`statefulwebapp.reconcile.reconcile`: the app's create, update
-and resume, and any event of a labelled child (a deletion included, which is how a deleted
-child comes back within seconds). The children are watched with a server-side label selector,
-so the operator never lists the cluster's other StatefulSets or Services.
+Every event ends up in one place, :func:`statefulwebapp.reconcile.reconcile`: the app's own
+(its creation, any change, the listing at the operator's start) and any event of a labelled
+child (a deletion included, which is how a deleted child comes back within seconds). The
+children are watched with a server-side label selector, so the operator never lists the
+cluster's other StatefulSets or Services.
+
+Only event handlers and indexes are registered: kopf keeps no state on the apps (no finalizer,
+no last-handled annotation), so creating an app costs its children's applies and two status
+writes, a restart costs no write at all, and uninstalling the operator never leaves a namespace
+stuck in deletion. What is level-triggered here is ``status.observedGeneration`` versus
+``metadata.generation``, recomputed on every pass like the rest of the status. The one thing
+the garbage collector cannot do, delete the cluster-scoped volume of a deleted app, is done from
+the app's deletion event, and from the volume's own event if the operator was not running.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextvars
+import functools
+import heapq
+import itertools
 import logging
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import kopf
 
 from statefulwebapp import kube, names
 from statefulwebapp.model import GROUP, PLURAL, VERSION
-from statefulwebapp.reconcile import Obj, cleanup, reconcile
+from statefulwebapp.reconcile import Obj, collect_volume, reconcile
 
 APP = (GROUP, VERSION, PLURAL)
 CHILDREN: dict[str, tuple[str, str, str]] = {
@@ -40,12 +53,6 @@ def _index_name(kind: str) -> str:
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Operator settings, and one HTTP client shared by every handler."""
-    prefix = GROUP
-    settings.persistence.finalizer = f"{prefix}/cleanup"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=prefix, key="last-handled-configuration"
-    )
     # Watches that silently stop are kopf's best-known failure; bound them on both ends.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -61,6 +68,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.execution.max_workers = 8  # With PASS_WORKERS, within kube.POOL_SIZE.
     settings.posting.level = logging.WARNING
     memo.api = kube.connect()
+    # The namespaces served (empty: all). Volumes are cluster-scoped: an operator serving some
+    # namespaces must not collect the volumes of apps in the others.
+    memo.setdefault("namespaces", frozenset())
 
 
 def _selector(group: str, version: str, plural: str) -> tuple[str, str] | str:
@@ -114,8 +124,42 @@ def _observed(key: tuple[str, str], kwargs: Mapping[str, Any]) -> dict[str, Obj 
     return {kind: _first(kwargs[_index_name(kind)], key) for kind in CHILDREN}
 
 
+class PassFailedError(Exception):
+    """The API refused a write; the pass is tried again after RETRY_SECONDS."""
+
+
+PROGRESS_SECONDS = 30.0
+"""Per app, a status change that is only progress is written at most this often.
+
+Changes a user must see at once (a new generation acknowledged, Ready flipping, a problem) are
+never held: see :func:`statefulwebapp.status.urgent`. Counts moving in between (1/3, 2/3 web
+pods ready) wait, so that a new app costs two status writes instead of one per pod.
+"""
+PROGRESS_WRITES_PER_SECOND = 5.0
+"""Across the operator: a rollout of a thousand apps must not double the API load for counts."""
+
+_written: dict[tuple[str, str], float] = {}
+"""When each app's status was last written (monotonic seconds)."""
+_revisits: set[tuple[str, str]] = set()
+"""Apps with a held status change and a pass scheduled to write it."""
+_next_progress_write = 0.0
+
+
+def _progress_due(key: tuple[str, str]) -> bool:
+    global _next_progress_write  # noqa: PLW0603  (one operator-wide budget, under _lock)
+    now = time.monotonic()
+    with _lock:
+        if now - _written.get(key, -PROGRESS_SECONDS) < PROGRESS_SECONDS:
+            return False
+        if now < _next_progress_write:
+            return False
+        _next_progress_write = now + 1 / PROGRESS_WRITES_PER_SECOND
+        return True
+
+
 def _run(body: Obj, kwargs: Mapping[str, Any], logger: kopf.Logger) -> None:
     meta = body["metadata"]
+    key = _key(meta["namespace"], meta["name"])
 
     def warn(reason: str, message: str) -> None:
         kopf.warn(kopf.Body(cast(kopf.RawBody, dict(body))), reason=reason, message=message)
@@ -123,26 +167,61 @@ def _run(body: Obj, kwargs: Mapping[str, Any], logger: kopf.Logger) -> None:
     outcome = reconcile(
         kwargs["memo"].api,
         body=body,
-        observed=_observed(_key(meta["namespace"], meta["name"]), kwargs),
+        observed=_observed(key, kwargs),
         warn=warn,
         logger=logger,
+        progress_due=_progress_due(key),
     )
+    with _lock:
+        if outcome.status_written:
+            _written[key] = time.monotonic()
+        revisit = outcome.status_held and key not in _revisits
+        if revisit:
+            _revisits.add(key)
+    if revisit:
+        _later(PROGRESS_SECONDS, _revisit, key, kwargs, logger)
     if outcome.problem is not None and outcome.problem.reason in {"Forbidden", "ApplyFailed"}:
-        raise kopf.TemporaryError(outcome.problem.message, delay=RETRY_SECONDS)
+        raise PassFailedError(outcome.problem.message)
 
 
-@kopf.on.resume(*APP, id="reconcile")
-@kopf.on.create(*APP, id="reconcile")
-@kopf.on.update(*APP, id="reconcile")
-def reconcile_app(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
-    """The app itself changed (or the operator started): converge it."""
-    _run(body, kwargs, logger)
+def _revisit(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger) -> None:
+    with _lock:
+        _revisits.discard(key)
+    _schedule(key, kwargs, logger)
 
 
-@kopf.on.delete(*APP, id="cleanup")
-def cleanup_app(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Remove the cluster-scoped volume; the garbage collector takes the rest."""
-    cleanup(memo.api, body)
+@kopf.on.event(*APP, id="app")
+def on_app_event(
+    event: kopf.RawEvent,
+    namespace: str | None,
+    name: str,
+    logger: kopf.Logger,
+    **kwargs: Any,
+) -> None:
+    """The app appeared, changed or was listed at start: converge it. Deleted: collect."""
+    key = _key(namespace, name)
+    if event["type"] != "DELETED":
+        _schedule(key, kwargs, logger)
+        return
+    with _lock:
+        _written.pop(key, None)
+    # An app of the same name may already be back (delete and re-apply in quick succession);
+    # the volume is then its own.
+    if _first(kwargs["idx_apps"], key) is None:
+        _collect(key, kwargs, logger)
+
+
+def _collect(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger) -> None:
+    served = kwargs["memo"].namespaces
+    if served and key[0] not in served:
+        return
+    try:
+        if collect_volume(kwargs["memo"].api, *key):
+            logger.info("deleted the volume of deleted app %s/%s", *key)
+    except kube.ApiError as err:
+        # Nothing to retry from: the app is gone. The volume's next event, or the operator's
+        # next start, tries again.
+        logger.error("could not delete the volume of deleted app %s/%s: %s", *key, err)
 
 
 COALESCE_SECONDS = 0.5
@@ -163,9 +242,22 @@ PASS_WORKERS = 4
 _passes = concurrent.futures.ThreadPoolExecutor(PASS_WORKERS, thread_name_prefix="pass")
 
 
-def on_child_event(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
+def on_child_event(
+    event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **kwargs: Any
+) -> None:
     """A child changed or vanished: repair it if needed and recompute the app's status."""
     key = _owner_key(body)
+    if body.get("kind") == "PersistentVolume" and _first(kwargs["idx_apps"], key) is None:
+        # A volume whose app is gone: deleted while the operator was not running, or its
+        # deletion event was handled before the volume could go.
+        if event["type"] != "DELETED":
+            _collect(key, kwargs, logger)
+        return
+    _schedule(key, kwargs, logger)
+
+
+def _schedule(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger) -> None:
+    """A pass for the app now, or, if one ran within COALESCE_SECONDS, one shared pass soon."""
     with _lock:
         if key in _busy:
             _dirty.add(key)
@@ -189,12 +281,47 @@ def _pass(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger) 
             _dirty.add(key)
         delay = RETRY_SECONDS
     finally:
-        # The copied context carries kopf's settings and event queue into the pool's thread;
-        # the timer only hands over, so at most PASS_WORKERS passes talk to the API at once.
-        context = contextvars.copy_context()
-        timer = threading.Timer(delay, _passes.submit, (context.run, _trail, key, kwargs, logger))
-        timer.daemon = True
-        timer.start()
+        _later(delay, _trail, key, kwargs, logger)
+
+
+class _Delays:
+    """One thread that hands due steps to the pass pool.
+
+    A burst of a thousand apps waiting out their windows costs a heap entry each, not a timer
+    thread each.
+    """
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, Callable[[], Any]]] = []
+        self._seq = itertools.count()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def call_later(self, delay: float, step: Callable[[], Any]) -> None:
+        with self._wake:
+            heapq.heappush(self._due, (time.monotonic() + delay, next(self._seq), step))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="delays", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    self._wake.wait(self._due[0][0] - time.monotonic() if self._due else None)
+                _, _, step = heapq.heappop(self._due)
+            _passes.submit(step)
+
+
+_delays = _Delays()
+
+
+def _later(delay: float, step: Callable[..., Any], *args: Any) -> None:
+    # The copied context carries kopf's settings and event queue into the pool's thread; the
+    # delays thread only hands over, so at most PASS_WORKERS passes talk to the API at once.
+    context = contextvars.copy_context()
+    _delays.call_later(delay, functools.partial(context.run, step, *args))
 
 
 def _trail(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger) -> None:

@@ -1,9 +1,9 @@
 """The one idempotent reconcile: desired children from the spec, applied where they differ.
 
-It is called for the app's create, update and resume, and again whenever a child changes or
-disappears, so drift is repaired and the status recomputed from the same code path. It reads
-the children from the operator's in-memory indexes, writes only what differs, and writes the
-status only when it changed: a quiet cluster costs no requests.
+It runs for every event of the app (its creation, changes and the operator's start) and of any
+of its children, so drift is repaired and the status recomputed from the same code path. It
+reads the children from the operator's in-memory indexes, writes only what differs, and writes
+the status only when it changed: a quiet cluster costs no requests.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ class Outcome:
     """Why the app is not reconciled, if it is not."""
     status_written: bool = False
     """Whether the status subresource was patched."""
+    status_held: bool = False
+    """Whether a progress-only status change was held back (``progress_due`` was False)."""
 
 
 def is_subset(desired: Any, live: Any) -> bool:
@@ -73,12 +75,15 @@ def reconcile(
     observed: Mapping[str, Obj | None],
     warn: Warn,
     logger: kopf.Logger,
+    progress_due: bool = True,
 ) -> Outcome:
     """Bring the app's children in line with its spec and publish the recomputed status.
 
     ``observed`` maps each child kind to the object last seen by the watches (None if not
     seen). A missing child is looked up once before creating it, so an object of the same
-    name that belongs to someone else is reported, never overwritten.
+    name that belongs to someone else is reported, never overwritten. With ``progress_due``
+    False, a status change that is only progress (:func:`status.urgent`) is not written and
+    ``status_held`` tells the caller to come back.
     """
     outcome = Outcome()
     meta = body.get("metadata", {})
@@ -125,7 +130,7 @@ def reconcile(
         problem=outcome.problem,
         now=_now(),
     )
-    _publish(api, body, new, outcome)
+    _publish(api, body, new, outcome, progress_due=progress_due)
     return outcome
 
 
@@ -184,6 +189,14 @@ def _converge(
                 children[kind] = None
                 outcome.deleted.append(f"{kind}/{name}")
             continue
+        if kind == "PersistentVolume" and _released(live):
+            # Its claim was deleted (by hand, or with an earlier app of this name), and a
+            # Released volume never binds again: delete it and let its deletion event bring
+            # the pass that recreates it. Retain keeps the NFS data either way.
+            kube.delete(api, kind, manifest["metadata"]["name"])
+            children[kind] = None
+            outcome.deleted.append(f"{kind}/{manifest['metadata']['name']}")
+            continue
         if live is not None and is_subset(manifest, live):
             continue
         children[kind] = kube.apply(api, manifest)
@@ -192,9 +205,23 @@ def _converge(
         logger.info("applied %s; deleted %s", outcome.applied or "-", outcome.deleted or "-")
 
 
-def _publish(api: pykube.HTTPClient, body: Obj, new: dict[str, Any], outcome: Outcome) -> None:
+def _released(volume: Obj | None) -> bool:
+    return volume is not None and (volume.get("status") or {}).get("phase") == "Released"
+
+
+def _publish(
+    api: pykube.HTTPClient,
+    body: Obj,
+    new: dict[str, Any],
+    outcome: Outcome,
+    *,
+    progress_due: bool = True,
+) -> None:
     current = body.get("status") or {}
     if all(current.get(key) == value for key, value in new.items()):
+        return
+    if not progress_due and not status.urgent(current, new):
+        outcome.status_held = True
         return
     meta = body["metadata"]
     kube.patch_status(api, meta["namespace"], meta["name"], new)
@@ -218,17 +245,20 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def cleanup(api: pykube.HTTPClient, body: Obj) -> None:
-    """On deletion: remove the cluster-scoped volume, which no owner reference can collect.
+def collect_volume(api: pykube.HTTPClient, namespace: str, app_name: str) -> bool:
+    """Delete the cluster-scoped volume of an app that no longer exists; True if deleted.
 
-    Retain keeps the exported data on the NFS server; only the PersistentVolume object goes.
-    Namespaced children are removed by the garbage collector through their owner references.
+    No owner reference can tie a PersistentVolume to a namespaced app, so the operator
+    collects it itself, from the app's deletion event or, if it was not running then, from the
+    volume's own event at its next start. Retain keeps the exported data on the NFS server; only
+    the PersistentVolume object goes. Namespaced children are removed by the garbage collector
+    through their owner references.
     """
-    meta = body.get("metadata", {})
-    namespace, app_name = str(meta.get("namespace", "")), str(meta.get("name", ""))
     name = names.volume_of(namespace, app_name)
     live = kube.get(api, "PersistentVolume", name)
-    if live is not None and names.volume_belongs(
-        live.get("metadata", {}).get("labels") or {}, namespace, app_name
-    ):
-        kube.delete(api, "PersistentVolume", name)
+    if live is None or live.get("metadata", {}).get("deletionTimestamp"):
+        return False
+    if not names.volume_belongs(live.get("metadata", {}).get("labels") or {}, namespace, app_name):
+        return False
+    kube.delete(api, "PersistentVolume", name)
+    return True

@@ -143,6 +143,46 @@ def _readiness(  # noqa: PLR0911  (one early return per readiness gate, in order
     return "Ready", f"{app.replicas}/{app.replicas} web pods ready, storage bound"
 
 
+PROGRESS_REASONS = frozenset(
+    {
+        "StorageNotBound",
+        "StatefulSetMissing",
+        "WebPodsNotReady",
+        "BackupMissing",
+        "BackupNotReady",
+        "DateLoggerMissing",
+    }
+)
+"""Ready=False reasons that only say the children are still on their way."""
+PROGRESS_FIELDS = frozenset({"readyReplicas", "ready", "storage", "backup"})
+"""Counts that move while children come up; every other field says something new."""
+
+
+def urgent(old: Obj, new: Obj) -> bool:
+    """Whether ``new`` differs from ``old`` in something a user must see at once.
+
+    A new generation, a Ready flip, a problem appearing or going, a new date-log run: yes.
+    A count moving (1/3 -> 2/3 web pods) or one waiting reason giving way to the next while
+    Ready stays False: no. Those are progress, and the reconciler may hold them back a while,
+    so that a rollout costs two status writes (acknowledged, Ready) instead of one per pod.
+    """
+    for key in (new.keys() | old.keys()) - PROGRESS_FIELDS - {"conditions"}:
+        if old.get(key) != new.get(key):
+            return True
+    before = _ready_condition(old)
+    after = _ready_condition(new)
+    if before.get("status") != after.get("status"):
+        return True
+    if before == after:
+        return False
+    return not {before.get("reason"), after.get("reason")} <= PROGRESS_REASONS
+
+
+def _ready_condition(status: Obj) -> Obj:
+    conditions = status.get("conditions") or []
+    return next((c for c in conditions if c.get("type") == "Ready"), {})
+
+
 def condition(
     kind: str, *, ok: bool, reason: str, message: str, previous: Sequence[Obj], now: str
 ) -> dict[str, Any]:

@@ -218,11 +218,7 @@ def forbidden_reported(cluster: Cluster, namespace: str, operator: Operator) -> 
 def rbac_ns(cluster: Cluster) -> Iterator[str]:
     namespace = make_namespace(cluster, "rbac")
     yield namespace
-    # The operator may have been unable to drop its finalizer: release the app by hand.
-    for app in cluster.kubectl("get", "swa", "-n", namespace, "-o", "name").split():
-        cluster.kubectl(
-            "patch", app, "-n", namespace, "--type=merge", "-p", '{"metadata":{"finalizers":null}}'
-        )
+    # Without some permission the operator may have been unable to delete the volume.
     cluster.kubectl("delete", "pv", f"{namespace}-web-data", "--ignore-not-found", "--wait=false")
     cluster.kubectl("delete", "namespace", namespace, "--wait=false")
 

@@ -53,7 +53,7 @@ def warnings(cluster: Cluster, namespace: str, reason: str) -> list[str]:
 
 
 def delete_namespace(cluster: Cluster, namespace: str) -> None:
-    # Apps first, while the operator runs, so their finalizer can remove the volumes.
+    # Apps first, while the operator runs, so that it deletes their volumes.
     cluster.kubectl("delete", "swa", "--all", "-n", namespace, "--wait=true", "--timeout=60s")
     cluster.kubectl("delete", "namespace", namespace, "--wait=false")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from statefulwebapp.model import parse
-from statefulwebapp.status import Problem, compute
+from statefulwebapp.status import Problem, compute, urgent
 from tests.unit.test_render import SCENARIO
 
 APP = parse(SCENARIO)
@@ -123,3 +123,30 @@ def test_transition_time_moves_only_on_flips() -> None:
     children["PersistentVolumeClaim"] = None
     flipped = compute(APP, generation=1, children=children, previous=again["conditions"], now="T3")
     assert ready(flipped)["lastTransitionTime"] == "T3"
+
+
+def test_progress_is_not_urgent_but_news_is() -> None:
+    done = compute(APP, generation=2, children=healthy(), now="T1")
+    children = healthy()
+    children["StatefulSet"]["status"]["readyReplicas"] = 1
+    one = compute(APP, generation=2, children=children, now="T1")
+    children["StatefulSet"]["status"]["readyReplicas"] = 2
+    two = compute(APP, generation=2, children=children, now="T1")
+    children["PersistentVolumeClaim"]["status"]["phase"] = "Pending"
+    unbound = compute(APP, generation=2, children=children, now="T1")
+    assert not urgent(one, two)  # A count moved.
+    assert not urgent(two, unbound)  # One waiting reason gave way to another.
+    assert urgent({}, one)  # First status of a new app.
+    assert urgent(two, done)  # Ready flipped.
+    assert urgent(done, two)
+    newer = compute(APP, generation=3, children=children, now="T1")
+    assert urgent(unbound, newer)  # A new generation is acknowledged at once.
+    conflict = compute(
+        APP, generation=2, children=children, problem=Problem("NameConflict", "m"), now="T1"
+    )
+    assert urgent(two, conflict)
+    assert urgent(conflict, two)
+    children = healthy()
+    children["CronJob"]["status"]["lastSuccessfulTime"] = "2026-11-25T10:01:02Z"
+    assert urgent(done, compute(APP, generation=2, children=children, now="T1"))
+    assert not urgent(done, dict(done))
