@@ -75,15 +75,16 @@ def reconcile(
     observed: Mapping[str, Obj | None],
     warn: Warn,
     logger: kopf.Logger,
-    progress_due: bool = True,
+    progress_due: Callable[[], bool] = lambda: True,
 ) -> Outcome:
     """Bring the app's children in line with its spec and publish the recomputed status.
 
     ``observed`` maps each child kind to the object last seen by the watches (None if not
     seen). A missing child is looked up once before creating it, so an object of the same
-    name that belongs to someone else is reported, never overwritten. With ``progress_due``
-    False, a status change that is only progress (:func:`status.urgent`) is not written and
-    ``status_held`` tells the caller to come back.
+    name that belongs to someone else is reported, never overwritten. A status change that is
+    only progress (:func:`status.urgent`) is written if ``progress_due()`` says so (it is
+    asked only then, so it may spend a budget); if not, ``status_held`` tells the caller to
+    come back.
     """
     outcome = Outcome()
     meta = body.get("metadata", {})
@@ -97,7 +98,13 @@ def reconcile(
             warn("InvalidSpec", str(err))
         # Without a valid spec there is no model to compute a status from: report the
         # problem alone and touch no child.
-        _publish(api, body, _invalid_status(body, generation, outcome.problem), outcome)
+        _publish(
+            api,
+            body,
+            _invalid_status(body, generation, outcome.problem),
+            outcome,
+            progress_due=progress_due,
+        )
         return outcome
 
     desired = render_all(app)
@@ -215,12 +222,12 @@ def _publish(
     new: dict[str, Any],
     outcome: Outcome,
     *,
-    progress_due: bool = True,
+    progress_due: Callable[[], bool],
 ) -> None:
     current = body.get("status") or {}
     if all(current.get(key) == value for key, value in new.items()):
         return
-    if not progress_due and not status.urgent(current, new):
+    if not status.urgent(current, new) and not progress_due():
         outcome.status_held = True
         return
     meta = body["metadata"]

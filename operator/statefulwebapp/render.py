@@ -77,9 +77,9 @@ def render_volume(app: AppSpec) -> Manifest:
     """The NFS PersistentVolume, pre-bound to the app's claim.
 
     Cluster-scoped, so it cannot carry an owner reference to a namespaced app: labels tie it
-    to its app and the operator deletes it once the app is gone. Retain keeps the data on the NFS server
-    whatever happens to the claim. No storageClassName: the API server drops an empty one,
-    and an absent class is already the "no class" the claim asks for.
+    to its app and the operator deletes it once the app is gone. Retain keeps the data on the
+    NFS server whatever happens to the claim. No storageClassName: the API server drops an
+    empty one, and an absent class is already the "no class" the claim asks for.
     """
     labels = names.labels(app, names.STORAGE) | {names.LABEL_APP_NAMESPACE: app.namespace}
     return {
