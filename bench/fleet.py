@@ -557,6 +557,13 @@ def main(argv: Iterable[str] | None = None) -> int:
     if not AUDIT_LOG.exists():
         log(f"error: no audit log at {AUDIT_LOG}: start the cluster with CLUSTER_AUDIT=1")
         return 2
+    others = subprocess.run(
+        ["pgrep", "-f", "bin/statefulwebapp-operator"], capture_output=True, text=True, check=False
+    ).stdout.split()
+    if others:
+        # A second operator serving the fleet would double every figure measured here.
+        log(f"error: statefulwebapp-operator already running (pid {', '.join(others)}); stop it")
+        return 2
     started = time.time()
     result = measure(ns, args.soak, args.steady, args.workers, args.out)
     result["versions"] = versions()

@@ -17,20 +17,15 @@ the app's deletion event, and from the volume's own event if the operator was no
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextvars
 import functools
-import heapq
-import itertools
 import logging
-import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, cast
 
 import kopf
 
-from statefulwebapp import kube, names
+from statefulwebapp import kube, names, passes
 from statefulwebapp.model import GROUP, PLURAL, VERSION
 from statefulwebapp.reconcile import Obj, collect_volume, reconcile
 
@@ -65,7 +60,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # kopf need not follow CRDs and namespaces at run time: that saves two cluster-wide
     # watches and their RBAC rules. Namespace globs need scanning, hence exact names only.
     settings.scanning.disabled = True
-    settings.execution.max_workers = 8  # With PASS_WORKERS, within kube.POOL_SIZE.
+    settings.execution.max_workers = 8  # With PASSES' workers, within kube.POOL_SIZE.
     settings.posting.level = logging.WARNING
     memo.api = kube.connect()
     # The namespaces served (empty: all). Volumes are cluster-scoped: an operator serving some
@@ -124,73 +119,60 @@ def _observed(key: tuple[str, str], kwargs: Mapping[str, Any]) -> dict[str, Obj 
     return {kind: _first(kwargs[_index_name(kind)], key) for kind in CHILDREN}
 
 
-class PassFailedError(Exception):
-    """The API refused a write; the pass is tried again after RETRY_SECONDS."""
+PASSES = passes.Passes(workers=4, coalesce=0.5, retry=10.0, progress_interval=30.0)
+"""When each app gets a pass (see passes.py).
 
-
-PROGRESS_SECONDS = 30.0
-"""Per app, a status change that is only progress is written at most this often.
-
-Changes a user must see at once (a new generation acknowledged, Ready flipping, a problem) are
-never held: see :func:`statefulwebapp.status.urgent`. Counts moving in between (1/3, 2/3 web
-pods ready) wait, so that a new app costs two status writes instead of one per pod.
+Four workers: with kopf's max_workers (8), within kube.POOL_SIZE connections. A 0.5 s window
+absorbs a child's burst of status updates. Progress-only status writes: per app every 30 s,
+operator-wide one per second, so that a burst of a thousand new apps costs each its six applies
+and two status writes (acknowledged, Ready); those two are never held.
 """
-PROGRESS_WRITES_PER_SECOND = 1.0
-"""Across the operator: a burst of a thousand new apps must not add a write per app for counts.
-
-The figure that matters in a burst is when each app turns Ready, and that write is never held.
-"""
-
-_written: dict[tuple[str, str], float] = {}
-"""When each app's status was last written (monotonic seconds)."""
-_revisits: set[tuple[str, str]] = set()
-"""Apps with a held status change and a pass scheduled to write it."""
-_next_progress_write = 0.0
+_resume = passes.Resume()
 
 
-def _progress_due(key: tuple[str, str]) -> bool:
-    global _next_progress_write  # noqa: PLW0603  (one operator-wide budget, under _lock)
-    now = time.monotonic()
-    with _lock:
-        if now - _written.get(key, -PROGRESS_SECONDS) < PROGRESS_SECONDS:
-            return False
-        if now < _next_progress_write:
-            return False
-        _next_progress_write = now + 1 / PROGRESS_WRITES_PER_SECOND
-        return True
+def _step(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger) -> passes.Step:
+    """One pass for the app, as PASSES runs it (now, or later in another thread)."""
+    # The copied context carries kopf's settings and event queue (for kopf.warn) into
+    # whichever thread runs the step.
+    context = contextvars.copy_context()
+
+    def step() -> passes.Result:
+        app = _first(kwargs["idx_apps"], key)
+        result = passes.Result()
+        # No app, or one going away: recreating its children would fight the deletion.
+        if app is not None and not app["metadata"].get("deletionTimestamp"):
+            result = _reconcile(app, kwargs, logger)
+        _resume.passed(key, lambda: set(kwargs["idx_apps"].keys()))
+        return result
+
+    return lambda: context.run(step)
 
 
-def _run(body: Obj, kwargs: Mapping[str, Any], logger: kopf.Logger) -> None:
+def _reconcile(body: Obj, kwargs: Mapping[str, Any], logger: kopf.Logger) -> passes.Result:
     meta = body["metadata"]
     key = _key(meta["namespace"], meta["name"])
 
     def warn(reason: str, message: str) -> None:
         kopf.warn(kopf.Body(cast(kopf.RawBody, dict(body))), reason=reason, message=message)
 
-    outcome = reconcile(
-        kwargs["memo"].api,
-        body=body,
-        observed=_observed(key, kwargs),
-        warn=warn,
-        logger=logger,
-        progress_due=functools.partial(_progress_due, key),
+    try:
+        outcome = reconcile(
+            kwargs["memo"].api,
+            body=body,
+            observed=_observed(key, kwargs),
+            warn=warn,
+            logger=logger,
+            progress_due=functools.partial(PASSES.progress_due, key),
+        )
+    except Exception as err:
+        logger.error("reconcile failed, retrying in %ss: %s", PASSES.retry, err)
+        return passes.Result(failed=True)
+    failed = outcome.problem is not None and outcome.problem.reason in {"Forbidden", "ApplyFailed"}
+    if failed:
+        logger.error("reconcile failed, retrying in %ss", PASSES.retry)
+    return passes.Result(
+        failed=failed, held=outcome.status_held, status_written=outcome.status_written
     )
-    with _lock:
-        if outcome.status_written:
-            _written[key] = time.monotonic()
-        revisit = outcome.status_held and key not in _revisits
-        if revisit:
-            _revisits.add(key)
-    if revisit:
-        _later(PROGRESS_SECONDS, _revisit, key, kwargs, logger)
-    if outcome.problem is not None and outcome.problem.reason in {"Forbidden", "ApplyFailed"}:
-        raise PassFailedError(outcome.problem.message)
-
-
-def _revisit(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger) -> None:
-    with _lock:
-        _revisits.discard(key)
-    _schedule(key, kwargs, logger)
 
 
 @kopf.on.event(*APP, id="app")
@@ -204,46 +186,14 @@ def on_app_event(
     """The app appeared, changed or was listed at start: converge it. Deleted: collect."""
     key = _key(namespace, name)
     if event["type"] != "DELETED":
-        _schedule(key, kwargs, logger)
+        PASSES.request(key, _step(key, kwargs, logger))
         return
-    with _lock:
-        _written.pop(key, None)
-    _resume.passed(key, kwargs["idx_apps"])
+    PASSES.forget(key)
+    _resume.passed(key, lambda: set(kwargs["idx_apps"].keys()))
     # An app of the same name may already be back (delete and re-apply in quick succession);
     # the volume is then its own.
     if _first(kwargs["idx_apps"], key) is None:
         _collect(key, kwargs, logger)
-
-
-def _collect(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger) -> None:
-    served = kwargs["memo"].namespaces
-    if served and key[0] not in served:
-        return
-    try:
-        if collect_volume(kwargs["memo"].api, *key):
-            logger.info("deleted the volume of deleted app %s/%s", *key)
-    except kube.ApiError as err:
-        # Nothing to retry from: the app is gone. The volume's next event, or the operator's
-        # next start, tries again.
-        logger.error("could not delete the volume of deleted app %s/%s: %s", *key, err)
-
-
-COALESCE_SECONDS = 0.5
-"""After a pass for an app, further child events of it wait this long and share one pass.
-
-A new app's children report progress in bursts (a DaemonSet's status moves 0/4, 1/4 ... 4/4
-within a second). The first event is handled at once, so a lone change (a deleted child) is
-repaired without delay; the rest of a burst costs one more pass, and one status write.
-"""
-RETRY_SECONDS = 10.0
-
-_busy: set[tuple[str, str]] = set()
-"""Apps with a pass running or a window open."""
-_dirty: set[tuple[str, str]] = set()
-"""Apps whose children changed during the pass or window: they get one trailing pass."""
-_lock = threading.Lock()
-PASS_WORKERS = 4
-_passes = concurrent.futures.ThreadPoolExecutor(PASS_WORKERS, thread_name_prefix="pass")
 
 
 def on_child_event(
@@ -257,116 +207,20 @@ def on_child_event(
         if event["type"] != "DELETED":
             _collect(key, kwargs, logger)
         return
-    _schedule(key, kwargs, logger)
+    PASSES.request(key, _step(key, kwargs, logger))
 
 
-def _schedule(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger) -> None:
-    """A pass for the app now, or, if one ran within COALESCE_SECONDS, one shared pass soon."""
-    with _lock:
-        if key in _busy:
-            _dirty.add(key)
-            return
-        _busy.add(key)
-    _pass(key, kwargs, logger)
-
-
-def _pass(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger) -> None:
-    delay = COALESCE_SECONDS
-    app = _first(kwargs["idx_apps"], key)
-    # No app, or one going away: recreating its children would fight the deletion.
+def _collect(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger) -> None:
+    served = kwargs["memo"].namespaces
+    if served and key[0] not in served:
+        return
     try:
-        if app is not None and not app["metadata"].get("deletionTimestamp"):
-            _run(app, kwargs, logger)
-        _resume.passed(key, kwargs["idx_apps"])
-    except Exception as err:
-        # No kopf retry out here: come back later ourselves, whatever went wrong, so the
-        # app is never left without a pass.
-        logger.error("reconcile of %s/%s failed, retrying in %ss: %s", *key, RETRY_SECONDS, err)
-        with _lock:
-            _dirty.add(key)
-        delay = RETRY_SECONDS
-    finally:
-        _later(delay, _trail, key, kwargs, logger)
-
-
-class _Delays:
-    """One thread that hands due steps to the pass pool.
-
-    A burst of a thousand apps waiting out their windows costs a heap entry each, not a timer
-    thread each.
-    """
-
-    def __init__(self) -> None:
-        self._due: list[tuple[float, int, Callable[[], Any]]] = []
-        self._seq = itertools.count()
-        self._wake = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    def call_later(self, delay: float, step: Callable[[], Any]) -> None:
-        with self._wake:
-            heapq.heappush(self._due, (time.monotonic() + delay, next(self._seq), step))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="delays", daemon=True)
-                self._thread.start()
-            self._wake.notify()
-
-    def _loop(self) -> None:
-        while True:
-            with self._wake:
-                while not self._due or self._due[0][0] > time.monotonic():
-                    self._wake.wait(self._due[0][0] - time.monotonic() if self._due else None)
-                _, _, step = heapq.heappop(self._due)
-            _passes.submit(step)
-
-
-_delays = _Delays()
-
-
-class _Resume:
-    """Says once when every app that existed at start has had its first pass.
-
-    kopf fills every index before any handler runs, so the apps index at the first pass is the
-    whole fleet the operator found. The log line is how to tell that a restart has caught up.
-    """
-
-    def __init__(self) -> None:
-        self.started = time.monotonic()
-        self.pending: set[tuple[str, str]] | None = None
-        self.total = 0
-
-    def passed(self, key: tuple[str, str], apps: Mapping[Any, Any]) -> None:
-        with _lock:
-            if self.pending is None:
-                # An app created after the start still closes the count.
-                self.pending = {*apps.keys(), key}
-                self.total = len(self.pending)
-            if not self.pending:
-                return
-            self.pending.discard(key)
-            if self.pending:
-                return
-        elapsed = time.monotonic() - self.started
-        _log.info("resumed %d apps in %.1f s since start", self.total, elapsed)
-
-
-_log = logging.getLogger(__name__)
-_resume = _Resume()
-
-
-def _later(delay: float, step: Callable[..., Any], *args: Any) -> None:
-    # The copied context carries kopf's settings and event queue into the pool's thread; the
-    # delays thread only hands over, so at most PASS_WORKERS passes talk to the API at once.
-    context = contextvars.copy_context()
-    _delays.call_later(delay, functools.partial(context.run, step, *args))
-
-
-def _trail(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger) -> None:
-    with _lock:
-        if key not in _dirty:
-            _busy.discard(key)
-            return
-        _dirty.discard(key)
-    _pass(key, kwargs, logger)
+        if collect_volume(kwargs["memo"].api, *key):
+            logger.info("deleted the volume of deleted app %s/%s", *key)
+    except kube.ApiError as err:
+        # Nothing to retry from: the app is gone. The volume's next event, or the operator's
+        # next start, tries again.
+        logger.error("could not delete the volume of deleted app %s/%s: %s", *key, err)
 
 
 for _kind, (_group, _version, _plural) in CHILDREN.items():

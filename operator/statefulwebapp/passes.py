@@ -1,0 +1,201 @@
+"""When an app gets a pass: per-app coalescing, retries, held status writes, a write budget.
+
+No kopf and no API here. ``handlers.py`` hands :meth:`Passes.request` a step (one reconcile of
+one app, as a zero-argument callable) and everything about *when* steps run lives in this one
+class, so it can be tested without a cluster:
+
+- the first request for an app runs at once, in the caller's thread: a deleted child is repaired
+  without waiting;
+- requests arriving while that pass runs, or within ``coalesce`` seconds after it, share one
+  trailing pass: a DaemonSet reporting 0/4 ... 4/4 within a second costs two passes, not five;
+- a step that fails is tried again after ``retry`` seconds, whatever went wrong, so no app is
+  ever left without a pass;
+- a step that held back a status write (only progress, see ``status.urgent``) is run again once
+  that write is due;
+- :meth:`Passes.progress_due` is the budget for those writes: per app at most one every
+  ``progress_interval`` seconds, across the operator at most ``progress_rate`` per second.
+
+Delayed steps wait on one heap served by one thread and run on a pool of ``workers`` threads,
+so a burst of a thousand apps costs a heap entry each, not a thread each, and no more than
+``workers`` delayed passes talk to the API at once.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one pass reports back about its own timing needs."""
+
+    failed: bool = False
+    """The pass could not finish (a refused write, an error): run it again after ``retry``."""
+    held: bool = False
+    """A progress-only status change was not written: run again when such writes are due."""
+    status_written: bool = False
+    """The pass wrote the app's status: the per-app progress interval starts again."""
+
+
+Step = Callable[[], Result]
+
+
+class Delays:
+    """One thread that hands due callables to a pool."""
+
+    def __init__(self, pool: concurrent.futures.Executor) -> None:
+        """Hand what is due to ``pool``."""
+        self._pool = pool
+        self._due: list[tuple[float, int, Callable[[], object]]] = []
+        self._seq = itertools.count()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def call_later(self, delay: float, call: Callable[[], object]) -> None:
+        """Run ``call`` on the pool in ``delay`` seconds."""
+        with self._wake:
+            heapq.heappush(self._due, (time.monotonic() + delay, next(self._seq), call))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="delays", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    self._wake.wait(self._due[0][0] - time.monotonic() if self._due else None)
+                _, _, call = heapq.heappop(self._due)
+            self._pool.submit(call)
+
+
+class Passes:
+    """Per-app pass scheduling; see the module's docstring for the rules."""
+
+    def __init__(
+        self,
+        *,
+        workers: int = 4,
+        coalesce: float = 0.5,
+        retry: float = 10.0,
+        progress_interval: float = 30.0,
+        progress_rate: float = 1.0,
+    ) -> None:
+        """Timings in seconds; ``progress_rate`` in writes per second."""
+        self.coalesce = coalesce
+        self.retry = retry
+        self.progress_interval = progress_interval
+        self.progress_rate = progress_rate
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="pass")
+        self._delays = Delays(self._pool)
+        self._lock = threading.Lock()
+        self._busy: set[Hashable] = set()
+        self._dirty: dict[Hashable, Step] = {}
+        self._revisits: set[Hashable] = set()
+        self._written: dict[Hashable, float] = {}
+        self._next_progress_write = 0.0
+
+    def request(self, key: Hashable, step: Step) -> None:
+        """A pass for ``key`` now, or, if one ran within ``coalesce`` seconds, one soon.
+
+        The newest step of a burst is the one run, so it sees the newest state.
+        """
+        with self._lock:
+            if key in self._busy:
+                self._dirty[key] = step
+                return
+            self._busy.add(key)
+        self._run(key, step)
+
+    def progress_due(self, key: Hashable) -> bool:
+        """Whether a progress-only status write for ``key`` may go now; if so, it is counted."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._written.get(key, -self.progress_interval) < self.progress_interval:
+                return False
+            if now < self._next_progress_write:
+                return False
+            self._next_progress_write = now + 1 / self.progress_rate
+            return True
+
+    def forget(self, key: Hashable) -> None:
+        """The app is gone: drop what is remembered of it (a pending pass finds no app)."""
+        with self._lock:
+            self._written.pop(key, None)
+
+    def _run(self, key: Hashable, step: Step) -> None:
+        delay = self.coalesce
+        result = Result(failed=True)
+        try:
+            result = step()
+        except Exception:
+            log.exception("pass for %s failed; retrying in %ss", key, self.retry)
+        finally:
+            with self._lock:
+                if result.status_written:
+                    self._written[key] = time.monotonic()
+                if result.failed:
+                    self._dirty.setdefault(key, step)
+                    delay = self.retry
+                revisit = result.held and key not in self._revisits
+                if revisit:
+                    self._revisits.add(key)
+            if revisit:
+                self._delays.call_later(self.progress_interval, lambda: self._revisit(key, step))
+            self._delays.call_later(delay, lambda: self._trail(key))
+
+    def _trail(self, key: Hashable) -> None:
+        with self._lock:
+            step = self._dirty.pop(key, None)
+            if step is None:
+                self._busy.discard(key)
+                return
+        self._run(key, step)
+
+    def _revisit(self, key: Hashable, step: Step) -> None:
+        with self._lock:
+            self._revisits.discard(key)
+        self.request(key, step)
+
+
+class Resume:
+    """Says once when every app that existed at start has had its first pass.
+
+    kopf fills every index before any handler runs, so the apps known at the first pass are the
+    whole fleet the operator found. The log line is how to tell that a restart has caught up.
+    """
+
+    def __init__(self) -> None:
+        """Start the clock: the operator is starting."""
+        self.started = time.monotonic()
+        self._pending: set[Hashable] | None = None
+        self._total = 0
+        self._lock = threading.Lock()
+
+    def passed(self, key: Hashable, known: Callable[[], set[Hashable]]) -> float | None:
+        """Note the pass of ``key``; the seconds since start if it was the last one missing.
+
+        ``known()`` gives every app known at the first call.
+        """
+        with self._lock:
+            if self._pending is None:
+                # An app created after the start still closes the count.
+                self._pending = {*known(), key}
+                self._total = len(self._pending)
+            if not self._pending:
+                return None
+            self._pending.discard(key)
+            if self._pending:
+                return None
+        elapsed = time.monotonic() - self.started
+        log.info("resumed %d apps in %.1f s since start", self._total, elapsed)
+        return elapsed

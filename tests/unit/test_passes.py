@@ -1,0 +1,128 @@
+"""When passes run: coalescing, retries, held status writes and their budget, the resume line.
+
+Real threads with short windows; every wait is for an event, with a generous timeout, so the
+tests check order and counts, never speed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from statefulwebapp.passes import Passes, Result, Resume
+
+TIMEOUT = 10.0
+
+
+class Recorder:
+    """A step factory that records which steps ran, in which thread."""
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+        self.threads: list[str] = []
+        self.changed = threading.Condition()
+
+    def step(self, label: str, result: Result | None = None) -> Callable[[], Result]:
+        def run() -> Result:
+            with self.changed:
+                self.ran.append(label)
+                self.threads.append(threading.current_thread().name)
+                self.changed.notify_all()
+            return result or Result()
+
+        return run
+
+    def wait_for(self, count: int) -> list[str]:
+        with self.changed:
+            assert self.changed.wait_for(lambda: len(self.ran) >= count, TIMEOUT), self.ran
+            return list(self.ran)
+
+
+def test_a_lone_request_runs_at_once_in_the_callers_thread() -> None:
+    passes, rec = Passes(coalesce=0.05), Recorder()
+    passes.request("a", rec.step("first"))
+    assert rec.ran == ["first"]
+    assert rec.threads == [threading.current_thread().name]
+
+
+def test_a_burst_shares_one_trailing_pass_with_the_newest_step() -> None:
+    passes, rec = Passes(coalesce=0.2), Recorder()
+    passes.request("a", rec.step("lead"))
+    for i in range(5):
+        passes.request("a", rec.step(f"burst-{i}"))
+    assert rec.wait_for(2) == ["lead", "burst-4"]
+    time.sleep(0.5)  # Two windows later: still no third pass, nothing was left over.
+    assert rec.ran == ["lead", "burst-4"]
+
+
+def test_apps_do_not_wait_for_each_other() -> None:
+    passes, rec = Passes(coalesce=5), Recorder()
+    passes.request("a", rec.step("a"))
+    passes.request("b", rec.step("b"))
+    assert rec.ran == ["a", "b"]
+
+
+def test_a_failed_pass_is_tried_again() -> None:
+    passes, rec = Passes(coalesce=0.01, retry=0.05), Recorder()
+    attempts: list[int] = []
+
+    def flaky() -> Result:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("the API server said no")
+        return rec.step("ok", Result(failed=len(attempts) < 3))()
+
+    passes.request("a", flaky)
+    rec.wait_for(2)
+    assert len(attempts) == 3  # Raised, then reported failure, then succeeded.
+
+
+def test_a_held_status_write_comes_back_until_written() -> None:
+    passes, rec = Passes(coalesce=0.01, progress_interval=0.05), Recorder()
+    holds = iter([True, True, True, False])
+
+    def step() -> Result:
+        held = next(holds)
+        return rec.step("held" if held else "written", Result(held=held))()
+
+    passes.request("a", step)
+    passes.request("a", step)  # Held again in the trailing pass: still one revisit pending.
+    assert rec.wait_for(4) == ["held", "held", "held", "written"]
+    time.sleep(0.2)  # Written: nothing more comes back.
+    assert len(rec.ran) == 4
+
+
+def test_progress_writes_per_app_and_operator_wide() -> None:
+    passes = Passes(progress_interval=60, progress_rate=1000)
+    assert passes.progress_due("a")
+    passes.request("a", lambda: Result(status_written=True))
+    assert not passes.progress_due("a")  # Written just now: the app waits its interval.
+    time.sleep(0.002)
+    assert passes.progress_due("b")  # Another app, the budget allows it.
+    slow = Passes(progress_interval=0, progress_rate=0.001)
+    assert slow.progress_due("a")
+    assert not slow.progress_due("b")  # The operator-wide budget is spent.
+
+
+def test_forgotten_apps_start_afresh() -> None:
+    passes = Passes(progress_interval=60, progress_rate=1000)
+    passes.request("a", lambda: Result(status_written=True))
+    passes.forget("a")
+    assert passes.progress_due("a")
+
+
+def test_resume_says_once_when_every_app_known_at_start_had_its_pass(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    resume = Resume()
+    known = {"a", "b", "c"}
+    caplog.set_level("INFO")
+    assert resume.passed("a", lambda: set(known)) is None
+    assert resume.passed("a", lambda: set(known)) is None
+    assert resume.passed("b", lambda: set(known)) is None
+    assert resume.passed("c", lambda: set(known)) is not None
+    assert resume.passed("c", lambda: set(known)) is None
+    assert [r.getMessage().split(" in ")[0] for r in caplog.records] == ["resumed 3 apps"]
