@@ -340,22 +340,29 @@ def run_floor_fleet(api: pykube.HTTPClient, namespace: str, n: int, workers: int
 
 
 def clean(namespace: str) -> None:
-    """Remove a fleet and its volumes (the operator, if running, collects them too).
+    """Remove a fleet and its volumes, and wait until the API server holds none of them.
 
-    Nothing waits on one object at a time: a thousand volumes deleted with ``--wait`` took
-    longer than the fleet itself. The next fleet starts once the API server holds none.
+    Apps go first: a volume deleted while its app exists is drift, and a running operator puts
+    it back. Nothing waits on one object at a time: a thousand volumes deleted with ``--wait``
+    took longer than the fleet itself.
     """
     selector = f"{names.LABEL_APP_NAMESPACE}={namespace}"
+    kubectl("delete", "swa", "--all", "-n", namespace, "--wait=false")
     kubectl("delete", "namespace", namespace, "--wait=false")
-    kubectl("delete", "pv", "-l", selector, "--wait=false", "--ignore-not-found")
     deadline = time.time() + 900
     while time.time() < deadline:
+        apps = kubectl("get", "swa", "-n", namespace, "-o", "name").split()
+        if not apps:
+            kubectl("delete", "pv", "-l", selector, "--wait=false", "--ignore-not-found")
         left = kubectl("get", "namespace", namespace, "--ignore-not-found", "-o", "name")
         pvs = kubectl("get", "pv", "-l", selector, "-o", "name").split()
-        if not left and not pvs:
+        if not apps and not left and not pvs:
             return
-        log(f"cleaning {namespace}: namespace {'terminating' if left else 'gone'}, {len(pvs)} PVs")
-        time.sleep(10)
+        log(
+            f"cleaning {namespace}: {len(apps)} apps, {len(pvs)} volumes, namespace "
+            f"{'terminating' if left else 'gone'}"
+        )
+        time.sleep(5)
     log(f"warning: {namespace} still not clean after 900 s")
 
 
@@ -432,9 +439,10 @@ def measure(
         # leaves every figure it measured.
         partial = {**result, "runs": [*runs, run], "complete": False}
         (out / "results.partial.json").write_text(json.dumps(partial, indent=2) + "\n")
-        clean(floor_ns)
-        clean(namespace)
         runs.append(run)
+        if not largest:  # The last fleets go with the cluster, which `make bench` stops.
+            clean(floor_ns)
+            clean(namespace)
     operator.stop()
     result["runs"] = runs
     result.update({k: v for k, v in runs[-1].items() if not k.endswith("latencies_s")})

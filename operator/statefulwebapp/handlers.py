@@ -84,7 +84,15 @@ def _trim(body: Obj) -> dict[str, Any]:
         "kind": body.get("kind"),
         "metadata": {
             key: meta[key]
-            for key in ("name", "namespace", "uid", "generation", "labels", "ownerReferences")
+            for key in (
+                "name",
+                "namespace",
+                "uid",
+                "generation",
+                "resourceVersion",
+                "labels",
+                "ownerReferences",
+            )
             if key in meta
         },
         "spec": body.get("spec"),
@@ -141,11 +149,33 @@ def _step(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger) 
         result = passes.Result()
         # No app, or one going away: recreating its children would fight the deletion.
         if app is not None and not app["metadata"].get("deletionTimestamp"):
-            result = _reconcile(app, kwargs, logger)
+            result = _reconcile(_with_written_status(key, app), kwargs, logger)
         _resume.passed(key, lambda: set(kwargs["idx_apps"].keys()))
         return result
 
     return lambda: context.run(step)
+
+
+_written: dict[tuple[str, str], tuple[str | None, Obj]] = {}
+"""Per app, the resourceVersion and status of this operator's last status write, until the
+watch has shown that write."""
+
+
+def _with_written_status(key: tuple[str, str], app: Obj) -> Obj:
+    """The app as last seen, with the status last written if the watch has not shown it yet.
+
+    The status is the operator's alone to write, and a pass can run before the watch delivers
+    the operator's own last write. Compared with the older status, the same status would be
+    written again and its conditions' lastTransitionTime moved.
+    """
+    entry = _written.get(key)
+    if entry is None:
+        return app
+    version, status = entry
+    if app["metadata"].get("resourceVersion") == version or app.get("status") == status:
+        _written.pop(key, None)
+        return app
+    return {**app, "status": status}
 
 
 def _reconcile(body: Obj, kwargs: Mapping[str, Any], logger: kopf.Logger) -> passes.Result:
@@ -167,6 +197,8 @@ def _reconcile(body: Obj, kwargs: Mapping[str, Any], logger: kopf.Logger) -> pas
     except Exception as err:
         logger.error("reconcile failed, retrying in %ss: %s", PASSES.retry, err)
         return passes.Result(failed=True)
+    if outcome.written_status is not None:
+        _written[key] = (outcome.written_version, outcome.written_status)
     failed = outcome.problem is not None and outcome.problem.reason in {"Forbidden", "ApplyFailed"}
     if failed:
         logger.error("reconcile failed, retrying in %ss", PASSES.retry)
@@ -178,6 +210,7 @@ def _reconcile(body: Obj, kwargs: Mapping[str, Any], logger: kopf.Logger) -> pas
 @kopf.on.event(*APP, id="app")
 def on_app_event(
     event: kopf.RawEvent,
+    body: kopf.Body,
     namespace: str | None,
     name: str,
     logger: kopf.Logger,
@@ -186,9 +219,13 @@ def on_app_event(
     """The app appeared, changed or was listed at start: converge it. Deleted: collect."""
     key = _key(namespace, name)
     if event["type"] != "DELETED":
+        written = _written.get(key)
+        if written is not None and body.get("metadata", {}).get("resourceVersion") == written[0]:
+            _written.pop(key, None)  # The watch has caught up with the last status write.
         PASSES.request(key, _step(key, kwargs, logger))
         return
     PASSES.forget(key)
+    _written.pop(key, None)
     _resume.passed(key, lambda: set(kwargs["idx_apps"].keys()))
     # An app of the same name may already be back (delete and re-apply in quick succession);
     # the volume is then its own.

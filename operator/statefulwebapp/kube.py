@@ -131,8 +131,11 @@ def delete(api: pykube.HTTPClient, kind: str, name: str, namespace: str = "") ->
 
 def patch_status(
     api: pykube.HTTPClient, namespace: str, name: str, status: Mapping[str, Any]
-) -> None:
-    """Merge-patch the app's status subresource (conditions are replaced as a whole)."""
+) -> dict[str, Any] | None:
+    """Merge-patch the app's status subresource (conditions are replaced as a whole).
+
+    Returns the app as the write left it, or None if the app is gone.
+    """
     p = path("StatefulWebApp", name, namespace) + "/status"
     response = api.session.patch(
         _url(api, p),
@@ -141,6 +144,8 @@ def patch_status(
         timeout=api.timeout,
     )
     if response.status_code == 404:
-        return  # The app is gone; there is no status left to tell.
+        return None  # The app is gone; there is no status left to tell.
     if not response.ok:
         raise ApiError("patch status", p, response)
+    written: dict[str, Any] = response.json()
+    return written

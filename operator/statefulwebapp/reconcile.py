@@ -37,6 +37,10 @@ class Outcome:
     """Why the app is not reconciled, if it is not."""
     status_written: bool = False
     """Whether the status subresource was patched."""
+    written_version: str | None = None
+    """The app's resourceVersion after that status write, if the API server returned one."""
+    written_status: dict[str, Any] | None = None
+    """The status as written; newer than what the watch has shown until it shows that version."""
     status_held: bool = False
     """Whether a progress-only status change was held back (``progress_due`` was False)."""
 
@@ -231,8 +235,11 @@ def _publish(
         outcome.status_held = True
         return
     meta = body["metadata"]
-    kube.patch_status(api, meta["namespace"], meta["name"], new)
+    written = kube.patch_status(api, meta["namespace"], meta["name"], new)
     outcome.status_written = True
+    if written is not None:
+        outcome.written_version = written.get("metadata", {}).get("resourceVersion")
+        outcome.written_status = written.get("status")
 
 
 def _invalid_status(body: Obj, generation: int, problem: status.Problem) -> dict[str, Any]:
