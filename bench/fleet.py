@@ -494,9 +494,11 @@ def restart(operator_log: Path, n: int) -> dict[str, Any]:
         log(f"warning: the operator resumed {said[0][0]} apps, not {n}")
     time.sleep(5)
     counts = operator_requests(mark)
+    rss = operator.rss_mib()
     operator.stop()
     return {
         "restart_s": round(elapsed, 2),
+        "restart_rss_mib": round(rss, 1),
         "restart_writes": writes(counts),
         "restart_requests_by_verb": dict(counts),
     }

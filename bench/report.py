@@ -44,7 +44,8 @@ def table(result: dict[str, Any]) -> str:
         f"{last.get('soak_requests_per_app_minute', '-')} requests and "
         f"{last.get('soak_writes_per_app_minute', '-')} writes per app per minute; restart "
         f"resumed every app in {last.get('restart_s', '-')} s with "
-        f"{last.get('restart_writes', '-')} writes.",
+        f"{last.get('restart_writes', '-')} writes, holding {last.get('restart_rss_mib', '-')} MiB "
+        "after it.",
         "",
         "Writes per app created, by verb (N = "
         f"{last['n']}): {json.dumps(last['requests_per_app_by_verb'])}.",

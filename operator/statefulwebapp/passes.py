@@ -4,8 +4,8 @@ No kopf and no API here. ``handlers.py`` hands :meth:`Passes.request` a step (on
 one app, as a zero-argument callable) and everything about *when* steps run lives in this one
 class, so it can be tested without a cluster:
 
-- the first request for an app runs at once, in the caller's thread: a deleted child is repaired
-  without waiting;
+- the first request for an app runs at once on the pool, never in the caller's thread (kopf's
+  event loop must not wait on the API): a deleted child is repaired without waiting;
 - requests arriving while that pass runs, or within ``coalesce`` seconds after it, share one
   trailing pass: a DaemonSet reporting 0/4 ... 4/4 within a second costs two passes, not five;
 - a step that fails is tried again after ``retry`` seconds, whatever went wrong, so no app is
@@ -107,6 +107,8 @@ class Passes:
     def request(self, key: Hashable, step: Step) -> None:
         """A pass for ``key`` now, or, if one ran within ``coalesce`` seconds, one soon.
 
+        Never blocks: the pass runs on the pool.
+
         The newest step of a burst is the one run, so it sees the newest state.
         """
         with self._lock:
@@ -114,7 +116,7 @@ class Passes:
                 self._dirty[key] = step
                 return
             self._busy.add(key)
-        self._run(key, step)
+        self._pool.submit(self._run, key, step)
 
     def progress_due(self, key: Hashable) -> bool:
         """Whether a progress-only status write for ``key`` may go now; if so, it is counted."""
@@ -126,6 +128,11 @@ class Passes:
                 return False
             self._next_progress_write = now + 1 / self.progress_rate
             return True
+
+    def idle(self, key: Hashable) -> bool:
+        """Whether no pass for ``key`` runs or waits, and its window has closed."""
+        with self._lock:
+            return key not in self._busy
 
     def forget(self, key: Hashable) -> None:
         """The app is gone: drop what is remembered of it (a pending pass finds no app)."""

@@ -41,11 +41,18 @@ class Recorder:
             return list(self.ran)
 
 
-def test_a_lone_request_runs_at_once_in_the_callers_thread() -> None:
+def test_a_lone_request_runs_at_once_on_the_pool_never_blocking_the_caller() -> None:
     passes, rec = Passes(coalesce=0.05), Recorder()
-    passes.request("a", rec.step("first"))
-    assert rec.ran == ["first"]
-    assert rec.threads == [threading.current_thread().name]
+    release = threading.Event()
+
+    def slow() -> Result:
+        assert release.wait(TIMEOUT)
+        return rec.step("first")()
+
+    passes.request("a", slow)  # Returns while the step still waits: the caller is not blocked.
+    release.set()
+    assert rec.wait_for(1) == ["first"]
+    assert rec.threads[0].startswith("pass")
 
 
 def test_a_burst_shares_one_trailing_pass_with_the_newest_step() -> None:
@@ -62,7 +69,7 @@ def test_apps_do_not_wait_for_each_other() -> None:
     passes, rec = Passes(coalesce=5), Recorder()
     passes.request("a", rec.step("a"))
     passes.request("b", rec.step("b"))
-    assert rec.ran == ["a", "b"]
+    assert sorted(rec.wait_for(2)) == ["a", "b"]  # Long before a's 5 s window closes.
 
 
 def test_a_failed_pass_is_tried_again() -> None:
@@ -95,10 +102,18 @@ def test_a_held_status_write_comes_back_until_written() -> None:
     assert len(rec.ran) == 4
 
 
+def written(passes: Passes, key: str) -> None:
+    passes.request(key, lambda: Result(status_written=True))
+    deadline = time.monotonic() + TIMEOUT
+    while not passes.idle(key):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
 def test_progress_writes_per_app_and_operator_wide() -> None:
-    passes = Passes(progress_interval=60, progress_rate=1000)
+    passes = Passes(coalesce=0.01, progress_interval=60, progress_rate=1000)
     assert passes.progress_due("a")
-    passes.request("a", lambda: Result(status_written=True))
+    written(passes, "a")
     assert not passes.progress_due("a")  # Written just now: the app waits its interval.
     time.sleep(0.002)
     assert passes.progress_due("b")  # Another app, the budget allows it.
@@ -108,8 +123,8 @@ def test_progress_writes_per_app_and_operator_wide() -> None:
 
 
 def test_forgotten_apps_start_afresh() -> None:
-    passes = Passes(progress_interval=60, progress_rate=1000)
-    passes.request("a", lambda: Result(status_written=True))
+    passes = Passes(coalesce=0.01, progress_interval=60, progress_rate=1000)
+    written(passes, "a")
     passes.forget("a")
     assert passes.progress_due("a")
 
