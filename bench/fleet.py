@@ -555,7 +555,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument(
         "--steady",
         type=float,
-        default=60,
+        default=30,
         help="quiet seconds measured after each fleet (default: %(default)s)",
     )
     p.add_argument(

@@ -56,7 +56,7 @@ def test_every_namespaced_child_is_owned_and_labelled(app: AppSpec) -> None:
         assert {names.LABEL_NAME, names.LABEL_COMPONENT} <= labels.keys()
         refs = manifest["metadata"].get("ownerReferences")
         if kind == "PersistentVolume":
-            assert refs is None  # Cluster-scoped: tied by labels and the finalizer instead.
+            assert refs is None  # Cluster-scoped: tied by labels; the operator collects it.
             assert labels[names.LABEL_APP_NAMESPACE] == "default"
         else:
             assert refs == [
