@@ -61,7 +61,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # kopf need not follow CRDs and namespaces at run time: that saves two cluster-wide
     # watches and their RBAC rules. Namespace globs need scanning, hence exact names only.
     settings.scanning.disabled = True
-    settings.execution.max_workers = 8  # With PASSES' workers, within kube.POOL_SIZE.
     settings.posting.level = logging.WARNING
     memo.api = kube.connect()
     # The namespaces served (empty: all). Volumes are cluster-scoped: an operator serving some
@@ -168,9 +167,21 @@ def _step(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger) 
     return lambda: context.run(step)
 
 
-_written: dict[tuple[str, str], tuple[str | None, Obj]] = {}
+_last_status: dict[tuple[str, str], tuple[str | None, Obj]] = {}
 """Per app, the resourceVersion and status of this operator's last status write, until the
 watch has shown that write."""
+
+
+def _unseen_status(key: tuple[str, str], app: Obj) -> Obj | None:
+    """The status last written, if ``app`` does not show it yet; forgotten once it does."""
+    entry = _last_status.get(key)
+    if entry is None:
+        return None
+    version, status = entry
+    if app.get("metadata", {}).get("resourceVersion") == version or app.get("status") == status:
+        _last_status.pop(key, None)
+        return None
+    return status
 
 
 def _with_written_status(key: tuple[str, str], app: Obj) -> Obj:
@@ -180,14 +191,8 @@ def _with_written_status(key: tuple[str, str], app: Obj) -> Obj:
     the operator's own last write. Compared with the older status, the same status would be
     written again and its conditions' lastTransitionTime moved.
     """
-    entry = _written.get(key)
-    if entry is None:
-        return app
-    version, status = entry
-    if app["metadata"].get("resourceVersion") == version or app.get("status") == status:
-        _written.pop(key, None)
-        return app
-    return {**app, "status": status}
+    status = _unseen_status(key, app)
+    return app if status is None else {**app, "status": status}
 
 
 def _reconcile(body: Obj, kwargs: Mapping[str, Any], logger: kopf.Logger) -> passes.Result:
@@ -210,7 +215,7 @@ def _reconcile(body: Obj, kwargs: Mapping[str, Any], logger: kopf.Logger) -> pas
         logger.error("reconcile failed, retrying in %ss: %s", PASSES.retry, err)
         return passes.Result(failed=True)
     if outcome.written_status is not None:
-        _written[key] = (outcome.written_version, outcome.written_status)
+        _last_status[key] = (outcome.written_version, outcome.written_status)
     failed = outcome.problem is not None and outcome.problem.reason in {"Forbidden", "ApplyFailed"}
     if failed:
         logger.error("reconcile failed, retrying in %ss", PASSES.retry)
@@ -231,13 +236,11 @@ async def on_app_event(
     """The app appeared, changed or was listed at start: converge it. Deleted: collect."""
     key = _key(namespace, name)
     if event["type"] != "DELETED":
-        written = _written.get(key)
-        if written is not None and body.get("metadata", {}).get("resourceVersion") == written[0]:
-            _written.pop(key, None)  # The watch has caught up with the last status write.
+        _unseen_status(key, body)  # Forget the last write as soon as the watch shows it.
         PASSES.request(key, _step(key, kwargs, logger))
         return
     PASSES.forget(key)
-    _written.pop(key, None)
+    _last_status.pop(key, None)
     _resume.passed(key, lambda: set(kwargs["idx_apps"].keys()))
     _collect(key, kwargs, logger)
 

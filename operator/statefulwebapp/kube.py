@@ -64,8 +64,8 @@ USER_AGENT = f"{names.MANAGER}/{version('statefulwebapp-operator')}"
 
 
 POOL_SIZE = 16
-"""Kept connections: enough for kopf's handler threads plus the coalesced passes together,
-so a burst reuses connections instead of opening (and discarding) new TLS sessions."""
+"""Kept connections: more than the pass workers (handlers.PASSES), the only threads that send
+requests, so a burst reuses connections instead of opening (and discarding) TLS sessions."""
 
 
 def connect() -> pykube.HTTPClient:

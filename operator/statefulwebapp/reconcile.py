@@ -177,8 +177,7 @@ def _is_news(body: Obj, problem: status.Problem) -> bool:
     Events are for changes: repeating the same Warning on every child event would flood the
     namespace and cost a write each time.
     """
-    conditions = (body.get("status") or {}).get("conditions") or []
-    ready: Obj = next((c for c in conditions if c.get("type") == "Ready"), {})
+    ready = status.ready_condition(body.get("status") or {})
     return (ready.get("reason"), ready.get("message")) != (problem.reason, problem.message)
 
 

@@ -169,8 +169,8 @@ def urgent(old: Obj, new: Obj) -> bool:
     for key in (new.keys() | old.keys()) - PROGRESS_FIELDS - {"conditions"}:
         if old.get(key) != new.get(key):
             return True
-    before = _ready_condition(old)
-    after = _ready_condition(new)
+    before = ready_condition(old)
+    after = ready_condition(new)
     if before.get("status") != after.get("status"):
         return True
     if before == after:
@@ -178,7 +178,8 @@ def urgent(old: Obj, new: Obj) -> bool:
     return not {before.get("reason"), after.get("reason")} <= PROGRESS_REASONS
 
 
-def _ready_condition(status: Obj) -> Obj:
+def ready_condition(status: Obj) -> Obj:
+    """The Ready condition of a status, or an empty mapping."""
     conditions = status.get("conditions") or []
     return next((c for c in conditions if c.get("type") == "Ready"), {})
 
