@@ -423,8 +423,8 @@ def measure(
         if largest:
             run.update(soak(operator, n, soak_s))
             operator.stop()
+            # No operator from here on: one resuming the fleet would take CPU from the floor.
             run.update(restart(operator_log, n))
-            operator = OperatorProcess.start(operator_log)
         floor_ns = f"bench-floor-{n}"
         kubectl("create", "namespace", floor_ns)
         log(f"N={n}: applying the same children directly (the floor)")
@@ -443,7 +443,6 @@ def measure(
         if not largest:  # The last fleets go with the cluster, which `make bench` stops.
             clean(floor_ns)
             clean(namespace)
-    operator.stop()
     result["runs"] = runs
     result.update({k: v for k, v in runs[-1].items() if not k.endswith("latencies_s")})
     return result
