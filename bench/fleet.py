@@ -34,9 +34,9 @@ import pykube
 import requests
 
 from statefulwebapp import names
+from statefulwebapp.kinds import render_all
 from statefulwebapp.kube import USER_AGENT, apply
 from statefulwebapp.model import parse
-from statefulwebapp.render import render_all
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / ".cluster"

@@ -26,19 +26,10 @@ from typing import Any, cast
 
 import kopf
 
-from statefulwebapp import kube, names, passes
-from statefulwebapp.model import GROUP, PLURAL, VERSION
-from statefulwebapp.reconcile import Obj, collect_volume, reconcile
+from statefulwebapp import drift, kinds, kube, names, passes
+from statefulwebapp.reconcile import Memory, Obj, collect_volume, reconcile
 
-APP = (GROUP, VERSION, PLURAL)
-CHILDREN: dict[str, tuple[str, str, str]] = {
-    "PersistentVolume": ("", "v1", "persistentvolumes"),
-    "PersistentVolumeClaim": ("", "v1", "persistentvolumeclaims"),
-    "Service": ("", "v1", "services"),
-    "StatefulSet": ("apps", "v1", "statefulsets"),
-    "DaemonSet": ("apps", "v1", "daemonsets"),
-    "CronJob": ("batch", "v1", "cronjobs"),
-}
+APP = (kinds.APP.group, kinds.APP.version, kinds.APP.plural)
 MANAGED = {names.LABEL_MANAGED_BY: names.MANAGER}
 
 
@@ -53,10 +44,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
-    for group, version, plural in CHILDREN.values():
-        settings.watching.label_selectors[_selector(group, version, plural)] = (
-            names.MANAGED_SELECTOR
-        )
+    for child in kinds.CHILDREN:
+        settings.watching.label_selectors[_selector(child)] = names.MANAGED_SELECTOR
     # The CRD is installed before the operator starts (the chart and `make run` do it), so
     # kopf need not follow CRDs and namespaces at run time: that saves two cluster-wide
     # watches and their RBAC rules. Namespace globs need scanning, hence exact names only.
@@ -68,8 +57,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.setdefault("namespaces", frozenset())
 
 
-def _selector(group: str, version: str, plural: str) -> tuple[str, str] | str:
-    return (f"{group}/{version}", plural) if group else plural
+def _selector(child: kinds.Kind) -> tuple[str, str] | str:
+    return (f"{child.group}/{child.version}", child.plural) if child.group else child.plural
 
 
 def _key(namespace: str | None, name: str | None) -> tuple[str, str]:
@@ -84,10 +73,15 @@ def _pack(body: Obj) -> str:
     costs well under a millisecond.
     """
     meta = body.get("metadata", {})
+    kept_meta = {key: meta[key] for key in _META if key in meta}
+    # Of the annotations, only the digest the drift rule reads: others' may be large.
+    stamp = drift.stamp_of(body)
+    if stamp is not None:
+        kept_meta["annotations"] = {drift.DIGEST: stamp}
     kept = {
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
-        "metadata": {key: meta[key] for key in _META if key in meta},
+        "metadata": kept_meta,
         "spec": body.get("spec"),
         "status": body.get("status"),
     }
@@ -133,10 +127,10 @@ def _first(index: Mapping[Any, Any], key: Any) -> dict[str, Any] | None:
 
 
 def _observed(key: tuple[str, str], kwargs: Mapping[str, Any]) -> dict[str, Obj | None]:
-    return {kind: _first(kwargs[_index_name(kind)], key) for kind in CHILDREN}
+    return {child.name: _first(kwargs[_index_name(child.name)], key) for child in kinds.CHILDREN}
 
 
-PASSES = passes.Passes(workers=8, coalesce=0.5, retry=10.0, progress_interval=30.0)
+PASSES = passes.Passes(workers=8, coalesce=0.5, retry=2.0, retry_max=300.0, progress_interval=30.0)
 """When each app gets a pass (see passes.py).
 
 Eight workers, within kube.POOL_SIZE connections: the handlers below only hand work over, so
@@ -147,6 +141,8 @@ operator-wide one per second, so that a burst of a thousand new apps costs each 
 and two status writes (acknowledged, Ready); those two are never held.
 """
 _resume = passes.Resume()
+MEMORY = Memory()
+"""Per app, what passes remember of its children (stored forms, refusals): see reconcile.py."""
 
 
 def _step(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger) -> passes.Step:
@@ -209,18 +205,21 @@ def _reconcile(body: Obj, kwargs: Mapping[str, Any], logger: kopf.Logger) -> pas
             observed=_observed(key, kwargs),
             warn=warn,
             logger=logger,
+            memory=MEMORY,
             progress_due=functools.partial(PASSES.progress_due, key),
         )
     except Exception as err:
-        logger.error("reconcile failed, retrying in %ss: %s", PASSES.retry, err)
+        logger.error("reconcile failed, retrying with backoff: %s", err)
         return passes.Result(failed=True)
     if outcome.written_status is not None:
         _last_status[key] = (outcome.written_version, outcome.written_status)
-    failed = outcome.problem is not None and outcome.problem.reason in {"Forbidden", "ApplyFailed"}
-    if failed:
-        logger.error("reconcile failed, retrying in %ss", PASSES.retry)
+    # Logged when the status changes or a retry follows, not on every event of a child that
+    # is waiting for a spec change.
+    for problem in outcome.problems if outcome.status_written or outcome.retry else ():
+        log = logger.error if problem.retry else logger.warning
+        log("%s: %s%s", problem.reason, problem.message, "" if problem.retry else "; not retried")
     return passes.Result(
-        failed=failed, held=outcome.status_held, status_written=outcome.status_written
+        failed=outcome.retry, held=outcome.status_held, status_written=outcome.status_written
     )
 
 
@@ -240,6 +239,7 @@ async def on_app_event(
         PASSES.request(key, _step(key, kwargs, logger))
         return
     PASSES.forget(key)
+    MEMORY.forget(key)
     _last_status.pop(key, None)
     _resume.passed(key, lambda: set(kwargs["idx_apps"].keys()))
     _collect(key, kwargs, logger)
@@ -281,7 +281,11 @@ def _collect(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logge
     PASSES.request(("volume", *key), step)
 
 
-for _kind, (_group, _version, _plural) in CHILDREN.items():
-    _resource = (_group, _version, _plural) if _group else (_version, _plural)
-    kopf.index(*_resource, labels=MANAGED, id=_index_name(_kind))(_index_child)
-    kopf.on.event(*_resource, labels=MANAGED, id=f"child_{_kind.lower()}")(on_child_event)
+for _child in kinds.CHILDREN:
+    _resource = (
+        (_child.group, _child.version, _child.plural)
+        if _child.group
+        else (_child.version, _child.plural)
+    )
+    kopf.index(*_resource, labels=MANAGED, id=_index_name(_child.name))(_index_child)
+    kopf.on.event(*_resource, labels=MANAGED, id=f"child_{_child.name.lower()}")(on_child_event)

@@ -1,62 +1,59 @@
 """The thin API layer: the only module that sends requests for children and status.
 
 Children are written with server-side apply under one field manager, so a field someone else
-owns is left alone and a field we own is set back. Paths come from a fixed table instead of
-discovery: the operator only ever touches these kinds, and skipping discovery saves requests
-at start-up.
+owns is left alone, a field we own is set back, and a field we no longer send is removed. Paths
+come from the registry in ``kinds.py`` instead of discovery: the operator only ever touches
+those kinds, and skipping discovery saves requests at start-up.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
 import pykube
 import requests
 
-from statefulwebapp import names
-from statefulwebapp.model import GROUP, PLURAL, VERSION
-
-
-@dataclass(frozen=True)
-class Kind:
-    """Where a kind lives in the API."""
-
-    api_base: str
-    """``/api/v1`` or ``/apis/<group>/<version>``."""
-    plural: str
-    """Resource name in URLs."""
-    namespaced: bool
-    """Whether objects of the kind live in a namespace."""
-
-
-KINDS: dict[str, Kind] = {
-    "PersistentVolume": Kind("/api/v1", "persistentvolumes", namespaced=False),
-    "PersistentVolumeClaim": Kind("/api/v1", "persistentvolumeclaims", namespaced=True),
-    "Service": Kind("/api/v1", "services", namespaced=True),
-    "StatefulSet": Kind("/apis/apps/v1", "statefulsets", namespaced=True),
-    "DaemonSet": Kind("/apis/apps/v1", "daemonsets", namespaced=True),
-    "CronJob": Kind("/apis/batch/v1", "cronjobs", namespaced=True),
-    "StatefulWebApp": Kind(f"/apis/{GROUP}/{VERSION}", PLURAL, namespaced=True),
-}
+from statefulwebapp import kinds, names
 
 
 class ApiError(RuntimeError):
-    """A request the API server refused; ``status`` is its HTTP status code."""
+    """A request the API server answered with an error.
+
+    Keeps what the server said (its HTTP status, ``reason``, message, the fields it named) so
+    that the status can tell the user exactly why, not only that a write failed.
+    """
 
     def __init__(self, verb: str, path: str, response: requests.Response) -> None:
+        """Read the Status object the API server sent back, or its text if it sent none."""
         try:
-            detail = response.json().get("message", response.text)
+            body = response.json()
         except ValueError:
-            detail = response.text
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        detail = str(body.get("message") or response.text or response.reason)
         self.status = response.status_code
+        self.reason = str(body.get("reason") or "")
+        self.message = detail
+        self.fields = tuple(
+            str(cause.get("field"))
+            for cause in (body.get("details") or {}).get("causes") or []
+            if cause.get("field")
+        )
+        self.retry_after = _seconds(response.headers.get("Retry-After"))
         # A namespace being deleted answers 403 too; that is no missing permission.
-        self.terminating = "is being terminated" in str(detail)
-        self.forbidden = response.status_code == 403 and not self.terminating
+        self.terminating = "is being terminated" in detail
         super().__init__(f"{verb} {path}: HTTP {response.status_code}: {detail}")
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 USER_AGENT = f"{names.MANAGER}/{version('statefulwebapp-operator')}"
@@ -79,7 +76,7 @@ def connect() -> pykube.HTTPClient:
 
 def path(kind: str, name: str, namespace: str = "") -> str:
     """The URL path of one object."""
-    info = KINDS[kind]
+    info = kinds.BY_NAME[kind]
     scope = f"/namespaces/{namespace}" if info.namespaced else ""
     return f"{info.api_base}{scope}/{info.plural}/{name}"
 

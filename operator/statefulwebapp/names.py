@@ -29,6 +29,9 @@ LABEL_APP_NAMESPACE = "apps.k8slab.io/app-namespace"
 
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
 
+ANNOTATION_PREFIX = "apps.k8slab.io"
+"""Prefix of the operator's own annotations on children."""
+
 WEB, STORAGE, BACKUP, DATELOG = "web", "storage", "backup", "datelog"
 
 

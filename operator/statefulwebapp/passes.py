@@ -8,8 +8,10 @@ class, so it can be tested without a cluster:
   event loop must not wait on the API): a deleted child is repaired without waiting;
 - requests arriving while that pass runs, or within ``coalesce`` seconds after it, share one
   trailing pass: a DaemonSet reporting 0/4 ... 4/4 within a second costs two passes, not five;
-- a step that fails is tried again after ``retry`` seconds, whatever went wrong, so no app is
-  ever left without a pass;
+- a step that fails (server trouble, anything unexpected) is tried again with exponential
+  backoff and jitter: ``retry`` seconds, doubling per failure in a row up to ``retry_max``,
+  each delay drawn from its upper half so that apps failing together do not retry together;
+  no app is ever left without a pass;
 - a step that held back a status write (only progress, see ``status.urgent``) is run again once
   that write is due;
 - :meth:`Passes.progress_due` is the budget for those writes: per app at most one every
@@ -26,6 +28,7 @@ import concurrent.futures
 import heapq
 import itertools
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -39,7 +42,7 @@ class Result:
     """What one pass reports back about its own timing needs."""
 
     failed: bool = False
-    """The pass could not finish (a refused write, an error): run it again after ``retry``."""
+    """The pass could not finish (server trouble, an error): run it again, with backoff."""
     held: bool = False
     """A progress-only status change was not written: run again when such writes are due."""
     status_written: bool = False
@@ -87,12 +90,14 @@ class Passes:
         workers: int = 4,
         coalesce: float = 0.5,
         retry: float = 10.0,
+        retry_max: float = 300.0,
         progress_interval: float = 30.0,
         progress_rate: float = 1.0,
     ) -> None:
         """Timings in seconds; ``progress_rate`` in writes per second."""
         self.coalesce = coalesce
         self.retry = retry
+        self.retry_max = retry_max
         self.progress_interval = progress_interval
         self.progress_rate = progress_rate
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="pass")
@@ -102,6 +107,7 @@ class Passes:
         self._dirty: dict[Hashable, Step] = {}
         self._revisits: set[Hashable] = set()
         self._written: dict[Hashable, float] = {}
+        self._failures: dict[Hashable, int] = {}
         self._next_progress_write = 0.0
 
     def request(self, key: Hashable, step: Step) -> None:
@@ -138,6 +144,12 @@ class Passes:
         """The app is gone: drop what is remembered of it (a pending pass finds no app)."""
         with self._lock:
             self._written.pop(key, None)
+            self._failures.pop(key, None)
+
+    def backoff(self, failures: int) -> float:
+        """Seconds to wait after ``failures`` failed passes in a row (jittered)."""
+        ceiling = min(self.retry_max, self.retry * 2.0 ** (failures - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     def _run(self, key: Hashable, step: Step) -> None:
         delay = self.coalesce
@@ -145,14 +157,17 @@ class Passes:
         try:
             result = step()
         except Exception:
-            log.exception("pass for %s failed; retrying in %ss", key, self.retry)
+            log.exception("pass for %s failed; retrying with backoff", key)
         finally:
             with self._lock:
                 if result.status_written:
                     self._written[key] = time.monotonic()
                 if result.failed:
                     self._dirty.setdefault(key, step)
-                    delay = self.retry
+                    self._failures[key] = self._failures.get(key, 0) + 1
+                    delay = self.backoff(self._failures[key])
+                else:
+                    self._failures.pop(key, None)
                 revisit = result.held and key not in self._revisits
                 if revisit:
                     self._revisits.add(key)

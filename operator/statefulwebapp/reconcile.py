@@ -8,19 +8,20 @@ the status only when it changed: a quiet cluster costs no requests.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import kopf
 import pykube
 
-from statefulwebapp import kube, names, status
+from statefulwebapp import drift, kinds, kube, names, refusals, status
 from statefulwebapp.model import AppSpec, SpecError, parse
-from statefulwebapp.render import render_all
 
 Obj = Mapping[str, Any]
+Key = tuple[str, str]
+Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 Warn = Callable[[str, str], None]
 """Posts a Warning event on the app: ``warn(reason, message)``."""
 
@@ -33,8 +34,8 @@ class Outcome:
     """Children written (kind/name)."""
     deleted: list[str] = field(default_factory=list)
     """Children removed because the spec disabled them."""
-    problem: status.Problem | None = None
-    """Why the app is not reconciled, if it is not."""
+    problems: list[status.Problem] = field(default_factory=list)
+    """Why the app, or some of its children, are not reconciled; empty when all are."""
     status_written: bool = False
     """Whether the status subresource was patched."""
     written_version: str | None = None
@@ -44,24 +45,31 @@ class Outcome:
     status_held: bool = False
     """Whether a progress-only status change was held back (``progress_due`` was False)."""
 
+    @property
+    def retry(self) -> bool:
+        """Whether a pass should come again without waiting for an event (server trouble)."""
+        return any(problem.retry for problem in self.problems)
 
-def is_subset(desired: Any, live: Any) -> bool:
-    """Whether every field we set in ``desired`` has the same value in ``live``.
 
-    Fields the API server defaults or other managers own are ignored; lists must match
-    element-wise, because server-side apply replaces the lists we render.
+@dataclass
+class Memory:
+    """What passes remember of an app's children between passes, in this process only.
+
+    Per app and child kind: the form the API server stored our last rendering in, when it
+    differs from the rendering (see ``drift.stored_form``), and a refusal of a rendering, so
+    that it is not sent again until the spec changes. A restart loses both, which costs at most
+    one no-op apply of such a child and one more try of a refused one.
     """
-    if isinstance(desired, Mapping):
-        return isinstance(live, Mapping) and all(
-            is_subset(value, live.get(key)) for key, value in desired.items()
-        )
-    if isinstance(desired, list):
-        return (
-            isinstance(live, list)
-            and len(desired) == len(live)
-            and all(is_subset(d, v) for d, v in zip(desired, live, strict=True))
-        )
-    return bool(desired == live)
+
+    stored: dict[Key, dict[str, tuple[str, dict[str, Any]]]] = field(default_factory=dict)
+    """App -> kind -> (digest, stored form)."""
+    refused: dict[Key, dict[str, tuple[str, status.Problem]]] = field(default_factory=dict)
+    """App -> kind -> (digest, why it was refused)."""
+
+    def forget(self, key: Key) -> None:
+        """The app is gone."""
+        self.stored.pop(key, None)
+        self.refused.pop(key, None)
 
 
 def owned(app: AppSpec, obj: Obj) -> bool:
@@ -78,7 +86,8 @@ def reconcile(
     body: Obj,
     observed: Mapping[str, Obj | None],
     warn: Warn,
-    logger: kopf.Logger,
+    logger: Log,
+    memory: Memory,
     progress_due: Callable[[], bool] = lambda: True,
 ) -> Outcome:
     """Bring the app's children in line with its spec and publish the recomputed status.
@@ -94,51 +103,56 @@ def reconcile(
     meta = body.get("metadata", {})
     generation = int(meta.get("generation", 0))
     children = dict(observed)
+    # 1. Parse the spec once into the typed model.
     try:
         app = parse(body)
     except SpecError as err:
-        outcome.problem = status.Problem("InvalidSpec", f"{err}; fix the field and re-apply")
-        if _is_news(body, outcome.problem):
-            warn("InvalidSpec", str(err))
+        outcome.problems.append(status.Problem("InvalidSpec", f"{err}; fix the field and re-apply"))
+        _warn_if_news(body, outcome, warn)
         # Without a valid spec there is no model to compute a status from: report the
         # problem alone and touch no child.
         _publish(
             api,
             body,
-            _invalid_status(body, generation, outcome.problem),
+            _invalid_status(body, generation, outcome.problems[0]),
             outcome,
             progress_due=progress_due,
         )
         return outcome
-
-    desired = render_all(app)
+    # 2. Render every child, stamped with the digest of its rendering.
+    desired = {
+        kind: None if manifest is None else drift.stamp(manifest)
+        for kind, manifest in kinds.render_all(app).items()
+    }
     try:
-        outcome.problem = _find_conflict(api, app, desired, children)
-        if outcome.problem is None:
+        # 3. A child's name taken by an object we do not own: nothing is written.
+        conflict = _find_conflict(api, app, desired, children)
+        if conflict is not None:
+            outcome.problems.append(conflict)
+        else:
+            # 4. Converge each child on its own: one refusal freezes no other.
             _converge(
                 api,
                 app=app,
                 desired=desired,
                 children=children,
                 outcome=outcome,
+                memory=memory,
                 logger=logger,
             )
-    except kube.ApiError as err:
-        if err.terminating:
+    except (kube.ApiError, *refusals.TRANSIENT) as err:
+        if isinstance(err, kube.ApiError) and err.terminating:
             # The namespace, and the app with it, is going away: nothing to repair or report.
             return outcome
-        outcome.problem = status.Problem(
-            "Forbidden" if err.forbidden else "ApplyFailed",
-            f"{err}" + ("; grant the operator this permission" if err.forbidden else ""),
-        )
-    if outcome.problem is not None and _is_news(body, outcome.problem):
-        warn(outcome.problem.reason, outcome.problem.message)
+        outcome.problems.append(refusals.problem(kinds.APP, f"{app.namespace}/{app.name}", err))
+    _warn_if_news(body, outcome, warn)
+    # 5. The status, recomputed from the children as they now are.
     new = status.compute(
         app,
         generation=generation,
         children=children,
         previous=(body.get("status") or {}).get("conditions") or [],
-        problem=outcome.problem,
+        problem=status.combine(outcome.problems),
         now=_now(),
     )
     _publish(api, body, new, outcome, progress_due=progress_due)
@@ -161,24 +175,31 @@ def _find_conflict(
             live = kube.get(api, kind, name, app.namespace)
             children[kind] = live
         if live is not None and not owned(app, live):
-            where = name if kind == "PersistentVolume" else f"{app.namespace}/{name}"
             return status.Problem(
                 "NameConflict",
-                f"{kind} {where} already exists and does not belong to this StatefulWebApp; "
-                "nothing was changed. Delete or rename that object, or choose another "
-                "app name or serviceName",
+                f"{kind} {_where(kind, name, app)} already exists and does not belong to this "
+                "StatefulWebApp; nothing was changed. Delete or rename that object, or choose "
+                "another app name or serviceName",
             )
     return None
 
 
-def _is_news(body: Obj, problem: status.Problem) -> bool:
-    """Whether the app's Ready condition does not already tell of ``problem``.
+def _where(kind: str, name: str, app: AppSpec) -> str:
+    return name if not kinds.BY_NAME[kind].namespaced else f"{app.namespace}/{name}"
+
+
+def _warn_if_news(body: Obj, outcome: Outcome, warn: Warn) -> None:
+    """Post a Warning event when the app's Ready condition does not already tell of it.
 
     Events are for changes: repeating the same Warning on every child event would flood the
     namespace and cost a write each time.
     """
+    problem = status.combine(outcome.problems)
+    if problem is None:
+        return
     ready = status.ready_condition(body.get("status") or {})
-    return (ready.get("reason"), ready.get("message")) != (problem.reason, problem.message)
+    if (ready.get("reason"), ready.get("message")) != (problem.reason, problem.message):
+        warn(problem.reason, problem.message)
 
 
 def _converge(
@@ -188,31 +209,88 @@ def _converge(
     desired: Mapping[str, Obj | None],
     children: dict[str, Obj | None],
     outcome: Outcome,
-    logger: kopf.Logger,
+    memory: Memory,
+    logger: Log,
 ) -> None:
-    for kind, manifest in desired.items():
-        live = children.get(kind)
-        if manifest is None:
-            if live is not None:
-                name = live["metadata"]["name"]
-                kube.delete(api, kind, name, app.namespace)
-                children[kind] = None
-                outcome.deleted.append(f"{kind}/{name}")
+    key = (app.namespace, app.name)
+    stored = memory.stored.setdefault(key, {})
+    refused = memory.refused.setdefault(key, {})
+    for child in kinds.CHILDREN:
+        manifest = desired[child.name]
+        live = children.get(child.name)
+        try:
+            if manifest is None or (child is kinds.PERSISTENT_VOLUME and _released(live)):
+                # Disabled by the spec; or a Released volume, whose claim was deleted (by
+                # hand, or with an earlier app of this name): it never binds again, so it goes
+                # and its deletion event brings the pass that recreates it. Retain keeps the
+                # NFS data either way.
+                _delete(api, child, app, children, outcome)
+                continue
+            problem = _apply(api, child, manifest, live, stored, refused, children, outcome)
+        except (kube.ApiError, *refusals.TRANSIENT) as err:
+            if isinstance(err, kube.ApiError) and err.terminating:
+                raise
+            name = (manifest or live or {}).get("metadata", {}).get("name", "")
+            problem = refusals.problem(child, _where(child.name, name, app), err)
+            if not problem.retry and manifest is not None:
+                refused[child.name] = (drift.stamp_of(manifest) or "", problem)
+        if problem is None:
             continue
-        if kind == "PersistentVolume" and _released(live):
-            # Its claim was deleted (by hand, or with an earlier app of this name), and a
-            # Released volume never binds again: delete it and let its deletion event bring
-            # the pass that recreates it. Retain keeps the NFS data either way.
-            kube.delete(api, kind, manifest["metadata"]["name"])
-            children[kind] = None
-            outcome.deleted.append(f"{kind}/{manifest['metadata']['name']}")
-            continue
-        if live is not None and is_subset(manifest, live):
-            continue
-        children[kind] = kube.apply(api, manifest)
-        outcome.applied.append(f"{kind}/{manifest['metadata']['name']}")
+        outcome.problems.append(problem)
+        if child.validates and problem.reason == "InvalidSpec":
+            # Only the API server could check this child, and it says the spec is invalid:
+            # an invalid spec is never half applied.
+            break
     if outcome.applied or outcome.deleted:
         logger.info("applied %s; deleted %s", outcome.applied or "-", outcome.deleted or "-")
+
+
+def _delete(
+    api: pykube.HTTPClient,
+    child: kinds.Child,
+    app: AppSpec,
+    children: dict[str, Obj | None],
+    outcome: Outcome,
+) -> None:
+    live = children.get(child.name)
+    if live is None:
+        return
+    name = live["metadata"]["name"]
+    kube.delete(api, child.name, name, app.namespace if child.namespaced else "")
+    children[child.name] = None
+    outcome.deleted.append(f"{child.name}/{name}")
+
+
+def _apply(  # noqa: PLR0917  (the pass's state, each piece used)
+    api: pykube.HTTPClient,
+    child: kinds.Child,
+    manifest: Obj,
+    live: Obj | None,
+    stored: dict[str, tuple[str, dict[str, Any]]],
+    refused: dict[str, tuple[str, status.Problem]],
+    children: dict[str, Obj | None],
+    outcome: Outcome,
+) -> status.Problem | None:
+    """Apply ``manifest`` unless the child is up to date or this rendering was refused."""
+    digest = drift.stamp_of(manifest) or ""
+    form = stored.get(child.name)
+    if drift.up_to_date(manifest, live, form[1] if form and form[0] == digest else None):
+        refused.pop(child.name, None)
+        return None
+    before = refused.get(child.name)
+    if before is not None and before[0] == digest:
+        # Refused as it is: sending it again would be refused again.
+        return before[1]
+    answer = kube.apply(api, manifest)
+    refused.pop(child.name, None)
+    children[child.name] = answer
+    form_now = drift.stored_form(manifest, answer)
+    if form_now is None:
+        stored.pop(child.name, None)
+    else:
+        stored[child.name] = (digest, form_now)
+    outcome.applied.append(f"{child.name}/{manifest['metadata']['name']}")
+    return None
 
 
 def _released(volume: Obj | None) -> bool:
@@ -228,7 +306,7 @@ def _publish(
     progress_due: Callable[[], bool],
 ) -> None:
     current = body.get("status") or {}
-    if all(current.get(key) == value for key, value in new.items()):
+    if all(current.get(name) == value for name, value in new.items()):
         return
     if not status.urgent(current, new) and not progress_due():
         outcome.status_held = True
@@ -267,6 +345,10 @@ def collect_volume(api: pykube.HTTPClient, namespace: str, app_name: str) -> boo
     the PersistentVolume object goes. Namespaced children are removed by the garbage collector
     through their owner references.
     """
+    # The caller's index may lag behind the cluster (a watch gap, a second instance): only a
+    # direct read may say the app is gone.
+    if kube.get(api, "StatefulWebApp", app_name, namespace) is not None:
+        return False
     name = names.volume_of(namespace, app_name)
     live = kube.get(api, "PersistentVolume", name)
     if live is None or live.get("metadata", {}).get("deletionTimestamp"):

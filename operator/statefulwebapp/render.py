@@ -238,19 +238,3 @@ def render_cronjob(app: AppSpec) -> Manifest | None:
             },
         },
     }
-
-
-RENDERERS = (
-    ("PersistentVolume", render_volume),
-    ("PersistentVolumeClaim", render_claim),
-    ("Service", render_service),
-    ("StatefulSet", render_statefulset),
-    ("DaemonSet", render_daemonset),
-    ("CronJob", render_cronjob),
-)
-"""Every child kind with its renderer, in the order they are applied (storage first)."""
-
-
-def render_all(app: AppSpec) -> dict[str, Manifest | None]:
-    """Every child by kind; None marks a child the spec disables (to delete if present)."""
-    return {kind: render(app) for kind, render in RENDERERS}

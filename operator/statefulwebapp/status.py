@@ -19,12 +19,33 @@ Obj = Mapping[str, Any]
 
 @dataclass(frozen=True)
 class Problem:
-    """Why the app cannot be reconciled right now (bad spec, name conflict, refused write)."""
+    """Why the app, or one child of it, cannot be reconciled right now."""
 
     reason: str
     """CamelCase reason for the Ready condition."""
     message: str
     """What is wrong and what the user can do about it."""
+    child: str = ""
+    """The child kind it concerns; empty when it concerns the whole app."""
+    retry: bool = False
+    """Whether trying again may help without a spec change (server trouble, RBAC)."""
+
+
+def combine(problems: Sequence[Problem]) -> Problem | None:
+    """One problem telling of all: the first one's reason, every message.
+
+    Each child is applied on its own, so several can fail in one pass; the Ready condition
+    names every one of them.
+    """
+    if not problems:
+        return None
+    if len(problems) == 1:
+        return problems[0]
+    return Problem(
+        problems[0].reason,
+        f"{len(problems)} children not applied: " + "; ".join(p.message for p in problems),
+        retry=any(p.retry for p in problems),
+    )
 
 
 def _get(obj: Obj | None, *keys: str, default: Any = None) -> Any:

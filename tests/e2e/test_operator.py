@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from statefulwebapp import names
+from statefulwebapp.kinds import render_all
 from statefulwebapp.model import parse
 from statefulwebapp.reconcile import is_subset
-from statefulwebapp.render import render_all
 from tests.e2e.apps import (
     CONTROL_PLANE,
     apply,

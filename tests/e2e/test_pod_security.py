@@ -21,8 +21,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from statefulwebapp.kinds import render_all
 from statefulwebapp.model import parse
-from statefulwebapp.render import render_all
 from tests.e2e.cluster import Cluster, make_namespace
 
 

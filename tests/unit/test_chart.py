@@ -35,7 +35,7 @@ CLUSTER_RULES = {
     ("", "persistentvolumes"): {"get", "list", "watch", "create", "patch", "delete"},
 }
 NAMESPACED_RULES = {
-    ("apps.k8slab.io", "statefulwebapps"): {"list", "watch"},
+    ("apps.k8slab.io", "statefulwebapps"): {"get", "list", "watch"},
     ("apps.k8slab.io", "statefulwebapps/status"): {"patch"},
     ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "patch"},
     ("", "services"): {"get", "list", "watch", "create", "patch"},

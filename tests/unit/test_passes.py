@@ -87,6 +87,14 @@ def test_a_failed_pass_is_tried_again() -> None:
     assert len(attempts) == 3  # Raised, then reported failure, then succeeded.
 
 
+def test_retries_back_off_exponentially_with_jitter_up_to_a_ceiling() -> None:
+    passes = Passes(retry=2.0, retry_max=60.0)
+    for failures, ceiling in [(1, 2.0), (2, 4.0), (3, 8.0), (5, 32.0), (6, 60.0), (20, 60.0)]:
+        delays = [passes.backoff(failures) for _ in range(200)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays), (failures, min(delays))
+        assert len(set(delays)) > 100  # Jittered: apps failing together do not retry together.
+
+
 def test_a_held_status_write_comes_back_until_written() -> None:
     passes, rec = Passes(coalesce=0.01, progress_interval=0.05), Recorder()
     holds = iter([True, True, True, False])

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from statefulwebapp import names
+from statefulwebapp.kinds import CHILDREN, Child, render_all
 from statefulwebapp.model import AppSpec, parse
-from statefulwebapp.render import RENDERERS, render_all
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -38,9 +38,10 @@ def app() -> AppSpec:
     return parse(SCENARIO)
 
 
-@pytest.mark.parametrize(("kind", "render"), RENDERERS, ids=[k for k, _ in RENDERERS])
-def test_renderer_matches_golden(app: AppSpec, kind: str, render: object) -> None:
-    rendered = render(app)  # type: ignore[operator]
+@pytest.mark.parametrize("child", CHILDREN, ids=[c.name for c in CHILDREN])
+def test_renderer_matches_golden(app: AppSpec, child: Child) -> None:
+    rendered = child.render(app)
+    kind = child.name
     path = GOLDEN / f"{kind.lower()}.yaml"
     if os.environ.get("UPDATE_GOLDEN"):
         path.write_text(yaml.safe_dump(rendered, sort_keys=False))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from statefulwebapp.model import parse
-from statefulwebapp.status import Problem, compute, urgent
+from statefulwebapp.status import Problem, combine, compute, urgent
 from tests.unit.test_render import SCENARIO
 
 APP = parse(SCENARIO)
@@ -150,3 +150,22 @@ def test_progress_is_not_urgent_but_news_is() -> None:
     children["CronJob"]["status"]["lastSuccessfulTime"] = "2026-11-25T10:01:02Z"
     assert urgent(done, compute(APP, generation=2, children=children, now="T1"))
     assert not urgent(done, dict(done))
+
+
+def test_several_problems_are_named_in_one_condition() -> None:
+    assert combine([]) is None
+    one = Problem(
+        "Refused", "PersistentVolumeClaim ns/web-data was refused", "PersistentVolumeClaim"
+    )
+    assert combine([one]) == one
+    two = Problem("ServerTrouble", "DaemonSet ns/web-backup: timeout; retrying", "DaemonSet", True)
+    both = combine([one, two])
+    assert both is not None
+    assert both.reason == "Refused"
+    assert both.retry
+    assert both.message == (
+        "2 children not applied: PersistentVolumeClaim ns/web-data was refused; "
+        "DaemonSet ns/web-backup: timeout; retrying"
+    )
+    status = compute(APP, generation=3, children=healthy(), problem=both, now="t")
+    assert status["conditions"][0]["message"] == both.message

@@ -1,0 +1,165 @@
+"""The one registry of kinds: where each lives in the API, how a child is rendered.
+
+For each child it also says which spec field the API server's complaints point back to.
+
+Everything that iterates over the children (the watches in ``handlers.py``, the URLs in
+``kube.py``, the reconcile's apply order) reads :data:`CHILDREN`, so adding a child kind is one
+entry here plus its renderer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from statefulwebapp import render
+from statefulwebapp.model import GROUP, KIND, PLURAL, VERSION, AppSpec
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Where a kind lives in the API."""
+
+    name: str
+    """The kind, such as ``StatefulSet``."""
+    group: str
+    """API group; empty for the core group."""
+    version: str
+    """API version within the group."""
+    plural: str
+    """Resource name in URLs."""
+    namespaced: bool
+    """Whether objects of the kind live in a namespace."""
+
+    @property
+    def api_base(self) -> str:
+        """``/api/v1`` or ``/apis/<group>/<version>``."""
+        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+
+
+@dataclass(frozen=True)
+class Child(Kind):
+    """A kind the operator renders and owns for each app."""
+
+    render: Callable[[AppSpec], render.Manifest | None]
+    """The pure renderer; None when the spec disables the child."""
+    spec_fields: tuple[tuple[str, str], ...] = ()
+    """(prefix of a field of the child, spec field it comes from): an invalid child is reported
+    against what the user wrote, not against the child's internals. First match wins."""
+    validates: bool = False
+    """Applied before the others because only the API server can check what it carries: when it
+    is refused as invalid, the spec is invalid and nothing else is written."""
+
+
+_POD = "spec.template.spec"
+_JOB_POD = "spec.jobTemplate.spec.template.spec"
+
+CRONJOB = Child(
+    "CronJob",
+    "batch",
+    "v1",
+    "cronjobs",
+    namespaced=True,
+    render=render.render_cronjob,
+    spec_fields=(
+        ("spec.schedule", "spec.dateLogger.schedule"),
+        (f"{_JOB_POD}.containers[0].image", "spec.dateLogger.image"),
+        ("spec.successfulJobsHistoryLimit", "spec.dateLogger.successfulJobsHistoryLimit"),
+        ("spec.failedJobsHistoryLimit", "spec.dateLogger.failedJobsHistoryLimit"),
+        ("", "spec.dateLogger"),
+    ),
+    validates=True,
+)
+PERSISTENT_VOLUME = Child(
+    "PersistentVolume",
+    "",
+    "v1",
+    "persistentvolumes",
+    namespaced=False,
+    render=render.render_volume,
+    spec_fields=(
+        ("spec.capacity", "spec.storage.capacity"),
+        ("spec.nfs", "spec.storage.nfs"),
+        ("", "spec.storage"),
+    ),
+)
+PERSISTENT_VOLUME_CLAIM = Child(
+    "PersistentVolumeClaim",
+    "",
+    "v1",
+    "persistentvolumeclaims",
+    namespaced=True,
+    render=render.render_claim,
+    spec_fields=(("spec.resources", "spec.storage.request"), ("", "spec.storage")),
+)
+SERVICE = Child(
+    "Service",
+    "",
+    "v1",
+    "services",
+    namespaced=True,
+    render=render.render_service,
+    spec_fields=(
+        ("metadata.name", "spec.serviceName"),
+        ("spec.ports", "spec.port"),
+        ("", "spec.serviceName"),
+    ),
+)
+STATEFULSET = Child(
+    "StatefulSet",
+    "apps",
+    "v1",
+    "statefulsets",
+    namespaced=True,
+    render=render.render_statefulset,
+    spec_fields=(
+        ("spec.replicas", "spec.replicas"),
+        (f"{_POD}.containers[0].resources", "spec.resources"),
+        (f"{_POD}.containers[0].image", "spec.image"),
+        (f"{_POD}.containers[0].ports", "spec.port"),
+        (f"{_POD}.containers[0].volumeMounts", "spec.storage.mountPath"),
+        (f"{_POD}.securityContext", "spec.runAsUser"),
+        ("", "spec"),
+    ),
+)
+DAEMONSET = Child(
+    "DaemonSet",
+    "apps",
+    "v1",
+    "daemonsets",
+    namespaced=True,
+    render=render.render_daemonset,
+    spec_fields=(
+        (f"{_POD}.containers[0].resources", "spec.backup.resources"),
+        (f"{_POD}.containers[0].image", "spec.backup.image"),
+        (f"{_POD}.volumes[1].hostPath", "spec.backup.hostPath"),
+        ("", "spec.backup"),
+    ),
+)
+
+CHILDREN: tuple[Child, ...] = (
+    CRONJOB,
+    PERSISTENT_VOLUME,
+    PERSISTENT_VOLUME_CLAIM,
+    SERVICE,
+    STATEFULSET,
+    DAEMONSET,
+)
+"""Every child, in the order a pass applies them: the one the API server validates first, then
+storage before the workloads that mount it."""
+
+APP = Kind(KIND, GROUP, VERSION, PLURAL, namespaced=True)
+
+BY_NAME: dict[str, Kind] = {kind.name: kind for kind in (*CHILDREN, APP)}
+
+
+def spec_field(kind: Kind, child_field: str) -> str:
+    """The spec field behind ``child_field`` of a child (a path the API server named)."""
+    prefixes = kind.spec_fields if isinstance(kind, Child) else ()
+    matches = (spec for prefix, spec in prefixes if child_field.startswith(prefix))
+    return next(matches, "spec")
+
+
+def render_all(app: AppSpec) -> dict[str, render.Manifest | None]:
+    """Every child by kind, in apply order; None marks a child the spec disables."""
+    return {child.name: child.render(app) for child in CHILDREN}

@@ -1,0 +1,262 @@
+"""``reconcile()`` against a fake API server that records requests: the exact set each pass
+sends, per-child failures, and nothing sent when nothing changed. No network.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import pytest
+import requests
+
+from statefulwebapp import kinds, kube
+from statefulwebapp.reconcile import Memory, Outcome, reconcile
+from tests.unit.fakeapi import FakeApi, Obj, error
+from tests.unit.test_render import SCENARIO
+
+NS = "default"
+APP_PATH = kube.path("StatefulWebApp", "web", NS)
+PATHS = {
+    "CronJob": kube.path("CronJob", "web-datelog", NS),
+    "PersistentVolume": kube.path("PersistentVolume", "default-web-data"),
+    "PersistentVolumeClaim": kube.path("PersistentVolumeClaim", "web-data", NS),
+    "Service": kube.path("Service", "nginx", NS),
+    "StatefulSet": kube.path("StatefulSet", "web", NS),
+    "DaemonSet": kube.path("DaemonSet", "web-backup", NS),
+}
+APPLY_ORDER = [PATHS[c.name] for c in kinds.CHILDREN]
+
+
+class Pass:
+    """Runs passes of one app the way handlers.py does: observed children from the server's
+    store, the app with the status last written, one Memory across passes."""
+
+    def __init__(self, api: FakeApi) -> None:
+        self.api = api
+        self.memory = Memory()
+        self.warnings: list[tuple[str, str]] = []
+        self.body: Obj = copy.deepcopy(SCENARIO)
+
+    def edit(self, **spec: Any) -> None:
+        self.body = copy.deepcopy(self.body)
+        for key, value in spec.items():
+            if value is None:
+                self.body["spec"].pop(key, None)
+            else:
+                self.body["spec"][key] = value
+        self.body["metadata"]["generation"] += 1
+
+    def run(self) -> Outcome:
+        self.api.requests.clear()
+        observed = {kind: self.api.objects.get(path) for kind, path in PATHS.items()}
+        outcome = reconcile(
+            self.api,  # type: ignore[arg-type]
+            body=self.body,
+            observed=observed,
+            warn=lambda reason, message: self.warnings.append((reason, message)),
+            logger=logging.getLogger("test"),
+            memory=self.memory,
+        )
+        if outcome.written_status is not None:
+            self.body = {**self.body, "status": outcome.written_status}
+        return outcome
+
+
+def ready_children(api: FakeApi) -> None:
+    """What the controllers would report once the children are up."""
+    for path, obj in api.objects.items():
+        kind = obj.get("kind")
+        gen = obj["metadata"].setdefault("generation", 1)
+        if kind == "PersistentVolumeClaim":
+            obj["status"] = {"phase": "Bound"}
+        elif kind == "StatefulSet":
+            n = obj["spec"]["replicas"]
+            obj["status"] = {
+                "observedGeneration": gen,
+                "replicas": n,
+                "readyReplicas": n,
+                "updatedReplicas": n,
+            }
+        elif kind == "DaemonSet":
+            obj["status"] = {
+                "observedGeneration": gen,
+                "desiredNumberScheduled": 4,
+                "numberReady": 4,
+                "updatedNumberScheduled": 4,
+            }
+        assert path
+
+
+@pytest.fixture
+def app() -> Pass:
+    api = FakeApi()
+    api.objects[APP_PATH] = copy.deepcopy(SCENARIO)
+    return Pass(api)
+
+
+def ready(app: Pass) -> None:
+    app.run()
+    ready_children(app.api)
+    app.run()
+    assert app.body["status"]["conditions"][0]["reason"] == "Ready"
+
+
+def test_a_new_app_gets_every_child_in_order_then_one_status(app: Pass) -> None:
+    outcome = app.run()
+    # One look for each missing child (a foreign object in the way?), then one apply each.
+    assert app.api.sent("GET") == APPLY_ORDER
+    assert app.api.sent("PATCH") == [*APPLY_ORDER, f"{APP_PATH}/status"]
+    assert outcome.problems == []
+    assert outcome.applied == [
+        f"{c.name}/{PATHS[c.name].rsplit('/', 1)[1]}" for c in kinds.CHILDREN
+    ]
+
+
+def test_nothing_changed_sends_nothing(app: Pass) -> None:
+    ready(app)
+    app.run()
+    assert app.api.requests == []
+
+
+def test_removed_resources_are_applied_without_them(app: Pass) -> None:
+    app.edit(resources={"limits": {"cpu": "1"}})
+    ready(app)
+    app.edit(resources=None)
+    app.run()
+    assert app.api.sent("PATCH") == [PATHS["StatefulSet"], f"{APP_PATH}/status"]
+    container = app.api.objects[PATHS["StatefulSet"]]["spec"]["template"]["spec"]["containers"][0]
+    assert "resources" not in container
+
+
+def test_tolerations_turned_off_are_applied_without_them(app: Pass) -> None:
+    ready(app)
+    app.edit(backup={"tolerateControlPlane": False})
+    app.run()
+    assert app.api.sent("PATCH") == [PATHS["DaemonSet"], f"{APP_PATH}/status"]
+    assert "tolerations" not in app.api.objects[PATHS["DaemonSet"]]["spec"]["template"]["spec"]
+
+
+def test_canonical_forms_cost_one_apply_not_one_per_pass(app: Pass) -> None:
+    def canonical(obj: Obj) -> Obj:
+        if obj["kind"] == "StatefulSet":
+            limits = obj["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+            limits["cpu"] = {"0.5": "500m"}.get(limits["cpu"], limits["cpu"])
+        return obj
+
+    app.api.canonical = canonical
+    app.edit(resources={"limits": {"cpu": "0.5"}})
+    ready(app)
+    app.run()
+    assert app.api.requests == []
+    # A new operator process (no memory) applies it once and is quiet from then on.
+    app.memory = Memory()
+    app.run()
+    assert app.api.sent("PATCH") == [PATHS["StatefulSet"]]
+    app.run()
+    assert app.api.requests == []
+
+
+def test_a_refused_child_freezes_no_other(app: Pass) -> None:
+    ready(app)
+    app.api.answers[("PATCH", PATHS["PersistentVolumeClaim"])] = error(
+        403,
+        "Forbidden",
+        'persistentvolumeclaims "web-data" is forbidden: only dynamically provisioned pvc can '
+        "be resized and the storageclass that provisions the pvc must support resize",
+    )
+    storage = {**SCENARIO["spec"]["storage"], "request": "20Mi"}
+    app.edit(storage=storage, replicas=4)
+    outcome = app.run()
+    assert app.api.sent("PATCH") == [
+        PATHS["PersistentVolumeClaim"],
+        PATHS["StatefulSet"],
+        f"{APP_PATH}/status",
+    ]
+    assert app.api.objects[PATHS["StatefulSet"]]["spec"]["replicas"] == 4
+    (problem,) = outcome.problems
+    assert problem.reason == "Refused"
+    assert "PersistentVolumeClaim default/web-data was refused" in problem.message
+    assert "only dynamically provisioned pvc" in problem.message
+    assert not outcome.retry
+    condition = app.body["status"]["conditions"][0]
+    assert (condition["status"], condition["reason"]) == ("False", "Refused")
+    assert app.warnings[-1][0] == "Refused"
+    # The refusal waits for a spec change: the next pass does not send it again.
+    ready_children(app.api)
+    app.run()
+    assert PATHS["PersistentVolumeClaim"] not in app.api.sent("PATCH")
+    assert app.body["status"]["conditions"][0]["reason"] == "Refused"
+    # A spec change brings a new try.
+    app.edit(storage={**storage, "request": "30Mi"})
+    app.run()
+    assert app.api.sent("PATCH")[0] == PATHS["PersistentVolumeClaim"]
+    # Back to what the claim has: nothing to send, nothing refused any more.
+    app.edit(storage=SCENARIO["spec"]["storage"])
+    app.run()
+    assert PATHS["PersistentVolumeClaim"] not in app.api.sent("PATCH")
+    assert app.body["status"]["conditions"][0]["reason"] == "Ready"
+
+
+def test_every_failed_child_is_named(app: Pass) -> None:
+    ready(app)
+    app.api.answers[("PATCH", PATHS["StatefulSet"])] = error(
+        403,
+        "Forbidden",
+        'statefulsets.apps "web" is forbidden: User "system:serviceaccount:x:op" cannot patch '
+        'resource "statefulsets" in API group "apps" in the namespace "default"',
+    )
+    app.api.answers[("PATCH", PATHS["DaemonSet"])] = error(503, "ServiceUnavailable", "etcd down")
+    app.edit(replicas=2, backup={"keep": 5})
+    outcome = app.run()
+    assert [p.reason for p in outcome.problems] == ["Forbidden", "ServerTrouble"]
+    assert outcome.retry
+    message = app.body["status"]["conditions"][0]["message"]
+    assert message.startswith("2 children not applied: StatefulSet default/web:")
+    assert "grant the operator this permission" in message
+    assert "DaemonSet default/web-backup: etcd down; retrying" in message
+
+
+def test_unreachable_server_is_server_trouble(app: Pass) -> None:
+    ready(app)
+    app.api.answers[("PATCH", PATHS["Service"])] = requests.ConnectionError("refused")
+    app.edit(port=8080)
+    outcome = app.run()
+    assert [p.reason for p in outcome.problems] == ["ServerTrouble"]
+    assert outcome.retry
+    assert PATHS["StatefulSet"] in app.api.sent("PATCH")
+
+
+def test_schedule_refused_by_the_api_server_writes_nothing(app: Pass) -> None:
+    app.edit(dateLogger={"schedule": "* * * * 7"})
+    app.api.answers[("PATCH", PATHS["CronJob"])] = error(
+        422,
+        "Invalid",
+        'CronJob.batch "web-datelog" is invalid: spec.schedule: Invalid value: "* * * * 7": '
+        "end of range (7) above maximum (6): 7",
+        "spec.schedule",
+    )
+    outcome = app.run()
+    assert app.api.sent("PATCH") == [PATHS["CronJob"], f"{APP_PATH}/status"]
+    (problem,) = outcome.problems
+    assert problem.reason == "InvalidSpec"
+    assert problem.message.startswith("spec.dateLogger.schedule: the API server refused CronJob")
+    assert "above maximum (6)" in problem.message
+    assert not outcome.retry
+    # Still refused on the next event: not sent again, still nothing else written.
+    app.run()
+    assert app.api.sent("PATCH") == []
+    del app.api.answers[("PATCH", PATHS["CronJob"])]
+    app.edit(dateLogger={"schedule": "*/5 * * * *"})
+    app.run()
+    assert app.api.sent("PATCH")[: len(APPLY_ORDER)] == APPLY_ORDER
+
+
+def test_disabled_child_is_deleted(app: Pass) -> None:
+    ready(app)
+    app.edit(dateLogger={"enabled": False})
+    outcome = app.run()
+    assert app.api.sent("DELETE") == [PATHS["CronJob"]]
+    assert outcome.deleted == ["CronJob/web-datelog"]
+    assert PATHS["CronJob"] not in app.api.objects
