@@ -56,11 +56,7 @@ def _leaves(value: Any, path: str) -> Iterator[str]:
     elif isinstance(value, Mapping) and value:
         for key, sub in value.items():
             yield from _leaves(sub, f"{path}.{key}" if path else key)
-    elif (
-        isinstance(value, list)
-        and value
-        and all(isinstance(item, Mapping) for item in value)
-    ):
+    elif isinstance(value, list) and value and all(isinstance(item, Mapping) for item in value):
         for item in value:
             yield from _leaves(item, f"{path}[*]")
     else:
