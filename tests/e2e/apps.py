@@ -58,7 +58,7 @@ def child(cluster: Cluster, kind: str, name: str, namespace: str) -> dict[str, A
     plural = {"persistentvolume": "pv", "persistentvolumeclaim": "pvc"}.get(
         kind.lower(), kind.lower()
     )
-    args = ["get", plural, name, "-o", "json", "--ignore-not-found"]
+    args = ["get", plural, name, "-o", "json", "--ignore-not-found", "--show-managed-fields"]
     if plural != "pv":
         args += ["-n", namespace]
     out = cluster.kubectl(*args)

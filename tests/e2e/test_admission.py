@@ -1,0 +1,150 @@
+"""What the API server accepts, asked of the real one (server-side dry runs and real edits).
+
+The CRD's schema and CEL rules are the only statement of a valid spec; these cases pin the
+harmful inputs they close (a root agent writing into a system directory, a mount hiding the
+whole image, resources a container refuses) and that each refusal says what to write instead,
+next to look-alikes that must still pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.apps import apply, get_app, sample, wait_ready
+from tests.e2e.cluster import Cluster, Operator, make_namespace
+
+
+def dry_run(cluster: Cluster, body: dict[str, Any], namespace: str = "default") -> str:
+    return cluster.kubectl(
+        "apply",
+        "--dry-run=server",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(body),
+        check=False,
+    )
+
+
+def with_spec(**spec: Any) -> dict[str, Any]:
+    body = sample(**spec)
+    body["metadata"]["name"] = "admission"
+    return body
+
+
+REFUSED = [
+    ("hostPath root", {"backup": {"hostPath": "/"}}, "must not be the node's root directory"),
+    ("hostPath /.", {"backup": {"hostPath": "/."}}, "is not a clean path"),
+    ("hostPath //etc", {"backup": {"hostPath": "//etc"}}, "is not a clean path"),
+    ("hostPath /var/./x", {"backup": {"hostPath": "/var/./x"}}, "is not a clean path"),
+    ("hostPath trailing /", {"backup": {"hostPath": "/var/backups/"}}, "is not a clean path"),
+    ("hostPath /etc", {"backup": {"hostPath": "/etc"}}, "is in a system directory"),
+    ("hostPath under /etc", {"backup": {"hostPath": "/etc/cron.d"}}, "is in a system directory"),
+    ("hostPath /proc", {"backup": {"hostPath": "/proc/1"}}, "is in a system directory"),
+    ("hostPath /sys", {"backup": {"hostPath": "/sys"}}, "is in a system directory"),
+    ("hostPath /dev", {"backup": {"hostPath": "/dev/shm"}}, "is in a system directory"),
+    ("hostPath /boot", {"backup": {"hostPath": "/boot"}}, "is in a system directory"),
+    ("hostPath /root", {"backup": {"hostPath": "/root/b"}}, "is in a system directory"),
+    ("hostPath /run", {"backup": {"hostPath": "/run"}}, "is in a system directory"),
+    ("hostPath kubelet", {"backup": {"hostPath": "/var/lib/kubelet"}}, "system directory"),
+    ("hostPath containerd", {"backup": {"hostPath": "/var/lib/containerd/x"}}, "system directory"),
+    ("hostPath docker", {"backup": {"hostPath": "/var/lib/docker"}}, "system directory"),
+    ("hostPath relative", {"backup": {"hostPath": "var/backups"}}, "is not absolute"),
+    (
+        "mountPath root",
+        {"storage": {"nfs": {"server": "a", "path": "/x"}, "mountPath": "/"}},
+        "must not be the container's root directory",
+    ),
+    (
+        "mountPath dotdot",
+        {"storage": {"nfs": {"server": "a", "path": "/x"}, "mountPath": "/srv/../etc"}},
+        'contains a ".." segment',
+    ),
+    (
+        "resources gpu",
+        {"resources": {"limits": {"gpu": "1"}}},
+        "resources.limits may only name cpu, memory, ephemeral-storage or",
+    ),
+    (
+        "backup resources gpu",
+        {"backup": {"resources": {"requests": {"nvidia": "1"}}}},
+        "backup.resources.requests may only name",
+    ),
+    ("runAsUser without restricted", {"runAsUser": 1000}, "Set podSecurity: restricted"),
+    ("TZ in schedule", {"dateLogger": {"schedule": "TZ=UTC * * * * *"}}, "time zone"),
+]
+
+ACCEPTED = [
+    ("hostPath default", {"backup": {"hostPath": "/var/backups/statefulwebapp"}}),
+    ("hostPath near /etc", {"backup": {"hostPath": "/etcetera/backups"}}),
+    ("hostPath /srv", {"backup": {"hostPath": "/srv/backups"}}),
+    ("hostPath /var/lib other", {"backup": {"hostPath": "/var/lib/web-backups"}}),
+    ("hostPath dotted name", {"backup": {"hostPath": "/var/.backups/x..y"}}),
+    ("mountPath", {"storage": {"nfs": {"server": "a", "path": "/x"}, "mountPath": "/srv/www"}}),
+    ("resources all kinds", {"resources": {"limits": {"cpu": 1, "hugepages-2Mi": "4Mi"}}}),
+    ("resources ephemeral", {"resources": {"requests": {"ephemeral-storage": "1Gi"}}}),
+    ("runAsUser restricted", {"podSecurity": "restricted", "runAsUser": 1000}),
+]
+
+
+@pytest.mark.parametrize(("case", "spec", "words"), REFUSED, ids=[c for c, _, _ in REFUSED])
+def test_harmful_input_is_refused_saying_what_to_write(
+    cluster: Cluster, operator: Operator, case: str, spec: dict[str, Any], words: str
+) -> None:
+    out = dry_run(cluster, with_spec(**spec))
+    assert "is invalid" in out, f"{case} was accepted: {out}"
+    assert words in out, f"{case}: the message does not say {words!r}: {out}"
+
+
+@pytest.mark.parametrize(("case", "spec"), ACCEPTED, ids=[c for c, _ in ACCEPTED])
+def test_lookalikes_are_accepted(
+    cluster: Cluster, operator: Operator, case: str, spec: dict[str, Any]
+) -> None:
+    out = dry_run(cluster, with_spec(**spec))
+    assert "created (server dry run)" in out, f"{case} was refused: {out}"
+
+
+@pytest.fixture(scope="module")
+def live(cluster: Cluster, operator: Operator) -> Iterator[str]:
+    namespace = make_namespace(cluster, "adm")
+    apply(cluster, namespace, sample())
+    wait_ready(cluster, namespace)
+    yield namespace
+    cluster.kubectl("delete", "swa", "--all", "-n", namespace, "--wait=true", "--timeout=60s")
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+@pytest.mark.parametrize(
+    "storage",
+    [
+        {"capacity": "300Mi"},
+        {"request": "20Mi"},
+        {"capacity": "300Mi", "request": "300Mi"},
+        {"request": None},  # Removing it means "the same as capacity": 100Mi, not 10Mi.
+    ],
+    ids=["capacity", "request", "both", "request-removed"],
+)
+def test_storage_size_is_immutable_and_says_how_to_move(
+    cluster: Cluster, live: str, storage: dict[str, Any]
+) -> None:
+    body = sample()
+    for key, value in storage.items():
+        if value is None:
+            body["spec"]["storage"].pop(key)
+        else:
+            body["spec"]["storage"][key] = value
+    out = dry_run(cluster, body, live)
+    assert "storage.capacity and storage.request are immutable" in out, out
+    assert "delete the StatefulWebApp and apply it again" in out
+    kept = get_app(cluster, live)["spec"]["storage"]
+    assert (kept["capacity"], kept["request"]) == ("100Mi", "10Mi")
+
+
+def test_same_storage_size_is_no_edit(cluster: Cluster, live: str) -> None:
+    out = dry_run(cluster, sample(replicas=2), live)
+    assert "configured (server dry run)" in out, out

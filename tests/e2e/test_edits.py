@@ -1,0 +1,388 @@
+"""Every edit a user can make to a live app: set, change, remove, turn off, and the children
+afterwards.
+
+One app takes the edits in sequence, each applied with ``kubectl apply`` of the whole object
+(as users do; a field left out of the file is removed from the app) or a JSON patch. After
+each one the app must be Ready at its new generation, and that must be true of the children:
+each was applied from the current rendering (its digest), the fields the operator owns on it
+are exactly the fields the rendering has (nothing dropped is left behind), and each edit's own
+effect is checked on the live child.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pykube
+import pytest
+
+from statefulwebapp import drift, names
+from statefulwebapp.kinds import render_all
+from statefulwebapp.model import parse
+from tests.e2e.apps import (
+    CONTROL_PLANE,
+    apply,
+    child,
+    get_app,
+    ready_condition,
+    sample,
+    wait_ready,
+    wait_reason,
+)
+from tests.e2e.cluster import Cluster, Operator, make_namespace, wait_for
+from tests.e2e.fieldsets import owned_paths, rendering_fields
+
+Obj = dict[str, Any]
+Check = Callable[[Cluster, str, dict[str, Obj | None]], None]
+
+
+def children_match_the_rendering(cluster: Cluster, namespace: str) -> dict[str, Obj | None]:
+    """Assert each child is exactly what the app renders now; return them by kind."""
+    app = parse(get_app(cluster, namespace))
+    found: dict[str, Obj | None] = {}
+    for kind, manifest in render_all(app).items():
+        name = (manifest or {}).get("metadata", {}).get("name")
+        live = child(cluster, kind, name, namespace) if name else None
+        found[kind] = live
+        if manifest is None:
+            continue
+        assert live is not None, f"{kind} {name} is missing"
+        stamped = drift.stamp(manifest)
+        assert drift.stamp_of(live) == drift.stamp_of(stamped), f"{kind} not applied from now"
+        assert owned_paths(live) == rendering_fields(stamped), f"{kind}: owned fields differ"
+    return found
+
+
+def container(obj: Obj | None) -> Obj:
+    assert obj is not None
+    pod = obj["spec"]["template"]["spec"] if "template" in obj["spec"] else None
+    pod = pod or obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    first: Obj = pod["containers"][0]
+    return first
+
+
+def pod_spec(obj: Obj | None) -> Obj:
+    assert obj is not None
+    spec: Obj = obj["spec"]["template"]["spec"]
+    return spec
+
+
+def backup_nodes(cluster: Cluster, namespace: str) -> list[str]:
+    selector = {names.LABEL_INSTANCE: "web", names.LABEL_COMPONENT: names.BACKUP}
+    pods = pykube.Pod.objects(cluster.api, namespace=namespace).filter(selector=selector)
+    return sorted(p.obj["spec"].get("nodeName", "") for p in pods)
+
+
+def nodes(cluster: Cluster, control_plane: bool) -> list[str]:
+    return sorted(
+        n.name
+        for n in pykube.Node.objects(cluster.api)
+        if (CONTROL_PLANE in n.labels) is control_plane
+    )
+
+
+# Each step: (what the user does, the spec edit, what the children must show).
+# An edit is a function of the current spec returning the new one; None removes a key.
+Edit = Callable[[Obj], Obj]
+
+
+def put(path: str, value: Any) -> Edit:
+    def edit(spec: Obj) -> Obj:
+        new = copy.deepcopy(spec)
+        *parents, leaf = path.split(".")
+        cur = new
+        for key in parents:
+            cur = cur.setdefault(key, {})
+        if value is None:
+            cur.pop(leaf, None)
+        else:
+            cur[leaf] = value
+        return new
+
+    return edit
+
+
+def both(*edits: Edit) -> Edit:
+    def edit(spec: Obj) -> Obj:
+        for one in edits:
+            spec = one(spec)
+        return spec
+
+    return edit
+
+
+STEPS: list[tuple[str, Edit | list[Obj], Check]] = [
+    (
+        "set resources (0.5 is stored as 500m)",
+        put("resources", {"limits": {"cpu": "0.5", "memory": "128Mi"}}),
+        lambda c, ns, ch: _eq(
+            container(ch["StatefulSet"])["resources"],
+            {"limits": {"cpu": "500m", "memory": "128Mi"}},
+        ),
+    ),
+    (
+        "change resources (limits gone, a request instead)",
+        put("resources", {"requests": {"cpu": "100m"}}),
+        lambda c, ns, ch: _eq(
+            container(ch["StatefulSet"])["resources"], {"requests": {"cpu": "100m"}}
+        ),
+    ),
+    (
+        "remove resources",
+        put("resources", None),
+        lambda c, ns, ch: _eq(container(ch["StatefulSet"]).get("resources"), {}),
+    ),
+    (
+        "turn off the control-plane toleration",
+        put("backup.tolerateControlPlane", False),
+        lambda c, ns, ch: (
+            _eq(pod_spec(ch["DaemonSet"]).get("tolerations"), None),
+            _eq(backup_nodes(c, ns), nodes(c, control_plane=False)),
+        ),
+    ),
+    (
+        "turn it back on",
+        put("backup.tolerateControlPlane", True),
+        lambda c, ns, ch: (
+            _eq(len(pod_spec(ch["DaemonSet"])["tolerations"]), 2),
+            _eq(backup_nodes(c, ns), sorted(nodes(c, True) + nodes(c, False))),
+        ),
+    ),
+    (
+        "set podSecurity restricted with a runAsUser",
+        both(put("podSecurity", "restricted"), put("runAsUser", 1000)),
+        lambda c, ns, ch: (
+            _eq(pod_spec(ch["StatefulSet"])["securityContext"]["runAsUser"], 1000),
+            _eq(pod_spec(ch["DaemonSet"])["volumes"][1], {"name": "backups", "emptyDir": {}}),
+        ),
+    ),
+    (
+        "remove runAsUser (the default user, 101)",
+        put("runAsUser", None),
+        lambda c, ns, ch: _eq(pod_spec(ch["StatefulSet"])["securityContext"]["runAsUser"], 101),
+    ),
+    (
+        "podSecurity back to default",
+        put("podSecurity", "default"),
+        lambda c, ns, ch: (
+            _eq(pod_spec(ch["StatefulSet"]).get("securityContext"), {}),
+            _eq(container(ch["StatefulSet"]).get("securityContext"), None),
+            _eq("hostPath" in pod_spec(ch["DaemonSet"])["volumes"][1], True),
+        ),
+    ),
+    (
+        "turn off backups",
+        put("backup.enabled", False),
+        lambda c, ns, ch: (
+            _eq(ch["DaemonSet"], None),
+            _eq(get_app(c, ns)["status"]["backup"], "disabled"),
+        ),
+    ),
+    (
+        "turn backups on with other settings",
+        put("backup", {"keep": 5, "intervalSeconds": 60, "hostPath": "/srv/web-backups"}),
+        lambda c, ns, ch: _eq(
+            pod_spec(ch["DaemonSet"])["volumes"][1]["hostPath"]["path"], "/srv/web-backups"
+        ),
+    ),
+    (
+        # A merge patch (what kubectl apply sends) of {} changes nothing, so an empty block
+        # needs a JSON patch: the README says so.
+        "turn off the backup container's resources (an empty block)",
+        [{"op": "replace", "path": "/spec/backup/resources", "value": {}}],
+        lambda c, ns, ch: _eq(container(ch["DaemonSet"]).get("resources"), {}),
+    ),
+    (
+        "remove backup settings (defaults back)",
+        put("backup", None),
+        lambda c, ns, ch: _eq(
+            container(ch["DaemonSet"])["resources"], {"limits": {"cpu": "100m", "memory": "200Mi"}}
+        ),
+    ),
+    (
+        "suspend the date logger and change its schedule",
+        put("dateLogger", {"suspend": True, "schedule": "0 3 * * 1-5"}),
+        lambda c, ns, ch: (
+            _eq(ch["CronJob"]["spec"]["suspend"], True),  # type: ignore[index]
+            _eq(ch["CronJob"]["spec"]["schedule"], "0 3 * * 1-5"),  # type: ignore[index]
+        ),
+    ),
+    (
+        "turn off the date logger",
+        put("dateLogger.enabled", False),
+        lambda c, ns, ch: _eq(ch["CronJob"], None),
+    ),
+    (
+        "remove the date logger settings (on, every minute, not suspended)",
+        put("dateLogger", None),
+        lambda c, ns, ch: (
+            _eq(ch["CronJob"]["spec"]["suspend"], False),  # type: ignore[index]
+            _eq(ch["CronJob"]["spec"]["schedule"], "*/1 * * * *"),  # type: ignore[index]
+        ),
+    ),
+    (
+        "change replicas, image, port and mount path",
+        both(
+            put("replicas", 2),
+            put("image", "nginx:1.27"),
+            put("port", 8080),
+            put("storage.mountPath", "/srv/www"),
+        ),
+        lambda c, ns, ch: (
+            _eq(ch["StatefulSet"]["spec"]["replicas"], 2),  # type: ignore[index]
+            _eq(container(ch["StatefulSet"])["image"], "nginx:1.27"),
+            _eq(container(ch["StatefulSet"])["volumeMounts"][0]["mountPath"], "/srv/www"),
+            _eq(ch["Service"]["spec"]["ports"][0]["port"], 8080),  # type: ignore[index]
+        ),
+    ),
+]
+
+
+def warnings(cluster: Cluster, namespace: str, reason: str) -> list[str]:
+    out = cluster.kubectl(
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        f"type=Warning,reason={reason}",
+        "-o",
+        "name",
+    )
+    return out.split()
+
+
+def _eq(got: Any, want: Any) -> None:
+    assert got == want, f"got {got!r}, want {want!r}"
+
+
+@pytest.fixture(scope="module")
+def live_app(cluster: Cluster, operator: Operator) -> Iterator[tuple[str, Obj]]:
+    namespace = make_namespace(cluster, "edit")
+    body = sample()
+    apply(cluster, namespace, body)
+    wait_ready(cluster, namespace)
+    yield namespace, body
+    cluster.kubectl("delete", "swa", "--all", "-n", namespace, "--wait=true", "--timeout=60s")
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def test_each_edit_reaches_the_children(cluster: Cluster, live_app: tuple[str, Obj]) -> None:
+    namespace, body = live_app
+    children_match_the_rendering(cluster, namespace)
+    for what, edit, check in STEPS:
+        if isinstance(edit, list):
+            patch = json.dumps(edit)
+            cluster.kubectl("patch", "swa", "web", "-n", namespace, "--type=json", "-p", patch)
+            body["spec"] = get_app(cluster, namespace)["spec"]
+        else:
+            body["spec"] = edit(body["spec"])
+            apply(cluster, namespace, body)
+        wait_ready(cluster, namespace, timeout=120)
+        try:
+            check(cluster, namespace, children_match_the_rendering(cluster, namespace))
+        except AssertionError as err:
+            raise AssertionError(f"after '{what}': {err}") from err
+
+
+def test_json_patch_removal_reaches_the_children(
+    cluster: Cluster, live_app: tuple[str, Obj]
+) -> None:
+    namespace, body = live_app
+    body["spec"]["resources"] = {"limits": {"memory": "64Mi"}}
+    apply(cluster, namespace, body)
+    wait_ready(cluster, namespace)
+    assert container(child(cluster, "StatefulSet", "web", namespace))["resources"]
+    patch = [{"op": "remove", "path": "/spec/resources"}]
+    cluster.kubectl("patch", "swa", "web", "-n", namespace, "--type=json", "-p", json.dumps(patch))
+    del body["spec"]["resources"]
+    wait_ready(cluster, namespace)
+    found = children_match_the_rendering(cluster, namespace)
+    assert container(found["StatefulSet"]).get("resources") == {}
+
+
+# -- refusals -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_ns(cluster: Cluster, operator: Operator) -> Iterator[str]:
+    namespace = make_namespace(cluster, "refuse")
+    yield namespace
+    cluster.kubectl("delete", "swa", "--all", "-n", namespace, "--wait=true", "--timeout=60s")
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def test_a_refused_child_freezes_no_other(cluster: Cluster, fresh_ns: str) -> None:
+    # A quota refuses any DaemonSet here: an admission refusal (403), not RBAC.
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "no-daemonsets"},
+        "spec": {"hard": {"count/daemonsets.apps": "0"}},
+    }
+    apply(cluster, fresh_ns, quota)
+    wait_for(
+        lambda: (
+            "hard"
+            in json.loads(
+                cluster.kubectl("get", "quota", "no-daemonsets", "-n", fresh_ns, "-o", "json")
+            ).get("status", {})
+        ),
+        30,
+        "the quota to be counted",
+    )
+    apply(cluster, fresh_ns, sample())
+    condition = wait_reason(cluster, fresh_ns, "Refused")
+    assert condition["message"].startswith(
+        f"DaemonSet {fresh_ns}/web-backup was refused by the API server:"
+    )
+    assert "exceeded quota" in condition["message"]
+    assert "grant" not in condition["message"]  # Not an RBAC problem.
+    assert child(cluster, "DaemonSet", "web-backup", fresh_ns) is None
+    # Every other child is there, and an edit still reaches them.
+    for kind, name in [("StatefulSet", "web"), ("Service", "nginx"), ("CronJob", "web-datelog")]:
+        assert child(cluster, kind, name, fresh_ns) is not None, kind
+    apply(cluster, fresh_ns, sample(replicas=2))
+    wait_for(
+        lambda: (
+            (s := child(cluster, "StatefulSet", "web", fresh_ns)) and s["spec"]["replicas"] == 2
+        ),
+        30,
+        "the replicas change to reach the StatefulSet",
+    )
+    app = wait_for(
+        lambda: (
+            (a := get_app(cluster, fresh_ns))["status"]["observedGeneration"]
+            == a["metadata"]["generation"]
+            and a
+        ),
+        30,
+        "the new generation acknowledged",
+    )
+    assert ready_condition(app)["reason"] == "Refused"
+    assert warnings(cluster, fresh_ns, "Refused")
+    # What refused it is gone; the refusal waits for the next spec change, which applies it.
+    cluster.kubectl("delete", "quota", "no-daemonsets", "-n", fresh_ns)
+    apply(cluster, fresh_ns, sample(replicas=2, backup={"keep": 5}))
+    wait_ready(cluster, fresh_ns)
+    children_match_the_rendering(cluster, fresh_ns)
+
+
+def test_invalid_schedule_on_a_live_app_writes_nothing(cluster: Cluster, fresh_ns: str) -> None:
+    apply(cluster, fresh_ns, sample())
+    wait_ready(cluster, fresh_ns)
+    apply(cluster, fresh_ns, sample(replicas=2, dateLogger={"schedule": "* * * * 7"}))
+    condition = wait_reason(cluster, fresh_ns, "InvalidSpec")
+    assert "spec.dateLogger.schedule" in condition["message"]
+    assert "above maximum (6)" in condition["message"]
+    # An invalid spec is never half applied: the replicas change waits with it.
+    sts = child(cluster, "StatefulSet", "web", fresh_ns)
+    assert sts is not None
+    assert sts["spec"]["replicas"] == 3
+    apply(cluster, fresh_ns, sample(replicas=2, dateLogger={"schedule": "* * * * 6"}))
+    wait_ready(cluster, fresh_ns)
+    found = children_match_the_rendering(cluster, fresh_ns)
+    assert found["StatefulSet"]["spec"]["replicas"] == 2  # type: ignore[index]
