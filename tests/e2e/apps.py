@@ -9,7 +9,11 @@ from typing import Any
 
 import yaml
 
+from statefulwebapp import drift
+from statefulwebapp.kinds import render_all
+from statefulwebapp.model import parse
 from tests.e2e.cluster import Cluster, wait_for
+from tests.e2e.fieldsets import owned_paths, rendering_fields
 
 SAMPLE = Path(__file__).resolve().parents[2] / "crds/samples/web.yaml"
 CONTROL_PLANE = "node-role.kubernetes.io/control-plane"
@@ -63,3 +67,56 @@ def child(cluster: Cluster, kind: str, name: str, namespace: str) -> dict[str, A
         args += ["-n", namespace]
     out = cluster.kubectl(*args)
     return json.loads(out) if out.strip() else None
+
+
+def children_match_the_rendering(
+    cluster: Cluster, namespace: str
+) -> dict[str, dict[str, Any] | None]:
+    """Assert each child is exactly what the app renders now; return them by kind."""
+    app = parse(get_app(cluster, namespace))
+    found: dict[str, dict[str, Any] | None] = {}
+    for kind, manifest in render_all(app).items():
+        name = (manifest or {}).get("metadata", {}).get("name")
+        live = child(cluster, kind, name, namespace) if name else None
+        found[kind] = live
+        if manifest is None:
+            continue
+        assert live is not None, f"{kind} {name} is missing"
+        stamped = drift.stamp(manifest)
+        assert drift.stamp_of(live) == drift.stamp_of(stamped), f"{kind} not applied from now"
+        assert owned_paths(live) == rendering_fields(stamped), f"{kind}: owned fields differ"
+    return found
+
+
+def warnings(cluster: Cluster, namespace: str, reason: str) -> list[str]:
+    out = cluster.kubectl(
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        f"type=Warning,reason={reason}",
+        "-o",
+        "jsonpath={range .items[*]}{.message}{'\\n'}{end}",
+    )
+    return [line for line in out.splitlines() if line]
+
+
+def delete_namespace(cluster: Cluster, namespace: str) -> None:
+    # Apps first, while the operator runs, so that it deletes their volumes.
+    cluster.kubectl("delete", "swa", "--all", "-n", namespace, "--wait=true", "--timeout=60s")
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def dry_run(cluster: Cluster, body: dict[str, Any], namespace: str = "default") -> str:
+    """What the API server answers to ``body``, without storing anything."""
+    return cluster.kubectl(
+        "apply",
+        "--dry-run=server",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(body),
+        check=False,
+    )

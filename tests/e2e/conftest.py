@@ -21,6 +21,7 @@ from pathlib import Path
 import pykube
 import pytest
 
+from tests.e2e.apps import delete_namespace
 from tests.e2e.cluster import CRD, REPO, Cluster, Operator, make_namespace
 
 
@@ -87,3 +88,14 @@ def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
     running = Operator.start(cluster, tmp_path_factory.mktemp("operator") / "operator.log")
     yield running
     running.stop()
+
+
+@pytest.fixture
+def fresh_ns(cluster: Cluster, operator: Operator) -> Iterator[str]:
+    """A namespace of its own, with the operator running, for tests that change or break an app.
+
+    Its apps are deleted first, while the operator runs, so that their volumes go too.
+    """
+    namespace = make_namespace(cluster, "swa")
+    yield namespace
+    delete_namespace(cluster, namespace)

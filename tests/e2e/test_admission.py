@@ -12,23 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.e2e.apps import apply, get_app, sample, wait_ready
+from tests.e2e.apps import apply, delete_namespace, dry_run, get_app, sample, wait_ready
 from tests.e2e.cluster import Cluster, Operator, make_namespace
-
-
-def dry_run(cluster: Cluster, body: dict[str, Any], namespace: str = "default") -> str:
-    return cluster.kubectl(
-        "apply",
-        "--dry-run=server",
-        "-n",
-        namespace,
-        "-f",
-        "-",
-        stdin=yaml.safe_dump(body),
-        check=False,
-    )
 
 
 def with_spec(**spec: Any) -> dict[str, Any]:
@@ -115,8 +101,7 @@ def live(cluster: Cluster, operator: Operator) -> Iterator[str]:
     apply(cluster, namespace, sample())
     wait_ready(cluster, namespace)
     yield namespace
-    cluster.kubectl("delete", "swa", "--all", "-n", namespace, "--wait=true", "--timeout=60s")
-    cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+    delete_namespace(cluster, namespace)
 
 
 @pytest.mark.parametrize(

@@ -19,41 +19,24 @@ from typing import Any
 import pykube
 import pytest
 
-from statefulwebapp import drift, names
-from statefulwebapp.kinds import render_all
-from statefulwebapp.model import parse
+from statefulwebapp import names
 from tests.e2e.apps import (
     CONTROL_PLANE,
     apply,
     child,
+    children_match_the_rendering,
+    delete_namespace,
     get_app,
     ready_condition,
     sample,
     wait_ready,
     wait_reason,
+    warnings,
 )
 from tests.e2e.cluster import Cluster, Operator, make_namespace, wait_for
-from tests.e2e.fieldsets import owned_paths, rendering_fields
 
 Obj = dict[str, Any]
 Check = Callable[[Cluster, str, dict[str, Obj | None]], None]
-
-
-def children_match_the_rendering(cluster: Cluster, namespace: str) -> dict[str, Obj | None]:
-    """Assert each child is exactly what the app renders now; return them by kind."""
-    app = parse(get_app(cluster, namespace))
-    found: dict[str, Obj | None] = {}
-    for kind, manifest in render_all(app).items():
-        name = (manifest or {}).get("metadata", {}).get("name")
-        live = child(cluster, kind, name, namespace) if name else None
-        found[kind] = live
-        if manifest is None:
-            continue
-        assert live is not None, f"{kind} {name} is missing"
-        stamped = drift.stamp(manifest)
-        assert drift.stamp_of(live) == drift.stamp_of(stamped), f"{kind} not applied from now"
-        assert owned_paths(live) == rendering_fields(stamped), f"{kind}: owned fields differ"
-    return found
 
 
 def container(obj: Obj | None) -> Obj:
@@ -241,20 +224,6 @@ STEPS: list[tuple[str, Edit | list[Obj], Check]] = [
 ]
 
 
-def warnings(cluster: Cluster, namespace: str, reason: str) -> list[str]:
-    out = cluster.kubectl(
-        "get",
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        f"type=Warning,reason={reason}",
-        "-o",
-        "name",
-    )
-    return out.split()
-
-
 def _eq(got: Any, want: Any) -> None:
     assert got == want, f"got {got!r}, want {want!r}"
 
@@ -266,8 +235,7 @@ def live_app(cluster: Cluster, operator: Operator) -> Iterator[tuple[str, Obj]]:
     apply(cluster, namespace, body)
     wait_ready(cluster, namespace)
     yield namespace, body
-    cluster.kubectl("delete", "swa", "--all", "-n", namespace, "--wait=true", "--timeout=60s")
-    cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+    delete_namespace(cluster, namespace)
 
 
 def test_each_edit_reaches_the_children(cluster: Cluster, live_app: tuple[str, Obj]) -> None:
@@ -305,14 +273,6 @@ def test_json_patch_removal_reaches_the_children(
 
 
 # -- refusals -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fresh_ns(cluster: Cluster, operator: Operator) -> Iterator[str]:
-    namespace = make_namespace(cluster, "refuse")
-    yield namespace
-    cluster.kubectl("delete", "swa", "--all", "-n", namespace, "--wait=true", "--timeout=60s")
-    cluster.kubectl("delete", "namespace", namespace, "--wait=false")
 
 
 def test_a_refused_child_freezes_no_other(cluster: Cluster, fresh_ns: str) -> None:

@@ -17,15 +17,18 @@ import yaml
 from statefulwebapp import names
 from statefulwebapp.kinds import render_all
 from statefulwebapp.model import parse
-from statefulwebapp.reconcile import is_subset
 from tests.e2e.apps import (
     CONTROL_PLANE,
     apply,
     child,
+    children_match_the_rendering,
+    delete_namespace,
+    dry_run,
     get_app,
     sample,
     wait_ready,
     wait_reason,
+    warnings,
 )
 from tests.e2e.cluster import Cluster, Operator, make_namespace, wait_for
 
@@ -38,26 +41,6 @@ def pods(cluster: Cluster, namespace: str, component: str) -> list[dict[str, Any
     ]
 
 
-def warnings(cluster: Cluster, namespace: str, reason: str) -> list[str]:
-    out = cluster.kubectl(
-        "get",
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        f"type=Warning,reason={reason}",
-        "-o",
-        "jsonpath={range .items[*]}{.message}{'\\n'}{end}",
-    )
-    return [line for line in out.splitlines() if line]
-
-
-def delete_namespace(cluster: Cluster, namespace: str) -> None:
-    # Apps first, while the operator runs, so that it deletes their volumes.
-    cluster.kubectl("delete", "swa", "--all", "-n", namespace, "--wait=true", "--timeout=60s")
-    cluster.kubectl("delete", "namespace", namespace, "--wait=false")
-
-
 @pytest.fixture(scope="module")
 def app_ns(cluster: Cluster, operator: Operator) -> Iterator[str]:
     """The sample app, applied once and Ready, shared by the read-only scenario checks."""
@@ -68,24 +51,12 @@ def app_ns(cluster: Cluster, operator: Operator) -> Iterator[str]:
     delete_namespace(cluster, namespace)
 
 
-@pytest.fixture
-def fresh_ns(cluster: Cluster, operator: Operator) -> Iterator[str]:
-    """A namespace of its own for tests that change or break the app."""
-    namespace = make_namespace(cluster, "swa")
-    yield namespace
-    delete_namespace(cluster, namespace)
-
-
 # -- the reference scenario through one StatefulWebApp ------------------------------------
 
 
 def test_every_child_matches_its_rendering(cluster: Cluster, app_ns: str) -> None:
-    app = parse(get_app(cluster, app_ns))
-    for kind, manifest in render_all(app).items():
-        assert manifest is not None
-        live = child(cluster, kind, manifest["metadata"]["name"], app_ns)
-        assert live is not None, f"{kind} {manifest['metadata']['name']} is missing"
-        assert is_subset(manifest, live), f"{kind} differs from its rendering"
+    found = children_match_the_rendering(cluster, app_ns)
+    assert all(found.values()), found
 
 
 def test_sample_status_reads_three_of_three(cluster: Cluster, app_ns: str) -> None:
@@ -337,20 +308,6 @@ BAD_INPUT = [
         "quantity",
     ),
 ]
-
-
-def dry_run(cluster: Cluster, body: dict[str, Any]) -> str:
-    """What the API server answers to ``body``, without storing anything."""
-    return cluster.kubectl(
-        "apply",
-        "--dry-run=server",
-        "-n",
-        "default",
-        "-f",
-        "-",
-        stdin=yaml.safe_dump(body),
-        check=False,
-    )
 
 
 @pytest.mark.parametrize(("case", "spec", "words"), BAD_INPUT, ids=[c for c, _, _ in BAD_INPUT])
