@@ -69,7 +69,8 @@ crd: cluster-up ## Install the CRD into the local cluster
 	$(KUBECTL) wait --for=condition=Established crd/statefulwebapps.apps.k8slab.io --timeout=60s
 
 .PHONY: run
-run: venv crd ## Run the operator in the foreground against the local cluster
+run: venv crd ## Run the operator in the foreground (a standby if the chart's operator leads)
+	@$(KUBECTL) create namespace swa-system >/dev/null 2>&1 || true
 	KUBECONFIG=$(KUBECONFIG_PATH) $(VENV)/bin/statefulwebapp-operator --health none
 
 .PHONY: demo

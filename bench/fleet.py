@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -97,7 +98,10 @@ class OperatorProcess:
         out = log_path.open("ab")
         flags = ["--quiet"] if quiet else []
         process = subprocess.Popen(
-            [exe, "--health", "none", *flags], env=env, stdout=out, stderr=subprocess.STDOUT
+            [exe, "--health", "none", "--lease", f"default/bench-{uuid.uuid4().hex[:8]}", *flags],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         time.sleep(2)
         if process.poll() is not None:

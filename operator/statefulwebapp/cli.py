@@ -1,14 +1,44 @@
-"""The ``statefulwebapp-operator`` command: kopf with the project's settings baked in."""
+"""The ``statefulwebapp-operator`` command: kopf with the project's settings baked in.
+
+It first takes the leader-election lease (lease.py): a second instance (a rollout overlap, a
+second replica, ``make run`` beside the chart) waits as a standby, serving only its health
+endpoint, and starts kopf only once the lease is its own.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import http.server
+import logging
+import os
+import socket
 import sys
+import threading
+import urllib.parse
+import uuid
+from pathlib import Path
 
 import kopf
 
-from statefulwebapp import handlers
+from statefulwebapp import handlers, kube, lease
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+LEASE_NAME = "statefulwebapp-operator"
+OUTSIDE_NAMESPACE = "swa-system"
+"""Where the lease is when running outside a cluster: the README installs the chart there, so
+``make run`` beside it waits as its standby."""
+
+log = logging.getLogger(__name__)
+
+
+def default_lease() -> str:
+    """``<own namespace>/statefulwebapp-operator`` in a pod, else the README's namespace."""
+    try:
+        namespace = SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    except OSError:
+        namespace = OUTSIDE_NAMESPACE
+    return f"{namespace}/{LEASE_NAME}"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,6 +67,15 @@ def parser() -> argparse.ArgumentParser:
         help="liveness endpoint to serve (default: %(default)s); 'none' disables it",
     )
     p.add_argument(
+        "--lease",
+        default=default_lease(),
+        metavar="NAMESPACE/NAME",
+        help=(
+            "leader-election Lease: one instance per lease is active, the others wait "
+            "(default: %(default)s; in a pod, the pod's namespace)"
+        ),
+    )
+    p.add_argument(
         "--log-format",
         choices=["plain", "full", "json"],
         default="full",
@@ -57,16 +96,63 @@ def main(argv: list[str] | None = None) -> int:
         log_format=kopf.LogFormat[args.log_format.upper()],
     )
     assert handlers.APP  # The import registers the handlers; keep it visibly used.
-    asyncio.run(
-        kopf.operator(
-            clusterwide=not args.namespace,
-            namespaces=args.namespace,
-            liveness_endpoint=None if args.health == "none" else args.health,
-            standalone=True,
-            memo=kopf.Memo(namespaces=frozenset(args.namespace or ())),
-        )
+    namespace, _, name = args.lease.partition("/")
+    if not namespace or not name:
+        print(f"--lease {args.lease!r}: write NAMESPACE/NAME", file=sys.stderr)
+        return 2
+    elector = lease.Elector(
+        kube.connect(timeout=lease.Timing.retry, pool=2),
+        namespace,
+        name,
+        f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex[:6]}",
     )
+    standby = None if args.health == "none" else _serve_health(args.health)
+    elector.acquire()
+    if standby is not None:
+        standby.shutdown()
+        standby.server_close()
+    elector.keep(on_lost=_lost)
+    try:
+        asyncio.run(
+            kopf.operator(
+                clusterwide=not args.namespace,
+                namespaces=args.namespace,
+                liveness_endpoint=None if args.health == "none" else args.health,
+                standalone=True,
+                memo=kopf.Memo(namespaces=frozenset(args.namespace or ())),
+            )
+        )
+    finally:
+        elector.release()
     return 0
+
+
+def _lost(reason: str) -> None:
+    # Another instance may take over once the lease's duration has passed: stop writing now,
+    # without waiting for kopf's graceful shutdown. The pod restarts and waits as a standby.
+    log.error("lost leadership (%s): exiting so that exactly one instance writes", reason)
+    logging.shutdown()
+    os._exit(3)
+
+
+class _Healthy(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        ok = self.path == self.server.health_path  # type: ignore[attr-defined]
+        self.send_response(200 if ok else 404)
+        self.end_headers()
+        self.wfile.write(b"standby\n" if ok else b"")
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: probes every few seconds are not news."""
+
+
+def _serve_health(url: str) -> http.server.HTTPServer:
+    """Answer the liveness probe while waiting as a standby (kopf serves it once active)."""
+    parsed = urllib.parse.urlparse(url)
+    server = http.server.HTTPServer((parsed.hostname or "0.0.0.0", parsed.port or 80), _Healthy)
+    server.health_path = parsed.path or "/"  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, name="standby-health", daemon=True).start()
+    return server
 
 
 if __name__ == "__main__":

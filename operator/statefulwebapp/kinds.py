@@ -149,8 +149,10 @@ CHILDREN: tuple[Child, ...] = (
 storage before the workloads that mount it."""
 
 APP = Kind(KIND, GROUP, VERSION, PLURAL, namespaced=True)
+LEASE = Kind("Lease", "coordination.k8s.io", "v1", "leases", namespaced=True)
+"""The leader election's lock (lease.py)."""
 
-BY_NAME: dict[str, Kind] = {kind.name: kind for kind in (*CHILDREN, APP)}
+BY_NAME: dict[str, Kind] = {kind.name: kind for kind in (*CHILDREN, APP, LEASE)}
 
 
 def spec_field(kind: Kind, child_field: str) -> str:

@@ -65,11 +65,11 @@ POOL_SIZE = 16
 requests, so a burst reuses connections instead of opening (and discarding) TLS sessions."""
 
 
-def connect() -> pykube.HTTPClient:
+def connect(timeout: float = 30, pool: int = POOL_SIZE) -> pykube.HTTPClient:
     """A client for the in-cluster service account, else ``$KUBECONFIG`` or ~/.kube/config."""
     config = pykube.KubeConfig.from_env()
-    adapter = pykube.http.KubernetesHTTPAdapter(config, pool_maxsize=POOL_SIZE)
-    api = pykube.HTTPClient(config, timeout=30, http_adapter=adapter)
+    adapter = pykube.http.KubernetesHTTPAdapter(config, pool_maxsize=pool)
+    api = pykube.HTTPClient(config, timeout=timeout, http_adapter=adapter)
     api.session.headers["User-Agent"] = USER_AGENT
     return api
 
@@ -110,6 +110,28 @@ def apply(api: pykube.HTTPClient, manifest: Mapping[str, Any]) -> dict[str, Any]
     )
     if not response.ok:
         raise ApiError("apply", p, response)
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def create(api: pykube.HTTPClient, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Create ``manifest`` (POST); a 409 if it exists."""
+    meta = manifest["metadata"]
+    p = path(manifest["kind"], meta["name"], meta.get("namespace", "")).rsplit("/", 1)[0]
+    response = api.session.post(_url(api, p), json=manifest, timeout=api.timeout)
+    if not response.ok:
+        raise ApiError("create", p, response)
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def replace(api: pykube.HTTPClient, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Replace ``manifest`` (PUT); a 409 if its resourceVersion is not the current one."""
+    meta = manifest["metadata"]
+    p = path(manifest["kind"], meta["name"], meta.get("namespace", ""))
+    response = api.session.put(_url(api, p), json=manifest, timeout=api.timeout)
+    if not response.ok:
+        raise ApiError("replace", p, response)
     result: dict[str, Any] = response.json()
     return result
 

@@ -131,6 +131,13 @@ class Operator:
 
     @classmethod
     def start(cls, cluster: Cluster, log: Path, *extra: str) -> Operator:
+        """Start it and wait for its health endpoint (served by a standby too).
+
+        Each start gets a lease of its own unless ``extra`` names one: operators of different
+        test modules never overlap, and one killed by a test must not make the next wait.
+        """
+        if "--lease" not in extra:
+            extra = (*extra, "--lease", f"default/e2e-{uuid.uuid4().hex[:8]}")
         port = _free_port()
         env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig_path)}
         exe = Path(sys.executable).with_name("statefulwebapp-operator")

@@ -38,7 +38,7 @@ class Release:
     namespace: str
     kubeconfig: Path
     roles: dict[str, dict[str, Any]]
-    """The chart's ClusterRoles by name, as installed."""
+    """The chart's ClusterRoles and its lease Role by name suffix, as installed."""
 
 
 def helm(cluster: Cluster, *args: str) -> str:
@@ -83,8 +83,12 @@ def release(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
     helm(cluster, "install", name, str(CHART), "-n", namespace, "--wait", "--timeout", "120s")
     account = f"{name}-statefulwebapp-operator"
     roles = {
-        role: json.loads(cluster.kubectl("get", "clusterrole", role, "-o", "json"))
-        for role in (f"{account}-cluster", f"{account}-namespaced")
+        suffix: json.loads(cluster.kubectl("get", kind, f"{account}{suffix}", "-o", "json", *where))
+        for kind, suffix, where in (
+            ("clusterrole", "-cluster", ()),
+            ("clusterrole", "-namespaced", ()),
+            ("role", "-lease", ("-n", namespace)),
+        )
     }
     path = tmp_path_factory.mktemp("rbac") / "kubeconfig"
     kubeconfig = service_account_kubeconfig(cluster, namespace, account, path)
@@ -99,7 +103,10 @@ def start_operator(release: Release, log: Path, namespace: str) -> Operator:
     Other modules' apps may still be going away elsewhere; one namespace keeps their events
     out of this test's evidence.
     """
-    return Operator.start(Cluster("existing", release.kubeconfig), log, "--namespace", namespace)
+    lease = f"{release.namespace}/lease-{uuid.uuid4().hex[:6]}"  # New: its create is needed.
+    return Operator.start(
+        Cluster("existing", release.kubeconfig), log, "--namespace", namespace, "--lease", lease
+    )
 
 
 def test_chart_installs_the_crd_and_a_ready_operator_deployment(
@@ -120,8 +127,8 @@ def test_chart_installs_the_crd_and_a_ready_operator_deployment(
             "json",
         )
     )["items"][0]
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
-    assert deployment["status"].get("readyReplicas") == 1
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert deployment["status"].get("readyReplicas") == 2
     helm(cluster, "test", release.name, "-n", release.namespace, "--timeout", "120s")
 
 
@@ -234,7 +241,7 @@ def test_whole_lifecycle_passes_under_the_charts_service_account(
 
 
 def chart_grants() -> list[tuple[str, int, str, str]]:
-    """(role suffix, rule index, verb, label) for every verb of every ClusterRole rule."""
+    """(role suffix, rule index, verb, label) for every verb of every rule of the chart's roles."""
     rendered = subprocess.run(
         [tools_bin() / "helm", "template", "r", str(CHART), "--show-only", "templates/rbac.yaml"],
         capture_output=True,
@@ -243,7 +250,7 @@ def chart_grants() -> list[tuple[str, int, str, str]]:
     ).stdout
     out = []
     for doc in yaml.safe_load_all(rendered):
-        if doc and doc["kind"] == "ClusterRole":
+        if doc and doc["kind"] in {"ClusterRole", "Role"}:
             suffix = doc["metadata"]["name"].removeprefix("r-statefulwebapp-operator")
             for i, rule in enumerate(doc["rules"]):
                 for verb in rule["verbs"]:
@@ -273,7 +280,7 @@ def test_removing_any_granted_verb_breaks_a_step_with_a_reported_forbidden(
     label: str,
 ) -> None:
     """Stricter than removing whole rules: every single verb the chart grants is needed."""
-    original = release.roles[f"{release.name}-statefulwebapp-operator{role}"]
+    original = release.roles[role]
     reduced = json.loads(json.dumps(original))
     rule = reduced["rules"][index]
     rule["verbs"].remove(verb)

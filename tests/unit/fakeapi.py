@@ -61,6 +61,12 @@ class FakeSession:
     def delete(self, url: str, **_: Any) -> requests.Response:
         return self.api.handle("DELETE", self._path(url), None, {})
 
+    def post(self, url: str, *, json: Obj, **_: Any) -> requests.Response:
+        return self.api.handle("POST", self._path(url), json, {})
+
+    def put(self, url: str, *, json: Obj, **_: Any) -> requests.Response:
+        return self.api.handle("PUT", self._path(url), json, {})
+
 
 @dataclass
 class FakeApi:
@@ -87,16 +93,36 @@ class FakeApi:
             raise scripted
         if scripted is not None:
             return scripted
-        if verb == "GET":
-            obj = self.objects.get(path)
+        if verb in ("GET", "DELETE"):
+            obj = self.objects.get(path) if verb == "GET" else self.objects.pop(path, None)
             return response(200, obj) if obj else error(404, "NotFound", "not found")
-        if verb == "DELETE":
-            return response(200, {}) if self.objects.pop(path, None) else error(404, "NotFound", "")
+        if verb == "POST":
+            return self._create(f"{path}/{body['metadata']['name']}", body)
+        if verb == "PUT":
+            return self._replace(path, body)
         if path.endswith("/status"):
             app = self.objects.setdefault(path.removesuffix("/status"), {"metadata": {}})
             app["status"] = body["status"]
             return response(200, self._bump(app))
         assert headers["Content-Type"] == "application/apply-patch+yaml"
+        return self._apply(path, body)
+
+    def _create(self, path: str, body: Obj) -> requests.Response:
+        if path in self.objects:
+            return error(409, "AlreadyExists", "already exists")
+        self.objects[path] = copy.deepcopy(body)
+        return response(201, self._bump(self.objects[path]))
+
+    def _replace(self, path: str, body: Obj) -> requests.Response:
+        current = self.objects.get(path)
+        if current is None:
+            return error(404, "NotFound", "not found")
+        if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+            return error(409, "Conflict", "the object has been modified")
+        self.objects[path] = copy.deepcopy(body)
+        return response(200, self._bump(self.objects[path]))
+
+    def _apply(self, path: str, body: Obj) -> requests.Response:
         stored = self.canonical(copy.deepcopy(body))
         before = self.objects.get(path)
         if before is None:

@@ -44,6 +44,7 @@ NAMESPACED_RULES = {
     ("batch", "cronjobs"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "events"): {"create"},
 }
+LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
 TEST_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list"}}
 
 
@@ -127,12 +128,18 @@ def test_helm_lint_strict_passes() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_one_deployment_single_instance_recreate() -> None:
+def test_one_deployment_two_replicas_one_lease() -> None:
     deployments = of_kind(render(), "Deployment")
     assert len(deployments) == 1
     spec = deployments[0]["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # Two replicas, one active: the lease makes a rolling update's overlap safe.
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    args = operator_container(render())["args"]
+    assert args[args.index("--lease") + 1] == f"{NAMESPACE}/statefulwebapp-operator"
     labels = spec["template"]["metadata"]["labels"]
     assert spec["selector"]["matchLabels"].items() <= labels.items()
 
@@ -154,7 +161,14 @@ def test_restricted_security_context() -> None:
 def test_liveness_probe_and_default_args() -> None:
     container = operator_container(render())
     assert container["command"] == ["statefulwebapp-operator"]
-    assert container["args"] == ["--health", "http://0.0.0.0:8080/healthz", "--log-format", "full"]
+    assert container["args"] == [
+        "--health",
+        "http://0.0.0.0:8080/healthz",
+        "--lease",
+        f"{NAMESPACE}/statefulwebapp-operator",
+        "--log-format",
+        "full",
+    ]
     assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
     probe = container["livenessProbe"]
     assert probe["httpGet"] == {"path": "/healthz", "port": "health"}
@@ -172,6 +186,8 @@ def test_values_reach_the_args() -> None:
     assert container["args"] == [
         "--health",
         "http://0.0.0.0:9090/healthz",
+        "--lease",
+        f"{NAMESPACE}/statefulwebapp-operator",
         "--log-format",
         "json",
         "--verbose",
@@ -198,7 +214,10 @@ def test_rbac_is_exactly_what_the_operator_uses() -> None:
     assert rule_table(cluster) == CLUSTER_RULES
     assert rule_table(namespaced) == NAMESPACED_RULES
     assert rule_table(named(docs, "ClusterRole", f"{FULLNAME}-test-crd")) == TEST_RULES
-    assert of_kind(docs, "Role") == []
+    (lease,) = of_kind(docs, "Role")
+    assert lease["metadata"] == {**lease["metadata"], "name": f"{FULLNAME}-lease"}
+    assert lease["metadata"]["namespace"] == NAMESPACE
+    assert rule_table(lease) == LEASE_RULES
 
 
 def test_only_cluster_scoped_write_is_persistentvolumes() -> None:
@@ -224,14 +243,17 @@ def test_default_binds_both_roles_cluster_wide() -> None:
         assert bindings[role]["subjects"] == [
             {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
         ]
-    assert of_kind(docs, "RoleBinding") == []
+    (lease_binding,) = of_kind(docs, "RoleBinding")
+    assert lease_binding["roleRef"]["name"] == f"{FULLNAME}-lease"
     (account,) = [d for d in of_kind(docs, "ServiceAccount") if d["metadata"]["name"] == FULLNAME]
     assert account["metadata"]["namespace"] == NAMESPACE
 
 
 def test_watch_namespaces_uses_rolebindings_and_args() -> None:
     docs = render("watchNamespaces={a,b}")
-    rolebindings = of_kind(docs, "RoleBinding")
+    rolebindings = [
+        rb for rb in of_kind(docs, "RoleBinding") if rb["roleRef"]["kind"] == "ClusterRole"
+    ]
     assert sorted(rb["metadata"]["namespace"] for rb in rolebindings) == ["a", "b"]
     for rb in rolebindings:
         assert rb["roleRef"] == {

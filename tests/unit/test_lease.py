@@ -1,0 +1,121 @@
+"""Leader election (lease.py) against the fake API server, with a clock the test moves.
+
+The real-process version (two operators, ``kill -9``, take-over time) is
+tests/e2e/test_leader.py.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from statefulwebapp import kube
+from statefulwebapp.lease import Elector, Timing
+from tests.unit.fakeapi import FakeApi, error
+
+PATH = kube.path("Lease", "op", "ns")
+TIMING = Timing(duration=15.0, deadline=10.0, retry=0.01)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def candidate(api: FakeApi, clock: Clock, identity: str) -> Elector:
+    return Elector(api, "ns", "op", identity, timing=TIMING, clock=clock)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def api() -> FakeApi:
+    return FakeApi()
+
+
+def test_first_candidate_creates_the_lease_second_waits(api: FakeApi) -> None:
+    clock = Clock()
+    a, b = candidate(api, clock, "a"), candidate(api, clock, "b")
+    assert a.try_acquire()
+    assert api.objects[PATH]["spec"]["holderIdentity"] == "a"
+    assert api.objects[PATH]["spec"]["leaseDurationSeconds"] == 15
+    assert not b.try_acquire()
+    assert b.holder == "a"
+    # The leader renews; the standby keeps waiting while the record moves.
+    for _ in range(5):
+        clock.now += 5
+        assert a.try_acquire()
+        assert not b.try_acquire()
+
+
+def test_a_dead_leader_is_replaced_after_the_duration_by_the_standbys_clock(api: FakeApi) -> None:
+    clock = Clock()
+    a, b = candidate(api, clock, "a"), candidate(api, clock, "b")
+    assert a.try_acquire()
+    assert not b.try_acquire()  # b first sees the record now.
+    clock.now += 14.9
+    assert not b.try_acquire()
+    clock.now += 0.2
+    assert b.try_acquire()
+    assert api.objects[PATH]["spec"]["holderIdentity"] == "b"
+    assert api.objects[PATH]["spec"]["leaseTransitions"] == 1
+    # The old leader, back from a pause, finds it taken.
+    assert not a.try_acquire()
+    assert a.holder == "b"
+
+
+def test_two_candidates_racing_for_a_free_lease_one_wins(api: FakeApi) -> None:
+    clock = Clock()
+    a, b = candidate(api, clock, "a"), candidate(api, clock, "b")
+    assert a.try_acquire()
+    a.release()
+    assert api.objects[PATH]["spec"]["holderIdentity"] is None
+    # Both read the released lease; the second write carries a stale resourceVersion.
+    stale = api.objects[PATH]["metadata"]["resourceVersion"]
+    assert b.try_acquire()
+    api.objects[PATH]["metadata"]["resourceVersion"] = stale
+    api.objects[PATH]["spec"]["holderIdentity"] = None
+    api.answers[("PUT", PATH)] = error(409, "Conflict", "the object has been modified")
+    assert not a.try_acquire()
+
+
+def test_released_lease_is_taken_without_waiting(api: FakeApi) -> None:
+    clock = Clock()
+    a, b = candidate(api, clock, "a"), candidate(api, clock, "b")
+    assert a.try_acquire()
+    assert not b.try_acquire()
+    a.release()
+    assert b.try_acquire()
+
+
+def test_leader_that_cannot_renew_gives_up_before_the_duration(api: FakeApi) -> None:
+    clock = Clock()
+    a = candidate(api, clock, "a")
+    assert a.try_acquire()
+    api.answers[("GET", PATH)] = error(503, "ServiceUnavailable", "etcd is down")
+    lost = threading.Event()
+    reasons: list[str] = []
+
+    def on_lost(reason: str) -> None:
+        reasons.append(reason)
+        lost.set()
+
+    a.keep(on_lost)
+    clock.now += 5  # Failing renewals within the deadline: keep trying.
+    assert not lost.wait(0.2)
+    clock.now += 5  # 10 s without a renewal: the deadline, 5 s before anyone may take over.
+    assert lost.wait(5)
+    assert reasons == ["the lease ns/op was not renewed for 10.0s"]
+
+
+def test_leader_whose_lease_was_taken_stops_at_once(api: FakeApi) -> None:
+    clock = Clock()
+    a = candidate(api, clock, "a")
+    assert a.try_acquire()
+    api.objects[PATH]["spec"]["holderIdentity"] = "intruder"
+    api.objects[PATH]["metadata"]["resourceVersion"] = "999"
+    lost = threading.Event()
+    a.keep(lambda reason: lost.set())
+    assert lost.wait(5)
