@@ -14,7 +14,10 @@ if command -v kwokctl >/dev/null 2>&1 && kwokctl get clusters 2>/dev/null | grep
 fi
 # kwokctl stops what it started from its pid files; anything still holding our work dir (a
 # component restarted by hand, say) goes too.
+# The API server takes seconds to shut down on SIGTERM: wait, then make sure.
 pkill -f -- "$KWOK_WORKDIR/" 2>/dev/null || true
+for _ in $(seq 50); do pgrep -f -- "$KWOK_WORKDIR/" >/dev/null || break; sleep 0.2; done
+pkill -KILL -f -- "$KWOK_WORKDIR/" 2>/dev/null || true
 # Prove it: nothing may still run from the cluster's directory.
 sleep 0.5
 left=$(for pid in $(pgrep -f -- "$CLUSTER_DIR/" || true) $(pgrep -x coredns || true); do

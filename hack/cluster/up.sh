@@ -27,7 +27,9 @@ if ! healthy; then
   say "starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok ..."
   start=$(date +%s)
   # Pod IPs and Service IPs get ranges of their own (kwok's default overlaps the Service
-  # range), large enough for benchmark fleets.
+  # range), large enough for benchmark fleets. The controller manager and the scheduler run
+  # without leader election: alone, they need none, and with it they exit when the API server
+  # is down longer than their renew deadline (nobody restarts them here), which fault tests do.
   audit=()
   if [ "${CLUSTER_AUDIT:-0}" = 1 ]; then
     # Benchmarks count the operator's requests in the API server's own audit log.
@@ -42,6 +44,8 @@ if ! healthy; then
     --kwok-controller-binary "$TOOLS_BIN/kwok" \
     --disable-qps-limits \
     --extra-args "kube-apiserver=service-cluster-ip-range=10.96.0.0/16" \
+    --extra-args "kube-controller-manager=leader-elect=false" \
+    --extra-args "kube-scheduler=leader-elect=false" \
     --extra-args "kwok-controller=cidr=10.244.0.0/16" \
     --wait 60s >"$CLUSTER_DIR/kwokctl.log" 2>&1 \
     || { tail -n 20 "$CLUSTER_DIR/kwokctl.log" >&2; die "kwokctl could not create the cluster; see $CLUSTER_DIR/kwokctl.log and $KWOK_WORKDIR/clusters/$CLUSTER_NAME/logs/."; }

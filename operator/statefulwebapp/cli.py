@@ -76,6 +76,16 @@ def parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=handlers.RESYNC_SECONDS,
+        metavar="S",
+        help=(
+            "period of the full check that repairs what the watches missed in a gap "
+            "(default: %(default)s; 0 turns it off)"
+        ),
+    )
+    p.add_argument(
         "--log-format",
         choices=["plain", "full", "json"],
         default="full",
@@ -119,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
                 namespaces=args.namespace,
                 liveness_endpoint=None if args.health == "none" else args.health,
                 standalone=True,
-                memo=kopf.Memo(namespaces=frozenset(args.namespace or ())),
+                memo=kopf.Memo(
+                    namespaces=frozenset(args.namespace or ()), resync_seconds=args.resync_seconds
+                ),
             )
         )
     finally:

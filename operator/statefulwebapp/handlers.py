@@ -21,12 +21,14 @@ import contextvars
 import functools
 import json
 import logging
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any, cast
 
 import kopf
 
-from statefulwebapp import drift, kinds, kube, names, passes
+from statefulwebapp import drift, kinds, kube, names, passes, resync
 from statefulwebapp.reconcile import Memory, Obj, collect_volume, reconcile
 
 APP = (kinds.APP.group, kinds.APP.version, kinds.APP.plural)
@@ -38,8 +40,8 @@ def _index_name(kind: str) -> str:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Operator settings, and one HTTP client shared by every handler."""
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Operator settings, one HTTP client shared by every handler, and the resync thread."""
     # Watches that silently stop are kopf's best-known failure; bound them on both ends.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -55,6 +57,68 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # The namespaces served (empty: all). Volumes are cluster-scoped: an operator serving some
     # namespaces must not collect the volumes of apps in the others.
     memo.setdefault("namespaces", frozenset())
+    period = float(memo.setdefault("resync_seconds", RESYNC_SECONDS))
+    if period > 0:
+        # kopf passes its indexes to operator-level handlers too: the same live objects the
+        # event handlers read. The copied context carries kopf's event queue into the thread.
+        context = contextvars.copy_context()
+        every = {**kwargs, "memo": memo}
+        threading.Thread(
+            target=context.run, args=(_resync_loop, period, every), name="resync", daemon=True
+        ).start()
+
+
+RESYNC_SECONDS = 300.0
+"""Default period of the full check (``--resync-seconds``): a few list requests per period,
+whatever the number of apps; the longest a change missed in a watch gap stays unrepaired."""
+_log = logging.getLogger(__name__)
+
+
+def _resync_loop(period: float, kwargs: Mapping[str, Any]) -> None:
+    while True:
+        time.sleep(period)
+        try:
+            index = _index_snapshot(kwargs)
+            plan = resync.compare(
+                index, resync.from_cluster(kwargs["memo"].api, kwargs["memo"].namespaces)
+            )
+        except Exception as err:  # A failed check is tried again next period.
+            _log.warning("resync: could not compare with the cluster: %s", err)
+            continue
+        if plan:
+            _log.warning(
+                "resync: the watches missed changes: repairing %s; deleted apps %s; "
+                "orphaned volumes %s",
+                {f"{ns}/{name}": sorted(k) for (ns, name), k in plan.repair.items()} or "-",
+                sorted(f"{ns}/{name}" for ns, name in plan.gone) or "-",
+                sorted(f"{ns}/{name}" for ns, name in plan.orphans) or "-",
+            )
+        _apply_plan(plan, kwargs)
+
+
+def _index_snapshot(kwargs: Mapping[str, Any]) -> resync.Snapshot:
+    apps = frozenset(
+        key for key in kwargs["idx_apps"] if _has(kwargs["idx_apps"], key) and key not in _gone
+    )
+    children: dict[tuple[str, str], set[str]] = {}
+    for child in kinds.CHILDREN:
+        index = kwargs[_index_name(child.name)]
+        for key in list(index):
+            if _has(index, key):
+                children.setdefault(key, set()).add(child.name)
+    return resync.Snapshot(apps, {key: frozenset(k) for key, k in children.items()})
+
+
+def _apply_plan(plan: resync.Plan, kwargs: Mapping[str, Any]) -> None:
+    for key, missing in plan.repair.items():
+        PASSES.request(key, _step(key, kwargs, _log, missing))
+    for key in plan.gone:
+        stale = _first(kwargs["idx_apps"], key)
+        _gone[key] = str((stale or {}).get("metadata", {}).get("uid"))
+        _forget(key, kwargs)
+        _collect(key, kwargs, _log)
+    for key in plan.orphans:
+        _collect(key, kwargs, _log)
 
 
 def _selector(child: kinds.Kind) -> tuple[str, str] | str:
@@ -145,8 +209,16 @@ MEMORY = Memory()
 """Per app, what passes remember of its children (stored forms, refusals): see reconcile.py."""
 
 
-def _step(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger) -> passes.Step:
-    """One pass for the app, as PASSES runs it (now, or later in another thread)."""
+def _step(
+    key: tuple[str, str],
+    kwargs: Mapping[str, Any],
+    logger: kopf.Logger,
+    missing: frozenset[str] = frozenset(),
+) -> passes.Step:
+    """One pass for the app, as PASSES runs it (now, or later in another thread).
+
+    ``missing``: child kinds a resync found gone although the index still shows them.
+    """
     # The copied context carries kopf's settings and event queue (for kopf.warn) into
     # whichever thread runs the step.
     context = contextvars.copy_context()
@@ -154,14 +226,23 @@ def _step(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger) 
     def step() -> passes.Result:
         app = _first(kwargs["idx_apps"], key)
         result = passes.Result()
-        # No app, or one going away: recreating its children would fight the deletion.
-        if app is not None and not app["metadata"].get("deletionTimestamp"):
-            result = _reconcile(_with_written_status(key, app), kwargs, logger)
+        # No app, one going away, or one found gone after a watch gap: recreating its
+        # children would fight the deletion.
+        if (
+            app is not None
+            and not app["metadata"].get("deletionTimestamp")
+            and _gone.get(key) != app["metadata"].get("uid")
+        ):
+            result = _reconcile(_with_written_status(key, app), kwargs, logger, missing)
         _resume.passed(key, lambda: set(kwargs["idx_apps"].keys()))
         return result
 
     return lambda: context.run(step)
 
+
+_gone: dict[tuple[str, str], str] = {}
+"""Apps found deleted although the index still holds them (a watch gap: kopf relists without
+DELETED events), by key, with the uid of that stale entry: they get no more passes."""
 
 _last_status: dict[tuple[str, str], tuple[str | None, Obj]] = {}
 """Per app, the resourceVersion and status of this operator's last status write, until the
@@ -191,18 +272,25 @@ def _with_written_status(key: tuple[str, str], app: Obj) -> Obj:
     return app if status is None else {**app, "status": status}
 
 
-def _reconcile(body: Obj, kwargs: Mapping[str, Any], logger: kopf.Logger) -> passes.Result:
+def _reconcile(
+    body: Obj, kwargs: Mapping[str, Any], logger: kopf.Logger, missing: frozenset[str]
+) -> passes.Result:
     meta = body["metadata"]
     key = _key(meta["namespace"], meta["name"])
+    observed = _observed(key, kwargs)
+    observed.update(dict.fromkeys(missing))
 
     def warn(reason: str, message: str) -> None:
-        kopf.warn(kopf.Body(cast(kopf.RawBody, dict(body))), reason=reason, message=message)
+        try:
+            kopf.warn(kopf.Body(cast(kopf.RawBody, dict(body))), reason=reason, message=message)
+        except LookupError:  # Outside kopf's context (no event queue): the log must do.
+            logger.warning("%s: %s", reason, message)
 
     try:
         outcome = reconcile(
             kwargs["memo"].api,
             body=body,
-            observed=_observed(key, kwargs),
+            observed=observed,
             warn=warn,
             logger=logger,
             memory=MEMORY,
@@ -211,6 +299,12 @@ def _reconcile(body: Obj, kwargs: Mapping[str, Any], logger: kopf.Logger) -> pas
     except Exception as err:
         logger.error("reconcile failed, retrying with backoff: %s", err)
         return passes.Result(failed=True)
+    if outcome.app_gone:
+        logger.info("the app is gone (deleted while unwatched): no more passes")
+        _forget(key, kwargs)
+        _gone[key] = str(meta.get("uid"))
+        _collect(key, kwargs, logger)
+        return passes.Result()
     if outcome.written_status is not None:
         _last_status[key] = (outcome.written_version, outcome.written_status)
     # Logged when the status changes or a retry follows, not on every event of a child that
@@ -236,13 +330,19 @@ async def on_app_event(
     key = _key(namespace, name)
     if event["type"] != "DELETED":
         _unseen_status(key, body)  # Forget the last write as soon as the watch shows it.
+        if _gone.get(key) != body.get("metadata", {}).get("uid"):
+            _gone.pop(key, None)  # A new app of that name.
         PASSES.request(key, _step(key, kwargs, logger))
         return
+    _forget(key, kwargs)
+    _collect(key, kwargs, logger)
+
+
+def _forget(key: tuple[str, str], kwargs: Mapping[str, Any]) -> None:
     PASSES.forget(key)
     MEMORY.forget(key)
     _last_status.pop(key, None)
     _resume.passed(key, lambda: set(kwargs["idx_apps"].keys()))
-    _collect(key, kwargs, logger)
 
 
 async def on_child_event(
@@ -250,7 +350,8 @@ async def on_child_event(
 ) -> None:
     """A child changed or vanished: repair it if needed and recompute the app's status."""
     key = _owner_key(body)
-    if body.get("kind") == "PersistentVolume" and not _has(kwargs["idx_apps"], key):
+    gone = key in _gone
+    if body.get("kind") == "PersistentVolume" and (gone or not _has(kwargs["idx_apps"], key)):
         # A volume whose app is gone: deleted while the operator was not running, or its
         # deletion event was handled before the volume could go.
         if event["type"] != "DELETED":
@@ -267,8 +368,8 @@ def _collect(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logge
 
     def step() -> passes.Result:
         # An app of the same name may be back (deleted and re-applied in quick succession):
-        # the volume is then its own.
-        if _has(kwargs["idx_apps"], key):
+        # the volume is then its own. collect_volume confirms with a direct read anyway.
+        if _has(kwargs["idx_apps"], key) and key not in _gone:
             return passes.Result()
         try:
             if collect_volume(kwargs["memo"].api, *key):

@@ -44,6 +44,9 @@ class Outcome:
     """The status as written; newer than what the watch has shown until it shows that version."""
     status_held: bool = False
     """Whether a progress-only status change was held back (``progress_due`` was False)."""
+    app_gone: bool = False
+    """The app the pass was given no longer exists (its index entry outlived a watch gap):
+    nothing was written, and it should get no more passes."""
 
     @property
     def retry(self) -> bool:
@@ -125,7 +128,13 @@ def reconcile(
         for kind, manifest in kinds.render_all(app).items()
     }
     try:
-        # 3. A child's name taken by an object we do not own: nothing is written.
+        # 3. Before creating a missing child: the app must really exist (an index entry can
+        #    outlive a watch gap), and no object of ours may be in the way of a child's name.
+        if any(desired[kind] is not None and children.get(kind) is None for kind in desired):
+            current = kube.get(api, kinds.APP.name, app.name, app.namespace)
+            if current is None or current["metadata"].get("uid") != app.uid:
+                outcome.app_gone = True
+                return outcome
         conflict = _find_conflict(api, app, desired, children)
         if conflict is not None:
             outcome.problems.append(conflict)

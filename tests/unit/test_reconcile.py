@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from statefulwebapp import kinds, kube
-from statefulwebapp.reconcile import Memory, Outcome, reconcile
+from statefulwebapp.reconcile import Memory, Outcome, collect_volume, reconcile
 from tests.unit.fakeapi import FakeApi, Obj, error
 from tests.unit.test_render import SCENARIO
 
@@ -105,8 +105,9 @@ def ready(app: Pass) -> None:
 
 def test_a_new_app_gets_every_child_in_order_then_one_status(app: Pass) -> None:
     outcome = app.run()
-    # One look for each missing child (a foreign object in the way?), then one apply each.
-    assert app.api.sent("GET") == APPLY_ORDER
+    # One look at the app itself (is it still there?), one for each missing child (a foreign
+    # object in the way?), then one apply each.
+    assert app.api.sent("GET") == [APP_PATH, *APPLY_ORDER]
     assert app.api.sent("PATCH") == [*APPLY_ORDER, f"{APP_PATH}/status"]
     assert outcome.problems == []
     assert outcome.applied == [
@@ -260,3 +261,44 @@ def test_disabled_child_is_deleted(app: Pass) -> None:
     assert app.api.sent("DELETE") == [PATHS["CronJob"]]
     assert outcome.deleted == ["CronJob/web-datelog"]
     assert PATHS["CronJob"] not in app.api.objects
+
+
+def test_an_app_gone_from_the_cluster_gets_nothing_created(app: Pass) -> None:
+    # The index still shows the app (a watch gap); the cluster does not.
+    del app.api.objects[APP_PATH]
+    outcome = app.run()
+    assert outcome.app_gone
+    assert app.api.sent("GET") == [APP_PATH]
+    assert app.api.sent("PATCH") == []
+
+
+def test_a_deleted_child_of_a_gone_app_is_not_recreated(app: Pass) -> None:
+    ready(app)
+    del app.api.objects[PATHS["Service"]]
+    del app.api.objects[APP_PATH]
+    outcome = app.run()
+    assert outcome.app_gone
+    assert app.api.sent("PATCH") == []
+
+
+def test_a_deleted_child_is_recreated_after_one_look_at_the_app(app: Pass) -> None:
+    ready(app)
+    del app.api.objects[PATHS["Service"]]
+    app.run()
+    assert app.api.sent("GET") == [APP_PATH, PATHS["Service"]]
+    assert app.api.sent("PATCH") == [PATHS["Service"]]
+
+
+def test_a_volume_is_collected_only_after_a_direct_read_says_its_app_is_gone(app: Pass) -> None:
+    ready(app)
+    # The app is there (whatever an index says): its volume stays.
+    assert not collect_volume(app.api, NS, "web")  # type: ignore[arg-type]
+    assert app.api.sent("DELETE") == []
+    del app.api.objects[APP_PATH]
+    app.api.requests.clear()
+    assert collect_volume(app.api, NS, "web")  # type: ignore[arg-type]
+    assert app.api.requests == [
+        ("GET", APP_PATH),
+        ("GET", PATHS["PersistentVolume"]),
+        ("DELETE", PATHS["PersistentVolume"]),
+    ]

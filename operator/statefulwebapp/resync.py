@@ -1,0 +1,99 @@
+"""The periodic full check: what the watches may have missed, found by comparing with lists.
+
+After a watch gap (a 410 Gone, a dropped stream, an API server outage) kopf relists without
+DELETED events, so its indexes can keep objects that are gone: a child deleted during the gap
+looks present (never recreated, the status says Ready), an app deleted during the gap leaves
+its volume. Every ``period`` seconds the operator lists the apps and its labelled children
+(metadata only, paginated) and compares them with the indexes (:func:`compare`, pure):
+
+- a child the index shows but the cluster lacks: the app gets a pass that sees it missing;
+- an app the index shows but the cluster lacks: its volume is collected (after a direct read
+  confirms the app is gone) and it gets no more passes;
+- a volume whose app the cluster lacks: collected.
+
+When everything is in sync it writes nothing: lists only, a handful of requests per period
+whatever the number of apps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykube
+
+from statefulwebapp import kinds, kube, names
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Apps and which child kinds each has, as one side sees them."""
+
+    apps: frozenset[Key]
+    """(namespace, name) of every app."""
+    children: Mapping[Key, frozenset[str]]
+    """Per app key (from the children's labels): the kinds of its children that exist."""
+
+
+@dataclass
+class Plan:
+    """What a resync does; empty when the indexes agree with the cluster."""
+
+    repair: dict[Key, frozenset[str]] = field(default_factory=dict)
+    """Apps to pass, with the kinds the index wrongly shows as present."""
+    gone: set[Key] = field(default_factory=set)
+    """Apps deleted while unwatched: collect their volumes, pass them no more."""
+    orphans: set[Key] = field(default_factory=set)
+    """Apps without an app object whose volume still exists."""
+
+    def __bool__(self) -> bool:
+        """Whether there is anything to do."""
+        return bool(self.repair or self.gone or self.orphans)
+
+
+def compare(index: Snapshot, cluster: Snapshot) -> Plan:
+    """What differs between the operator's indexes and a fresh list of the cluster."""
+    plan = Plan(gone=set(index.apps - cluster.apps))
+    for key in index.apps & cluster.apps:
+        missing = index.children.get(key, frozenset()) - cluster.children.get(key, frozenset())
+        if missing:
+            plan.repair[key] = missing
+    for key, present in cluster.children.items():
+        if kinds.PERSISTENT_VOLUME.name in present and key not in cluster.apps:
+            plan.orphans.add(key)
+    plan.orphans -= plan.gone
+    return plan
+
+
+def owner_key(meta: Mapping[str, Any]) -> Key:
+    """The app a labelled child belongs to (a volume names its app's namespace in a label)."""
+    labels = meta.get("labels") or {}
+    namespace = labels.get(names.LABEL_APP_NAMESPACE) or meta.get("namespace") or ""
+    return (str(namespace), str(labels.get(names.LABEL_INSTANCE) or ""))
+
+
+def from_cluster(api: pykube.HTTPClient, namespaces: Iterable[str]) -> Snapshot:
+    """List the apps and the operator's children (metadata only) in the served namespaces."""
+    scopes = sorted(namespaces) or [""]
+    apps = frozenset(
+        (str(m.get("namespace")), str(m.get("name")))
+        for scope in scopes
+        for m in kube.list_metadata(api, kinds.APP.name, namespace=scope)
+    )
+    children: dict[Key, set[str]] = {}
+    for child in kinds.CHILDREN:
+        for meta in _listed(api, child, scopes):
+            children.setdefault(owner_key(meta), set()).add(child.name)
+    if scopes != [""]:
+        children = {key: kinds_ for key, kinds_ in children.items() if key[0] in scopes}
+    return Snapshot(apps, {key: frozenset(present) for key, present in children.items()})
+
+
+def _listed(api: pykube.HTTPClient, child: kinds.Child, scopes: list[str]) -> Iterator[Any]:
+    for scope in scopes if child.namespaced else [""]:
+        yield from kube.list_metadata(
+            api, child.name, namespace=scope, selector=names.MANAGED_SELECTOR
+        )

@@ -1,0 +1,104 @@
+"""Fast fault tests for ``make test``: a watch gap repaired by the resync, an API server outage.
+
+The long versions, with figures, are ``make faults`` (bench/faults.py).
+
+A watch gap, made for real: the operator is frozen (SIGSTOP) while a child and an app are
+deleted, and the API server is restarted meanwhile, so the watch cache the operator's watches
+resume from starts after the deletions: kopf gets 410 Gone and relists, and a relist carries no
+DELETED events. Only the resync can see what is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.apps import apply, child, delete_namespace, get_app, sample, wait_ready
+from tests.e2e.cluster import CRD, REPO, Cluster, Operator, make_namespace, wait_for
+
+RESYNC = 5
+"""Seconds between full checks in these tests (the default is 300)."""
+
+
+def component(action: str, name: str) -> None:
+    subprocess.run([REPO / "hack/cluster/component.sh", action, name], check=True, timeout=60)
+
+
+def api_up(cluster: Cluster) -> bool:
+    return "ok" in cluster.kubectl("get", "--raw", "/readyz", check=False)
+
+
+@pytest.fixture
+def gap_ns(cluster: Cluster) -> Iterator[str]:
+    if cluster.kind != "local":
+        pytest.fail("fault tests restart the local cluster's components: use --cluster=local")
+    cluster.kubectl("apply", "--server-side", "-f", str(CRD))
+    namespace = make_namespace(cluster, "gap")
+    yield namespace
+    delete_namespace(cluster, namespace)
+
+
+@pytest.fixture
+def operator(cluster: Cluster, gap_ns: str, tmp_path: Path) -> Iterator[Operator]:
+    running = Operator.start(
+        cluster, tmp_path / "operator.log", "--namespace", gap_ns, "--resync-seconds", str(RESYNC)
+    )
+    yield running
+    os.kill(running.process.pid, signal.SIGCONT)
+    running.stop()
+
+
+def test_watch_gap_is_repaired_by_the_resync(
+    cluster: Cluster, gap_ns: str, operator: Operator
+) -> None:
+    apply(cluster, gap_ns, sample())
+    other = sample(serviceName="other")
+    other["metadata"]["name"] = "other"
+    apply(cluster, gap_ns, other)
+    wait_ready(cluster, gap_ns)
+    wait_ready(cluster, gap_ns, "other")
+    volume = f"{gap_ns}-other-data"
+    assert child(cluster, "PersistentVolume", volume, gap_ns)
+
+    os.kill(operator.process.pid, signal.SIGSTOP)
+    try:
+        cluster.kubectl("delete", "service", "nginx", "-n", gap_ns, "--wait=true")
+        cluster.kubectl("delete", "swa", "other", "-n", gap_ns, "--wait=true")
+        component("stop", "kube-apiserver")
+        component("start", "kube-apiserver")
+        wait_for(lambda: api_up(cluster), 60, "the API server back")
+    finally:
+        os.kill(operator.process.pid, signal.SIGCONT)
+    resumed = time.monotonic()
+
+    wait_for(lambda: child(cluster, "Service", "nginx", gap_ns), 60, "the Service recreated")
+    wait_for(
+        lambda: child(cluster, "PersistentVolume", volume, gap_ns) is None,
+        60,
+        "the deleted app's volume collected",
+    )
+    took = time.monotonic() - resumed
+    log = operator.log.read_text(errors="replace")
+    assert "resync: the watches missed changes" in log, "repaired without a gap: not a gap test"
+    assert f"{gap_ns}/other" in log
+    assert took < 60
+    wait_ready(cluster, gap_ns)
+    assert get_app(cluster, gap_ns)["status"]["conditions"][0]["reason"] == "Ready"
+
+
+def test_operator_rides_out_an_api_server_outage(
+    cluster: Cluster, gap_ns: str, operator: Operator
+) -> None:
+    component("stop", "kube-apiserver")
+    time.sleep(5)
+    component("start", "kube-apiserver")
+    wait_for(lambda: api_up(cluster), 60, "the API server back")
+    apply(cluster, gap_ns, sample())
+    wait_ready(cluster, gap_ns, timeout=90)
+    assert operator.process.poll() is None, operator.tail()
