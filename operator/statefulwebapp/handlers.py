@@ -313,7 +313,10 @@ def _reconcile(
         log = logger.error if problem.retry else logger.warning
         log("%s: %s%s", problem.reason, problem.message, "" if problem.retry else "; not retried")
     return passes.Result(
-        failed=outcome.retry, held=outcome.status_held, status_written=outcome.status_written
+        failed=outcome.retry,
+        held=outcome.status_held,
+        status_written=outcome.status_written,
+        retry_after=outcome.retry_after,
     )
 
 

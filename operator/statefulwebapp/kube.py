@@ -9,8 +9,11 @@ those kinds, and skipping discovery saves requests at start-up.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import pykube
@@ -71,7 +74,75 @@ def connect(timeout: float = 30, pool: int = POOL_SIZE) -> pykube.HTTPClient:
     adapter = pykube.http.KubernetesHTTPAdapter(config, pool_maxsize=pool)
     api = pykube.HTTPClient(config, timeout=timeout, http_adapter=adapter)
     api.session.headers["User-Agent"] = USER_AGENT
+    if SERVICE_ACCOUNT_TOKEN.is_file() and config.user.get("token"):
+        ProjectedToken(config.user, SERVICE_ACCOUNT_TOKEN).install(api.session)
     return api
+
+
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+class ProjectedToken:
+    """Keeps a client's bearer token in step with the projected service-account token file.
+
+    The kubelet rewrites the file before the token expires (bound tokens live an hour by
+    default); a token read once at start would be refused after that while the liveness probe
+    stays green. The file is looked at (its mtime) at most every ``check_every`` seconds before
+    a request, and re-read at once when the API server answers 401, the request then sent
+    again once.
+    """
+
+    def __init__(self, user: dict[str, Any], path: Path, check_every: float = 10.0) -> None:
+        """Update ``user["token"]`` (pykube's user entry, read on every request) from ``path``."""
+        self.user = user
+        self.path = path
+        self.check_every = check_every
+        self._mtime = self._stat()
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+
+    def _stat(self) -> float:
+        try:
+            return self.path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Re-read the token if the file changed (or ``force``); True if the token changed."""
+        with self._lock:
+            now = time.monotonic()
+            if not force and now - self._checked < self.check_every:
+                return False
+            self._checked = now
+            mtime = self._stat()
+            if not force and mtime == self._mtime:
+                return False
+            self._mtime = mtime
+            try:
+                token = self.path.read_text().strip()
+            except OSError:
+                return False
+            if not token or token == self.user.get("token"):
+                return False
+            self.user["token"] = token
+            return True
+
+    def install(self, session: requests.Session) -> None:
+        """Check before each request; on a 401, re-read and send the request again once."""
+
+        def before(request: requests.PreparedRequest) -> requests.PreparedRequest:
+            self.refresh()
+            return request
+
+        def after(response: requests.Response, *_: Any, **kwargs: Any) -> requests.Response:
+            if response.status_code != 401 or not self.refresh(force=True):
+                return response
+            again = response.request.copy()
+            again.headers.pop("Authorization", None)  # pykube sets the new one.
+            return session.send(again, **kwargs)
+
+        session.auth = before
+        session.hooks["response"].append(after)
 
 
 def path(kind: str, name: str, namespace: str = "") -> str:

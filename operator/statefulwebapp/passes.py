@@ -47,6 +47,8 @@ class Result:
     """A progress-only status change was not written: run again when such writes are due."""
     status_written: bool = False
     """The pass wrote the app's status: the per-app progress interval starts again."""
+    retry_after: float | None = None
+    """With ``failed``: the API server asked to wait at least this long (``Retry-After``)."""
 
 
 Step = Callable[[], Result]
@@ -165,7 +167,7 @@ class Passes:
                 if result.failed:
                     self._dirty.setdefault(key, step)
                     self._failures[key] = self._failures.get(key, 0) + 1
-                    delay = self.backoff(self._failures[key])
+                    delay = max(self.backoff(self._failures[key]), result.retry_after or 0.0)
                 else:
                     self._failures.pop(key, None)
                 revisit = result.held and key not in self._revisits

@@ -53,6 +53,11 @@ class Outcome:
         """Whether a pass should come again without waiting for an event (server trouble)."""
         return any(problem.retry for problem in self.problems)
 
+    @property
+    def retry_after(self) -> float | None:
+        """The longest wait the API server asked for, if it asked."""
+        return max((p.retry_after for p in self.problems if p.retry_after), default=None)
+
 
 @dataclass
 class Memory:
@@ -204,7 +209,9 @@ def _warn_if_news(body: Obj, outcome: Outcome, warn: Warn) -> None:
     namespace and cost a write each time.
     """
     problem = status.combine(outcome.problems)
-    if problem is None:
+    if problem is None or all(p.reason == "ServerTrouble" for p in outcome.problems):
+        # Server trouble is retried with backoff: a log line and the condition tell of it,
+        # a Warning event per retry would add load to a server already in trouble.
         return
     ready = status.ready_condition(body.get("status") or {})
     if (ready.get("reason"), ready.get("message")) != (problem.reason, problem.message):

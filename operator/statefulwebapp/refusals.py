@@ -61,7 +61,11 @@ def problem(child: kinds.Kind, where: str, err: Exception) -> status.Problem:
         return status.Problem("Conflict", f"{what}: {err.message}; retrying", child.name, True)
     if err.status == 429 or err.status >= 500:
         return status.Problem(
-            "ServerTrouble", f"{what}: {err.message}; retrying", child=child.name, retry=True
+            "ServerTrouble",
+            f"{what}: {err.message}; retrying",
+            child=child.name,
+            retry=True,
+            retry_after=err.retry_after,
         )
     return status.Problem(
         "Refused",

@@ -29,6 +29,8 @@ class Problem:
     """The child kind it concerns; empty when it concerns the whole app."""
     retry: bool = False
     """Whether trying again may help without a spec change (server trouble, RBAC)."""
+    retry_after: float | None = None
+    """Seconds the API server asked us to wait (``Retry-After``), if it did."""
 
 
 def combine(problems: Sequence[Problem]) -> Problem | None:

@@ -95,6 +95,19 @@ def test_retries_back_off_exponentially_with_jitter_up_to_a_ceiling() -> None:
         assert len(set(delays)) > 100  # Jittered: apps failing together do not retry together.
 
 
+def test_a_retry_waits_at_least_what_the_server_asked() -> None:
+    passes, rec = Passes(coalesce=0.01, retry=0.01), Recorder()
+    started = time.monotonic()
+    outcomes = iter([Result(failed=True, retry_after=0.5), Result()])
+
+    def step() -> Result:
+        return rec.step("run", next(outcomes))()
+
+    passes.request("a", step)
+    rec.wait_for(2)
+    assert time.monotonic() - started >= 0.5
+
+
 def test_a_held_status_write_comes_back_until_written() -> None:
     passes, rec = Passes(coalesce=0.01, progress_interval=0.05), Recorder()
     holds = iter([True, True, True, False])

@@ -302,3 +302,20 @@ def test_a_volume_is_collected_only_after_a_direct_read_says_its_app_is_gone(app
         ("GET", PATHS["PersistentVolume"]),
         ("DELETE", PATHS["PersistentVolume"]),
     ]
+
+
+def test_server_trouble_is_retried_after_what_the_server_asked_without_an_event(
+    app: Pass,
+) -> None:
+    ready(app)
+    busy = error(429, "TooManyRequests", "too many requests, please try again later")
+    busy.headers["Retry-After"] = "7"
+    app.api.answers[("PATCH", PATHS["StatefulSet"])] = busy
+    app.warnings.clear()
+    app.edit(replicas=5)
+    outcome = app.run()
+    assert [p.reason for p in outcome.problems] == ["ServerTrouble"]
+    assert outcome.retry
+    assert outcome.retry_after == 7.0
+    assert app.body["status"]["conditions"][0]["reason"] == "ServerTrouble"
+    assert app.warnings == []
