@@ -85,6 +85,13 @@ bench: venv tools ## Fleet benchmark on a fresh audited cluster (BENCH_ARGS="--n
 	@trap 'hack/cluster/down.sh' EXIT; CLUSTER_AUDIT=1 hack/cluster/up.sh >/dev/null && \
 	  $(PY) -m bench.fleet $(BENCH_ARGS)
 
+FAULTS_ARGS ?=
+.PHONY: faults
+faults: venv tools ## Fault suite on a fresh cluster (kill -9, outages, watch gap, upgrade, failover, bad input); writes bench/results/faults.json
+	@hack/cluster/down.sh >/dev/null 2>&1 || true
+	@trap 'hack/cluster/down.sh' EXIT; hack/cluster/up.sh >/dev/null && \
+	  $(PY) -m bench.faults $(FAULTS_ARGS)
+
 .PHONY: clean
 clean: cluster-down ## Remove the venv and caches in the clone (the tool cache stays)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -92,13 +92,17 @@ class OperatorProcess:
     log_path: Path
 
     @classmethod
-    def start(cls, log_path: Path, *, quiet: bool = True) -> OperatorProcess:
+    def start(
+        cls, log_path: Path, *, quiet: bool = True, lease: str = "", extra: tuple[str, ...] = ()
+    ) -> OperatorProcess:
+        """Start it; a lease of its own unless ``lease`` names a shared one."""
         env = {**os.environ, "KUBECONFIG": str(CLUSTER / "kubeconfig")}
         exe = Path(sys.executable).with_name("statefulwebapp-operator")
         out = log_path.open("ab")
         flags = ["--quiet"] if quiet else []
+        lease = lease or f"default/bench-{uuid.uuid4().hex[:8]}"
         process = subprocess.Popen(
-            [exe, "--health", "none", "--lease", f"default/bench-{uuid.uuid4().hex[:8]}", *flags],
+            [exe, "--health", "none", "--lease", lease, *flags, *extra],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

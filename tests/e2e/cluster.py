@@ -19,6 +19,7 @@ import dns.exception
 import dns.resolver
 import pykube
 import pytest
+import requests
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -177,3 +178,21 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def compact_etcd() -> int:
+    """Compact the local cluster's etcd at its current revision; returns that revision.
+
+    Any watch resuming from an older resourceVersion then gets 410 Gone and must relist: the
+    way to make a watch gap on purpose. Uses etcd's JSON gateway (the local etcd has no TLS).
+    """
+    pid = (REPO / ".cluster/kwok/clusters/swa/pids/kube-apiserver.pid").read_text().strip()
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    url = next(a.decode().split("=", 1)[1] for a in args if a.startswith(b"--etcd-servers="))
+    status = requests.post(f"{url}/v3/maintenance/status", json={}, timeout=10)
+    revision = int(status.json()["header"]["revision"])
+    compact = requests.post(
+        f"{url}/v3/kv/compaction", json={"revision": str(revision), "physical": True}, timeout=30
+    )
+    compact.raise_for_status()
+    return revision
