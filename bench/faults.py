@@ -207,8 +207,10 @@ def kill9(runs: int, n: int) -> dict[str, Any]:
         time.sleep(random.uniform(0.2, 3.0))
         operator.process.kill()
         operator.process.wait()
-        if run % max(1, runs // len(deleted)) == 0 and deleted[run % len(deleted)]:
-            kubectl("delete", "swa", deleted[run % len(deleted)], "-n", ns, "--wait=false")
+        step = max(1, runs // len(deleted))
+        if run % step == 0 and run // step < len(deleted):
+            doomed = deleted[run // step]
+            kubectl("delete", "swa", doomed, "-n", ns, "--wait=false", "--ignore-not-found")
     creator.join()
     for name in deleted:  # Every one of them deleted, whatever the run count.
         kubectl("delete", "swa", name, "-n", ns, "--wait=false", "--ignore-not-found")
@@ -328,8 +330,8 @@ def watch_gap() -> dict[str, Any]:
     wait(lambda: ready_apps(ns) >= set(apps), 300, "the gap scenario's apps Ready")
     victim, doomed = apps[0], apps[1]
     log(
-        "watch_gap: a Service and an app deleted while the operator is frozen and the API "
-        "server restarts"
+        "watch_gap: a Service and an app deleted while the operator is frozen, etcd compacted, "
+        "the API server restarted"
     )
     mark = OPERATOR_LOG.stat().st_size
     operator.process.send_signal(19)  # SIGSTOP

@@ -207,6 +207,36 @@ STEPS: list[tuple[str, Edit | list[Obj], Check]] = [
         ),
     ),
     (
+        "set the agents' and the date logger's images and history limits",
+        both(
+            put("backup", {"image": "busybox:1.37"}),
+            put(
+                "dateLogger",
+                {
+                    "image": "busybox:1.37",
+                    "successfulJobsHistoryLimit": 1,
+                    "failedJobsHistoryLimit": 0,
+                },
+            ),
+        ),
+        lambda c, ns, ch: (
+            _eq(container(ch["DaemonSet"])["image"], "busybox:1.37"),
+            _eq(container(ch["CronJob"])["image"], "busybox:1.37"),
+            _eq(ch["CronJob"]["spec"]["successfulJobsHistoryLimit"], 1),  # type: ignore[index]
+            _eq(ch["CronJob"]["spec"]["failedJobsHistoryLimit"], 0),  # type: ignore[index]
+        ),
+    ),
+    (
+        "remove them (defaults back)",
+        both(put("backup", None), put("dateLogger", None)),
+        lambda c, ns, ch: (
+            _eq(container(ch["DaemonSet"])["image"], "busybox"),
+            _eq(container(ch["CronJob"])["image"], "busybox"),
+            _eq(ch["CronJob"]["spec"]["successfulJobsHistoryLimit"], 3),  # type: ignore[index]
+            _eq(ch["CronJob"]["spec"]["failedJobsHistoryLimit"], 1),  # type: ignore[index]
+        ),
+    ),
+    (
         "change replicas, image, port and mount path",
         both(
             put("replicas", 2),
