@@ -86,6 +86,16 @@ def parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument(
+        "--max-rollouts-per-minute",
+        type=float,
+        default=handlers.PASSES.rollouts_per_minute,
+        metavar="N",
+        help=(
+            "apps whose web pods or backup agents may roll per minute when a new operator "
+            "version renders them differently, the spec unchanged (default: %(default)s)"
+        ),
+    )
+    p.add_argument(
         "--log-format",
         choices=["plain", "full", "json"],
         default="full",
@@ -106,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         log_format=kopf.LogFormat[args.log_format.upper()],
     )
     assert handlers.APP  # The import registers the handlers; keep it visibly used.
+    handlers.PASSES.rollouts_per_minute = args.max_rollouts_per_minute
     namespace, _, name = args.lease.partition("/")
     if not namespace or not name:
         print(f"--lease {args.lease!r}: write NAMESPACE/NAME", file=sys.stderr)

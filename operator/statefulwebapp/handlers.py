@@ -296,6 +296,7 @@ def _reconcile(
             logger=logger,
             memory=MEMORY,
             progress_due=functools.partial(PASSES.progress_due, key),
+            rollout_due=PASSES.rollout_due,
         )
     except Exception as err:
         logger.error("reconcile failed, retrying with backoff: %s", err)
@@ -315,7 +316,7 @@ def _reconcile(
         log("%s: %s%s", problem.reason, problem.message, "" if problem.retry else "; not retried")
     return passes.Result(
         failed=outcome.retry,
-        held=outcome.status_held,
+        held=outcome.status_held or bool(outcome.rollouts_held),
         status_written=outcome.status_written,
         retry_after=outcome.retry_after,
     )

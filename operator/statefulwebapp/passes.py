@@ -15,7 +15,10 @@ class, so it can be tested without a cluster:
 - a step that held back a status write (only progress, see ``status.urgent``) is run again once
   that write is due;
 - :meth:`Passes.progress_due` is the budget for those writes: per app at most one every
-  ``progress_interval`` seconds, across the operator at most ``progress_rate`` per second.
+  ``progress_interval`` seconds, across the operator at most ``progress_rate`` per second;
+- :meth:`Passes.rollout_due` is the budget for re-rendered workloads nobody asked for (a new
+  operator version rendering a pod template differently): at most ``rollouts_per_minute``
+  apps roll across the fleet per minute; a pass that had to wait is run again later.
 
 Delayed steps wait on one heap served by one thread and run on a pool of ``workers`` threads,
 so a burst of a thousand apps costs a heap entry each, not a thread each, and no more than
@@ -95,6 +98,7 @@ class Passes:
         retry_max: float = 300.0,
         progress_interval: float = 30.0,
         progress_rate: float = 1.0,
+        rollouts_per_minute: float = 30.0,
     ) -> None:
         """Timings in seconds; ``progress_rate`` in writes per second."""
         self.coalesce = coalesce
@@ -102,6 +106,8 @@ class Passes:
         self.retry_max = retry_max
         self.progress_interval = progress_interval
         self.progress_rate = progress_rate
+        self.rollouts_per_minute = rollouts_per_minute
+        self._next_rollout = 0.0
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="pass")
         self._delays = Delays(self._pool)
         self._lock = threading.Lock()
@@ -135,6 +141,15 @@ class Passes:
             if now < self._next_progress_write:
                 return False
             self._next_progress_write = now + 1 / self.progress_rate
+            return True
+
+    def rollout_due(self) -> bool:
+        """Whether one more app may roll its workloads for a new rendering now; if so, counted."""
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next_rollout:
+                return False
+            self._next_rollout = now + 60 / self.rollouts_per_minute
             return True
 
     def idle(self, key: Hashable) -> bool:

@@ -44,6 +44,9 @@ class Outcome:
     """The status as written; newer than what the watch has shown until it shows that version."""
     status_held: bool = False
     """Whether a progress-only status change was held back (``progress_due`` was False)."""
+    rollouts_held: list[str] = field(default_factory=list)
+    """Workloads whose new rendering (same spec, a new operator version) waits for the fleet's
+    rollout budget; the pass should come back."""
     app_gone: bool = False
     """The app the pass was given no longer exists (its index entry outlived a watch gap):
     nothing was written, and it should get no more passes."""
@@ -97,6 +100,7 @@ def reconcile(
     logger: Log,
     memory: Memory,
     progress_due: Callable[[], bool] = lambda: True,
+    rollout_due: Callable[[], bool] = lambda: True,
 ) -> Outcome:
     """Bring the app's children in line with its spec and publish the recomputed status.
 
@@ -105,7 +109,9 @@ def reconcile(
     name that belongs to someone else is reported, never overwritten. A status change that is
     only progress (:func:`status.urgent`) is written if ``progress_due()`` says so (it is
     asked only then, so it may spend a budget); if not, ``status_held`` tells the caller to
-    come back.
+    come back. ``rollout_due()`` is asked before re-applying a StatefulSet or DaemonSet whose
+    rendering changed while the spec did not (an operator upgrade): a fleet must not roll at
+    once.
     """
     outcome = Outcome()
     meta = body.get("metadata", {})
@@ -145,6 +151,7 @@ def reconcile(
             outcome.problems.append(conflict)
         else:
             # 4. Converge each child on its own: one refusal freezes no other.
+            acknowledged = (body.get("status") or {}).get("observedGeneration") == generation
             _converge(
                 api,
                 app=app,
@@ -153,6 +160,7 @@ def reconcile(
                 outcome=outcome,
                 memory=memory,
                 logger=logger,
+                rollout_due=rollout_due if acknowledged else lambda: True,
             )
     except (kube.ApiError, *refusals.TRANSIENT) as err:
         if isinstance(err, kube.ApiError) and err.terminating:
@@ -227,6 +235,7 @@ def _converge(
     outcome: Outcome,
     memory: Memory,
     logger: Log,
+    rollout_due: Callable[[], bool],
 ) -> None:
     key = (app.namespace, app.name)
     stored = memory.stored.setdefault(key, {})
@@ -241,6 +250,9 @@ def _converge(
                 # and its deletion event brings the pass that recreates it. Retain keeps the
                 # NFS data either way.
                 _delete(api, child, app, children, outcome)
+                continue
+            if _unasked_rollout(child, manifest, live) and not rollout_due():
+                outcome.rollouts_held.append(f"{child.name}/{manifest['metadata']['name']}")
                 continue
             problem = _apply(api, child, manifest, live, stored, refused, children, outcome)
         except (kube.ApiError, *refusals.TRANSIENT) as err:
@@ -259,6 +271,14 @@ def _converge(
             break
     if outcome.applied or outcome.deleted:
         logger.info("applied %s; deleted %s", outcome.applied or "-", outcome.deleted or "-")
+
+
+def _unasked_rollout(child: kinds.Child, manifest: Obj, live: Obj | None) -> bool:
+    """A workload applied before from another rendering of the same spec (an operator upgrade)."""
+    if child not in (kinds.STATEFULSET, kinds.DAEMONSET) or live is None:
+        return False
+    before = drift.stamp_of(live)
+    return before is not None and before != drift.stamp_of(manifest)
 
 
 def _delete(

@@ -108,6 +108,12 @@ def test_a_retry_waits_at_least_what_the_server_asked() -> None:
     assert time.monotonic() - started >= 0.5
 
 
+def test_rollouts_nobody_asked_for_are_paced_across_the_fleet() -> None:
+    passes = Passes(rollouts_per_minute=60)
+    assert passes.rollout_due()
+    assert not passes.rollout_due()  # The next one in a second, not now.
+
+
 def test_a_held_status_write_comes_back_until_written() -> None:
     passes, rec = Passes(coalesce=0.01, progress_interval=0.05), Recorder()
     holds = iter([True, True, True, False])

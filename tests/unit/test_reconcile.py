@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from statefulwebapp import kinds, kube
+from statefulwebapp.drift import DIGEST
 from statefulwebapp.reconcile import Memory, Outcome, collect_volume, reconcile
 from tests.unit.fakeapi import FakeApi, Obj, error
 from tests.unit.test_render import SCENARIO
@@ -48,7 +49,7 @@ class Pass:
                 self.body["spec"][key] = value
         self.body["metadata"]["generation"] += 1
 
-    def run(self) -> Outcome:
+    def run(self, rollout_due: bool = True) -> Outcome:
         self.api.requests.clear()
         observed = {kind: self.api.objects.get(path) for kind, path in PATHS.items()}
         outcome = reconcile(
@@ -58,6 +59,7 @@ class Pass:
             warn=lambda reason, message: self.warnings.append((reason, message)),
             logger=logging.getLogger("test"),
             memory=self.memory,
+            rollout_due=lambda: rollout_due,
         )
         if outcome.written_status is not None:
             self.body = {**self.body, "status": outcome.written_status}
@@ -319,3 +321,25 @@ def test_server_trouble_is_retried_after_what_the_server_asked_without_an_event(
     assert outcome.retry_after == 7.0
     assert app.body["status"]["conditions"][0]["reason"] == "ServerTrouble"
     assert app.warnings == []
+
+
+def test_an_upgrade_that_re_renders_workloads_rolls_within_the_budget(app: Pass) -> None:
+    ready(app)
+    # What an older operator version left: another rendering of the same spec.
+    for kind in ("StatefulSet", "DaemonSet"):
+        app.api.objects[PATHS[kind]]["metadata"]["annotations"][DIGEST] = "older-rendering"
+    outcome = app.run(rollout_due=False)
+    assert outcome.rollouts_held == ["StatefulSet/web", "DaemonSet/web-backup"]
+    assert app.api.sent("PATCH") == []
+    assert app.body["status"]["conditions"][0]["reason"] == "Ready"
+    outcome = app.run(rollout_due=True)
+    assert outcome.rollouts_held == []
+    assert app.api.sent("PATCH") == [PATHS["StatefulSet"], PATHS["DaemonSet"]]
+
+
+def test_a_spec_change_is_never_held_by_the_rollout_budget(app: Pass) -> None:
+    ready(app)
+    app.edit(replicas=4)
+    outcome = app.run(rollout_due=False)
+    assert outcome.rollouts_held == []
+    assert PATHS["StatefulSet"] in app.api.sent("PATCH")
