@@ -2,10 +2,10 @@
 
 The long versions, with figures, are ``make faults`` (bench/faults.py).
 
-A watch gap, made for real: the operator is frozen (SIGSTOP) while a child and an app are
-deleted, etcd is compacted past the deletions and the API server restarted, so the watches
-cannot resume where they stopped: kopf gets 410 Gone and relists, and a relist carries no
-DELETED events. Only the resync can see what is missing.
+A watch gap, made for real: the operator is frozen (SIGSTOP), the API server restarted (its
+watch connections die), a child and an app deleted, and etcd compacted past the deletions, so
+the watches cannot resume where they stopped: kopf gets 410 Gone and relists, and a relist
+carries no DELETED events. The operator must still repair the child and collect the volume.
 """
 
 from __future__ import annotations
@@ -76,12 +76,14 @@ def test_watch_gap_is_repaired_by_the_resync(
 
     os.kill(operator.process.pid, signal.SIGSTOP)
     try:
-        cluster.kubectl("delete", "service", "nginx", "-n", gap_ns, "--wait=true")
-        cluster.kubectl("delete", "swa", "other", "-n", gap_ns, "--wait=true")
-        compact_etcd()  # The watches' resourceVersion is history now: they must relist.
+        # The API server first: the operator's watch connections die with it, so the
+        # deletions never reach its sockets; then etcd is compacted past them.
         component("stop", "kube-apiserver")
         component("start", "kube-apiserver")
         wait_for(lambda: api_up(cluster), 60, "the API server back")
+        cluster.kubectl("delete", "service", "nginx", "-n", gap_ns, "--wait=true")
+        cluster.kubectl("delete", "swa", "other", "-n", gap_ns, "--wait=true")
+        compact_etcd()
     finally:
         os.kill(operator.process.pid, signal.SIGCONT)
     resumed = time.monotonic()
