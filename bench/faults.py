@@ -137,7 +137,10 @@ class Supervised:
     """An operator kept running the way a kubelet keeps a pod running: restarted on exit."""
 
     def __init__(self, lease: str = "", extra: tuple[str, ...] = ()) -> None:
-        self.lease, self.extra = lease, extra
+        # One identity across restarts, as a pod keeps its name: a restarted leader takes its
+        # own lease back without waiting for it to run out.
+        self.lease = lease
+        self.extra = (*extra, "--identity", f"supervised-{time.monotonic_ns()}")
         self.restarts = 0
         self._stop = threading.Event()
         self.current = OperatorProcess.start(OPERATOR_LOG, quiet=False, lease=lease, extra=extra)

@@ -32,6 +32,17 @@ OUTSIDE_NAMESPACE = "swa-system"
 log = logging.getLogger(__name__)
 
 
+def default_identity() -> str:
+    """This instance's name in the lease.
+
+    In a pod, the pod's name: a restarted container takes its own lease back at once (its
+    predecessor is dead). Elsewhere host, pid and a random part: two local runs never share.
+    """
+    if SERVICE_ACCOUNT_NAMESPACE.exists():
+        return socket.gethostname()
+    return f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+
+
 def default_lease() -> str:
     """``<own namespace>/statefulwebapp-operator`` in a pod, else the README's namespace."""
     try:
@@ -73,6 +84,15 @@ def parser() -> argparse.ArgumentParser:
         help=(
             "leader-election Lease: one instance per lease is active, the others wait "
             "(default: %(default)s; in a pod, the pod's namespace)"
+        ),
+    )
+    p.add_argument(
+        "--identity",
+        default=default_identity(),
+        metavar="ID",
+        help=(
+            "this instance's name in the lease; must be unique among running instances "
+            "(default: the pod's name in a pod, else host_pid_random)"
         ),
     )
     p.add_argument(
@@ -125,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         kube.connect(timeout=lease.Timing.retry, pool=2),
         namespace,
         name,
-        f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex[:6]}",
+        args.identity,
     )
     standby = None if args.health == "none" else _serve_health(args.health)
     elector.acquire()

@@ -119,3 +119,13 @@ def test_leader_whose_lease_was_taken_stops_at_once(api: FakeApi) -> None:
     lost = threading.Event()
     a.keep(lambda reason: lost.set())
     assert lost.wait(5)
+
+
+def test_a_restarted_instance_with_the_same_identity_takes_its_lease_back_at_once(
+    api: FakeApi,
+) -> None:
+    clock = Clock()
+    assert candidate(api, clock, "pod-a").try_acquire()
+    # The container restarts (same pod name), the old process gone: no need to wait it out.
+    assert candidate(api, clock, "pod-a").try_acquire()
+    assert not candidate(api, clock, "pod-b").try_acquire()
