@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def default_identity() -> str:
-    """This instance's name in the lease.
+    """The name of this instance in the lease.
 
     In a pod, the pod's name: a restarted container takes its own lease back at once (its
     predecessor is dead). Elsewhere host, pid and a random part: two local runs never share.
