@@ -136,14 +136,16 @@ def volumes_of(ns: str) -> set[str]:
 class Supervised:
     """An operator kept running the way a kubelet keeps a pod running: restarted on exit."""
 
-    def __init__(self, lease: str = "", extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, ns: str, lease: str = "") -> None:
         # One identity across restarts, as a pod keeps its name: a restarted leader takes its
         # own lease back without waiting for it to run out.
         self.lease = lease
-        self.extra = (*extra, "--identity", f"supervised-{time.monotonic_ns()}")
+        self.extra = ("--namespace", ns, "--identity", f"supervised-{time.monotonic_ns()}")
         self.restarts = 0
         self._stop = threading.Event()
-        self.current = OperatorProcess.start(OPERATOR_LOG, quiet=False, lease=lease, extra=extra)
+        self.current = OperatorProcess.start(
+            OPERATOR_LOG, quiet=False, lease=lease, extra=self.extra
+        )
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
 
@@ -206,7 +208,7 @@ def kill9(runs: int, n: int) -> dict[str, Any]:
     creator.start()
     log(f"kill9: {runs} kill -9 at random moments of a {n}-app burst")
     for run in range(runs):
-        operator = OperatorProcess.start(OPERATOR_LOG)
+        operator = OperatorProcess.start(OPERATOR_LOG, extra=("--namespace", ns))
         time.sleep(random.uniform(0.2, 3.0))
         operator.process.kill()
         operator.process.wait()
@@ -217,7 +219,7 @@ def kill9(runs: int, n: int) -> dict[str, Any]:
     creator.join()
     for name in deleted:  # Every one of them deleted, whatever the run count.
         kubectl("delete", "swa", name, "-n", ns, "--wait=false", "--ignore-not-found")
-    final = OperatorProcess.start(OPERATOR_LOG, quiet=False)
+    final = OperatorProcess.start(OPERATOR_LOG, quiet=False, extra=("--namespace", ns))
     remaining = set(apps) - set(deleted)
     try:
         took = wait(lambda: ready_apps(ns) >= remaining, 600, "every app Ready after the kills")
@@ -266,7 +268,7 @@ def orphans(ns: str, apps: set[str]) -> set[str]:
 
 def outage(what: str, seconds: float, n: int) -> dict[str, Any]:
     ns = namespace(f"faults-{what}-{int(seconds)}")
-    operator = Supervised(lease=f"default/faults-{what}-{int(seconds)}")
+    operator = Supervised(ns, lease=f"default/faults-{what}-{int(seconds)}")
     apps = app_names("o", n)
     creator = threading.Thread(target=create_apps, args=(ns, apps))
     creator.start()
@@ -327,7 +329,7 @@ def cluster_recovery(ns: str, since: float, out: dict[str, float]) -> None:
 
 def watch_gap() -> dict[str, Any]:
     ns = namespace("faults-gap")
-    operator = OperatorProcess.start(OPERATOR_LOG, quiet=False)
+    operator = OperatorProcess.start(OPERATOR_LOG, quiet=False, extra=("--namespace", ns))
     apps = app_names("g", 10)
     create_apps(ns, apps)
     wait(lambda: ready_apps(ns) >= set(apps), 300, "the gap scenario's apps Ready")
@@ -368,7 +370,7 @@ def watch_gap() -> dict[str, Any]:
 
 def delete_while_down() -> dict[str, Any]:
     ns = namespace("faults-down")
-    operator = OperatorProcess.start(OPERATOR_LOG)
+    operator = OperatorProcess.start(OPERATOR_LOG, extra=("--namespace", ns))
     apps = app_names("d", 20)
     create_apps(ns, apps)
     wait(lambda: ready_apps(ns) >= set(apps), 300, "the apps Ready")
@@ -378,13 +380,19 @@ def delete_while_down() -> dict[str, Any]:
         kubectl("delete", "swa", name, "-n", ns, "--wait=false")
     wait(lambda: not set(doomed) & set(apps_in(ns)), 60, "the apps deleted")
     started = time.monotonic()
-    operator = OperatorProcess.start(OPERATOR_LOG)
+    operator = OperatorProcess.start(OPERATOR_LOG, extra=("--namespace", ns))
     gone = {names.volume_of(ns, name) for name in doomed}
     wait(lambda: not volumes_of(ns) & gone, 120, "their volumes collected")
     took = time.monotonic() - started
     operator.stop()
     log(f"delete_while_down: {len(doomed)} volumes collected {took:.1f}s after the start")
     return {"delete_while_down_s": round(took, 1), "delete_while_down_apps": len(doomed)}
+
+
+def log_since(mark: int) -> str:
+    with OPERATOR_LOG.open("rb") as f:
+        f.seek(mark)
+        return f.read().decode(errors="replace")
 
 
 def workload_generations(ns: str) -> dict[str, int]:
@@ -398,7 +406,7 @@ def workload_generations(ns: str) -> dict[str, int]:
 
 def upgrade(n: int) -> dict[str, Any]:
     ns = namespace("faults-upgrade")
-    old = OperatorProcess.start(OPERATOR_LOG)
+    old = OperatorProcess.start(OPERATOR_LOG, extra=("--namespace", ns))
     apps = app_names("u", n)
     create_apps(ns, apps)
     wait(lambda: ready_apps(ns) >= set(apps), 600, "the apps Ready")
@@ -406,8 +414,9 @@ def upgrade(n: int) -> dict[str, Any]:
     # The replacement: the old one stops as a rolling update stops it (SIGTERM), the new one
     # (the same renderers: a build with other changes) resumes every app.
     old.stop()
-    new = OperatorProcess.start(OPERATOR_LOG, quiet=False)
-    wait(lambda: "resumed" in OPERATOR_LOG.read_text(errors="replace"), 300, "the resume line")
+    mark = OPERATOR_LOG.stat().st_size
+    new = OperatorProcess.start(OPERATOR_LOG, quiet=False, extra=("--namespace", ns))
+    wait(lambda: "resumed" in log_since(mark), 300, "the new operator's resume line")
     time.sleep(15)
     after = workload_generations(ns)
     new.stop()
@@ -419,12 +428,16 @@ def upgrade(n: int) -> dict[str, Any]:
 def failover() -> dict[str, Any]:
     ns = namespace("faults-failover")
     lease = "default/faults-failover"
-    leader = OperatorProcess.start(OPERATOR_LOG, quiet=False, lease=lease)
+    leader = OperatorProcess.start(
+        OPERATOR_LOG, quiet=False, lease=lease, extra=("--namespace", ns)
+    )
     wait(
         lambda: "leader: took the lease" in OPERATOR_LOG.read_text(errors="replace"), 60, "a leader"
     )
     mark = OPERATOR_LOG.stat().st_size
-    standby = OperatorProcess.start(OPERATOR_LOG, quiet=False, lease=lease)
+    standby = OperatorProcess.start(
+        OPERATOR_LOG, quiet=False, lease=lease, extra=("--namespace", ns)
+    )
     apps = app_names("f", 5)
     create_apps(ns, apps)
     wait(lambda: ready_apps(ns) >= set(apps), 120, "the apps Ready")
@@ -509,7 +522,7 @@ def _merged(base: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
 def bad_inputs() -> dict[str, Any]:
     ns = namespace("faults-bad")
     kubectl("create", "service", "clusterip", "taken", "--tcp=80:80", "-n", ns)
-    operator = OperatorProcess.start(OPERATOR_LOG)
+    operator = OperatorProcess.start(OPERATOR_LOG, extra=("--namespace", ns))
     cases = bad_specs()
     outcome: dict[str, str] = {}
     for i, (case, spec, name) in enumerate(cases):
