@@ -360,9 +360,7 @@ def watch_gap() -> dict[str, Any]:
         180,
         "the Service recreated and the deleted app's volume collected",
     )
-    with OPERATOR_LOG.open("rb") as f:
-        f.seek(mark)
-        by_resync = b"resync: the watches missed changes" in f.read()
+    by_resync = "resync: the watches missed changes" in log_since(mark)
     operator.stop()
     log(f"watch_gap: repaired {took:.1f}s after the operator resumed (by the resync: {by_resync})")
     return {"watch_gap_repaired_s": round(took, 1), "watch_gap_by_resync": by_resync}
@@ -446,9 +444,7 @@ def failover() -> dict[str, Any]:
     create_apps(ns, ["after-failover"], {**SPEC, "serviceName": "after-failover"})
     wait(lambda: "after-failover" in ready_apps(ns), 120, "a new app Ready under the standby")
     took = time.monotonic() - killed
-    with OPERATOR_LOG.open("rb") as f:
-        f.seek(mark)
-        took_over = b"leader: took the lease" in f.read()
+    took_over = "leader: took the lease" in log_since(mark)
     standby.stop()
     log(f"failover: new app Ready {took:.1f}s after the leader's kill -9 (took over: {took_over})")
     return {"failover_s": round(took, 1), "failover_took_over": took_over}

@@ -212,30 +212,27 @@ def apply(api: pykube.HTTPClient, manifest: Mapping[str, Any]) -> dict[str, Any]
         headers={"Content-Type": "application/apply-patch+yaml"},
         timeout=api.timeout,
     )
-    if not response.ok:
-        raise ApiError("apply", p, response)
-    result: dict[str, Any] = response.json()
-    return result
+    return _answer("apply", p, response)
 
 
 def create(api: pykube.HTTPClient, manifest: Mapping[str, Any]) -> dict[str, Any]:
     """Create ``manifest`` (POST); a 409 if it exists."""
     meta = manifest["metadata"]
     p = path(manifest["kind"], meta["name"], meta.get("namespace", "")).rsplit("/", 1)[0]
-    response = api.session.post(_url(api, p), json=manifest, timeout=api.timeout)
-    if not response.ok:
-        raise ApiError("create", p, response)
-    result: dict[str, Any] = response.json()
-    return result
+    return _answer("create", p, api.session.post(_url(api, p), json=manifest, timeout=api.timeout))
 
 
 def replace(api: pykube.HTTPClient, manifest: Mapping[str, Any]) -> dict[str, Any]:
     """Replace ``manifest`` (PUT); a 409 if its resourceVersion is not the current one."""
     meta = manifest["metadata"]
     p = path(manifest["kind"], meta["name"], meta.get("namespace", ""))
-    response = api.session.put(_url(api, p), json=manifest, timeout=api.timeout)
+    return _answer("replace", p, api.session.put(_url(api, p), json=manifest, timeout=api.timeout))
+
+
+def _answer(verb: str, p: str, response: requests.Response) -> dict[str, Any]:
+    """The object the API server answered with, or its refusal as an :class:`ApiError`."""
     if not response.ok:
-        raise ApiError("replace", p, response)
+        raise ApiError(verb, p, response)
     result: dict[str, Any] = response.json()
     return result
 

@@ -49,12 +49,19 @@ def start(cluster: Cluster, tmp_path: Path, label: str, lease: str, namespace: s
     return Operator.start(cluster, log, "--lease", lease, "--namespace", namespace)
 
 
+def leader_and_standby(
+    cluster: Cluster, tmp_path: Path, lease: str, namespace: str
+) -> tuple[Operator, Operator]:
+    """``a`` started first and leading, then ``b`` started."""
+    a = start(cluster, tmp_path, "a", lease, namespace)
+    wait_for(lambda: leading(a), 30, "a to lead")
+    return a, start(cluster, tmp_path, "b", lease, namespace)
+
+
 def test_one_leader_and_a_standby_that_takes_over_after_kill_9(
     cluster: Cluster, tmp_path: Path, lease: str, apps_ns: str
 ) -> None:
-    a = start(cluster, tmp_path, "a", lease, apps_ns)
-    wait_for(lambda: leading(a), 30, "a to lead")
-    b = start(cluster, tmp_path, "b", lease, apps_ns)
+    a, b = leader_and_standby(cluster, tmp_path, lease, apps_ns)
     try:
         holder = wait_for(
             lambda: log_has(b, r"standby: the lease \S+ is held by (\S+);"), 30, "b to wait"
@@ -84,9 +91,7 @@ def test_one_leader_and_a_standby_that_takes_over_after_kill_9(
 def test_clean_stop_hands_over_at_once_and_a_robbed_leader_stops(
     cluster: Cluster, tmp_path: Path, lease: str, apps_ns: str
 ) -> None:
-    a = start(cluster, tmp_path, "a", lease, apps_ns)
-    wait_for(lambda: leading(a), 30, "a to lead")
-    b = start(cluster, tmp_path, "b", lease, apps_ns)
+    a, b = leader_and_standby(cluster, tmp_path, lease, apps_ns)
     try:
         wait_for(lambda: log_has(b, r"standby: "), 30, "b to wait")
         a.stop()  # SIGINT: kopf stops, the lease is released.
