@@ -28,6 +28,7 @@ so a burst of a thousand apps costs a heap entry each, not a thread each, and no
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import heapq
 import itertools
 import logging
@@ -116,6 +117,9 @@ class Passes:
         self._revisits: set[Hashable] = set()
         self._written: dict[Hashable, float] = {}
         self._failures: dict[Hashable, int] = {}
+        self._waits: dict[Hashable, int] = {}
+        """Per key, the number of its latest scheduled trail: an earlier one, overtaken by an
+        early retry, does nothing."""
         self._next_progress_write = 0.0
 
     def request(self, key: Hashable, step: Step) -> None:
@@ -179,21 +183,35 @@ class Passes:
             with self._lock:
                 if result.status_written:
                     self._written[key] = time.monotonic()
+                recovered: list[Hashable] = []
                 if result.failed:
                     self._dirty.setdefault(key, step)
                     self._failures[key] = self._failures.get(key, 0) + 1
                     delay = max(self.backoff(self._failures[key]), result.retry_after or 0.0)
-                else:
-                    self._failures.pop(key, None)
+                elif self._failures.pop(key, None) is not None:
+                    # This key failed and now went through: the server answers again, so the
+                    # others waiting out a long backoff are tried now rather than up to
+                    # retry_max later. A server still in trouble fails them again, backing off
+                    # further.
+                    recovered = [k for k, n in self._failures.items() if n >= 2]
                 revisit = result.held and key not in self._revisits
                 if revisit:
                     self._revisits.add(key)
+                trails = [(k, self._next_wait(k)) for k in (key, *recovered)]
             if revisit:
                 self._delays.call_later(self.progress_interval, lambda: self._revisit(key, step))
-            self._delays.call_later(delay, lambda: self._trail(key))
+            for k, wait in trails:
+                soon = delay if k == key else self.coalesce
+                self._delays.call_later(soon, functools.partial(self._trail, k, wait))
 
-    def _trail(self, key: Hashable) -> None:
+    def _next_wait(self, key: Hashable) -> int:
+        self._waits[key] = self._waits.get(key, 0) + 1
+        return self._waits[key]
+
+    def _trail(self, key: Hashable, wait: int) -> None:
         with self._lock:
+            if self._waits.get(key) != wait:
+                return  # Overtaken by an early retry.
             step = self._dirty.pop(key, None)
             if step is None:
                 self._busy.discard(key)

@@ -108,6 +108,26 @@ def test_a_retry_waits_at_least_what_the_server_asked() -> None:
     assert time.monotonic() - started >= 0.5
 
 
+def test_when_the_server_answers_again_long_backoffs_are_cut_short() -> None:
+    passes, rec = Passes(coalesce=0.01, retry=0.05), Recorder()
+    b_results = iter([Result(failed=True), Result(failed=True, retry_after=60.0), Result()])
+    a_results = iter([Result(failed=True), Result()])
+
+    def b() -> Result:
+        return rec.step("b", next(b_results))()
+
+    def a() -> Result:
+        return rec.step("a", next(a_results))()
+
+    passes.request("b", b)
+    rec.wait_for(2)  # "b" failed twice; its next try is a minute away.
+    passes.request("a", a)
+    # "a" fails, then goes through: the server answers again, so "b" is tried at once.
+    ran = rec.wait_for(5)
+    assert ran.count("b") == 3
+    assert ran.index("a") < len(ran) - 1
+
+
 def test_rollouts_nobody_asked_for_are_paced_across_the_fleet() -> None:
     passes = Passes(rollouts_per_minute=60)
     assert passes.rollout_due()
