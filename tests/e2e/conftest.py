@@ -21,7 +21,7 @@ from pathlib import Path
 import pykube
 import pytest
 
-from tests.e2e.apps import delete_namespace
+from tests.e2e.apps import apply, delete_namespace, sample, wait_ready
 from tests.e2e.cluster import CRD, REPO, Cluster, Operator, make_namespace
 
 
@@ -88,6 +88,16 @@ def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
     running = Operator.start(cluster, tmp_path_factory.mktemp("operator") / "operator.log")
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def app_ns(cluster: Cluster, operator: Operator) -> Iterator[str]:
+    """The sample app, applied once and Ready, shared by a module's read-only checks."""
+    namespace = make_namespace(cluster, "swa")
+    apply(cluster, namespace, sample())
+    wait_ready(cluster, namespace)
+    yield namespace
+    delete_namespace(cluster, namespace)
 
 
 @pytest.fixture

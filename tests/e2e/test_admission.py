@@ -8,13 +8,12 @@ next to look-alikes that must still pass.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.e2e.apps import apply, delete_namespace, dry_run, get_app, sample, wait_ready
-from tests.e2e.cluster import Cluster, Operator, make_namespace
+from tests.e2e.apps import dry_run, get_app, sample
+from tests.e2e.cluster import Cluster, Operator
 
 
 def with_spec(**spec: Any) -> dict[str, Any]:
@@ -95,15 +94,6 @@ def test_lookalikes_are_accepted(
     assert "created (server dry run)" in out, f"{case} was refused: {out}"
 
 
-@pytest.fixture(scope="module")
-def live(cluster: Cluster, operator: Operator) -> Iterator[str]:
-    namespace = make_namespace(cluster, "adm")
-    apply(cluster, namespace, sample())
-    wait_ready(cluster, namespace)
-    yield namespace
-    delete_namespace(cluster, namespace)
-
-
 @pytest.mark.parametrize(
     "storage",
     [
@@ -115,7 +105,7 @@ def live(cluster: Cluster, operator: Operator) -> Iterator[str]:
     ids=["capacity", "request", "both", "request-removed"],
 )
 def test_storage_size_is_immutable_and_says_how_to_move(
-    cluster: Cluster, live: str, storage: dict[str, Any]
+    cluster: Cluster, app_ns: str, storage: dict[str, Any]
 ) -> None:
     body = sample()
     for key, value in storage.items():
@@ -123,13 +113,13 @@ def test_storage_size_is_immutable_and_says_how_to_move(
             body["spec"]["storage"].pop(key)
         else:
             body["spec"]["storage"][key] = value
-    out = dry_run(cluster, body, live)
+    out = dry_run(cluster, body, app_ns)
     assert "storage.capacity and storage.request are immutable" in out, out
     assert "delete the StatefulWebApp and apply it again" in out
-    kept = get_app(cluster, live)["spec"]["storage"]
+    kept = get_app(cluster, app_ns)["spec"]["storage"]
     assert (kept["capacity"], kept["request"]) == ("100Mi", "10Mi")
 
 
-def test_same_storage_size_is_no_edit(cluster: Cluster, live: str) -> None:
-    out = dry_run(cluster, sample(replicas=2), live)
+def test_same_storage_size_is_no_edit(cluster: Cluster, app_ns: str) -> None:
+    out = dry_run(cluster, sample(replicas=2), app_ns)
     assert "configured (server dry run)" in out, out

@@ -7,7 +7,6 @@ that the cluster shows what the operator promised, not a second hand-written cop
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pykube
@@ -22,7 +21,6 @@ from tests.e2e.apps import (
     apply,
     child,
     children_match_the_rendering,
-    delete_namespace,
     dry_run,
     get_app,
     sample,
@@ -30,7 +28,7 @@ from tests.e2e.apps import (
     wait_reason,
     warnings,
 )
-from tests.e2e.cluster import Cluster, Operator, make_namespace, wait_for
+from tests.e2e.cluster import Cluster, Operator, wait_for
 
 
 def pods(cluster: Cluster, namespace: str, component: str) -> list[dict[str, Any]]:
@@ -39,16 +37,6 @@ def pods(cluster: Cluster, namespace: str, component: str) -> list[dict[str, Any
         p.obj
         for p in pykube.Pod.objects(cluster.api, namespace=namespace).filter(selector=selector)
     ]
-
-
-@pytest.fixture(scope="module")
-def app_ns(cluster: Cluster, operator: Operator) -> Iterator[str]:
-    """The sample app, applied once and Ready, shared by the read-only scenario checks."""
-    namespace = make_namespace(cluster, "swa")
-    apply(cluster, namespace, sample())
-    wait_ready(cluster, namespace)
-    yield namespace
-    delete_namespace(cluster, namespace)
 
 
 # -- the reference scenario through one StatefulWebApp ------------------------------------
