@@ -25,7 +25,7 @@ from statefulwebapp import kinds, names
 class ApiError(RuntimeError):
     """A request the API server answered with an error.
 
-    Keeps what the server said (its HTTP status, ``reason``, message, the fields it named) so
+    Keeps what the server said (its HTTP status, message, the fields it named) so
     that the status can tell the user exactly why, not only that a write failed.
     """
 
@@ -39,7 +39,6 @@ class ApiError(RuntimeError):
             body = {}
         detail = str(body.get("message") or response.text or response.reason)
         self.status = response.status_code
-        self.reason = str(body.get("reason") or "")
         self.message = detail
         self.fields = tuple(
             str(cause.get("field"))
