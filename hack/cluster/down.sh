@@ -9,6 +9,7 @@ if [ -f "$CLUSTER_DIR/operator.pid" ]; then
   kill "$(cat "$CLUSTER_DIR/operator.pid")" 2>/dev/null || true
 fi
 "$repo/hack/cluster/dns.sh" stop
+"$repo/hack/cluster/node.sh" stop
 if command -v kwokctl >/dev/null 2>&1 && kwokctl get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; then
   kwokctl delete cluster --name "$CLUSTER_NAME" --kubeconfig "$KUBECONFIG_PATH" >/dev/null 2>&1
 fi

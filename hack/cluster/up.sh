@@ -3,6 +3,7 @@
 # Real etcd, kube-apiserver, kube-controller-manager and kube-scheduler run as local processes
 # through `kwokctl --runtime binary`; kwok plays the kubelets of the four scenario nodes; CoreDNS
 # serves cluster.local from this API server on a loopback port (see coredns/port).
+# With REAL_NODE=1 a fifth node runs a real kubelet with containerd (hack/cluster/node.sh).
 set -euo pipefail
 # shellcheck source=/dev/null
 . "$(dirname "$0")/env.sh"
@@ -35,7 +36,11 @@ if ! healthy; then
     # Benchmarks count the operator's requests in the API server's own audit log.
     audit=(--kube-audit-policy "$repo/hack/cluster/audit-policy.yaml")
   fi
+  # The API server reaches the real node's kubelet (logs, exec) with the admin certificate;
+  # PodNodeSelector and PodTolerationRestriction let a namespace send all its pods there.
+  pki=$KWOK_WORKDIR/clusters/$CLUSTER_NAME/pki
   kwokctl create cluster --name "$CLUSTER_NAME" --runtime binary "${audit[@]}" \
+    --config "$repo/hack/cluster/kwokctl.yaml" \
     --kubeconfig "$KUBECONFIG_PATH" \
     --etcd-binary "$TOOLS_BIN/etcd" \
     --kube-apiserver-binary "$TOOLS_BIN/kube-apiserver" \
@@ -44,6 +49,10 @@ if ! healthy; then
     --kwok-controller-binary "$TOOLS_BIN/kwok" \
     --disable-qps-limits \
     --extra-args "kube-apiserver=service-cluster-ip-range=10.96.0.0/16" \
+    --extra-args "kube-apiserver=kubelet-client-certificate=$pki/admin.crt" \
+    --extra-args "kube-apiserver=kubelet-client-key=$pki/admin.key" \
+    --extra-args "kube-apiserver=kubelet-preferred-address-types=InternalIP" \
+    --extra-args "kube-apiserver=enable-admission-plugins=PodNodeSelector,PodTolerationRestriction" \
     --extra-args "kube-controller-manager=leader-elect=false" \
     --extra-args "kube-scheduler=leader-elect=false" \
     --extra-args "kwok-controller=cidr=10.244.0.0/16" \
@@ -60,6 +69,7 @@ kc wait --for=condition=Ready node --all --timeout=60s >/dev/null \
 for _ in $(seq 60); do kc get serviceaccount default >/dev/null 2>&1 && break; sleep 0.5; done
 
 "$repo/hack/cluster/dns.sh" start
+if [ "${REAL_NODE:-0}" = 1 ]; then "$repo/hack/cluster/node.sh" start; fi
 say "nodes: $(kc get nodes -o name | tr '\n' ' ')"
 say "CoreDNS: 127.0.0.1:$(cat "$DNS_DIR/port") serves cluster.local"
 echo "$KUBECONFIG_PATH"

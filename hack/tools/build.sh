@@ -70,7 +70,7 @@ if need kube; then
   done
   (cd "$here/kube" && build kube go build -v -trimpath -ldflags "$ld" -o "$bin/kube" .)
 fi
-for n in kube-apiserver kube-controller-manager kube-scheduler kubectl; do ln -sf kube "$bin/$n"; done
+for n in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do ln -sf kube "$bin/$n"; done
 
 if need etcd; then
   ensure_proxy
@@ -89,6 +89,9 @@ install() {
 install kwok "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}" "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${KUBE_VERSION}"
 install kwokctl "sigs.k8s.io/kwok/cmd/kwokctl@${KWOK_VERSION}" "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${KUBE_VERSION}"
 install coredns "github.com/coredns/coredns@${COREDNS_VERSION}"
+# crictl stops and removes the real node's pod sandboxes through the CRI, so their networks are
+# torn down by the CNI plugins as on a real node (hack/cluster/node.sh stop).
+install crictl "sigs.k8s.io/cri-tools/cmd/crictl@${CRICTL_VERSION}" "-X sigs.k8s.io/cri-tools/pkg/version.Version=${CRICTL_VERSION}"
 # Helm's default Kubernetes version (for `helm template` and lint) comes from the client-go
 # minor it was built with; upstream's Makefile sets it the same way.
 helm_kube_minor() {

@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# One real node beside the kwok ones: a kubelet and kube-proxy from the pinned Kubernetes build,
+# containerd and runc from Debian, the CNI bridge plugin, and the images of hack/images imported.
+#   hack/cluster/node.sh start   join the node to the running control plane (idempotent)
+#   hack/cluster/node.sh stop    remove its pods through the CRI, stop it, and leave no process,
+#                                mount, network device, iptables chain, cgroup or sysctl change
+# The node is tainted (k8slab.io/real-node=true:NoSchedule) and labelled: only pods that ask
+# for it land there. Everything it owns lives in .cluster/node, except what the kernel keeps
+# globally (network namespaces, the bridge, iptables chains, cgroups, sysctls), which `stop`
+# removes or restores by name.
+set -euo pipefail
+# shellcheck source=/dev/null
+. "$(dirname "$0")/env.sh"
+
+NODE_NAME=real
+NODE_DIR=$CLUSTER_DIR/node
+POD_CIDR=10.250.0.0/24
+BRIDGE=swa0
+TAINT_KEY=k8slab.io/real-node
+SOCK=$NODE_DIR/run/containerd.sock
+PKI=$KWOK_WORKDIR/clusters/$CLUSTER_NAME/pki
+# The kubelet refuses to start unless these kernel settings have its values (it writes them,
+# and fails if it cannot); `start` saves the machine's own values and `stop` puts them back.
+SYSCTLS="vm.overcommit_memory=1 vm.panic_on_oom=0 kernel.panic=10 kernel.panic_on_oops=1
+kernel.keys.root_maxkeys=1000000 kernel.keys.root_maxbytes=25000000"
+
+pidof_() { cat "$NODE_DIR/pids/$1.pid" 2>/dev/null; }
+alive() { local p; p=$(pidof_ "$1") && kill -0 "$p" 2>/dev/null; }
+crictl_() { crictl --runtime-endpoint "unix://$SOCK" --timeout 20s "$@"; }
+node_ip() { ip -4 route get 1.1.1.1 | sed -n 's/.* src \([0-9.]*\).*/\1/p'; }
+
+# Runs "$@" in the background as its own session, its pid in pids/NAME.pid, its log in logs/.
+launch() {
+  local name=$1; shift
+  setsid "$@" >"$NODE_DIR/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$NODE_DIR/pids/$name.pid"
+}
+wait_for() {
+  local what=$1 log=$2 tries=$3; shift 3
+  for _ in $(seq "$tries"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
+  tail -n 20 "$log" >&2
+  die "$what did not come up; see $log."
+}
+
+write_configs() {
+  local ip=$1
+  mkdir -p "$NODE_DIR"/{run,pids,logs,cni/net.d,cni/ipam,containerd,kubelet,pod-logs}
+  cat >"$NODE_DIR/containerd/config.toml" <<TOML
+# containerd of the local cluster's real node (CRI for its kubelet); all state in .cluster/node.
+version = 2
+root = "$NODE_DIR/containerd/root"
+state = "$NODE_DIR/containerd/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+[grpc]
+  address = "$SOCK"
+[ttrpc]
+  address = "$SOCK.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$NODE_DIR/containerd/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  # Imported by this script; the name the kubelet also reports, so it is never pulled.
+  sandbox_image = "$PAUSE"
+  # Sandboxes ask for oom_score_adj -998, which needs CAP_SYS_RESOURCE; this caps it at
+  # containerd's own value instead of failing.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$NODE_DIR/cni/net.d"
+TOML
+  cat >"$NODE_DIR/cni/net.d/10-swa.conflist" <<JSON
+{
+  "cniVersion": "1.0.0",
+  "name": "swa-real-node",
+  "plugins": [
+    {
+      "type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {"type": "host-local", "dataDir": "$NODE_DIR/cni/ipam",
+               "ranges": [[{"subnet": "$POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}]}
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+JSON
+  cat >"$NODE_DIR/kubelet/config.yaml" <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+containerRuntimeEndpoint: unix://$SOCK
+# This machine has only the cgroup v1 hierarchy and no systemd as PID 1.
+failCgroupV1: false
+cgroupDriver: cgroupfs
+failSwapOn: false
+# Without CAP_SYS_RESOURCE the kubelet cannot lower its own OOM score.
+oomScoreAdj: 0
+address: $ip
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+# The API server reaches the kubelet (logs, exec) with the cluster's admin certificate.
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $PKI/ca.crt}
+authorization: {mode: Webhook}
+registerWithTaints:
+  - {key: $TAINT_KEY, value: "true", effect: NoSchedule}
+clusterDomain: cluster.local
+podLogsDir: $NODE_DIR/pod-logs
+volumePluginDir: $NODE_DIR/kubelet/volume-plugins
+maxPods: 30
+# The images are imported, not pulled: never collect them, and never evict for a disk that is
+# merely fuller than a real node's would be.
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
+serializeImagePulls: false
+YAML
+}
+
+start() {
+  for tool in containerd containerd-shim-runc-v2 runc ctr iptables kubelet kube-proxy crictl; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is missing: run 'make tools'."
+  done
+  [ -x /usr/lib/cni/bridge ] || die "the CNI plugins are missing: run 'make tools'."
+  kc get --raw /readyz >/dev/null 2>&1 || die "the control plane does not answer: run hack/cluster/up.sh."
+  if alive kubelet && kc get node "$NODE_NAME" >/dev/null 2>&1; then
+    say "node $NODE_NAME is already running"; return 0
+  fi
+  local start ip images tar
+  start=$(date +%s)
+  ip=$(node_ip)
+  images=$("$repo/hack/images/build.sh" --save "$IMAGES_DIR")
+  PAUSE=$(sed -n 's/^pause=//p' <<<"$images")
+  write_configs "$ip"
+
+  if [ ! -f "$NODE_DIR/sysctl.saved" ]; then
+    for kv in $SYSCTLS; do echo "${kv%%=*}=$(sysctl -n "${kv%%=*}")"; done >"$NODE_DIR/sysctl.saved"
+  fi
+  for kv in $SYSCTLS; do sysctl -qw "$kv"; done
+
+  alive containerd || launch containerd containerd --config "$NODE_DIR/containerd/config.toml"
+  wait_for containerd "$NODE_DIR/logs/containerd.log" 60 ctr --address "$SOCK" version
+  for tar in "$IMAGES_DIR"/*.tar; do
+    ctr --address "$SOCK" -n k8s.io images import --no-unpack "$tar" >/dev/null
+  done
+
+  # The admin kubeconfig: this node is part of a throw-away local cluster.
+  launch kubelet kubelet --config "$NODE_DIR/kubelet/config.yaml" --kubeconfig "$KUBECONFIG_PATH" \
+    --root-dir "$NODE_DIR/kubelet" --hostname-override "$NODE_NAME" --node-ip "$ip" \
+    --node-labels "$TAINT_KEY=true"
+  launch kube-proxy kube-proxy --kubeconfig "$KUBECONFIG_PATH" --hostname-override "$NODE_NAME" \
+    --proxy-mode iptables --cluster-cidr "$POD_CIDR" --conntrack-max-per-core 0 \
+    --metrics-bind-address 127.0.0.1:10249 --healthz-bind-address 127.0.0.1:10256
+  node_ready() { [ "$(kc get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
+  wait_for "node $NODE_NAME" "$NODE_DIR/logs/kubelet.log" 180 node_ready
+  wait_for kube-proxy "$NODE_DIR/logs/kube-proxy.log" 60 curl -sf http://127.0.0.1:10256/healthz
+  say "node $NODE_NAME ($ip, pods $POD_CIDR) Ready in $(( $(date +%s) - start ))s"
+}
+
+stop_process() {
+  local name=$1 pid
+  pid=$(pidof_ "$name") || return 0
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$NODE_DIR/pids/$name.pid"
+}
+
+stop() {
+  [ -d "$NODE_DIR" ] || return 0
+  # The kubelet goes first so it does not restart what is removed below.
+  stop_process kubelet
+  if alive containerd; then
+    # Through the CRI, so the CNI plugins tear each pod's network down as on a real node.
+    crictl_ rmp --all --force >/dev/null 2>&1 || true
+  fi
+  stop_process containerd
+  stop_process kube-proxy
+  kube-proxy --cleanup >/dev/null 2>&1 || true
+  # Whatever survived a crash: shims of this containerd, then mounts under the node's folder.
+  pkill -KILL -f -- "containerd-shim-runc-v2 .*-address $SOCK" 2>/dev/null || true
+  grep -o " $NODE_DIR[^ ]*" /proc/mounts | sort -r | while read -r m; do
+    umount -l "$m" 2>/dev/null || true
+  done
+  # Network namespaces of pods whose sandbox was not removed through the CRI.
+  for ns in /run/netns/cni-*; do
+    [ -e "$ns" ] || continue
+    [ -n "$(ip netns pids "$(basename "$ns")" 2>/dev/null)" ] && continue
+    ip netns delete "$(basename "$ns")" 2>/dev/null || true
+  done
+  ip link delete "$BRIDGE" 2>/dev/null || true
+  # The kubelet's QoS cgroups in every v1 hierarchy, deepest first.
+  for hierarchy in /sys/fs/cgroup/*/; do
+    [ -d "$hierarchy/kubepods" ] && find "$hierarchy/kubepods" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
+  if [ -f "$NODE_DIR/sysctl.saved" ]; then
+    while read -r kv; do sysctl -qw "$kv" || true; done <"$NODE_DIR/sysctl.saved"
+  fi
+  rm -rf "$NODE_DIR"
+  say "node $NODE_NAME stopped"
+}
+
+IMAGES_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/statefulwebapp-operator/images/archives"
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  *) die "usage: node.sh start|stop" ;;
+esac
