@@ -38,6 +38,9 @@ if ! healthy; then
   fi
   # The API server reaches the real node's kubelet (logs, exec) with the admin certificate;
   # PodNodeSelector and PodTolerationRestriction let a namespace send all its pods there.
+  # kwok plays only the nodes annotated as its own (hack/cluster/nodes.yaml), never the real one.
+  # kwokctl v0.8.0 files a component's second --extra-args under the index of its first
+  # flag, so each component's first flag comes first, in the order of its first appearance.
   pki=$KWOK_WORKDIR/clusters/$CLUSTER_NAME/pki
   kwokctl create cluster --name "$CLUSTER_NAME" --runtime binary "${audit[@]}" \
     --config "$repo/hack/cluster/kwokctl.yaml" \
@@ -49,13 +52,15 @@ if ! healthy; then
     --kwok-controller-binary "$TOOLS_BIN/kwok" \
     --disable-qps-limits \
     --extra-args "kube-apiserver=service-cluster-ip-range=10.96.0.0/16" \
+    --extra-args "kube-controller-manager=leader-elect=false" \
+    --extra-args "kube-scheduler=leader-elect=false" \
+    --extra-args "kwok-controller=cidr=10.244.0.0/16" \
     --extra-args "kube-apiserver=kubelet-client-certificate=$pki/admin.crt" \
     --extra-args "kube-apiserver=kubelet-client-key=$pki/admin.key" \
     --extra-args "kube-apiserver=kubelet-preferred-address-types=InternalIP" \
     --extra-args "kube-apiserver=enable-admission-plugins=PodNodeSelector,PodTolerationRestriction" \
-    --extra-args "kube-controller-manager=leader-elect=false" \
-    --extra-args "kube-scheduler=leader-elect=false" \
-    --extra-args "kwok-controller=cidr=10.244.0.0/16" \
+    --extra-args "kwok-controller=manage-all-nodes=false" \
+    --extra-args "kwok-controller=manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake" \
     --wait 60s >"$CLUSTER_DIR/kwokctl.log" 2>&1 \
     || { tail -n 20 "$CLUSTER_DIR/kwokctl.log" >&2; die "kwokctl could not create the cluster; see $CLUSTER_DIR/kwokctl.log and $KWOK_WORKDIR/clusters/$CLUSTER_NAME/logs/."; }
   say "control plane ready in $(( $(date +%s) - start ))s"

@@ -27,8 +27,8 @@ debver() {
 }
 # The operator's tag changes with anything that goes into its image.
 srchash() {
-  (cd "$repo" && git ls-files -s pyproject.toml README.md deploy/Dockerfile operator \
-    | sha256sum | cut -c1-12)
+  (cd "$repo" && git ls-files -z pyproject.toml README.md deploy/Dockerfile operator \
+    | xargs -0 sha256sum | sha256sum | cut -c1-12)
 }
 
 PREFIX=localhost/statefulwebapp

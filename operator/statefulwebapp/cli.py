@@ -160,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
                 namespaces=args.namespace,
                 liveness_endpoint=None if args.health == "none" else args.health,
                 standalone=True,
+                # kopf would otherwise name itself after the login user, and a container runs
+                # under a UID without a passwd entry (getpass fails there).
+                identity=args.identity,
                 memo=kopf.Memo(
                     namespaces=frozenset(args.namespace or ()), resync_seconds=args.resync_seconds
                 ),

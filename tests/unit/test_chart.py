@@ -288,14 +288,16 @@ def test_helm_test_hook() -> None:
     assert sorted(d["kind"] for d in hooks) == [
         "ClusterRole",
         "ClusterRoleBinding",
-        "Job",
+        "Pod",
         "ServiceAccount",
     ]
     for hook in hooks:
         policy = hook["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
         assert "before-hook-creation" in policy.split(",")
-    (job,) = of_kind(tuple(hooks), "Job")
-    pod = job["spec"]["template"]["spec"]
+    # A Pod, not a Job: `helm test --logs` reads the logs of Pod hooks only.
+    (test_pod,) = of_kind(tuple(hooks), "Pod")
+    pod = test_pod["spec"]
+    assert pod["restartPolicy"] == "Never"
     (container,) = pod["containers"]
     assert container["image"] == "example.org/kubectl:1"
     script = " ".join(container["command"])
@@ -308,7 +310,7 @@ def test_helm_test_hook() -> None:
     # The test pod must never match the operator Deployment's selector.
     (deployment,) = of_kind(docs, "Deployment")
     selector = deployment["spec"]["selector"]["matchLabels"]
-    assert not selector.items() <= job["spec"]["template"]["metadata"]["labels"].items()
+    assert not selector.items() <= test_pod["metadata"]["labels"].items()
 
 
 @pytest.mark.parametrize(
