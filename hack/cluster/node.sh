@@ -206,7 +206,19 @@ stop() {
     while read -r kv; do sysctl -qw "$kv" || true; done <"$NODE_DIR/sysctl.saved"
   fi
   rm -rf "$NODE_DIR"
+  left_behind
   say "node $NODE_NAME stopped"
+}
+
+# Proves the stop: dies naming anything of the node still running, mounted or configured.
+left_behind() {
+  local left=()
+  pgrep -f -- "$NODE_DIR/" >/dev/null && left+=("processes: $(pgrep -f -- "$NODE_DIR/" | tr '\n' ' ')")
+  grep -q " $NODE_DIR" /proc/mounts && left+=("mounts: $(grep -c " $NODE_DIR" /proc/mounts)")
+  ip link show "$BRIDGE" >/dev/null 2>&1 && left+=("network device $BRIDGE")
+  iptables-save 2>/dev/null | grep -q '^:KUBE-' && left+=("iptables chains KUBE-*")
+  compgen -G "/sys/fs/cgroup/*/kubepods" >/dev/null && left+=("cgroups kubepods")
+  [ ${#left[@]} -eq 0 ] || die "the real node left behind: ${left[*]}"
 }
 
 IMAGES_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/statefulwebapp-operator/images/archives"

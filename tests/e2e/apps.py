@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pykube
 import yaml
 
 from statefulwebapp import drift
@@ -17,6 +18,21 @@ from tests.e2e.fieldsets import owned_paths, rendering_fields
 
 SAMPLE = Path(__file__).resolve().parents[2] / "crds/samples/web.yaml"
 CONTROL_PLANE = "node-role.kubernetes.io/control-plane"
+REAL_NODE = "k8slab.io/real-node"
+"""Label (and NoSchedule taint) of the local cluster's real node (hack/cluster/node.sh)."""
+
+
+def scenario_nodes(cluster: Cluster) -> dict[str, bool]:
+    """The reference scenario's nodes by name, each with whether it is a control-plane node.
+
+    The real node the local cluster adds for running containers is not one of them: it is
+    tainted, so no child of an app lands there unless a test sends it.
+    """
+    return {
+        n.name: CONTROL_PLANE in n.labels
+        for n in pykube.Node.objects(cluster.api)
+        if REAL_NODE not in n.labels
+    }
 
 
 def sample(**spec: Any) -> dict[str, Any]:

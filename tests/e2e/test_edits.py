@@ -21,7 +21,6 @@ import pytest
 
 from statefulwebapp import names
 from tests.e2e.apps import (
-    CONTROL_PLANE,
     apply,
     child,
     children_match_the_rendering,
@@ -29,6 +28,7 @@ from tests.e2e.apps import (
     get_app,
     ready_condition,
     sample,
+    scenario_nodes,
     wait_ready,
     wait_reason,
     warnings,
@@ -60,11 +60,7 @@ def backup_nodes(cluster: Cluster, namespace: str) -> list[str]:
 
 
 def nodes(cluster: Cluster, control_plane: bool) -> list[str]:
-    return sorted(
-        n.name
-        for n in pykube.Node.objects(cluster.api)
-        if (CONTROL_PLANE in n.labels) is control_plane
-    )
+    return sorted(n for n, cp in scenario_nodes(cluster).items() if cp is control_plane)
 
 
 # Each step: (what the user does, the spec edit, what the children must show).

@@ -17,13 +17,13 @@ from statefulwebapp import names
 from statefulwebapp.kinds import render_all
 from statefulwebapp.model import parse
 from tests.e2e.apps import (
-    CONTROL_PLANE,
     apply,
     child,
     children_match_the_rendering,
     dry_run,
     get_app,
     sample,
+    scenario_nodes,
     wait_ready,
     wait_reason,
     warnings,
@@ -52,7 +52,7 @@ def test_sample_status_reads_three_of_three(cluster: Cluster, app_ns: str) -> No
     assert status["ready"] == "3/3"
     assert status["readyReplicas"] == 3
     assert status["storage"] == "Bound"
-    nodes = pykube.Node.objects(cluster.api)
+    nodes = scenario_nodes(cluster)
     assert status["backup"] == f"{len(nodes)}/{len(nodes)}"
     row = cluster.kubectl("get", "swa", "web", "-n", app_ns, "--no-headers")
     assert row.split()[1:4] == ["3/3", "Bound", f"{len(nodes)}/{len(nodes)}"]
@@ -73,7 +73,7 @@ def test_web_pods_have_stable_names_and_dns(cluster: Cluster, app_ns: str) -> No
 def test_backup_agent_on_every_node_including_the_control_plane(
     cluster: Cluster, app_ns: str
 ) -> None:
-    nodes = {n.name for n in pykube.Node.objects(cluster.api)}
+    nodes = set(scenario_nodes(cluster))
     placed = sorted(p["spec"]["nodeName"] for p in pods(cluster, app_ns, names.BACKUP))
     assert placed == sorted(nodes)
     agent = pods(cluster, app_ns, names.BACKUP)[0]
@@ -152,9 +152,7 @@ def test_backup_can_skip_the_control_plane(cluster: Cluster, fresh_ns: str) -> N
     body = sample(backup={"tolerateControlPlane": False})
     apply(cluster, fresh_ns, body)
     wait_ready(cluster, fresh_ns)
-    workers = sorted(
-        n.name for n in pykube.Node.objects(cluster.api) if CONTROL_PLANE not in n.labels
-    )
+    workers = sorted(n for n, control_plane in scenario_nodes(cluster).items() if not control_plane)
     assert sorted(p["spec"]["nodeName"] for p in pods(cluster, fresh_ns, names.BACKUP)) == workers
 
 

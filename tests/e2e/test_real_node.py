@@ -31,14 +31,13 @@ import yaml
 from statefulwebapp import names
 from statefulwebapp.model import parse
 from statefulwebapp.render import DATA_VOLUME, render_daemonset, render_statefulset
-from tests.e2e.apps import apply, delete_namespace, get_app, sample, wait_ready
+from tests.e2e.apps import REAL_NODE, apply, delete_namespace, get_app, sample, wait_ready
 from tests.e2e.cluster import REPO, Cluster, make_namespace, tools_bin, wait_for
 
 NODE = "real"
-LABEL = "k8slab.io/real-node"
 ON_REAL_NODE: dict[str, Any] = {
-    "nodeSelector": {LABEL: "true"},
-    "tolerations": [{"key": LABEL, "operator": "Exists", "effect": "NoSchedule"}],
+    "nodeSelector": {REAL_NODE: "true"},
+    "tolerations": [{"key": REAL_NODE, "operator": "Exists", "effect": "NoSchedule"}],
 }
 CHART = REPO / "deploy/statefulwebapp-operator"
 DATE = re.compile(r"^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d UTC (\d{4})$", re.MULTILINE)
@@ -55,10 +54,10 @@ def images() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def real_node(cluster: Cluster) -> str:
     node = json.loads(cluster.kubectl("get", "nodes", "-o", "json"))["items"]
-    real = [n for n in node if n["metadata"].get("labels", {}).get(LABEL) == "true"]
+    real = [n for n in node if n["metadata"].get("labels", {}).get(REAL_NODE) == "true"]
     if not real:
         pytest.fail(
-            f"no node labelled {LABEL}=true: these tests need the real node; start the local "
+            f"no node labelled {REAL_NODE}=true: these tests need the real node; start the local "
             "cluster with REAL_NODE=1 make cluster-up (make test does)"
         )
     ready = next(c for c in real[0]["status"]["conditions"] if c["type"] == "Ready")
@@ -227,7 +226,7 @@ def on_real_node(cluster: Cluster, release: Release) -> Iterator[str]:
     """A namespace whose pods all go to the real node, whatever their spec says."""
     namespace = make_namespace(cluster, "real")
     annotations = {
-        "scheduler.alpha.kubernetes.io/node-selector": f"{LABEL}=true",
+        "scheduler.alpha.kubernetes.io/node-selector": f"{REAL_NODE}=true",
         "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps(ON_REAL_NODE["tolerations"]),
     }
     cluster.kubectl(

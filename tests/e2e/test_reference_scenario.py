@@ -19,6 +19,7 @@ import pytest
 import requests
 import yaml
 
+from tests.e2e.apps import scenario_nodes
 from tests.e2e.cluster import Cluster, make_namespace, wait_for
 
 DATA = Path(__file__).parent / "data"
@@ -95,8 +96,8 @@ def pods(cluster: Cluster, namespace: str, **selector: str) -> list[dict[str, An
 
 
 def nodes(cluster: Cluster) -> dict[str, bool]:
-    """Every node's name, and whether it is a control-plane node."""
-    return {n.name: CONTROL_PLANE in n.labels for n in pykube.Node.objects(cluster.api)}
+    """The scenario's nodes, and whether each is a control-plane node."""
+    return scenario_nodes(cluster)
 
 
 def test_claim_is_bound_to_the_volume(cluster: Cluster, scenario: Scenario) -> None:

@@ -48,10 +48,10 @@ def applet_path(busybox: str, tmp_path_factory: pytest.TempPathFactory) -> str:
 def run(busybox: str, applet_path: str):
     script = SCRIPT.read_text()
 
-    def _run(**env: str) -> subprocess.CompletedProcess[str]:
+    def _run(prelude: str = "", **env: str) -> subprocess.CompletedProcess[str]:
         full_env = {"PATH": applet_path, "BACKUP_ONCE": "1", "BACKUP_PREFIX": PREFIX, **env}
         return subprocess.run(
-            [busybox, "sh", "-c", script],
+            [busybox, "sh", "-c", prelude + script],
             env=full_env,
             capture_output=True,
             text=True,
@@ -188,25 +188,20 @@ def test_stale_partial_of_own_prefix_is_swept(run, src: Path, dest: Path) -> Non
     assert other.exists()
 
 
-def fake_failing_tar(tmp_path: Path, busybox: str, applet_path: str) -> str:
-    """PATH whose ``tar`` writes half an archive to its -f file, then fails."""
-    bindir = tmp_path / "failing-bin"
-    bindir.mkdir()
-    shim = bindir / "tar"
-    shim.write_text(
-        f"#!{busybox} sh\n"
-        'while [ $# -gt 0 ]; do [ "$1" = -czf ] && printf half > "$2"; shift; done\n'
-        "echo 'tar: write error: No space left on device' >&2\n"
-        "exit 1\n"
-    )
-    shim.chmod(0o755)
-    return f"{bindir}:{applet_path}"
+# A shell function, not a program on PATH: a busybox built to prefer its own applets (Debian's
+# busybox-static) runs its internal tar whatever PATH says, but a function always comes first.
+FAILING_TAR = (
+    "tar() {\n"
+    '  while [ $# -gt 0 ]; do [ "$1" = -czf ] && printf half > "$2"; shift; done\n'
+    "  echo 'tar: write error: No space left on device' >&2\n"
+    "  return 1\n"
+    "}\n"
+)
+"""A ``tar`` that writes half an archive to its -f file, then fails."""
 
 
 @pytest.mark.parametrize("broken", ["missing-source", "dest-is-file", "tar-fails"])
-def test_failed_run_reports_and_keeps_existing_archives(
-    run, busybox: str, applet_path: str, tmp_path: Path, broken: str
-) -> None:
+def test_failed_run_reports_and_keeps_existing_archives(run, tmp_path: Path, broken: str) -> None:
     src = tmp_path / "data"
     dest = tmp_path / "backup"
     src.mkdir()
@@ -216,6 +211,7 @@ def test_failed_run_reports_and_keeps_existing_archives(
     fake_archive(dest, "20200102T000000Z")
     before = snapshot(dest)
     env = {"BACKUP_SOURCE": str(src), "BACKUP_DEST": str(dest), "BACKUP_KEEP": "1"}
+    prelude = ""
     if broken == "missing-source":
         env["BACKUP_SOURCE"] = str(tmp_path / "does-not-exist")
         expected = "BACKUP_SOURCE"
@@ -225,10 +221,10 @@ def test_failed_run_reports_and_keeps_existing_archives(
         env["BACKUP_DEST"] = str(not_a_dir)
         expected = "BACKUP_DEST"
     else:
-        env["PATH"] = fake_failing_tar(tmp_path, busybox, applet_path)
+        prelude = FAILING_TAR
         expected = "No space left on device"
 
-    result = run(**env)
+    result = run(prelude, **env)
 
     assert result.returncode != 0
     error_lines = result.stderr.splitlines()

@@ -59,8 +59,8 @@ def test_final_stage_installs_only_runtime_dependencies() -> None:
     assert "[dev]" not in runs
     assert "--no-cache-dir" in runs
     assert all(op != "RUN" for op, _ in final_stage()), "the runtime stage only copies"
-    default_base = next(arg for op, arg in instructions() if op == "ARG" and arg.startswith("BASE="))
-    assert default_base.endswith("-slim")
+    bases = [arg for op, arg in instructions() if op == "ARG" and arg.startswith("BASE=")]
+    assert bases[0].endswith("-slim"), "the default base is a slim public image"
 
 
 def test_the_user_matches_the_chart() -> None:

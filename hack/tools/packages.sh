@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the project runs but does not build: busybox for the backup
+# script's unit tests, and the real node's container stack (podman builds the images,
+# mmdebstrap their Debian root filesystems; containerd, runc, the CNI plugins and iptables run
+# the node). Only what is missing is installed; nothing is installed over a different build.
+set -euo pipefail
+say() { printf '[tools] %s\n' "$*" >&2; }
+die() { printf '[tools] error: %s\n' "$*" >&2; exit 1; }
+
+# Debian's `busybox` (not busybox-static: that build runs its own applets before PATH, which
+# the image build does not need on the host either; hack/images extracts it into the image).
+packages=(busybox podman runc containerd containernetworking-plugins mmdebstrap iptables
+  iproute2 curl gcc libc6-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+command -v apt-get >/dev/null || die "apt-get is missing: install ${missing[*]} with your package manager."
+[ "$(id -u)" = 0 ] || die "installing ${missing[*]} needs root: run 'sudo make tools' once."
+say "installing ${missing[*]} ..."
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
