@@ -186,9 +186,10 @@ stop() {
   stop_process containerd
   stop_process kube-proxy
   kube-proxy --cleanup >/dev/null 2>&1 || true
+  remove_kubelet_chains
   # Whatever survived a crash: shims of this containerd, then mounts under the node's folder.
   pkill -KILL -f -- "containerd-shim-runc-v2 .*-address $SOCK" 2>/dev/null || true
-  grep -o " $NODE_DIR[^ ]*" /proc/mounts | sort -r | while read -r m; do
+  { grep -o " $NODE_DIR[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do
     umount -l "$m" 2>/dev/null || true
   done
   # Network namespaces of pods whose sandbox was not removed through the CRI.
@@ -210,13 +211,29 @@ stop() {
   say "node $NODE_NAME stopped"
 }
 
+# The kubelet's own iptables chains (KUBE-FIREWALL, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT),
+# which kube-proxy --cleanup leaves: first the rules that jump to them, then the chains.
+remove_kubelet_chains() {
+  local ipt table rule chain
+  for ipt in iptables ip6tables; do
+    command -v "$ipt" >/dev/null || continue
+    for table in filter nat mangle; do
+      { "$ipt-save" -t "$table" 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' || true; } \
+        | sed 's/^-A/-D/' | while read -r rule; do eval "$ipt -t $table $rule" || true; done
+      for chain in $("$ipt-save" -t "$table" 2>/dev/null | sed -n 's/^:\(KUBE-[^ ]*\).*/\1/p'); do
+        "$ipt" -t "$table" -F "$chain" && "$ipt" -t "$table" -X "$chain" || true
+      done
+    done
+  done
+}
+
 # Proves the stop: dies naming anything of the node still running, mounted or configured.
 left_behind() {
   local left=()
   pgrep -f -- "$NODE_DIR/" >/dev/null && left+=("processes: $(pgrep -f -- "$NODE_DIR/" | tr '\n' ' ')")
   grep -q " $NODE_DIR" /proc/mounts && left+=("mounts: $(grep -c " $NODE_DIR" /proc/mounts)")
   ip link show "$BRIDGE" >/dev/null 2>&1 && left+=("network device $BRIDGE")
-  iptables-save 2>/dev/null | grep -q '^:KUBE-' && left+=("iptables chains KUBE-*")
+  { iptables-save; ip6tables-save; } 2>/dev/null | grep -q '^:KUBE-' && left+=("iptables chains KUBE-*")
   compgen -G "/sys/fs/cgroup/*/kubepods" >/dev/null && left+=("cgroups kubepods")
   [ ${#left[@]} -eq 0 ] || die "the real node left behind: ${left[*]}"
 }
