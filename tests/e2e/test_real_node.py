@@ -53,6 +53,11 @@ def images() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def real_node(cluster: Cluster) -> str:
+    if cluster.kind != "local":
+        pytest.fail(
+            "the real-node tests run the images built on this machine (hack/images) on the local "
+            "cluster's real node: use --cluster=local"
+        )
     node = json.loads(cluster.kubectl("get", "nodes", "-o", "json"))["items"]
     real = [n for n in node if n["metadata"].get("labels", {}).get(REAL_NODE) == "true"]
     if not real:
