@@ -173,7 +173,7 @@ def reconcile(
         app,
         generation=generation,
         children=children,
-        previous=(body.get("status") or {}).get("conditions") or [],
+        previous=body.get("status") or {},
         problem=status.combine(outcome.problems),
         now=_now(),
     )

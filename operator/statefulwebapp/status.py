@@ -1,8 +1,9 @@
 """Status, recomputed from what the children show, every time.
 
-Pure: given the spec, the children as last observed, and the previous conditions (only to
-keep ``lastTransitionTime`` stable), it returns the whole status. Nothing is remembered
-between calls, so the status cannot drift away from the cluster.
+Pure: given the spec, the children as last observed, and the previous status (only to keep
+``lastTransitionTime`` stable, and the date logger's health while a run is in progress), it
+returns the whole status. Nothing is remembered between calls, so the status cannot drift
+away from the cluster.
 """
 
 from __future__ import annotations
@@ -70,16 +71,18 @@ def compute(
     *,
     generation: int,
     children: Mapping[str, Obj | None],
-    previous: Sequence[Obj] = (),
+    previous: Obj | None = None,
     problem: Problem | None = None,
     now: str = "",
 ) -> dict[str, Any]:
     """The full status of the app from its children as observed.
 
-    ``children`` maps a child kind to the live object (None if absent). ``problem`` is set by
-    the reconciler when it could not act (invalid spec, conflict, refused write); it wins over
-    whatever the children show, because the children then no longer follow the spec.
+    ``children`` maps a child kind to the live object (None if absent). ``previous`` is the
+    status as last written. ``problem`` is set by the reconciler when it could not act (invalid
+    spec, conflict, refused write); it wins over whatever the children show, because the
+    children then no longer follow the spec.
     """
+    previous = previous or {}
     sts = children.get("StatefulSet")
     pvc = children.get("PersistentVolumeClaim")
     ds = children.get("DaemonSet")
@@ -89,9 +92,6 @@ def compute(
     claim_phase = str(_get(pvc, "status", "phase", default="Missing"))
     backup_ready = int(_get(ds, "status", "numberReady", default=0))
     backup_desired = int(_get(ds, "status", "desiredNumberScheduled", default=0))
-    last_run = _get(cron, "status", "lastSuccessfulTime") or _get(
-        cron, "status", "lastScheduleTime"
-    )
 
     reason, message = _readiness(app, children, problem)
     selector = ",".join(f"{k}={v}" for k, v in names.selector(app, names.WEB).items())
@@ -103,19 +103,48 @@ def compute(
         "ready": f"{ready_replicas}/{app.replicas}",
         "storage": claim_phase,
         "backup": f"{backup_ready}/{backup_desired}" if app.backup.enabled else "disabled",
-        "lastDateLog": last_run,
+        "dateLog": date_log(app, cron, previous.get("dateLog")),
         "conditions": [
             condition(
                 "Ready",
                 ok=reason == "Ready",
                 reason=reason,
                 message=message,
-                previous=previous,
+                previous=previous.get("conditions") or (),
                 now=now,
             ),
         ],
     }
     return status
+
+
+DATE_LOG_STATES = ("disabled", "suspended", "waiting", "ok", "failing")
+"""What ``status.dateLog`` can say; see :func:`date_log`."""
+
+
+def date_log(app: AppSpec, cron: Obj | None, previous: str | None) -> str:
+    """The date logger's health: a state that changes when its health does, never a clock.
+
+    ``ok`` when the latest finished run succeeded, ``failing`` when it did not, ``waiting``
+    before any run has finished, ``suspended`` or ``disabled`` as the spec says. While a run
+    is in progress the previous state stands: the CronJob controller records a new schedule
+    and the run's success in two updates, and reading the gap between them as news would
+    cost a status write per run, a write per app per minute with the default schedule.
+    """
+    if not app.date_logger.enabled:
+        return "disabled"
+    if app.date_logger.suspend:
+        return "suspended"
+    scheduled = _get(cron, "status", "lastScheduleTime")
+    succeeded = _get(cron, "status", "lastSuccessfulTime")
+    if scheduled is None:
+        return "waiting"
+    # RFC 3339 UTC timestamps of one format compare in time order as strings.
+    if succeeded is not None and succeeded >= scheduled:
+        return "ok"
+    if _get(cron, "status", "active"):
+        return previous if previous in ("ok", "failing") else "waiting"
+    return "failing"
 
 
 def _readiness(  # noqa: PLR0911  (one early return per readiness gate, in order)
@@ -184,7 +213,7 @@ PROGRESS_FIELDS = frozenset({"readyReplicas", "ready", "storage", "backup"})
 def urgent(old: Obj, new: Obj) -> bool:
     """Whether ``new`` differs from ``old`` in something a user must see at once.
 
-    A new generation, a Ready flip, a problem appearing or going, a new date-log run: yes.
+    A new generation, a Ready flip, a problem appearing or going, the date logger's health: yes.
     A count moving (1/3 -> 2/3 web pods) or one waiting reason giving way to the next while
     Ready stays False: no. Those are progress, and the reconciler may hold them back a while,
     so that a rollout costs two status writes (acknowledged, Ready) instead of one per pod.

@@ -90,9 +90,7 @@ def test_date_logger_jobs_complete(cluster: Cluster, app_ns: str) -> None:
 
     done = wait_for(lambda: len(completed()) >= 2 and completed(), 150, "two completed Jobs")
     assert all(name.startswith("web-datelog-") for name in done)
-    wait_for(
-        lambda: get_app(cluster, app_ns)["status"].get("lastDateLog"), 60, "status.lastDateLog"
-    )
+    wait_for(lambda: get_app(cluster, app_ns)["status"].get("dateLog") == "ok", 60, "dateLog ok")
 
 
 # -- drift, scale, update ------------------------------------------------------------------

@@ -172,7 +172,7 @@ def test_printer_columns(version: dict[str, Any]) -> None:
         "Ready": ("string", ".status.ready"),
         "Storage": ("string", ".status.storage"),
         "Backup": ("string", ".status.backup"),
-        "Last-Datelog": ("date", ".status.lastDateLog"),
+        "Date-Log": ("string", ".status.dateLog"),
         "Status": ("string", '.status.conditions[?(@.type=="Ready")].reason'),
         "Age": ("date", ".metadata.creationTimestamp"),
     }
@@ -365,8 +365,8 @@ def test_status_the_operator_writes_is_declared(root: Schema) -> None:
     assert unknown_fields(written, root["properties"]["status"]) == []
     schema = root["properties"]["status"]
     assert schema["properties"]["observedGeneration"]["format"] == "int64"
-    assert schema["properties"]["lastDateLog"]["nullable"] is True
-    assert written["lastDateLog"] is None
+    assert written["dateLog"] == "waiting"
+    assert sorted(schema["properties"]["dateLog"]["enum"]) == sorted(status.DATE_LOG_STATES)
 
 
 def test_conditions_are_a_map_keyed_by_type(root: Schema) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+import pytest
+
 from statefulwebapp.model import parse
-from statefulwebapp.status import Problem, combine, compute, urgent
+from statefulwebapp.status import Problem, combine, compute, date_log, urgent
 from tests.unit.test_render import SCENARIO
 
 APP = parse(SCENARIO)
@@ -52,7 +55,7 @@ def test_all_children_healthy_is_ready() -> None:
     assert ready(status)["status"] == "True"
     assert status["observedGeneration"] == 7
     assert (status["ready"], status["storage"], status["backup"]) == ("3/3", "Bound", "4/4")
-    assert status["lastDateLog"] == "2026-11-25T10:00:02Z"
+    assert status["dateLog"] == "ok"
     assert status["selector"] == "app.kubernetes.io/instance=web,app.kubernetes.io/component=web"
 
 
@@ -117,11 +120,11 @@ def test_problem_wins_over_healthy_children() -> None:
 
 def test_transition_time_moves_only_on_flips() -> None:
     first = compute(APP, generation=1, children=healthy(), now="T1")
-    again = compute(APP, generation=1, children=healthy(), previous=first["conditions"], now="T2")
+    again = compute(APP, generation=1, children=healthy(), previous=first, now="T2")
     assert ready(again)["lastTransitionTime"] == "T1"
     children = healthy()
     children["PersistentVolumeClaim"] = None
-    flipped = compute(APP, generation=1, children=children, previous=again["conditions"], now="T3")
+    flipped = compute(APP, generation=1, children=children, previous=again, now="T3")
     assert ready(flipped)["lastTransitionTime"] == "T3"
 
 
@@ -148,7 +151,11 @@ def test_progress_is_not_urgent_but_news_is() -> None:
     assert urgent(conflict, two)
     children = healthy()
     children["CronJob"]["status"]["lastSuccessfulTime"] = "2026-11-25T10:01:02Z"
-    assert urgent(done, compute(APP, generation=2, children=children, now="T1"))
+    assert compute(APP, generation=2, children=children, now="T1") == done  # Another good run.
+    children["CronJob"]["status"]["lastScheduleTime"] = "2026-11-25T10:02:00Z"
+    failing = compute(APP, generation=2, children=children, previous=done, now="T1")
+    assert failing["dateLog"] == "failing"
+    assert urgent(done, failing)  # The date logger's health changed.
     assert not urgent(done, dict(done))
 
 
@@ -169,3 +176,56 @@ def test_several_problems_are_named_in_one_condition() -> None:
     )
     status = compute(APP, generation=3, children=healthy(), problem=both, now="t")
     assert status["conditions"][0]["message"] == both.message
+
+
+def cron(scheduled: str | None, succeeded: str | None, active: bool = False) -> dict[str, Any]:
+    state: dict[str, Any] = {"lastScheduleTime": scheduled, "lastSuccessfulTime": succeeded}
+    if active:
+        state["active"] = [{"name": "web-datelog-1"}]
+    return {"status": {k: v for k, v in state.items() if v is not None or k == "active"}}
+
+
+T0, T1, T2 = "2026-11-25T10:00:00Z", "2026-11-25T10:00:02Z", "2026-11-25T10:01:00Z"
+
+
+@pytest.mark.parametrize(
+    ("job", "previous", "expected"),
+    [
+        (None, None, "waiting"),
+        (cron(None, None), None, "waiting"),
+        (cron(T0, None, active=True), None, "waiting"),
+        (cron(T0, T1), None, "ok"),
+        # The next run has started: the last finished one still speaks.
+        (cron(T2, T1, active=True), "ok", "ok"),
+        (cron(T2, T1, active=True), "failing", "failing"),
+        # It ended without a success.
+        (cron(T2, T1), "ok", "failing"),
+        (cron(T0, None), "waiting", "failing"),
+    ],
+)
+def test_date_log_is_health_not_a_clock(
+    job: dict[str, Any] | None, previous: str | None, expected: str
+) -> None:
+    assert date_log(APP, job, previous) == expected
+
+
+def test_a_healthy_date_logger_costs_no_status_change_per_run() -> None:
+    """A run of the default schedule, event by event as the CronJob controller records it:
+    scheduled (a Job active), then succeeded. The status the operator would write never
+    changes, so no run costs a write."""
+    children = healthy()
+    first = compute(APP, generation=1, children=children, now="T1")
+    for job in (cron(T2, T1, active=True), cron(T2, "2026-11-25T10:01:03Z")):
+        children["CronJob"] = job
+        again = compute(APP, generation=1, children=children, previous=first, now="T2")
+        assert again == first
+        assert not urgent(first, again)
+
+
+def test_date_log_follows_the_spec_switches() -> None:
+    off = dataclasses.replace(APP, date_logger=dataclasses.replace(APP.date_logger, enabled=False))
+    paused = dataclasses.replace(
+        APP, date_logger=dataclasses.replace(APP.date_logger, suspend=True)
+    )
+    assert date_log(off, cron(T0, T1), "ok") == "disabled"
+    assert date_log(paused, cron(T0, None), "ok") == "suspended"
