@@ -1,8 +1,10 @@
 """Fleet benchmark: the operator against the API server's own floor, on the local cluster.
 
-For each N: create N StatefulWebApps at once and time each to Ready (observedGeneration equal
-to its generation) through a watch; then apply the identical children (rendered by the
-project's own renderers) directly with server-side apply and time them to the same readiness.
+For each N, on a clean cluster each time: first apply the children of N apps directly (rendered
+by the project's own renderers, server-side apply) and time each app's set to the operator's
+readiness gates (the floor); remove them; then create N StatefulWebApps at once and time each to
+Ready (observedGeneration equal to its generation) through a watch. The apps use the defaults
+(the date logger fires every minute). Smaller N are repeated (``--repeats``) for their spread.
 The operator's requests are counted in the API server's audit log (by User-Agent), its memory
 read from /proc. At the largest N it also soaks (RSS growth, steady-state requests) and
 restarts the operator (time to resume, writes made doing so).
@@ -47,9 +49,10 @@ WRITES = {"create", "update", "patch", "delete", "deletecollection"}
 SPEC: dict[str, Any] = {
     "replicas": 1,
     "storage": {"nfs": {"server": "nfs.bench.local", "path": "/bench"}, "capacity": "1Gi"},
-    # The CronJob exists but does not fire: a steady state must be quiet to be measured.
-    "dateLogger": {"suspend": True},
+    # Everything else as the defaults have it: the date logger runs every minute, so the
+    # steady state measured is the one users get.
 }
+DATELOG_ACTIVE = not SPEC.get("dateLogger", {}).get("suspend", False)
 
 
 def log(message: str) -> None:
@@ -389,7 +392,7 @@ def wait_quiet(since: int, seconds: float) -> Counter[str]:
 
 
 def measure(
-    ns: list[int], soak_s: float, steady_s: float, workers: int, out: Path
+    ns: list[int], soak_s: float, steady_s: float, workers: int, repeats: int, out: Path
 ) -> dict[str, Any]:
     api = pykube.HTTPClient(pykube.KubeConfig.from_file(str(CLUSTER / "kubeconfig")), timeout=60)
     kubectl("apply", "--server-side", "-f", str(REPO / "crds/statefulwebapps.apps.k8slab.io.yaml"))
@@ -402,12 +405,26 @@ def measure(
     time.sleep(3)
     rss_idle = operator.rss_mib()
     log(f"operator idle: {rss_idle:.0f} MiB")
-    result: dict[str, Any] = {"rss_mib_n0": round(rss_idle, 1)}
-    for index, n in enumerate(ns):
-        largest = index == len(ns) - 1
-        namespace = f"bench-op-{n}"
+    result: dict[str, Any] = {
+        "rss_mib_n0": round(rss_idle, 1),
+        "datelog_active": DATELOG_ACTIVE,
+        "floor_first": True,
+        "order": ["floor", "operator"],
+    }
+    plan = [(n, rep) for n in ns[:-1] for rep in range(repeats)] + [(ns[-1], 0)]
+    for index, (n, rep) in enumerate(plan):
+        largest = index == len(plan) - 1
+        # The floor first, on a cluster holding nothing of either side, then gone again: the
+        # operator's fleet then meets the same clean cluster.
+        floor_ns = f"bench-floor-{n}-{rep}"
+        kubectl("create", "namespace", floor_ns)
+        log(f"N={n} #{rep + 1}: applying the children of {n} apps directly (the floor)")
+        floor = run_floor_fleet(api, floor_ns, n, workers)
+        log(f"N={n} #{rep + 1}: floor {floor.fleet_s:.1f}s; cleaning up")
+        clean(floor_ns)
+        namespace = f"bench-op-{n}-{rep}"
         kubectl("create", "namespace", namespace)
-        log(f"N={n}: creating {n} StatefulWebApps")
+        log(f"N={n} #{rep + 1}: creating {n} StatefulWebApps")
         mark = audit_mark()
         cpu0 = operator.cpu_seconds()
         fleet = run_operator_fleet(api, namespace, n, workers)
@@ -417,13 +434,20 @@ def measure(
         log(f"N={n}: operator fleet {fleet.fleet_s:.1f}s; measuring a quiet {steady_s:.0f}s")
         quiet = wait_quiet(audit_mark(), steady_s)
         rss = operator.rss_mib()
+        p99, floor_p99 = percentile(fleet.latencies, 0.99), percentile(floor.latencies, 0.99)
         run: dict[str, Any] = {
             "n": n,
+            "repeat": rep + 1,
             "fleet_s": round(fleet.fleet_s, 2),
             "p50_s": round(percentile(fleet.latencies, 0.50), 2),
             "p95_s": round(percentile(fleet.latencies, 0.95), 2),
-            "p99_s": round(percentile(fleet.latencies, 0.99), 2),
+            "p99_s": round(p99, 2),
             "mean_s": round(statistics.fmean(fleet.latencies), 2),
+            "floor_fleet_s": round(floor.fleet_s, 2),
+            "floor_p50_s": round(percentile(floor.latencies, 0.50), 2),
+            "floor_p99_s": round(floor_p99, 2),
+            "floor_ratio": round(fleet.fleet_s / floor.fleet_s, 2),
+            "p99_ratio": round(p99 / floor_p99, 2),
             "writes_per_app": round(writes(created_counts) / n, 2),
             "requests_per_app_by_verb": {
                 v: round(c / n, 2) for v, c in sorted(created_counts.items())
@@ -433,33 +457,51 @@ def measure(
             "rss_mib": round(rss, 1),
             "operator_cpu_s": round(cpu_fleet, 1),
             "latencies_s": [round(x, 3) for x in sorted(fleet.latencies)],
+            "floor_latencies_s": [round(x, 3) for x in sorted(floor.latencies)],
         }
+        log(f"N={n} #{rep + 1}: ratio {run['floor_ratio']}, p99 ratio {run['p99_ratio']}")
         if largest:
             run.update(soak(operator, n, soak_s))
             operator.stop()
-            # No operator from here on: one resuming the fleet would take CPU from the floor.
             run.update(restart(operator_log, n))
-        floor_ns = f"bench-floor-{n}"
-        kubectl("create", "namespace", floor_ns)
-        log(f"N={n}: applying the same children directly (the floor)")
-        floor = run_floor_fleet(api, floor_ns, n, workers)
-        run["floor_fleet_s"] = round(floor.fleet_s, 2)
-        run["floor_p50_s"] = round(percentile(floor.latencies, 0.50), 2)
-        run["floor_p99_s"] = round(percentile(floor.latencies, 0.99), 2)
-        run["floor_ratio"] = round(fleet.fleet_s / floor.fleet_s, 2)
-        run["floor_latencies_s"] = [round(x, 3) for x in sorted(floor.latencies)]
-        log(f"N={n}: floor {floor.fleet_s:.1f}s, ratio {run['floor_ratio']}; cleaning up")
         # Saved before the cleanup, so a run stopped while deleting a large fleet still
         # leaves every figure it measured.
         partial = {**result, "runs": [*runs, run], "complete": False}
         (out / "results.partial.json").write_text(json.dumps(partial, indent=2) + "\n")
         runs.append(run)
-        if not largest:  # The last fleets go with the cluster, which `make bench` stops.
-            clean(floor_ns)
+        if not largest:  # The last fleet goes with the cluster, which `make bench` stops.
             clean(namespace)
     result["runs"] = runs
+    result["spread"] = spread(runs)
+    result["cost_per_100_apps"] = cost_per_100_apps(runs, rss_idle)
     result.update({k: v for k, v in runs[-1].items() if not k.endswith("latencies_s")})
     return result
+
+
+def spread(runs: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
+    """Per N measured more than once: the lowest and highest of each headline figure."""
+    keys = ("fleet_s", "floor_fleet_s", "floor_ratio", "p99_ratio", "writes_per_app")
+    by_n: dict[int, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_n.setdefault(run["n"], []).append(run)
+    return {
+        str(n): {k: [min(r[k] for r in group), max(r[k] for r in group)] for k in keys}
+        for n, group in by_n.items()
+        if len(group) > 1
+    }
+
+
+def cost_per_100_apps(runs: list[dict[str, Any]], rss_idle: float) -> dict[str, Any]:
+    """How the operator's memory and CPU grow with the fleet, per 100 apps, at each N > 1."""
+    last = {run["n"]: run for run in runs}
+    return {
+        str(n): {
+            "rss_mib": round((run["rss_mib"] - rss_idle) / n * 100, 2),
+            "operator_cpu_s": round(run["operator_cpu_s"] / n * 100, 2),
+        }
+        for n, run in sorted(last.items())
+        if n > 1
+    }
 
 
 def soak(operator: OperatorProcess, n: int, soak_s: float) -> dict[str, Any]:
@@ -576,6 +618,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument(
         "--workers", type=int, default=8, help="parallel creators (default: %(default)s)"
     )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of each N but the largest, for their spread (default: %(default)s)",
+    )
     p.add_argument("--out", type=Path, default=REPO / "bench/results", help="results folder")
     args = p.parse_args(list(argv) if argv is not None else None)
     ns = [int(x) for x in args.n.split(",")]
@@ -590,7 +638,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         log(f"error: statefulwebapp-operator already running (pid {', '.join(others)}); stop it")
         return 2
     started = time.time()
-    result = measure(ns, args.soak, args.steady, args.workers, args.out)
+    result = measure(ns, args.soak, args.steady, args.workers, args.repeats, args.out)
     result["versions"] = versions()
     result["machine"] = machine()
     result["duration_s"] = round(time.time() - started)
