@@ -6,7 +6,9 @@ Runs the operator's own ``main`` in this process with tracemalloc tracing 25 fra
 SIGUSR1 appends to OUT.txt the process's RSS, the traced total and the top holders, grouped
 by the first frame outside the standard library and asyncio (so kopf's and our own call sites
 show, not ``json/decoder.py``). Tracing costs time and memory of its own: compare holders with
-each other, not the RSS with a run without it.
+each other, not the RSS with a run without it. It also slows the process enough that lease
+renewals would miss their deadline, so here the operator runs without leader election: never
+beside another instance.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import tracemalloc
 from pathlib import Path
 from types import FrameType
 
-from statefulwebapp import cli
+from statefulwebapp import cli, lease
 
 FRAMES = 25
 TOP = 15
@@ -54,6 +56,22 @@ def dump(out: Path) -> None:
         f.write("\n".join(lines) + "\n\n")
 
 
+class _NoElection:
+    """Stands in for lease.Elector: this process is the only instance."""
+
+    def __init__(self, *_: object) -> None:
+        pass
+
+    def acquire(self) -> None:
+        pass
+
+    def keep(self, **_: object) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
 def main() -> int:
     out = Path(sys.argv[1])
     args = sys.argv[3:] if sys.argv[2:3] == ["--"] else sys.argv[2:]
@@ -63,6 +81,7 @@ def main() -> int:
         dump(out)
 
     signal.signal(signal.SIGUSR1, on_signal)
+    lease.Elector = _NoElection  # type: ignore[assignment,misc]
     return cli.main(args)
 
 

@@ -170,6 +170,9 @@ timed "$NGINX_IMAGE" build_nginx
 timed "$PYTHON_IMAGE" build_python
 timed "$KUBECTL_IMAGE" build_kubectl
 timed "$OPERATOR_IMAGE" build_operator
+# Each source change tags a new operator image; the older ones only fill the store.
+podman images --format '{{.Repository}}:{{.Tag}}' | grep "^$PREFIX/operator:" \
+  | grep -vx "$OPERATOR_IMAGE" | xargs -r podman rmi >/dev/null 2>&1 || true
 if [ -n "$save" ]; then
   # Each archive sits beside a note of the image it holds; an unchanged image is not saved again.
   while IFS='=' read -r short name; do

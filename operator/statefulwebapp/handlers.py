@@ -165,46 +165,14 @@ _META = (
 )
 
 
-_CHILD_EVENT_META = ("name", "namespace", "uid", "labels", "resourceVersion")
-"""What ``on_child_event`` and kopf's own routing and logging read of a child's body."""
-
-
-def _lighten(body: kopf.Body, keep_meta: tuple[str, ...] | None) -> None:
-    """Shrink the raw body kopf keeps for the handlers, once the index holds what passes need.
-
-    kopf runs indexers first, then makes every object's worker wait, body in hand, until all
-    indexes are complete. At a start with a thousand apps that is eight thousand full bodies
-    at once, managed fields and all (the restart's memory peak). The handlers read the index,
-    not the body: a child's body keeps only what routes its event (``keep_meta``), and every
-    body drops its managed fields. kopf passes the raw dict it holds wrapped in ``Body``; its
-    ``_src`` is that dict (pinned by tests/unit/test_handlers.py).
-    """
-    raw = getattr(body, "_src", None)
-    if not isinstance(raw, dict):
-        return
-    meta = raw.get("metadata")
-    if isinstance(meta, dict):
-        meta.pop("managedFields", None)
-        if keep_meta is not None:
-            for key in set(meta) - set(keep_meta):
-                del meta[key]
-    if keep_meta is not None:
-        for key in set(raw) - {"apiVersion", "kind", "metadata"}:
-            del raw[key]
-
-
 @kopf.index(*APP, id="idx_apps")
 async def index_apps(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
     """Apps by (namespace, name), so a child's event finds its app without a request."""
-    packed = _pack(body)
-    _lighten(body, keep_meta=None)
-    return {_key(namespace, name): packed}
+    return {_key(namespace, name): _pack(body)}
 
 
 async def _index_child(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    entry = {_owner_key(body): _pack(body)}
-    _lighten(body, keep_meta=_CHILD_EVENT_META)
-    return entry
+    return {_owner_key(body): _pack(body)}
 
 
 def _owner_key(body: Obj) -> tuple[str, str]:

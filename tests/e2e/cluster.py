@@ -196,3 +196,16 @@ def compact_etcd() -> int:
     )
     compact.raise_for_status()
     return revision
+
+
+def helm(cluster: Cluster, *args: str) -> str:
+    """Run the pinned helm against this cluster and return its stdout."""
+    result = subprocess.run(
+        [tools_bin() / "helm", "--kubeconfig", str(cluster.kubeconfig_path), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"helm {' '.join(args)} failed:\n{result.stderr}"
+    return result.stdout

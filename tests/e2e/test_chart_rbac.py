@@ -25,7 +25,16 @@ import pytest
 import yaml
 
 from tests.e2e.apps import apply, child, get_app, ready_condition, sample
-from tests.e2e.cluster import CRD, REPO, Cluster, Operator, make_namespace, tools_bin, wait_for
+from tests.e2e.cluster import (
+    CRD,
+    REPO,
+    Cluster,
+    Operator,
+    helm,
+    make_namespace,
+    tools_bin,
+    wait_for,
+)
 
 CHART = REPO / "deploy/statefulwebapp-operator"
 
@@ -39,18 +48,6 @@ class Release:
     kubeconfig: Path
     roles: dict[str, dict[str, Any]]
     """The chart's ClusterRoles and its lease Role by name suffix, as installed."""
-
-
-def helm(cluster: Cluster, *args: str) -> str:
-    result = subprocess.run(
-        [tools_bin() / "helm", "--kubeconfig", str(cluster.kubeconfig_path), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert result.returncode == 0, f"helm {' '.join(args)} failed:\n{result.stderr}"
-    return result.stdout
 
 
 def service_account_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:

@@ -32,7 +32,7 @@ from statefulwebapp import names
 from statefulwebapp.model import parse
 from statefulwebapp.render import DATA_VOLUME, render_daemonset, render_statefulset
 from tests.e2e.apps import REAL_NODE, apply, delete_namespace, get_app, sample, wait_ready
-from tests.e2e.cluster import REPO, Cluster, make_namespace, tools_bin, wait_for
+from tests.e2e.cluster import REPO, Cluster, helm, make_namespace, wait_for
 
 NODE = "real"
 ON_REAL_NODE: dict[str, Any] = {
@@ -68,18 +68,6 @@ def real_node(cluster: Cluster) -> str:
     ready = next(c for c in real[0]["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True", f"the real node is not Ready: {ready}"
     return str(real[0]["metadata"]["name"])
-
-
-def helm(cluster: Cluster, *args: str) -> str:
-    result = subprocess.run(
-        [tools_bin() / "helm", "--kubeconfig", str(cluster.kubeconfig_path), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert result.returncode == 0, f"helm {' '.join(args)} failed:\n{result.stderr}"
-    return result.stdout
 
 
 @dataclass
