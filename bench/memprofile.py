@@ -35,7 +35,7 @@ def _rss_mib() -> float:
 
 def _site(trace: tracemalloc.Traceback) -> str:
     """The innermost frame that is neither the standard library nor this script."""
-    for frame in trace:  # most recent call first
+    for frame in reversed(trace):  # tracemalloc orders frames oldest first
         if not any(part in frame.filename for part in STDLIB):
             return f"{frame.filename.rsplit('site-packages/', 1)[-1]}:{frame.lineno}"
     return f"{trace[0].filename}:{trace[0].lineno}"

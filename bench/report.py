@@ -80,7 +80,7 @@ def table(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for key, (wanted, ok) in TARGETS.items():
-        value = last.get(key)
+        value = last.get(key, result.get(key))
         met = "yes" if value is not None and ok(value) else "no"
         floor = last.get(FLOOR.get(key, ""), "")
         lines.append(f"| {key} | {wanted} | {value} | {met} | {floor} |")
