@@ -40,7 +40,7 @@ cluster-up: tools ## Start the local cluster (idempotent; REAL_NODE=1 adds a rea
 	@REAL_NODE=$(REAL_NODE) hack/cluster/up.sh
 
 .PHONY: cluster-down
-cluster-down: ## Stop the local cluster and CoreDNS, leaving no process behind
+cluster-down: ## Stop the local cluster, CoreDNS and the real node; fails if a process, mount, device or iptables chain is left
 	@hack/cluster/down.sh
 
 .PHONY: kubeconfig
