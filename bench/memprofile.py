@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import sysconfig
 import tracemalloc
 from pathlib import Path
 from types import FrameType
@@ -23,7 +24,8 @@ from statefulwebapp import cli, lease
 
 FRAMES = 25
 TOP = 15
-STDLIB = ("/lib/python3", "/asyncio/", "/json/", "<frozen", "/tracemalloc.py")
+STDLIB = (sysconfig.get_paths()["stdlib"] + "/", "<frozen", "<string>", __file__)
+"""Frames skipped when naming a holder: the standard library (not site-packages), this file."""
 
 
 def _rss_mib() -> float:
@@ -36,7 +38,7 @@ def _rss_mib() -> float:
 def _site(trace: tracemalloc.Traceback) -> str:
     """The innermost frame that is neither the standard library nor this script."""
     for frame in reversed(trace):  # tracemalloc orders frames oldest first
-        if not any(part in frame.filename for part in STDLIB):
+        if not frame.filename.startswith(STDLIB):
             return f"{frame.filename.rsplit('site-packages/', 1)[-1]}:{frame.lineno}"
     return f"{trace[0].filename}:{trace[0].lineno}"
 
