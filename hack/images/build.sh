@@ -3,7 +3,8 @@
 # packages and the pinned Kubernetes module: no registry is needed or asked.
 #   hack/images/build.sh           build the missing images, print their names
 #   hack/images/build.sh --names   print the names only (no build)
-#   hack/images/build.sh --save D  also write each image as D/<short name>.tar (docker-archive)
+#   hack/images/build.sh --save D  also write each image pods run as D/<short name>.tar
+#                                  (docker-archive; not the Python base, only built upon)
 # Tags are the versions of what the image holds (Debian package versions, the pause version,
 # a content hash of the operator's sources), so an unchanged input is never rebuilt and a
 # changed one gets a new tag. Built layers stay in podman's store; nothing lands in git.
@@ -180,6 +181,6 @@ if [ -n "$save" ]; then
     rm -f "$save/$short.tar"
     podman save --quiet --format docker-archive -o "$save/$short.tar" "$name"
     echo "$name" >"$save/$short.name"
-  done < <(names)
+  done < <(names | grep -v '^python=')
 fi
 names

@@ -120,6 +120,7 @@ def make_namespace(cluster: Cluster, prefix: str = "e2e") -> str:
 
 
 CRD = REPO / "crds/statefulwebapps.apps.k8slab.io.yaml"
+CHART = REPO / "deploy/statefulwebapp-operator"
 
 
 @dataclass

@@ -26,8 +26,8 @@ import yaml
 
 from tests.e2e.apps import apply, child, get_app, ready_condition, sample
 from tests.e2e.cluster import (
+    CHART,
     CRD,
-    REPO,
     Cluster,
     Operator,
     helm,
@@ -35,8 +35,6 @@ from tests.e2e.cluster import (
     tools_bin,
     wait_for,
 )
-
-CHART = REPO / "deploy/statefulwebapp-operator"
 
 
 @dataclass

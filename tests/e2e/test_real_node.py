@@ -15,6 +15,7 @@ the claim, and everything else about them is what the operator renders.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
@@ -32,17 +33,17 @@ from statefulwebapp import names
 from statefulwebapp.model import parse
 from statefulwebapp.render import DATA_VOLUME, render_daemonset, render_statefulset
 from tests.e2e.apps import REAL_NODE, apply, delete_namespace, get_app, sample, wait_ready
-from tests.e2e.cluster import REPO, Cluster, helm, make_namespace, wait_for
+from tests.e2e.cluster import CHART, REPO, Cluster, helm, make_namespace, wait_for
 
 NODE = "real"
 ON_REAL_NODE: dict[str, Any] = {
     "nodeSelector": {REAL_NODE: "true"},
     "tolerations": [{"key": REAL_NODE, "operator": "Exists", "effect": "NoSchedule"}],
 }
-CHART = REPO / "deploy/statefulwebapp-operator"
 DATE = re.compile(r"^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d UTC (\d{4})$", re.MULTILINE)
 
 
+@functools.cache
 def images() -> dict[str, str]:
     """The locally built images by short name (busybox, nginx, operator, ...)."""
     out = subprocess.run(
