@@ -187,12 +187,16 @@ STEPS: list[tuple[str, Edit | list[Obj], Check]] = [
         lambda c, ns, ch: (
             _eq(ch["CronJob"]["spec"]["suspend"], True),  # type: ignore[index]
             _eq(ch["CronJob"]["spec"]["schedule"], "0 3 * * 1-5"),  # type: ignore[index]
+            _eq(get_app(c, ns)["status"]["dateLog"], "suspended"),
         ),
     ),
     (
         "turn off the date logger",
         put("dateLogger.enabled", False),
-        lambda c, ns, ch: _eq(ch["CronJob"], None),
+        lambda c, ns, ch: (
+            _eq(ch["CronJob"], None),
+            _eq(get_app(c, ns)["status"]["dateLog"], "disabled"),
+        ),
     ),
     (
         "remove the date logger settings (on, every minute, not suspended)",
@@ -200,6 +204,8 @@ STEPS: list[tuple[str, Edit | list[Obj], Check]] = [
         lambda c, ns, ch: (
             _eq(ch["CronJob"]["spec"]["suspend"], False),  # type: ignore[index]
             _eq(ch["CronJob"]["spec"]["schedule"], "*/1 * * * *"),  # type: ignore[index]
+            # Running again: no run has finished since it came back, or one has and succeeded.
+            _eq(get_app(c, ns)["status"]["dateLog"] in ("waiting", "ok"), True),
         ),
     ),
     (
