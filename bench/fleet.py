@@ -1,15 +1,18 @@
 """Fleet benchmark: the operator against the API server's own floor, on the local cluster.
 
-For each N, on a clean cluster each time: first apply the children of N apps directly (rendered
-by the project's own renderers, server-side apply) and time each app's set to the operator's
-readiness gates (the floor); remove them; then create N StatefulWebApps at once and time each to
-Ready (observedGeneration equal to its generation) through a watch. The apps use the defaults
-(the date logger fires every minute). Smaller N are repeated (``--repeats``) for their spread.
-The operator's requests are counted in the API server's audit log (by User-Agent), its memory
-read from /proc. At the largest N it also soaks (RSS growth, steady-state requests) and
-restarts the operator (time to resume, writes made doing so).
+For each N, each side on a cluster of its own, freshly started (empty etcd, nothing left of a
+previous run): first the floor, the children of N apps applied directly (rendered by the
+project's own renderers, server-side apply), each app's set timed to the operator's readiness
+gates; then, on the next fresh cluster, a fresh operator and N StatefulWebApps created at once,
+each timed to Ready (observedGeneration equal to its generation) through a watch. A fresh
+cluster takes seconds; deleting a thousand apps' objects took minutes and left etcd larger for
+the side that came second. The apps use the defaults (the date logger fires every minute).
+Smaller N are repeated (``--repeats``) for their spread. The operator's requests are counted in
+the API server's audit log (by User-Agent), its memory read from /proc. At the largest N it
+also measures a quiet minute (a whole date-logger period), soaks (RSS growth, steady-state
+requests) and restarts the operator (time to resume, writes made doing so).
 
-Run it with ``make bench`` (which starts a cluster with audit logging); options: ``--help``.
+Run it with ``make bench``; options: ``--help``.
 """
 
 from __future__ import annotations
@@ -68,6 +71,17 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # -- the cluster and the operator -----------------------------------------------------------
+
+
+def fresh_cluster() -> pykube.HTTPClient:
+    """Stop the local cluster and start a new one with audit logging; a client for it."""
+    subprocess.run([REPO / "hack/cluster/down.sh"], check=True, capture_output=True)
+    env = {**os.environ, "CLUSTER_AUDIT": "1"}
+    env.pop("REAL_NODE", None)  # The fleet's pods are kwok's: the measure is the control plane.
+    subprocess.run([REPO / "hack/cluster/up.sh"], check=True, capture_output=True, env=env)
+    kubectl("apply", "--server-side", "-f", str(REPO / "crds/statefulwebapps.apps.k8slab.io.yaml"))
+    kubectl("wait", "--for=condition=Established", "crd/statefulwebapps.apps.k8slab.io")
+    return pykube.HTTPClient(pykube.KubeConfig.from_file(str(CLUSTER / "kubeconfig")), timeout=60)
 
 
 def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
@@ -356,33 +370,6 @@ def run_floor_fleet(api: pykube.HTTPClient, namespace: str, n: int, workers: int
         stop.set()
 
 
-def clean(namespace: str) -> None:
-    """Remove a fleet and its volumes, and wait until the API server holds none of them.
-
-    Apps go first: a volume deleted while its app exists is drift, and a running operator puts
-    it back. Nothing waits on one object at a time: a thousand volumes deleted with ``--wait``
-    took longer than the fleet itself.
-    """
-    selector = f"{names.LABEL_APP_NAMESPACE}={namespace}"
-    kubectl("delete", "swa", "--all", "-n", namespace, "--wait=false")
-    kubectl("delete", "namespace", namespace, "--wait=false")
-    deadline = time.time() + 900
-    while time.time() < deadline:
-        apps = kubectl("get", "swa", "-n", namespace, "-o", "name").split()
-        if not apps:
-            kubectl("delete", "pv", "-l", selector, "--wait=false", "--ignore-not-found")
-        left = kubectl("get", "namespace", namespace, "--ignore-not-found", "-o", "name")
-        pvs = kubectl("get", "pv", "-l", selector, "-o", "name").split()
-        if not apps and not left and not pvs:
-            return
-        log(
-            f"cleaning {namespace}: {len(apps)} apps, {len(pvs)} volumes, namespace "
-            f"{'terminating' if left else 'gone'}"
-        )
-        time.sleep(5)
-    log(f"warning: {namespace} still not clean after 900 s")
-
-
 def wait_quiet(since: int, seconds: float) -> Counter[str]:
     time.sleep(seconds)
     return operator_requests(since)
@@ -394,45 +381,37 @@ def wait_quiet(since: int, seconds: float) -> Counter[str]:
 def measure(
     ns: list[int], soak_s: float, steady_s: float, workers: int, repeats: int, out: Path
 ) -> dict[str, Any]:
-    api = pykube.HTTPClient(pykube.KubeConfig.from_file(str(CLUSTER / "kubeconfig")), timeout=60)
-    kubectl("apply", "--server-side", "-f", str(REPO / "crds/statefulwebapps.apps.k8slab.io.yaml"))
-    kubectl("wait", "--for=condition=Established", "crd/statefulwebapps.apps.k8slab.io")
     out.mkdir(parents=True, exist_ok=True)
     operator_log = out / "operator.log"
     operator_log.unlink(missing_ok=True)
     runs: list[dict[str, Any]] = []
-    operator = OperatorProcess.start(operator_log)
-    time.sleep(3)
-    rss_idle = operator.rss_mib()
-    log(f"operator idle: {rss_idle:.0f} MiB")
     result: dict[str, Any] = {
-        "rss_mib_n0": round(rss_idle, 1),
         "datelog_active": DATELOG_ACTIVE,
         "floor_first": True,
         "order": ["floor", "operator"],
+        "fresh_cluster_per_side": True,
     }
     plan = [(n, rep) for n in ns[:-1] for rep in range(repeats)] + [(ns[-1], 0)]
     for index, (n, rep) in enumerate(plan):
         largest = index == len(plan) - 1
-        # The floor first, on a cluster holding nothing of either side, then gone again: the
-        # operator's fleet then meets the same clean cluster.
-        floor_ns = f"bench-floor-{n}-{rep}"
-        kubectl("create", "namespace", floor_ns)
-        log(f"N={n} #{rep + 1}: applying the children of {n} apps directly (the floor)")
-        floor = run_floor_fleet(api, floor_ns, n, workers)
-        log(f"N={n} #{rep + 1}: floor {floor.fleet_s:.1f}s; cleaning up")
-        clean(floor_ns)
-        namespace = f"bench-op-{n}-{rep}"
+        namespace = f"bench-{n}-{rep}"
+        log(f"N={n} #{rep + 1}: a fresh cluster; applying the children of {n} apps (the floor)")
+        api = fresh_cluster()
         kubectl("create", "namespace", namespace)
-        log(f"N={n} #{rep + 1}: creating {n} StatefulWebApps")
+        floor = run_floor_fleet(api, namespace, n, workers)
+        log(f"N={n} #{rep + 1}: floor {floor.fleet_s:.1f}s; a fresh cluster for the operator")
+        api = fresh_cluster()
+        kubectl("create", "namespace", namespace)
+        operator = OperatorProcess.start(operator_log)
+        time.sleep(3)
+        rss_idle = operator.rss_mib()
+        log(f"N={n} #{rep + 1}: operator idle at {rss_idle:.0f} MiB; creating {n} apps")
         mark = audit_mark()
         cpu0 = operator.cpu_seconds()
         fleet = run_operator_fleet(api, namespace, n, workers)
         time.sleep(2)  # Let the last status writes land in the audit log.
         created_counts = operator_requests(mark)
         cpu_fleet = operator.cpu_seconds() - cpu0
-        log(f"N={n}: operator fleet {fleet.fleet_s:.1f}s; measuring a quiet {steady_s:.0f}s")
-        quiet = wait_quiet(audit_mark(), steady_s)
         rss = operator.rss_mib()
         p99, floor_p99 = percentile(fleet.latencies, 0.99), percentile(floor.latencies, 0.99)
         run: dict[str, Any] = {
@@ -452,28 +431,36 @@ def measure(
             "requests_per_app_by_verb": {
                 v: round(c / n, 2) for v, c in sorted(created_counts.items())
             },
-            "steady_requests_per_app_minute": round(sum(quiet.values()) / n / (steady_s / 60), 3),
-            "steady_writes_per_app_minute": round(writes(quiet) / n / (steady_s / 60), 3),
+            "rss_mib_idle": round(rss_idle, 1),
             "rss_mib": round(rss, 1),
             "operator_cpu_s": round(cpu_fleet, 1),
             "latencies_s": [round(x, 3) for x in sorted(fleet.latencies)],
             "floor_latencies_s": [round(x, 3) for x in sorted(floor.latencies)],
         }
-        log(f"N={n} #{rep + 1}: ratio {run['floor_ratio']}, p99 ratio {run['p99_ratio']}")
+        log(
+            f"N={n} #{rep + 1}: fleet {fleet.fleet_s:.1f}s, ratio {run['floor_ratio']}, "
+            f"p99 ratio {run['p99_ratio']}, {rss:.0f} MiB"
+        )
         if largest:
+            log(f"N={n}: measuring a quiet {steady_s:.0f}s")
+            quiet = wait_quiet(audit_mark(), steady_s)
+            run["steady_s"] = round(steady_s)
+            run["steady_requests_per_app_minute"] = round(
+                sum(quiet.values()) / n / (steady_s / 60), 3
+            )
+            run["steady_writes_per_app_minute"] = round(writes(quiet) / n / (steady_s / 60), 3)
             run.update(soak(operator, n, soak_s))
             operator.stop()
             run.update(restart(operator_log, n))
-        # Saved before the cleanup, so a run stopped while deleting a large fleet still
-        # leaves every figure it measured.
-        partial = {**result, "runs": [*runs, run], "complete": False}
-        (out / "results.partial.json").write_text(json.dumps(partial, indent=2) + "\n")
+        else:
+            operator.stop()
+        # Saved as it goes, so a run stopped early still leaves every figure it measured.
         runs.append(run)
-        if not largest:  # The last fleet goes with the cluster, which `make bench` stops.
-            clean(namespace)
+        partial = {**result, "runs": runs, "complete": False}
+        (out / "results.partial.json").write_text(json.dumps(partial, indent=2) + "\n")
     result["runs"] = runs
     result["spread"] = spread(runs)
-    result["cost_per_100_apps"] = cost_per_100_apps(runs, rss_idle)
+    result["cost_per_100_apps"] = cost_per_100_apps(runs)
     result.update({k: v for k, v in runs[-1].items() if not k.endswith("latencies_s")})
     return result
 
@@ -491,12 +478,15 @@ def spread(runs: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
     }
 
 
-def cost_per_100_apps(runs: list[dict[str, Any]], rss_idle: float) -> dict[str, Any]:
-    """How the operator's memory and CPU grow with the fleet, per 100 apps, at each N > 1."""
+def cost_per_100_apps(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """How the operator's memory and CPU grow with the fleet, per 100 apps, at each N > 1.
+
+    Memory is the RSS after the fleet above that operator's own idle RSS.
+    """
     last = {run["n"]: run for run in runs}
     return {
         str(n): {
-            "rss_mib": round((run["rss_mib"] - rss_idle) / n * 100, 2),
+            "rss_mib": round((run["rss_mib"] - run["rss_mib_idle"]) / n * 100, 2),
             "operator_cpu_s": round(run["operator_cpu_s"] / n * 100, 2),
         }
         for n, run in sorted(last.items())
@@ -612,8 +602,11 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument(
         "--steady",
         type=float,
-        default=30,
-        help="quiet seconds measured after each fleet (default: %(default)s)",
+        default=60,
+        help=(
+            "quiet seconds measured after the largest fleet; a whole date-logger period "
+            "(default: %(default)s)"
+        ),
     )
     p.add_argument(
         "--workers", type=int, default=8, help="parallel creators (default: %(default)s)"
@@ -627,9 +620,6 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "bench/results", help="results folder")
     args = p.parse_args(list(argv) if argv is not None else None)
     ns = [int(x) for x in args.n.split(",")]
-    if not AUDIT_LOG.exists():
-        log(f"error: no audit log at {AUDIT_LOG}: start the cluster with CLUSTER_AUDIT=1")
-        return 2
     others = subprocess.run(
         ["pgrep", "-f", "bin/statefulwebapp-operator"], capture_output=True, text=True, check=False
     ).stdout.split()

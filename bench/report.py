@@ -28,25 +28,30 @@ FLOOR = {"floor_ratio": "floor_fleet_s", "p99_ratio": "floor_p99_s"}
 def table(result: dict[str, Any]) -> str:
     rows = [
         "| N | run | floor (s) | fleet (s) | ratio | p50 (s) | p95 (s) | p99 (s) "
-        "| floor p50/p99 (s) | p99 ratio | writes/app | steady req/app/min "
-        "| steady writes/app/min | RSS (MiB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| floor p50/p99 (s) | p99 ratio | writes/app | RSS idle/after (MiB) "
+        "| operator CPU (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in result["runs"]:
         rows.append(
             f"| {run['n']} | {run.get('repeat', 1)} | {run['floor_fleet_s']} | {run['fleet_s']} "
             f"| {run['floor_ratio']} | {run['p50_s']} | {run['p95_s']} | {run['p99_s']} "
             f"| {run['floor_p50_s']}/{run['floor_p99_s']} | {run.get('p99_ratio', '-')} "
-            f"| {run['writes_per_app']} "
-            f"| {run['steady_requests_per_app_minute']} | {run['steady_writes_per_app_minute']} "
-            f"| {run['rss_mib']} |"
+            f"| {run['writes_per_app']} | {run.get('rss_mib_idle', '-')}/{run['rss_mib']} "
+            f"| {run.get('operator_cpu_s', '-')} |"
         )
     last = result["runs"][-1]
     order = " then ".join(result.get("order", ["operator", "floor"]))
     lines = [
         "\n".join(rows),
         "",
-        f"Each run: {order}, each on a cluster cleaned of the other; date logger "
+        f"Each run: {order}, "
+        + (
+            "each on a freshly started cluster of its own"
+            if result.get("fresh_cluster_per_side")
+            else "each on a cluster cleaned of the other"
+        )
+        + "; a fresh operator for each fleet; the apps' pods are kwok's (simulated); date logger "
         f"{'active (the default schedule)' if result.get('datelog_active') else 'suspended'}.",
         "",
         *(
@@ -63,7 +68,9 @@ def table(result: dict[str, Any]) -> str:
         )
         + ".",
         "",
-        f"Operator RSS with no apps: {result['rss_mib_n0']} MiB. At N = {last['n']}: soak of "
+        f"At N = {last['n']}: a quiet {last.get('steady_s', '-')} s after the fleet, "
+        f"{last.get('steady_requests_per_app_minute', '-')} requests and "
+        f"{last.get('steady_writes_per_app_minute', '-')} writes per app per minute; soak of "
         f"{last.get('soak_s', '-')} s, RSS growth {last.get('rss_growth_pct', '-')} %, "
         f"{last.get('soak_requests_per_app_minute', '-')} requests and "
         f"{last.get('soak_writes_per_app_minute', '-')} writes per app per minute; restart "

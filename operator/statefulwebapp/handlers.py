@@ -2,9 +2,10 @@
 
 Every event ends up in one place, :func:`statefulwebapp.reconcile.reconcile`: the app's own
 (its creation, any change, the listing at the operator's start) and any event of a labelled
-child (a deletion included, which is how a deleted child comes back within seconds). The
-children are watched with a server-side label selector, so the operator never lists the
-cluster's other StatefulSets or Services.
+child (a deletion included, which is how a deleted child comes back within seconds). kopf
+watches the apps; the children are watched by ``watch.py`` (packed on arrival, no per-object
+worker), with a server-side label selector, so the operator never lists the cluster's other
+StatefulSets or Services.
 
 Only event handlers and indexes are registered: kopf keeps no state on the apps (no finalizer,
 no last-handled annotation), so creating an app costs its children's applies and two status
@@ -28,26 +29,22 @@ from typing import Any, cast
 
 import kopf
 
-from statefulwebapp import drift, kinds, kube, names, passes, resync
+from statefulwebapp import kinds, kube, passes, resync, watch
 from statefulwebapp.reconcile import Memory, Obj, collect_volume, reconcile
 
 APP = (kinds.APP.group, kinds.APP.version, kinds.APP.plural)
-MANAGED = {names.LABEL_MANAGED_BY: names.MANAGER}
-
-
-def _index_name(kind: str) -> str:
-    return f"idx_{kind.lower()}"
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Operator settings, one HTTP client shared by every handler, and the resync thread."""
+    """Operator settings, HTTP clients, the children's watches and the resync thread.
+
+    Returns once every child is listed: kopf starts the apps' watch after the startup
+    handlers, so the first pass of an app finds its children there.
+    """
     # Watches that silently stop are kopf's best-known failure; bound them on both ends.
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
-    settings.watching.connect_timeout = 30
-    for child in kinds.CHILDREN:
-        settings.watching.label_selectors[_selector(child)] = names.MANAGED_SELECTOR
+    settings.watching.server_timeout = watch.SERVER_TIMEOUT
+    settings.watching.connect_timeout, settings.watching.client_timeout = watch.CLIENT_TIMEOUT
     # The CRD is installed before the operator starts (the chart and `make run` do it), so
     # kopf need not follow CRDs and namespaces at run time: that saves two cluster-wide
     # watches and their RBAC rules. Namespace globs need scanning, hence exact names only.
@@ -56,16 +53,38 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
     memo.api = kube.connect()
     # The namespaces served (empty: all). Volumes are cluster-scoped: an operator serving some
     # namespaces must not collect the volumes of apps in the others.
-    memo.setdefault("namespaces", frozenset())
+    namespaces = memo.setdefault("namespaces", frozenset())
+    # kopf passes its indexes to operator-level handlers too: the same live objects the event
+    # handlers read.
+    every = {**kwargs, "memo": memo}
+    memo.child_events = ChildEvents(every)
+    # Watches hold a connection each for minutes: a client of their own, apart from the passes'.
+    streams = len(kinds.CHILDREN) * max(1, len(namespaces))
+    memo.children = watch.start(kube.connect(pool=streams), namespaces, memo.child_events.tell)
+    _collect_orphans(every)
     period = float(memo.setdefault("resync_seconds", RESYNC_SECONDS))
     if period > 0:
-        # kopf passes its indexes to operator-level handlers too: the same live objects the
-        # event handlers read. The copied context carries kopf's event queue into the thread.
+        # The copied context carries kopf's event queue into the thread.
         context = contextvars.copy_context()
-        every = {**kwargs, "memo": memo}
         threading.Thread(
             target=context.run, args=(_resync_loop, period, every), name="resync", daemon=True
         ).start()
+
+
+def _collect_orphans(kwargs: Mapping[str, Any]) -> None:
+    """Collect the volumes whose app was deleted while the operator was not running."""
+    memo = kwargs["memo"]
+    try:
+        apps = {
+            (str(meta.get("namespace")), str(meta.get("name")))
+            for scope in sorted(memo.namespaces) or [""]
+            for meta in kube.list_metadata(memo.api, kinds.APP.name, namespace=scope)
+        }
+    except kube.ApiError as err:  # The resync tries again.
+        _log.error("could not list the apps to find orphaned volumes: %s", err)
+        return
+    for key in set(memo.children[kinds.PERSISTENT_VOLUME.name]) - apps:
+        _collect(key, kwargs, _log)
 
 
 RESYNC_SECONDS = 30.0
@@ -103,7 +122,7 @@ def _index_snapshot(kwargs: Mapping[str, Any]) -> resync.Snapshot:
     )
     children: dict[tuple[str, str], set[str]] = {}
     for child in kinds.CHILDREN:
-        index = kwargs[_index_name(child.name)]
+        index = kwargs["memo"].children[child.name]
         for key in list(index):
             if _has(index, key):
                 children.setdefault(key, set()).add(child.name)
@@ -122,63 +141,14 @@ def _apply_plan(plan: resync.Plan, kwargs: Mapping[str, Any]) -> None:
         _collect(key, kwargs, _log)
 
 
-def _selector(child: kinds.Kind) -> tuple[str, str] | str:
-    return (f"{child.group}/{child.version}", child.plural) if child.group else child.plural
-
-
 def _key(namespace: str | None, name: str | None) -> tuple[str, str]:
     return (namespace or "", name or "")
-
-
-def _pack(body: Obj) -> str:
-    """What reconcile and status need of an object, as compact JSON.
-
-    A thousand apps mean seven thousand objects held in the indexes. As parsed dicts they took
-    65 KB per app; as JSON text, a quarter of that. A pass parses the seven it needs, which
-    costs well under a millisecond.
-    """
-    meta = body.get("metadata", {})
-    kept_meta = {key: meta[key] for key in _META if key in meta}
-    # Of the annotations, only the digest the drift rule reads: others' may be large.
-    stamp = drift.stamp_of(body)
-    if stamp is not None:
-        kept_meta["annotations"] = {drift.DIGEST: stamp}
-    kept = {
-        "apiVersion": body.get("apiVersion"),
-        "kind": body.get("kind"),
-        "metadata": kept_meta,
-        "spec": body.get("spec"),
-        "status": body.get("status"),
-    }
-    return json.dumps(kept, separators=(",", ":"))
-
-
-_META = (
-    "name",
-    "namespace",
-    "uid",
-    "generation",
-    "resourceVersion",
-    "deletionTimestamp",
-    "labels",
-    "ownerReferences",
-)
 
 
 @kopf.index(*APP, id="idx_apps")
 async def index_apps(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
     """Apps by (namespace, name), so a child's event finds its app without a request."""
-    return {_key(namespace, name): _pack(body)}
-
-
-async def _index_child(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {_owner_key(body): _pack(body)}
-
-
-def _owner_key(body: Obj) -> tuple[str, str]:
-    labels = body.get("metadata", {}).get("labels") or {}
-    namespace = labels.get(names.LABEL_APP_NAMESPACE) or body.get("metadata", {}).get("namespace")
-    return _key(namespace, labels.get(names.LABEL_INSTANCE))
+    return {_key(namespace, name): watch.pack(body)}
 
 
 def _has(index: Mapping[Any, Any], key: Any) -> bool:
@@ -192,7 +162,8 @@ def _first(index: Mapping[Any, Any], key: Any) -> dict[str, Any] | None:
 
 
 def _observed(key: tuple[str, str], kwargs: Mapping[str, Any]) -> dict[str, Obj | None]:
-    return {child.name: _first(kwargs[_index_name(child.name)], key) for child in kinds.CHILDREN}
+    children = kwargs["memo"].children
+    return {child.name: _first(children[child.name], key) for child in kinds.CHILDREN}
 
 
 PASSES = passes.Passes(workers=8, coalesce=0.5, retry=2.0, retry_max=300.0, progress_interval=30.0)
@@ -332,6 +303,9 @@ async def on_app_event(
     **kwargs: Any,
 ) -> None:
     """The app appeared, changed or was listed at start: converge it. Deleted: collect."""
+    # kopf runs no handler before its index of the apps is full: the children's events held
+    # until now can find their apps.
+    kwargs["memo"].child_events.open()
     key = _key(namespace, name)
     if event["type"] != "DELETED":
         _unseen_status(key, body)  # Forget the last write as soon as the watch shows it.
@@ -350,19 +324,55 @@ def _forget(key: tuple[str, str], kwargs: Mapping[str, Any]) -> None:
     _resume.passed(key, lambda: set(kwargs["idx_apps"].keys()))
 
 
-async def on_child_event(
-    event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **kwargs: Any
-) -> None:
-    """A child changed or vanished: repair it if needed and recompute the app's status."""
-    key = _owner_key(body)
-    gone = key in _gone
-    if body.get("kind") == "PersistentVolume" and (gone or not _has(kwargs["idx_apps"], key)):
-        # A volume whose app is gone: deleted while the operator was not running, or its
-        # deletion event was handled before the volume could go.
-        if event["type"] != "DELETED":
-            _collect(key, kwargs, logger)
-        return
-    PASSES.request(key, _step(key, kwargs, logger))
+class ChildEvents:
+    """Turns the children's watch events into passes, once kopf has listed the apps.
+
+    The children are listed before kopf starts; an event that comes before kopf's index of the
+    apps is full would find no app (or count a partial fleet as resumed), so it is held until
+    the first app handler runs, then told.
+    """
+
+    def __init__(self, kwargs: Mapping[str, Any]) -> None:
+        """``kwargs``: kopf's operator-level kwargs (its app index) and the memo."""
+        self.kwargs = kwargs
+        self._lock = threading.Lock()
+        self._held: dict[tuple[str, tuple[str, str]], tuple[kinds.Child, str]] | None = {}
+
+    def tell(self, child: kinds.Child, key: tuple[str, str], event: str) -> None:
+        """A child changed or vanished (a watch thread calls this)."""
+        with self._lock:
+            if self._held is not None:
+                self._held[child.name, key] = (child, event)
+                return
+        self._changed(child, key, event)
+
+    def open(self) -> None:
+        """Now that kopf has listed the apps: tell what was held, and every event from now on."""
+        with self._lock:
+            held, self._held = self._held, None
+        for (_, key), (child, event) in (held or {}).items():
+            self._changed(child, key, event)
+
+    def _changed(self, child: kinds.Child, key: tuple[str, str], event: str) -> None:
+        """Repair the child if needed and recompute the app's status."""
+        logger = _AppLogger(_log, {"app": "/".join(key)})
+        if child is kinds.PERSISTENT_VOLUME and (
+            key in _gone or not _has(self.kwargs["idx_apps"], key)
+        ):
+            # A volume whose app is gone: its deletion event was handled before the volume
+            # could go, or it was deleted during a watch gap.
+            if event != "DELETED":
+                _collect(key, self.kwargs, logger)
+            return
+        PASSES.request(key, _step(key, self.kwargs, logger))
+
+
+class _AppLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Prefixes messages with the app, as kopf's per-object loggers do."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        """``[namespace/name] msg``."""
+        return f"[{(self.extra or {}).get('app')}] {msg}", kwargs
 
 
 def _collect(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logger) -> None:
@@ -385,13 +395,3 @@ def _collect(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logge
         return passes.Result()
 
     PASSES.request(("volume", *key), step)
-
-
-for _child in kinds.CHILDREN:
-    _resource = (
-        (_child.group, _child.version, _child.plural)
-        if _child.group
-        else (_child.version, _child.plural)
-    )
-    kopf.index(*_resource, labels=MANAGED, id=_index_name(_child.name))(_index_child)
-    kopf.on.event(*_resource, labels=MANAGED, id=f"child_{_child.name.lower()}")(on_child_event)

@@ -24,6 +24,7 @@ from typing import Any
 import pykube
 
 from statefulwebapp import kinds, kube, names
+from statefulwebapp.watch import owner_key
 
 Key = tuple[str, str]
 
@@ -66,13 +67,6 @@ def compare(index: Snapshot, cluster: Snapshot) -> Plan:
             plan.orphans.add(key)
     plan.orphans -= plan.gone
     return plan
-
-
-def owner_key(meta: Mapping[str, Any]) -> Key:
-    """The app a labelled child belongs to (a volume names its app's namespace in a label)."""
-    labels = meta.get("labels") or {}
-    namespace = labels.get(names.LABEL_APP_NAMESPACE) or meta.get("namespace") or ""
-    return (str(namespace), str(labels.get(names.LABEL_INSTANCE) or ""))
 
 
 def from_cluster(api: pykube.HTTPClient, namespaces: Iterable[str]) -> Snapshot:

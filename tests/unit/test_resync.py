@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from statefulwebapp.resync import Plan, Snapshot, compare, owner_key
+from statefulwebapp.resync import Plan, Snapshot, compare
 
 ALL = frozenset(
     {"CronJob", "PersistentVolume", "PersistentVolumeClaim", "Service", "StatefulSet", "DaemonSet"}
@@ -44,10 +44,3 @@ def test_orphaned_volume_without_app_anywhere_is_collected() -> None:
 def test_new_objects_the_index_has_not_seen_yet_are_left_to_the_watches() -> None:
     plan = compare(snap({A}, a=ALL), snap({A, B}, a=ALL, b=ALL))
     assert not plan
-
-
-def test_owner_key_of_namespaced_children_and_volumes() -> None:
-    labels = {"app.kubernetes.io/instance": "web"}
-    assert owner_key({"namespace": "ns", "labels": labels}) == ("ns", "web")
-    volume = {"labels": {**labels, "apps.k8slab.io/app-namespace": "ns"}}
-    assert owner_key(volume) == ("ns", "web")

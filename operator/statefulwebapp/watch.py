@@ -1,0 +1,341 @@
+"""The children's watches: a paged list, then a watch, each object packed as it arrives.
+
+kopf gives every object it watches a queue and a worker of its own, fed with the object's full
+body (managed fields included). At a thousand apps that is seven thousand bodies alive at once
+at every start, and the peak stays as the process's RSS: Python's allocator rarely hands its
+arenas back. A pass needs far less of a child: the fields :func:`pack` keeps, and which app to
+pass. So kopf watches the apps (its handlers and their index) and the children are watched
+here: one thread per kind (and per served namespace) lists page by page, then watches from the
+list's resourceVersion; every object is packed and its parsed body dropped as soon as it is
+read. Passes read the packed children from a :class:`Store`, shaped like kopf's indexes.
+
+A watch that ends (the server's timeout, a dropped connection, an API server restart) resumes
+from the last resourceVersion it saw; bookmarks keep that version fresh. When the server no
+longer has it (410 Gone), the kind is listed again and every object that changed, appeared or
+vanished meanwhile is reported (kopf's relisting never reports the vanished ones).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import pykube
+import requests
+
+from statefulwebapp import drift, kinds, kube, names
+
+Key = tuple[str, str]
+"""(namespace, name) of the app an object belongs to."""
+Obj = dict[str, Any]
+Notify = Callable[[kinds.Child, Key, str], None]
+"""Told of a change: the child's kind, its app, the event (ADDED, MODIFIED, DELETED)."""
+
+PAGE = 200
+"""Objects per list page: the parsed page is the largest transient the watches hold."""
+SERVER_TIMEOUT = 300
+"""The server ends each watch after this many seconds; it is then resumed (bounds a watch
+that silently stopped, kopf's best-known failure)."""
+CLIENT_TIMEOUT = (30.0, 330.0)
+"""Connect and read timeouts of a watch request: the read outlasts the server's timeout, and
+bookmarks arrive well within it."""
+BACKOFF = (1.0, 30.0)
+"""First and longest wait after a failed list or watch, doubling in between."""
+
+_log = logging.getLogger(__name__)
+
+
+def pack(body: Mapping[str, Any]) -> str:
+    """What reconcile and status need of an object, as compact JSON.
+
+    A thousand apps mean seven thousand objects held. As parsed dicts they took 65 KB per app;
+    as JSON text, a quarter of that. A pass parses the seven it needs, well under a millisecond.
+    """
+    meta = body.get("metadata") or {}
+    kept_meta = {key: meta[key] for key in _META if key in meta}
+    # Of the annotations, only the digest the drift rule reads: others' may be large.
+    stamp = drift.stamp_of(body)
+    if stamp is not None:
+        kept_meta["annotations"] = {drift.DIGEST: stamp}
+    kept = {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": kept_meta,
+        "spec": body.get("spec"),
+        "status": body.get("status"),
+    }
+    return json.dumps(kept, separators=(",", ":"))
+
+
+_META = (
+    "name",
+    "namespace",
+    "uid",
+    "generation",
+    "resourceVersion",
+    "deletionTimestamp",
+    "labels",
+    "ownerReferences",
+)
+
+
+def owner_key(meta: Mapping[str, Any]) -> Key:
+    """The app a labelled child belongs to (a volume names its app's namespace in a label)."""
+    labels = meta.get("labels") or {}
+    namespace = labels.get(names.LABEL_APP_NAMESPACE) or meta.get("namespace") or ""
+    return (str(namespace), str(labels.get(names.LABEL_INSTANCE) or ""))
+
+
+class Store(Mapping[Key, tuple[str, ...]]):
+    """The packed objects of one kind, by the app they belong to.
+
+    Written by that kind's watches, read by passes in other threads; reads see whole entries.
+    """
+
+    def __init__(self) -> None:
+        """Empty until the first list."""
+        self._lock = threading.Lock()
+        self._objects: dict[str, tuple[Key, str]] = {}
+        self._by_key: dict[Key, dict[str, str]] = {}
+
+    def __getitem__(self, key: Key) -> tuple[str, ...]:
+        """The packed objects belonging to app ``key`` (usually one)."""
+        with self._lock:
+            return tuple(self._by_key[key].values())
+
+    def __iter__(self) -> Iterator[Key]:
+        """The apps that have an object of this kind (a snapshot)."""
+        with self._lock:
+            return iter(list(self._by_key))
+
+    def __len__(self) -> int:
+        """How many apps have an object of this kind."""
+        with self._lock:
+            return len(self._by_key)
+
+    def entry(self, uid: str) -> tuple[Key, str] | None:
+        """The app and packed form of the object ``uid``, if held."""
+        with self._lock:
+            return self._objects.get(uid)
+
+    def put(self, uid: str, key: Key, packed: str) -> Key | None:
+        """Hold the object; the app it belonged to before, if its labels moved it."""
+        with self._lock:
+            before = self._drop(uid)
+            self._objects[uid] = (key, packed)
+            self._by_key.setdefault(key, {})[uid] = packed
+        return before if before != key else None
+
+    def pop(self, uid: str) -> Key | None:
+        """Forget the object; the app it belonged to, if it was held."""
+        with self._lock:
+            return self._drop(uid)
+
+    def _drop(self, uid: str) -> Key | None:
+        entry = self._objects.pop(uid, None)
+        if entry is None:
+            return None
+        key = entry[0]
+        held = self._by_key.get(key, {})
+        held.pop(uid, None)
+        if not held:
+            self._by_key.pop(key, None)
+        return key
+
+
+class VersionGoneError(Exception):
+    """The server no longer has the resourceVersion a watch asked to resume from."""
+
+
+def changes(
+    before: Mapping[str, tuple[Key, str]], after: Mapping[str, tuple[Key, str]]
+) -> Iterator[tuple[str, str, Key, str | None]]:
+    """What a relist found: (event, uid, app, packed or None), by uid, in a stable order.
+
+    An object held and listed the same is no change; one held and not listed is DELETED.
+    """
+    for uid in sorted(before.keys() - after.keys()):
+        yield "DELETED", uid, before[uid][0], None
+    for uid in sorted(after):
+        if before.get(uid) != after[uid]:
+            yield ("MODIFIED" if uid in before else "ADDED"), uid, *after[uid]
+
+
+class ChildWatch:
+    """Lists, then watches, one child kind in one scope (a namespace, or all) into a store."""
+
+    def __init__(
+        self,
+        api: pykube.HTTPClient,
+        child: kinds.Child,
+        store: Store,
+        notify: Notify,
+        namespace: str = "",
+    ) -> None:
+        """Watch ``child`` objects carrying the operator's label in ``namespace`` ("": all)."""
+        self.api = api
+        self.child = child
+        self.store = store
+        self.notify = notify
+        scope = f"/namespaces/{namespace}" if child.namespaced and namespace else ""
+        self.path = f"{child.api_base}{scope}/{child.plural}"
+        self.api_version = f"{child.group}/{child.version}" if child.group else child.version
+        self.name = f"watch-{child.plural}" + (f"-{namespace}" if scope else "")
+        self.version = ""
+        self._uids: set[str] = set()
+        """The objects this watch put in the store (a store may be shared by scopes)."""
+
+    def list(self, *, report: bool) -> int:
+        """List every object into the store; ``report``: notify what changed since.
+
+        Returns how many objects changed, appeared or vanished since the store last saw them.
+        """
+        listed: dict[str, tuple[Key, str]] = {}
+        params = {"labelSelector": names.MANAGED_SELECTOR, "limit": str(PAGE)}
+        while True:
+            response = self.api.session.get(
+                f"{self.api.url.rstrip('/')}{self.path}", params=params, timeout=CLIENT_TIMEOUT
+            )
+            if response.status_code == 410:  # The continue token expired: start over.
+                listed, params = {}, {k: v for k, v in params.items() if k != "continue"}
+                continue
+            if not response.ok:
+                raise kube.ApiError("list", self.path, response)
+            page = response.json()
+            for body in page.get("items") or []:
+                # A list's items carry no kind; the watch's objects and a get's do.
+                body.setdefault("apiVersion", self.api_version)
+                body.setdefault("kind", self.child.name)
+                meta = body.get("metadata") or {}
+                listed[str(meta.get("uid"))] = (owner_key(meta), pack(body))
+            del response
+            token = (page.get("metadata") or {}).get("continue")
+            self.version = str((page.get("metadata") or {}).get("resourceVersion") or "")
+            if not token:
+                break
+            params = {**params, "continue": token}
+        held = {uid: entry for uid in self._uids if (entry := self.store.entry(uid))}
+        changed = 0
+        for event, uid, key, packed in changes(held, listed):
+            moved = self.store.pop(uid) if packed is None else self.store.put(uid, key, packed)
+            changed += 1
+            if report:
+                self._tell(key, event, moved if packed is not None else None)
+        self._uids = set(listed)
+        return changed
+
+    def _tell(self, key: Key, event: str, moved_from: Key | None) -> None:
+        if moved_from is not None:  # Relabelled to another app: gone from the first.
+            self.notify(self.child, moved_from, "DELETED")
+        self.notify(self.child, key, event)
+
+    def run(self, relist: bool = False) -> None:
+        """Watch for ever (a thread's target): resume after a gap, list again after a 410.
+
+        ``relist``: list first (the list at start failed).
+        """
+        wait = BACKOFF[0]
+        while True:
+            try:
+                if relist:
+                    why = (
+                        f"the server no longer had version {self.version}"
+                        if self.version
+                        else "the list at start failed"
+                    )
+                    changed = self.list(report=True)
+                    relist = False
+                    _log.info(
+                        "watch of %s: %s; listed again: %d changed, appeared or vanished",
+                        self.child.plural,
+                        why,
+                        changed,
+                    )
+                self.watch()
+                wait = BACKOFF[0]
+            except VersionGoneError:
+                relist = True
+            except Exception as err:  # Server trouble or RBAC: said, waited out, tried again.
+                _log.warning("watch of %s: %s; again in %.0f s", self.child.plural, err, wait)
+                time.sleep(wait)
+                wait = min(wait * 2, BACKOFF[1])
+
+    def watch(self) -> None:
+        """One watch request from ``self.version``, until the server ends it."""
+        params = {
+            "watch": "true",
+            "labelSelector": names.MANAGED_SELECTOR,
+            "resourceVersion": self.version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(SERVER_TIMEOUT),
+        }
+        with self.api.session.get(
+            f"{self.api.url.rstrip('/')}{self.path}",
+            params=params,
+            stream=True,
+            timeout=CLIENT_TIMEOUT,
+        ) as response:
+            if response.status_code == 410:
+                raise VersionGoneError
+            if not response.ok:
+                raise kube.ApiError("watch", self.path, response)
+            for line in response.iter_lines(chunk_size=None):
+                if line:
+                    self.event(json.loads(line))
+
+    def event(self, event: Obj) -> None:
+        """Take one watch event into the store and tell of it."""
+        kind, body = event.get("type"), event.get("object") or {}
+        meta = body.get("metadata") or {}
+        if kind == "ERROR":
+            if body.get("code") == 410:
+                raise VersionGoneError
+            raise RuntimeError(f"the server ended the watch: {body.get('message') or body}")
+        self.version = str(meta.get("resourceVersion") or self.version)
+        if kind == "BOOKMARK":
+            return
+        uid = str(meta.get("uid"))
+        if kind == "DELETED":
+            held = self.store.pop(uid)
+            self._uids.discard(uid)
+            self._tell(held if held is not None else owner_key(meta), "DELETED", None)
+            return
+        key = owner_key(meta)
+        self._uids.add(uid)
+        self._tell(key, str(kind), self.store.put(uid, key, pack(body)))
+
+
+def start(api: pykube.HTTPClient, namespaces: frozenset[str], notify: Notify) -> dict[str, Store]:
+    """List every child kind now, then watch each in a thread; the stores by kind name.
+
+    Returns once every kind was listed, so the first pass finds every child there is; a kind
+    whose list failed is listed again by its thread, with backoff, until it succeeds.
+    """
+    stores: dict[str, Store] = {}
+    watches: list[ChildWatch] = []
+    for child in kinds.CHILDREN:
+        store = stores[child.name] = Store()
+        scopes = sorted(namespaces) if child.namespaced and namespaces else [""]
+        watches += [ChildWatch(api, child, store, notify, scope) for scope in scopes]
+    unlisted: set[str] = set()
+    for one in watches:
+        try:
+            one.list(report=False)
+        except (kube.ApiError, requests.RequestException) as err:
+            # Not waited for: the operator serves what it can (RBAC denied one kind, say),
+            # and a pass that finds no such child reads it directly until the list succeeds.
+            _log.error("list of %s: %s; listing again in the background", one.child.plural, err)
+            unlisted.add(one.name)
+    for one in watches:
+        # Each thread runs in a copy of the caller's context: kopf's (its event queue, for
+        # warnings posted by the passes these watches request).
+        context = contextvars.copy_context()
+        threading.Thread(
+            target=context.run, args=(one.run, one.name in unlisted), name=one.name, daemon=True
+        ).start()
+    return stores

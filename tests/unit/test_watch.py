@@ -1,0 +1,126 @@
+"""The children's watches without a server: the store, a relist's changes, one event at a time.
+
+The requests themselves (list pages, the watch stream, 410 Gone) are exercised against the
+real API server by the e2e tests (tests/e2e/test_faults.py makes a real watch gap).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+import pytest
+
+from statefulwebapp import drift, kinds, names, watch
+
+
+def service(uid: str, app: str, version: str = "1", **extra: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "nginx",
+            "namespace": "ns",
+            "uid": uid,
+            "resourceVersion": version,
+            "labels": {names.LABEL_INSTANCE: app, names.LABEL_MANAGED_BY: names.MANAGER},
+            "managedFields": [{"manager": "x" * 1000}],
+            "annotations": {drift.DIGEST: "abc", "other": "y" * 1000},
+            **extra,
+        },
+        "spec": {"clusterIP": "None"},
+        "status": {},
+    }
+
+
+class Told:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, tuple[str, str], str]] = []
+
+    def __call__(self, child: kinds.Child, key: tuple[str, str], event: str) -> None:
+        self.events.append((child.name, key, event))
+
+
+def make_watch() -> tuple[watch.ChildWatch, Told]:
+    told = Told()
+    return watch.ChildWatch(cast(Any, None), kinds.SERVICE, watch.Store(), told, "ns"), told
+
+
+def test_pack_keeps_what_a_pass_reads_and_drops_the_rest() -> None:
+    packed = json.loads(watch.pack(service("u1", "web")))
+    assert packed["metadata"]["annotations"] == {drift.DIGEST: "abc"}
+    assert "managedFields" not in packed["metadata"]
+    assert packed["spec"] == {"clusterIP": "None"}
+    assert packed["kind"] == "Service"
+
+
+def test_owner_key_of_namespaced_children_and_volumes() -> None:
+    labels = {names.LABEL_INSTANCE: "web"}
+    assert watch.owner_key({"namespace": "ns", "labels": labels}) == ("ns", "web")
+    volume = {"labels": {**labels, names.LABEL_APP_NAMESPACE: "ns"}}
+    assert watch.owner_key(volume) == ("ns", "web")
+
+
+def test_store_is_a_mapping_of_apps_to_packed_objects() -> None:
+    store = watch.Store()
+    assert store.put("u1", ("ns", "web"), "a") is None
+    assert store.put("u2", ("ns", "web"), "b") is None
+    assert sorted(store[("ns", "web")]) == ["a", "b"]
+    assert store.get(("ns", "other")) is None
+    assert list(store) == [("ns", "web")]
+    assert store.put("u1", ("ns", "other"), "a2") == ("ns", "web"), "relabelled: moved"
+    assert store[("ns", "web")] == ("b",)
+    assert store.pop("u2") == ("ns", "web")
+    assert ("ns", "web") not in store
+    assert len(store) == 1
+    assert store.pop("u2") is None
+
+
+def test_a_relist_reports_what_changed_appeared_and_vanished() -> None:
+    before = {"same": (("ns", "a"), "x"), "edited": (("ns", "b"), "1"), "gone": (("ns", "c"), "z")}
+    after = {"same": (("ns", "a"), "x"), "edited": (("ns", "b"), "2"), "new": (("ns", "d"), "w")}
+    assert list(watch.changes(before, after)) == [
+        ("DELETED", "gone", ("ns", "c"), None),
+        ("MODIFIED", "edited", ("ns", "b"), "2"),
+        ("ADDED", "new", ("ns", "d"), "w"),
+    ]
+    assert list(watch.changes(after, after)) == []
+
+
+def test_events_fill_the_store_and_are_told() -> None:
+    one, told = make_watch()
+    one.event({"type": "ADDED", "object": service("u1", "web", "5")})
+    assert one.version == "5"
+    (packed,) = one.store[("ns", "web")]
+    assert json.loads(packed)["metadata"]["resourceVersion"] == "5"
+    one.event({"type": "MODIFIED", "object": service("u1", "other", "6")})
+    one.event({"type": "DELETED", "object": service("u1", "other", "7")})
+    assert told.events == [
+        ("Service", ("ns", "web"), "ADDED"),
+        ("Service", ("ns", "web"), "DELETED"),
+        ("Service", ("ns", "other"), "MODIFIED"),
+        ("Service", ("ns", "other"), "DELETED"),
+    ]
+    assert len(one.store) == 0
+
+
+def test_a_deleted_object_never_held_is_told_by_its_labels() -> None:
+    one, told = make_watch()
+    one.event({"type": "DELETED", "object": service("u9", "web")})
+    assert told.events == [("Service", ("ns", "web"), "DELETED")]
+
+
+def test_a_bookmark_moves_the_version_and_tells_nothing() -> None:
+    one, told = make_watch()
+    one.event({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "42"}}})
+    assert one.version == "42"
+    assert told.events == []
+    assert len(one.store) == 0
+
+
+def test_an_expired_version_asks_for_a_relist_and_other_errors_fail_the_watch() -> None:
+    one, _ = make_watch()
+    with pytest.raises(watch.VersionGoneError):
+        one.event({"type": "ERROR", "object": {"kind": "Status", "code": 410}})
+    with pytest.raises(RuntimeError, match="too many"):
+        one.event({"type": "ERROR", "object": {"code": 429, "message": "too many"}})
