@@ -129,11 +129,12 @@ class OperatorProcess:
             raise RuntimeError(f"the operator exited: see {log_path}")
         return cls(process, log_path)
 
-    def rss_mib(self) -> float:
+    def rss_mib(self, field: str = "VmRSS") -> float:
+        """Resident memory now; ``VmHWM``: the most it has held since it started."""
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
+        raise RuntimeError(f"no {field}")
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -450,6 +451,7 @@ def measure(
             )
             run["steady_writes_per_app_minute"] = round(writes(quiet) / n / (steady_s / 60), 3)
             run.update(soak(operator, n, soak_s))
+            run["rss_peak_mib"] = round(operator.rss_mib("VmHWM"), 1)
             operator.stop()
             run.update(restart(operator_log, n))
         else:
@@ -541,11 +543,12 @@ def restart(operator_log: Path, n: int) -> dict[str, Any]:
         log(f"warning: the operator resumed {said[0][0]} apps, not {n}")
     time.sleep(5)
     counts = operator_requests(mark)
-    rss = operator.rss_mib()
+    rss, peak = operator.rss_mib(), operator.rss_mib("VmHWM")
     operator.stop()
     return {
         "restart_s": round(elapsed, 2),
         "restart_rss_mib": round(rss, 1),
+        "restart_rss_peak_mib": round(peak, 1),
         "restart_writes": writes(counts),
         "restart_requests_by_verb": dict(counts),
     }
@@ -596,8 +599,11 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument(
         "--soak",
         type=float,
-        default=300,
-        help="soak seconds at the largest N (default: %(default)s)",
+        default=120,
+        help=(
+            "soak seconds at the largest N, after the quiet minute: RSS growth and steady "
+            "requests over two more date-logger periods (default: %(default)s)"
+        ),
     )
     p.add_argument(
         "--steady",

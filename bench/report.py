@@ -76,7 +76,9 @@ def table(result: dict[str, Any]) -> str:
         f"{last.get('soak_writes_per_app_minute', '-')} writes per app per minute; restart "
         f"resumed every app in {last.get('restart_s', '-')} s with "
         f"{last.get('restart_writes', '-')} writes, holding {last.get('restart_rss_mib', '-')} MiB "
-        "after it. Not counted in these per-app figures: the leader-election lease, "
+        f"after it. Peak RSS (VmHWM): {last.get('rss_peak_mib', '-')} MiB for the operator that "
+        f"created the fleet, {last.get('restart_rss_peak_mib', '-')} MiB for the restarted one. "
+        "Not counted in these per-app figures: the leader-election lease, "
         f"{last.get('lease_requests_per_minute', '-')} requests per minute for the whole "
         "operator (a renewal every 2 s, whatever the number of apps).",
         "",

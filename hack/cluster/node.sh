@@ -126,6 +126,17 @@ serializeImagePulls: false
 YAML
 }
 
+# Imports the archives written since this node's last import (all of them at its start).
+import_images() {
+  local tar stamp="$NODE_DIR/images.imported"
+  for tar in "$IMAGES_DIR"/*.tar; do
+    [ "$tar" -nt "$stamp" ] || continue
+    ctr --address "$SOCK" -n k8s.io images import --no-unpack "$tar" >/dev/null
+    say "imported $(cat "${tar%.tar}.name") into the node's containerd"
+  done
+  touch "$stamp"
+}
+
 start() {
   for tool in containerd containerd-shim-runc-v2 runc ctr iptables kubelet kube-proxy crictl; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is missing: run 'make tools'."
@@ -133,9 +144,12 @@ start() {
   [ -x /usr/lib/cni/bridge ] || die "the CNI plugins are missing: run 'make tools'."
   kc get --raw /readyz >/dev/null 2>&1 || die "the control plane does not answer: run hack/cluster/up.sh."
   if alive kubelet && kc get node "$NODE_NAME" >/dev/null 2>&1; then
+    # An image rebuilt since (an operator source change) must reach the running node too.
+    "$repo/hack/images/build.sh" --save "$IMAGES_DIR" >/dev/null
+    import_images
     say "node $NODE_NAME is already running"; return 0
   fi
-  local start ip images tar
+  local start ip images
   start=$(date +%s)
   ip=$(node_ip)
   images=$("$repo/hack/images/build.sh" --save "$IMAGES_DIR")
@@ -149,9 +163,7 @@ start() {
 
   alive containerd || launch containerd containerd --config "$NODE_DIR/containerd/config.toml"
   wait_for containerd "$NODE_DIR/logs/containerd.log" 60 ctr --address "$SOCK" version
-  for tar in "$IMAGES_DIR"/*.tar; do
-    ctr --address "$SOCK" -n k8s.io images import --no-unpack "$tar" >/dev/null
-  done
+  import_images
 
   # The admin kubeconfig: this node is part of a throw-away local cluster.
   launch kubelet kubelet --config "$NODE_DIR/kubelet/config.yaml" --kubeconfig "$KUBECONFIG_PATH" \

@@ -210,16 +210,22 @@ PROGRESS_FIELDS = frozenset({"readyReplicas", "ready", "storage", "backup"})
 """Counts that move while children come up; every other field says something new."""
 
 
+_FIRST_RUN = {("dateLog", "waiting", "ok")}
+"""Changes of a field that are good news only: written, but with progress."""
+
+
 def urgent(old: Obj, new: Obj) -> bool:
     """Whether ``new`` differs from ``old`` in something a user must see at once.
 
-    A new generation, a Ready flip, a problem appearing or going, the date logger's health: yes.
-    A count moving (1/3 -> 2/3 web pods) or one waiting reason giving way to the next while
-    Ready stays False: no. Those are progress, and the reconciler may hold them back a while,
-    so that a rollout costs two status writes (acknowledged, Ready) instead of one per pod.
+    A new generation, a Ready flip, a problem appearing or going, the date logger's health
+    changing: yes. A count moving (1/3 -> 2/3 web pods), one waiting reason giving way to the
+    next while Ready stays False, the date logger's first run succeeding (``waiting`` to
+    ``ok``): no. Those are progress, and the reconciler may hold them back a while, so that a
+    rollout costs two status writes (acknowledged, Ready) instead of one per pod, and a new
+    app's first date-log run is told in its Ready write when it comes before.
     """
     for key in (new.keys() | old.keys()) - PROGRESS_FIELDS - {"conditions"}:
-        if old.get(key) != new.get(key):
+        if old.get(key) != new.get(key) and (key, old.get(key), new.get(key)) not in _FIRST_RUN:
             return True
     before = ready_condition(old)
     after = ready_condition(new)
