@@ -160,7 +160,8 @@ def test_progress_is_not_urgent_but_news_is() -> None:
     waiting = {**done, "dateLog": "waiting"}
     assert not urgent(waiting, done), "a first good run is progress: good news can wait"
     assert urgent(waiting, failing), "a first run that failed is news"
-    assert urgent(done, waiting) and urgent(failing, done)
+    assert urgent(done, waiting)
+    assert urgent(failing, done)
 
 
 def test_several_problems_are_named_in_one_condition() -> None:
