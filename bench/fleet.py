@@ -18,6 +18,7 @@ Run it with ``make bench``; options: ``--help``.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -149,15 +150,25 @@ class OperatorProcess:
             self.process.wait()
 
 
-def audit_mark() -> int:
-    """The audit log's current size: requests after this offset are new."""
-    return AUDIT_LOG.stat().st_size if AUDIT_LOG.exists() else 0
+def audit_mark() -> str:
+    """Now, as the audit log writes times: requests completed after this are new."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def operator_requests(
-    since: int, until: int | None = None, *, leases: bool = False
-) -> Counter[str]:
-    """The operator's completed requests after an audit offset, counted by verb.
+def audit_files(since: str) -> list[Path]:
+    """The audit log and the backups it was rotated into, oldest first, that reach ``since``.
+
+    The API server rotates its audit log every 100 MB (lumberjack's default size, as
+    ``--audit-log-maxsize`` is not set): a thousand apps with their date loggers fill that
+    within a fleet's run, so a byte offset into one file loses requests.
+    """
+    files = sorted(AUDIT_LOG.parent.glob("audit*.log"), key=lambda f: f.stat().st_mtime)
+    cutoff = datetime.datetime.strptime(since, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.UTC)
+    return [f for f in files if f.stat().st_mtime >= cutoff.timestamp()]
+
+
+def operator_requests(since: str, *, leases: bool = False) -> Counter[str]:
+    """The operator's completed requests after an audit mark, counted by verb.
 
     Watches are long-lived and counted once when they end; they are left out, since a steady
     state keeps the same watches open and they cost the API server no request rate. The
@@ -165,23 +176,28 @@ def operator_requests(
     counted apart (``leases=True`` counts only them), not spread over the apps.
     """
     counts: Counter[str] = Counter()
-    with AUDIT_LOG.open("rb") as f:
-        f.seek(since)
-        data = f.read() if until is None else f.read(until - since)
-    for line in data.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("stage") != "ResponseComplete":
-            continue
-        if not str(event.get("userAgent", "")).startswith(OPERATOR_AGENTS):
-            continue
-        if event.get("verb") == "watch":
-            continue
-        if ((event.get("objectRef") or {}).get("resource") == "leases") != leases:
-            continue
-        counts[event["verb"]] += 1
+    agents = tuple(f'"userAgent":"{agent}'.encode() for agent in OPERATOR_AGENTS)
+    for path in audit_files(since):
+        with path.open("rb") as f:
+            for line in f:
+                # Most lines are the cluster's own components: skip them before parsing.
+                if not any(agent in line for agent in agents):
+                    continue
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if event.get("stage") != "ResponseComplete":
+                    continue
+                if str(event.get("stageTimestamp", "")) < since:
+                    continue
+                if not str(event.get("userAgent", "")).startswith(OPERATOR_AGENTS):
+                    continue
+                if event.get("verb") == "watch":
+                    continue
+                if ((event.get("objectRef") or {}).get("resource") == "leases") != leases:
+                    continue
+                counts[event["verb"]] += 1
     return counts
 
 
@@ -371,7 +387,7 @@ def run_floor_fleet(api: pykube.HTTPClient, namespace: str, n: int, workers: int
         stop.set()
 
 
-def wait_quiet(since: int, seconds: float) -> Counter[str]:
+def wait_quiet(since: str, seconds: float) -> Counter[str]:
     time.sleep(seconds)
     return operator_requests(since)
 

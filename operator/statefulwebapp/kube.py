@@ -155,10 +155,18 @@ def _url(api: pykube.HTTPClient, p: str) -> str:
     return f"{api.url.rstrip('/')}{p}"
 
 
-def get(api: pykube.HTTPClient, kind: str, name: str, namespace: str = "") -> dict[str, Any] | None:
-    """The live object, or None when it does not exist."""
+def get(
+    api: pykube.HTTPClient, kind: str, name: str, namespace: str = "", *, cached: bool = False
+) -> dict[str, Any] | None:
+    """The live object, or None when it does not exist.
+
+    ``cached``: as the API server's watch cache has it (``resourceVersion=0``), which spares
+    etcd a read and answers sooner under load, at the price of a lag of milliseconds: for
+    checks that the watches themselves could have made, never before deleting.
+    """
     p = path(kind, name, namespace)
-    response = api.session.get(_url(api, p), timeout=api.timeout)
+    params = {"resourceVersion": "0"} if cached else None
+    response = api.session.get(_url(api, p), params=params, timeout=api.timeout)
     if response.status_code == 404:
         return None
     if not response.ok:

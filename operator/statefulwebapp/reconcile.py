@@ -142,7 +142,7 @@ def reconcile(
         # 3. Before creating a missing child: the app must really exist (an index entry can
         #    outlive a watch gap), and no object of ours may be in the way of a child's name.
         if any(desired[kind] is not None and children.get(kind) is None for kind in desired):
-            current = kube.get(api, kinds.APP.name, app.name, app.namespace)
+            current = kube.get(api, kinds.APP.name, app.name, app.namespace, cached=True)
             if current is None or current["metadata"].get("uid") != app.uid:
                 outcome.app_gone = True
                 return outcome
@@ -194,7 +194,7 @@ def _find_conflict(
         name = manifest["metadata"]["name"]
         if live is None:
             # The watches only see our labelled objects; a foreign one needs a direct look.
-            live = kube.get(api, kind, name, app.namespace)
+            live = kube.get(api, kind, name, app.namespace, cached=True)
             children[kind] = live
         if live is not None and not owned(app, live):
             return status.Problem(

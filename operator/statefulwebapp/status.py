@@ -118,18 +118,21 @@ def compute(
     return status
 
 
-DATE_LOG_STATES = ("disabled", "suspended", "waiting", "ok", "failing")
+DATE_LOG_STATES = ("disabled", "suspended", "ok", "failing")
 """What ``status.dateLog`` can say; see :func:`date_log`."""
 
 
 def date_log(app: AppSpec, cron: Obj | None, previous: str | None) -> str:
     """The date logger's health: a state that changes when its health does, never a clock.
 
-    ``ok`` when the latest finished run succeeded, ``failing`` when it did not, ``waiting``
-    before any run has finished, ``suspended`` or ``disabled`` as the spec says. While a run
+    ``failing`` when the latest finished run did not succeed, ``ok`` otherwise (it succeeded,
+    or no run has finished yet: nothing has gone wrong), ``suspended`` or ``disabled`` as the
+    spec says. A new app's first run therefore costs no status write: a state ``waiting``
+    until then did, a thousand writes at the same minute for a thousand new apps. While a run
     is in progress the previous state stands: the CronJob controller records a new schedule
     and the run's success in two updates, and reading the gap between them as news would
-    cost a status write per run, a write per app per minute with the default schedule.
+    cost a status write per run, a write per app per minute with the default schedule. When
+    each run happened is on the CronJob (``kubectl get cronjob <name>-datelog``).
     """
     if not app.date_logger.enabled:
         return "disabled"
@@ -138,12 +141,12 @@ def date_log(app: AppSpec, cron: Obj | None, previous: str | None) -> str:
     scheduled = _get(cron, "status", "lastScheduleTime")
     succeeded = _get(cron, "status", "lastSuccessfulTime")
     if scheduled is None:
-        return "waiting"
+        return "ok"
     # RFC 3339 UTC timestamps of one format compare in time order as strings.
     if succeeded is not None and succeeded >= scheduled:
         return "ok"
     if _get(cron, "status", "active"):
-        return previous if previous in ("ok", "failing") else "waiting"
+        return previous if previous in ("ok", "failing") else "ok"
     return "failing"
 
 
@@ -210,22 +213,17 @@ PROGRESS_FIELDS = frozenset({"readyReplicas", "ready", "storage", "backup"})
 """Counts that move while children come up; every other field says something new."""
 
 
-_FIRST_RUN = {("dateLog", "waiting", "ok")}
-"""Changes of a field that are good news only: written, but with progress."""
-
-
 def urgent(old: Obj, new: Obj) -> bool:
     """Whether ``new`` differs from ``old`` in something a user must see at once.
 
-    A new generation, a Ready flip, a problem appearing or going, the date logger's health
-    changing: yes. A count moving (1/3 -> 2/3 web pods), one waiting reason giving way to the
-    next while Ready stays False, the date logger's first run succeeding (``waiting`` to
-    ``ok``): no. Those are progress, and the reconciler may hold them back a while, so that a
-    rollout costs two status writes (acknowledged, Ready) instead of one per pod, and a new
-    app's first date-log run is told in its Ready write when it comes before.
+    A new generation, a Ready flip, a problem appearing or going, the date logger's health:
+    yes. A count moving (1/3 -> 2/3 web pods) or one waiting reason giving way to the next
+    while Ready stays False: no. Those are progress, and the reconciler may hold them back a
+    while, so that a rollout costs two status writes (acknowledged, Ready) instead of one per
+    pod.
     """
     for key in (new.keys() | old.keys()) - PROGRESS_FIELDS - {"conditions"}:
-        if old.get(key) != new.get(key) and (key, old.get(key), new.get(key)) not in _FIRST_RUN:
+        if old.get(key) != new.get(key):
             return True
     before = ready_condition(old)
     after = ready_condition(new)

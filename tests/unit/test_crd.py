@@ -365,7 +365,7 @@ def test_status_the_operator_writes_is_declared(root: Schema) -> None:
     assert unknown_fields(written, root["properties"]["status"]) == []
     schema = root["properties"]["status"]
     assert schema["properties"]["observedGeneration"]["format"] == "int64"
-    assert written["dateLog"] == "waiting"
+    assert written["dateLog"] == "ok"
     assert sorted(schema["properties"]["dateLog"]["enum"]) == sorted(status.DATE_LOG_STATES)
 
 

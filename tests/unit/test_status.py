@@ -157,11 +157,7 @@ def test_progress_is_not_urgent_but_news_is() -> None:
     assert failing["dateLog"] == "failing"
     assert urgent(done, failing)  # The date logger's health changed.
     assert not urgent(done, dict(done))
-    waiting = {**done, "dateLog": "waiting"}
-    assert not urgent(waiting, done), "a first good run is progress: good news can wait"
-    assert urgent(waiting, failing), "a first run that failed is news"
-    assert urgent(done, waiting)
-    assert urgent(failing, done)
+    assert urgent(failing, done)  # Recovered.
 
 
 def test_several_problems_are_named_in_one_condition() -> None:
@@ -196,16 +192,19 @@ T0, T1, T2 = "2026-11-25T10:00:00Z", "2026-11-25T10:00:02Z", "2026-11-25T10:01:0
 @pytest.mark.parametrize(
     ("job", "previous", "expected"),
     [
-        (None, None, "waiting"),
-        (cron(None, None), None, "waiting"),
-        (cron(T0, None, active=True), None, "waiting"),
+        # No run has finished: nothing has gone wrong, and the first good run is no news.
+        (None, None, "ok"),
+        (cron(None, None), None, "ok"),
+        (cron(T0, None, active=True), None, "ok"),
         (cron(T0, T1), None, "ok"),
+        (cron(T0, T1), "ok", "ok"),
         # The next run has started: the last finished one still speaks.
         (cron(T2, T1, active=True), "ok", "ok"),
         (cron(T2, T1, active=True), "failing", "failing"),
         # It ended without a success.
         (cron(T2, T1), "ok", "failing"),
-        (cron(T0, None), "waiting", "failing"),
+        (cron(T0, None), "ok", "failing"),  # The first run failed.
+        (cron(T0, None, active=True), "suspended", "ok"),  # Resumed, running.
     ],
 )
 def test_date_log_is_health_not_a_clock(
