@@ -1,16 +1,17 @@
 """Fleet benchmark: the operator against the API server's own floor, on the local cluster.
 
 For each N, each side on a cluster of its own, freshly started (empty etcd, nothing left of a
-previous run): first the floor, the children of N apps applied directly (rendered by the
-project's own renderers, server-side apply), each app's set timed to the operator's readiness
-gates; then, on the next fresh cluster, a fresh operator and N StatefulWebApps created at once,
-each timed to Ready (observedGeneration equal to its generation) through a watch. A fresh
-cluster takes seconds; deleting a thousand apps' objects took minutes and left etcd larger for
-the side that came second. The apps use the defaults (the date logger fires every minute).
-Smaller N are repeated (``--repeats``) for their spread. The operator's requests are counted in
-the API server's audit log (by User-Agent), its memory read from /proc. At the largest N it
-also measures a quiet minute (a whole date-logger period), soaks (RSS growth, steady-state
-requests) and restarts the operator (time to resume, writes made doing so).
+previous run): first the floor, the very objects the operator would make, with no operator
+running: N apps created, each followed at once by its children (the project's own renderers,
+server-side apply, owner references to the app included), each app timed to the operator's
+readiness gates; then, on the next fresh cluster, a fresh operator and N StatefulWebApps
+created at once, each timed to Ready (observedGeneration equal to its generation) through a
+watch. A fresh cluster takes seconds; deleting a thousand apps' objects took minutes and left
+etcd larger for the side that came second. The apps use the defaults (the date logger fires
+every minute). Smaller N are repeated (``--repeats``) for their spread. The operator's requests
+are counted in the API server's audit log (by User-Agent), its memory read from /proc. At the
+largest N it also measures a quiet minute (a whole date-logger period), soaks (RSS growth,
+steady-state requests) and restarts the operator (time to resume, writes made doing so).
 
 Run it with ``make bench``; options: ``--help``.
 """
@@ -367,18 +368,17 @@ def run_floor_fleet(api: pykube.HTTPClient, namespace: str, n: int, workers: int
     time.sleep(1)
     created: dict[str, float] = {}
 
+    swa = pykube.object_factory(api, "apps.k8slab.io/v1alpha1", "StatefulWebApp")
+
     def create(name: str) -> None:
-        body = app_body(name, namespace) | {
-            "metadata": {"name": name, "namespace": namespace, "uid": "floor"}
-        }
+        # The same objects the operator makes: the app (no operator runs to act on it), then
+        # its children, owner references to it included, so the garbage collector tracks
+        # the same ownership on both sides.
         created[name] = time.time()
-        for manifest in render_all(parse(body)).values():
+        app = swa(api, app_body(name, namespace))
+        app.create()
+        for manifest in render_all(parse(app.obj)).values():
             if manifest is not None:
-                manifest["metadata"].pop("ownerReferences", None)
-                # Not the operator's: its watches must not see the floor (that would cost it
-                # CPU during the floor's run), and it collects any volume labelled as its own
-                # whose app does not exist.
-                manifest["metadata"]["labels"][names.LABEL_MANAGED_BY] = "bench-floor"
                 apply(api, manifest)
 
     try:
