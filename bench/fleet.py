@@ -412,7 +412,7 @@ def measure(
     for index, (n, rep) in enumerate(plan):
         largest = index == len(plan) - 1
         namespace = f"bench-{n}-{rep}"
-        log(f"N={n} #{rep + 1}: a fresh cluster; applying the children of {n} apps (the floor)")
+        log(f"N={n} #{rep + 1}: a fresh cluster; the floor: {n} apps and children, no operator")
         api = fresh_cluster()
         kubectl("create", "namespace", namespace)
         floor = run_floor_fleet(api, namespace, n, workers)

@@ -82,7 +82,7 @@ def table(result: dict[str, Any]) -> str:
         f"{last.get('lease_requests_per_minute', '-')} requests per minute for the whole "
         "operator (a renewal every 2 s, whatever the number of apps).",
         "",
-        "Writes per app created, by verb (N = "
+        "Requests per app created, by verb (N = "
         f"{last['n']}): {json.dumps(last['requests_per_app_by_verb'])}.",
         "",
         f"| target (N = {last['n']}) | wanted | measured | met | the floor, same run |",

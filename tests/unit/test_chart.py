@@ -175,8 +175,8 @@ def test_liveness_probe_and_default_args() -> None:
     assert probe["periodSeconds"] >= 10
     assert probe["timeoutSeconds"] >= 1
     assert container["resources"] == {
-        "requests": {"cpu": "50m", "memory": "201Mi"},
-        "limits": {"cpu": "500m", "memory": "356Mi"},
+        "requests": {"cpu": "50m", "memory": "157Mi"},
+        "limits": {"cpu": "500m", "memory": "157Mi"},
     }
     assert container["image"] == "statefulwebapp-operator:0.1.0"
 
