@@ -44,6 +44,9 @@ that silently stopped, kopf's best-known failure)."""
 CLIENT_TIMEOUT = (30.0, 330.0)
 """Connect and read timeouts of a watch request: the read outlasts the server's timeout, and
 bookmarks arrive well within it."""
+LIST_TIMEOUT = (30.0, 30.0)
+"""Connect and read timeouts of one list page: with etcd down the API server holds a list
+for its own request timeout (60 s), and a start must not wait that long per kind."""
 BACKOFF = (1.0, 30.0)
 """First and longest wait after a failed list or watch, doubling in between."""
 
@@ -199,7 +202,7 @@ class ChildWatch:
         params = {"labelSelector": names.MANAGED_SELECTOR, "limit": str(PAGE)}
         while True:
             response = self.api.session.get(
-                f"{self.api.url.rstrip('/')}{self.path}", params=params, timeout=CLIENT_TIMEOUT
+                f"{self.api.url.rstrip('/')}{self.path}", params=params, timeout=LIST_TIMEOUT
             )
             if response.status_code == 410:  # The continue token expired: start over.
                 listed, params = {}, {k: v for k, v in params.items() if k != "continue"}
@@ -323,7 +326,12 @@ def start(api: pykube.HTTPClient, namespaces: frozenset[str], notify: Notify) ->
         scopes = sorted(namespaces) if child.namespaced and namespaces else [""]
         watches += [ChildWatch(api, child, store, notify, scope) for scope in scopes]
     unlisted: set[str] = set()
+    failure: Exception | None = None
     for one in watches:
+        if failure is not None and not isinstance(failure, kube.ApiError):
+            # The server did not answer (etcd down, say): the other kinds would wait as long.
+            unlisted.add(one.name)
+            continue
         try:
             one.list(report=False)
         except (kube.ApiError, requests.RequestException) as err:
@@ -331,6 +339,7 @@ def start(api: pykube.HTTPClient, namespaces: frozenset[str], notify: Notify) ->
             # and a pass that finds no such child reads it directly until the list succeeds.
             _log.error("list of %s: %s; listing again in the background", one.child.plural, err)
             unlisted.add(one.name)
+            failure = err
     for one in watches:
         # Each thread runs in a copy of the caller's context: kopf's (its event queue, for
         # warnings posted by the passes these watches request).
