@@ -75,11 +75,7 @@ def _collect_orphans(kwargs: Mapping[str, Any]) -> None:
     """Collect the volumes whose app was deleted while the operator was not running."""
     memo = kwargs["memo"]
     try:
-        apps = {
-            (str(meta.get("namespace")), str(meta.get("name")))
-            for scope in sorted(memo.namespaces) or [""]
-            for meta in kube.list_metadata(memo.api, kinds.APP.name, namespace=scope)
-        }
+        apps = resync.list_apps(memo.api, memo.namespaces)
     except kube.ApiError as err:  # The resync tries again.
         _log.error("could not list the apps to find orphaned volumes: %s", err)
         return

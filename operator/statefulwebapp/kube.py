@@ -186,19 +186,37 @@ def list_metadata(
     info = kinds.BY_NAME[kind]
     scope = f"/namespaces/{namespace}" if info.namespaced and namespace else ""
     p = f"{info.api_base}{scope}/{info.plural}"
-    params = {"limit": "500"} | ({"labelSelector": selector} if selector else {})
+    for page in pages(api, p, selector=selector, limit=500, accept=METADATA_LIST):
+        for item in page.get("items") or []:
+            yield item.get("metadata") or {}
+
+
+def pages(
+    api: pykube.HTTPClient,
+    p: str,
+    *,
+    selector: str = "",
+    limit: int,
+    accept: str | None = None,
+    timeout: float | tuple[float, float] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """The pages of a list of ``p`` (a collection's path), each as the API server sent it.
+
+    Every page carries the list's resourceVersion; a 410 (the continue token expired) is
+    raised as an :class:`ApiError` with ``status`` 410.
+    """
+    params = {"limit": str(limit)} | ({"labelSelector": selector} if selector else {})
     while True:
         response = api.session.get(
             _url(api, p),
             params=params,
-            headers={"Accept": METADATA_LIST},
-            timeout=api.timeout,
+            headers={"Accept": accept} if accept else None,
+            timeout=timeout or api.timeout,
         )
         if not response.ok:
             raise ApiError("list", p, response)
-        page = response.json()
-        for item in page.get("items") or []:
-            yield item.get("metadata") or {}
+        page: dict[str, Any] = response.json()
+        yield page
         token = (page.get("metadata") or {}).get("continue")
         if not token:
             return

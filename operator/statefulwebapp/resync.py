@@ -69,14 +69,19 @@ def compare(index: Snapshot, cluster: Snapshot) -> Plan:
     return plan
 
 
+def list_apps(api: pykube.HTTPClient, namespaces: Iterable[str]) -> frozenset[Key]:
+    """(namespace, name) of every app in the served namespaces (all when none), metadata only."""
+    return frozenset(
+        (str(m.get("namespace")), str(m.get("name")))
+        for scope in sorted(namespaces) or [""]
+        for m in kube.list_metadata(api, kinds.APP.name, namespace=scope)
+    )
+
+
 def from_cluster(api: pykube.HTTPClient, namespaces: Iterable[str]) -> Snapshot:
     """List the apps and the operator's children (metadata only) in the served namespaces."""
     scopes = sorted(namespaces) or [""]
-    apps = frozenset(
-        (str(m.get("namespace")), str(m.get("name")))
-        for scope in scopes
-        for m in kube.list_metadata(api, kinds.APP.name, namespace=scope)
-    )
+    apps = list_apps(api, namespaces)
     children: dict[Key, set[str]] = {}
     for child in kinds.CHILDREN:
         for meta in _listed(api, child, scopes):

@@ -198,30 +198,14 @@ class ChildWatch:
 
         Returns how many objects changed, appeared or vanished since the store last saw them.
         """
-        listed: dict[str, tuple[Key, str]] = {}
-        params = {"labelSelector": names.MANAGED_SELECTOR, "limit": str(PAGE)}
         while True:
-            response = self.api.session.get(
-                f"{self.api.url.rstrip('/')}{self.path}", params=params, timeout=LIST_TIMEOUT
-            )
-            if response.status_code == 410:  # The continue token expired: start over.
-                listed, params = {}, {k: v for k, v in params.items() if k != "continue"}
-                continue
-            if not response.ok:
-                raise kube.ApiError("list", self.path, response)
-            page = response.json()
-            for body in page.get("items") or []:
-                # A list's items carry no kind; the watch's objects and a get's do.
-                body.setdefault("apiVersion", self.api_version)
-                body.setdefault("kind", self.child.name)
-                meta = body.get("metadata") or {}
-                listed[str(meta.get("uid"))] = (owner_key(meta), pack(body))
-            del response
-            token = (page.get("metadata") or {}).get("continue")
-            self.version = str((page.get("metadata") or {}).get("resourceVersion") or "")
-            if not token:
+            try:
+                listed = self._listed()
                 break
-            params = {**params, "continue": token}
+            except kube.ApiError as err:
+                if err.status != 410:
+                    raise
+                # The continue token expired between two pages: start over.
         held = {uid: entry for uid in self._uids if (entry := self.store.entry(uid))}
         changed = 0
         for event, uid, key, packed in changes(held, listed):
@@ -231,6 +215,25 @@ class ChildWatch:
                 self._tell(key, event, moved if packed is not None else None)
         self._uids = set(listed)
         return changed
+
+    def _listed(self) -> dict[str, tuple[Key, str]]:
+        """Every object, by uid: its app and packed form; sets the list's resourceVersion."""
+        listed: dict[str, tuple[Key, str]] = {}
+        for page in kube.pages(
+            self.api,
+            self.path,
+            selector=names.MANAGED_SELECTOR,
+            limit=PAGE,
+            timeout=LIST_TIMEOUT,
+        ):
+            for body in page.get("items") or []:
+                # A list's items carry no kind; the watch's objects and a get's do.
+                body.setdefault("apiVersion", self.api_version)
+                body.setdefault("kind", self.child.name)
+                meta = body.get("metadata") or {}
+                listed[str(meta.get("uid"))] = (owner_key(meta), pack(body))
+            self.version = str((page.get("metadata") or {}).get("resourceVersion") or "")
+        return listed
 
     def _tell(self, key: Key, event: str, moved_from: Key | None) -> None:
         if moved_from is not None:  # Relabelled to another app: gone from the first.
