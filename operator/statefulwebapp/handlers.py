@@ -59,7 +59,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
     every = {**kwargs, "memo": memo}
     memo.child_events = ChildEvents(every)
     # Watches hold a connection each for minutes: a client of their own, apart from the passes'.
-    streams = len(kinds.CHILDREN) * max(1, len(namespaces))
+    streams = len(watch.SOURCES) * max(1, len(namespaces))
     memo.children = watch.start(kube.connect(pool=streams), namespaces, memo.child_events.tell)
     _collect_orphans(every)
     period = float(memo.setdefault("resync_seconds", RESYNC_SECONDS))
@@ -247,6 +247,7 @@ def _reconcile(
     key = _key(meta["namespace"], meta["name"])
     observed = _observed(key, kwargs)
     observed.update(dict.fromkeys(missing))
+    failures = kwargs["memo"].children[kinds.EVENT.name].get(key, ())
 
     def warn(reason: str, message: str) -> None:
         try:
@@ -264,6 +265,7 @@ def _reconcile(
             memory=MEMORY,
             progress_due=functools.partial(PASSES.progress_due, key),
             rollout_due=PASSES.rollout_due,
+            mount_failures=[json.loads(packed) for packed in failures],
         )
     except Exception as err:
         logger.error("reconcile failed, retrying with backoff: %s", err)
@@ -332,10 +334,10 @@ class ChildEvents:
         """``kwargs``: kopf's operator-level kwargs (its app index) and the memo."""
         self.kwargs = kwargs
         self._lock = threading.Lock()
-        self._held: dict[tuple[str, tuple[str, str]], tuple[kinds.Child, str]] | None = {}
+        self._held: dict[tuple[str, tuple[str, str]], tuple[kinds.Kind, str]] | None = {}
 
-    def tell(self, child: kinds.Child, key: tuple[str, str], event: str) -> None:
-        """A child changed or vanished (a watch thread calls this)."""
+    def tell(self, child: kinds.Kind, key: tuple[str, str], event: str) -> None:
+        """A child (or a mount failure) changed or vanished (a watch thread calls this)."""
         with self._lock:
             if self._held is not None:
                 self._held[child.name, key] = (child, event)
@@ -349,7 +351,7 @@ class ChildEvents:
         for (_, key), (child, event) in (held or {}).items():
             self._changed(child, key, event)
 
-    def _changed(self, child: kinds.Child, key: tuple[str, str], event: str) -> None:
+    def _changed(self, child: kinds.Kind, key: tuple[str, str], event: str) -> None:
         """Repair the child if needed and recompute the app's status."""
         logger = _AppLogger(_log, {"app": "/".join(key)})
         if child is kinds.PERSISTENT_VOLUME and (

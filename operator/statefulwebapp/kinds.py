@@ -80,6 +80,7 @@ PERSISTENT_VOLUME = Child(
     spec_fields=(
         ("spec.capacity", "spec.storage.capacity"),
         ("spec.nfs", "spec.storage.nfs"),
+        ("spec.mountOptions", "spec.storage.nfs.mountOptions"),
         ("", "spec.storage"),
     ),
 )
@@ -119,6 +120,8 @@ STATEFULSET = Child(
         (f"{_POD}.containers[0].ports", "spec.port"),
         (f"{_POD}.containers[0].volumeMounts", "spec.storage.mountPath"),
         (f"{_POD}.securityContext", "spec.runAsUser"),
+        (f"{_POD}.nodeSelector", "spec.nodeSelector"),
+        (f"{_POD}.tolerations", "spec.tolerations"),
         ("", "spec"),
     ),
 )
@@ -133,6 +136,7 @@ DAEMONSET = Child(
         (f"{_POD}.containers[0].resources", "spec.backup.resources"),
         (f"{_POD}.containers[0].image", "spec.backup.image"),
         (f"{_POD}.volumes[1].hostPath", "spec.backup.hostPath"),
+        (f"{_POD}.tolerations", "spec.backup.tolerations"),
         ("", "spec.backup"),
     ),
 )
@@ -151,8 +155,11 @@ storage before the workloads that mount it."""
 APP = Kind(KIND, GROUP, VERSION, PLURAL, namespaced=True)
 LEASE = Kind("Lease", "coordination.k8s.io", "v1", "leases", namespaced=True)
 """The leader election's lock (lease.py)."""
+EVENT = Kind("Event", "", "v1", "events", namespaced=True)
+"""Watched for the kubelet's FailedMount events only (watch.MOUNT_FAILURES): no pod event
+says why a pod waits for its volume."""
 
-BY_NAME: dict[str, Kind] = {kind.name: kind for kind in (*CHILDREN, APP, LEASE)}
+BY_NAME: dict[str, Kind] = {kind.name: kind for kind in (*CHILDREN, APP, LEASE, EVENT)}
 
 
 def spec_field(kind: Kind, child_field: str) -> str:

@@ -191,21 +191,30 @@ def list_metadata(
             yield item.get("metadata") or {}
 
 
+def selectors(labels: str = "", fields: str = "") -> dict[str, str]:
+    """The query parameters of a label and a field selector, leaving out empty ones."""
+    return ({"labelSelector": labels} if labels else {}) | (
+        {"fieldSelector": fields} if fields else {}
+    )
+
+
 def pages(
     api: pykube.HTTPClient,
     p: str,
     *,
     selector: str = "",
+    fields: str = "",
     limit: int,
     accept: str | None = None,
     timeout: float | tuple[float, float] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """The pages of a list of ``p`` (a collection's path), each as the API server sent it.
 
-    Every page carries the list's resourceVersion; a 410 (the continue token expired) is
-    raised as an :class:`ApiError` with ``status`` 410.
+    ``selector`` and ``fields`` are the label and field selectors. Every page carries the
+    list's resourceVersion; a 410 (the continue token expired) is raised as an
+    :class:`ApiError` with ``status`` 410.
     """
-    params = {"limit": str(limit)} | ({"labelSelector": selector} if selector else {})
+    params = {"limit": str(limit)} | selectors(selector, fields)
     while True:
         response = api.session.get(
             _url(api, p),

@@ -49,12 +49,44 @@ class Resources:
 
 @dataclass(frozen=True)
 class NfsSource:
-    """Where the shared content lives; immutable once the app exists."""
+    """Where the shared content lives (server and path immutable once the app exists)."""
 
     server: str
     """Host name or IPv4 address of the NFS server."""
     path: str
     """Absolute exported path on the NFS server."""
+    mount_options: tuple[str, ...] = ()
+    """Options of every mount of the export (the PersistentVolume's ``mountOptions``), such as
+    ``nfsvers=4.1``; empty: the node's NFS client chooses. A change reaches a pod only when
+    its volume is mounted again (a new pod, or a pod on a node that had not mounted it)."""
+
+
+@dataclass(frozen=True)
+class Toleration:
+    """A pod toleration, as the core type has it."""
+
+    key: str = ""
+    """Taint key; empty with ``Exists`` tolerates every taint."""
+    operator: str = "Equal"
+    """``Equal`` (key and value match) or ``Exists`` (the key alone matches)."""
+    value: str = ""
+    """Taint value for ``Equal``."""
+    effect: str = ""
+    """``NoSchedule``, ``PreferNoSchedule`` or ``NoExecute``; empty: every effect."""
+    toleration_seconds: int | None = None
+    """With ``NoExecute``: how long the pod stays once the taint appears; None: for ever."""
+
+    def to_k8s(self) -> dict[str, Any]:
+        """Render as a pod spec's toleration, leaving out empty fields."""
+        out: dict[str, Any] = {"key": self.key} if self.key else {}
+        out["operator"] = self.operator
+        if self.value:
+            out["value"] = self.value
+        if self.effect:
+            out["effect"] = self.effect
+        if self.toleration_seconds is not None:
+            out["tolerationSeconds"] = self.toleration_seconds
+        return out
 
 
 @dataclass(frozen=True)
@@ -87,6 +119,8 @@ class Backup:
     """Node-local directory receiving the archives."""
     tolerate_control_plane: bool = True
     """Also run on control-plane nodes (tolerates the master and control-plane taints)."""
+    tolerations: tuple[Toleration, ...] = ()
+    """More taints the agents tolerate, so that nodes tainted for other reasons get one too."""
     resources: Resources = field(
         default_factory=lambda: Resources(limits={"cpu": "100m", "memory": "200Mi"})
     )
@@ -137,6 +171,10 @@ class AppSpec:
     """Write every pod for the Pod Security "restricted" profile (``podSecurity``)."""
     run_as_user: int = 101
     """UID of the web container when restricted."""
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    """Node labels a web pod's node must carry; empty: any node."""
+    tolerations: tuple[Toleration, ...] = ()
+    """Taints the web pods tolerate."""
     backup: Backup = field(default_factory=Backup)
     """The per-node backup agent."""
     date_logger: DateLogger = field(default_factory=DateLogger)
@@ -160,6 +198,8 @@ def parse(body: Mapping[str, Any]) -> AppSpec:
         resources=_resources(spec, "resources", Resources()),
         restricted=_str(spec, "podSecurity", "default") == "restricted",
         run_as_user=_int(spec, "runAsUser", 101),
+        node_selector=_str_map(spec, "nodeSelector"),
+        tolerations=_tolerations(spec, "tolerations"),
         backup=_parse_backup(_obj(spec, "backup")),
         date_logger=_parse_date_logger(_obj(spec, "dateLogger")),
     )
@@ -173,6 +213,7 @@ def _parse_storage(raw: Mapping[str, Any]) -> Storage:
         nfs=NfsSource(
             server=_str(nfs, "server", "", "storage.nfs."),
             path=_str(nfs, "path", "", "storage.nfs."),
+            mount_options=_strs(nfs, "mountOptions", "storage.nfs."),
         ),
         capacity=capacity,
         request=_str(raw, "request", capacity, p),
@@ -189,6 +230,7 @@ def _parse_backup(raw: Mapping[str, Any]) -> Backup:
         keep=_int(raw, "keep", 24, p),
         host_path=_str(raw, "hostPath", Backup.host_path, p),
         tolerate_control_plane=_bool(raw, "tolerateControlPlane", True, p),
+        tolerations=_tolerations(raw, "tolerations", p),
         resources=_resources(raw, "resources", Backup().resources, p),
     )
 
@@ -238,6 +280,52 @@ def _str(raw: Mapping[str, Any], key: str, default: str, prefix: str = "") -> st
     if not isinstance(value, str):
         raise SpecError(prefix + key, f"{value!r} must be a string")
     return value
+
+
+def _list(raw: Mapping[str, Any], key: str, prefix: str = "") -> list[Any]:
+    value = raw.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise SpecError(prefix + key, f"{value!r} must be a list")
+    return value
+
+
+def _strs(raw: Mapping[str, Any], key: str, prefix: str = "") -> tuple[str, ...]:
+    items = _list(raw, key, prefix)
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise SpecError(f"{prefix}{key}[{i}]", f"{item!r} must be a string")
+    return tuple(items)
+
+
+def _str_map(raw: Mapping[str, Any], key: str, prefix: str = "") -> dict[str, str]:
+    block = _obj(raw, key, prefix)
+    for name, value in block.items():
+        if not isinstance(value, str):
+            raise SpecError(f"{prefix}{key}.{name}", f"{value!r} must be a string")
+    return dict(block)
+
+
+def _tolerations(raw: Mapping[str, Any], key: str, prefix: str = "") -> tuple[Toleration, ...]:
+    out = []
+    for i, item in enumerate(_list(raw, key, prefix)):
+        p = f"{prefix}{key}[{i}]"
+        if not isinstance(item, Mapping):
+            raise SpecError(p, f"{item!r} must be an object")
+        seconds = item.get("tolerationSeconds")
+        out.append(
+            Toleration(
+                key=_str(item, "key", "", p + "."),
+                operator=_str(item, "operator", "Equal", p + "."),
+                value=_str(item, "value", "", p + "."),
+                effect=_str(item, "effect", "", p + "."),
+                toleration_seconds=None
+                if seconds is None
+                else _int(item, "tolerationSeconds", 0, p + "."),
+            )
+        )
+    return tuple(out)
 
 
 def _resources(raw: Mapping[str, Any], key: str, default: Resources, prefix: str = "") -> Resources:

@@ -7,6 +7,7 @@ append an 11-character suffix and must stay within 63), so the app name may have
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -73,6 +74,25 @@ def daemonset(app: AppSpec) -> str:
 def cronjob(app: AppSpec) -> str:
     """Date-logger CronJob name."""
     return f"{app.name}{CRONJOB_SUFFIX}"
+
+
+_WEB_POD = re.compile(r"^(?P<app>.+)-(?P<ordinal>[0-9]{1,2})$")
+"""``<statefulset>-<ordinal>``: at most 100 replicas, so at most two digits."""
+_AGENT_POD = re.compile(r"^(?P<app>.+)-backup-[bcdfghjklmnpqrstvwxz2456789]{5}$")
+"""``<daemonset>-<suffix>``: the five characters Kubernetes draws a generated name's suffix from,
+never two digits alone, so no pod name matches both patterns."""
+
+
+def pod_owner(pod: str) -> tuple[str, str] | None:
+    """(app name, component) of a web pod or backup agent named ``pod``; None for any other.
+
+    An event names its pod, not the pod's labels: the name is all there is to go on.
+    """
+    agent = _AGENT_POD.match(pod)
+    if agent:
+        return agent["app"], BACKUP
+    web = _WEB_POD.match(pod)
+    return (web["app"], WEB) if web else None
 
 
 def labels(app: AppSpec, component: str) -> dict[str, str]:

@@ -9,7 +9,7 @@ the status only when it changed: a quiet cluster costs no requests.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -101,6 +101,7 @@ def reconcile(
     memory: Memory,
     progress_due: Callable[[], bool] = lambda: True,
     rollout_due: Callable[[], bool] = lambda: True,
+    mount_failures: Sequence[Obj] = (),
 ) -> Outcome:
     """Bring the app's children in line with its spec and publish the recomputed status.
 
@@ -111,7 +112,8 @@ def reconcile(
     asked only then, so it may spend a budget); if not, ``status_held`` tells the caller to
     come back. ``rollout_due()`` is asked before re-applying a StatefulSet or DaemonSet whose
     rendering changed while the spec did not (an operator upgrade): a fleet must not roll at
-    once.
+    once. ``mount_failures``: the kubelet's FailedMount events of the app's pods, packed
+    (``watch.pack_mount_failure``), for the status.
     """
     outcome = Outcome()
     meta = body.get("metadata", {})
@@ -175,6 +177,7 @@ def reconcile(
         children=children,
         previous=body.get("status") or {},
         problem=status.combine(outcome.problems),
+        mount_failures=mount_failures,
         now=_now(),
     )
     _publish(api, body, new, outcome, progress_due=progress_due)

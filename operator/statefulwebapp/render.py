@@ -82,17 +82,23 @@ def render_volume(app: AppSpec) -> Manifest:
     empty one, and an absent class is already the "no class" the claim asks for.
     """
     labels = names.labels(app, names.STORAGE) | {names.LABEL_APP_NAMESPACE: app.namespace}
+    nfs = app.storage.nfs
+    spec: dict[str, Any] = {
+        "capacity": {"storage": app.storage.capacity},
+        "accessModes": ["ReadWriteMany"],
+        "persistentVolumeReclaimPolicy": "Retain",
+        "claimRef": {"namespace": app.namespace, "name": names.claim(app)},
+        "nfs": {"server": nfs.server, "path": nfs.path},
+    }
+    if nfs.mount_options:
+        # Unlike the NFS source, mountOptions may change on a live volume; the kubelet uses
+        # them at the next mount.
+        spec["mountOptions"] = list(nfs.mount_options)
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
         "metadata": {"name": names.volume(app), "labels": labels},
-        "spec": {
-            "capacity": {"storage": app.storage.capacity},
-            "accessModes": ["ReadWriteMany"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "claimRef": {"namespace": app.namespace, "name": names.claim(app)},
-            "nfs": {"server": app.storage.nfs.server, "path": app.storage.nfs.path},
-        },
+        "spec": spec,
     }
 
 
@@ -127,6 +133,10 @@ def render_statefulset(app: AppSpec) -> Manifest:
             {"name": DATA_VOLUME, "persistentVolumeClaim": {"claimName": names.claim(app)}}
         ],
     }
+    if app.node_selector:
+        pod_spec["nodeSelector"] = dict(app.node_selector)
+    if app.tolerations:
+        pod_spec["tolerations"] = [t.to_k8s() for t in app.tolerations]
     if app.restricted:
         _restricted(pod_spec, app.run_as_user)
     return {
@@ -187,11 +197,14 @@ def render_daemonset(app: AppSpec) -> Manifest | None:
     }
     if app.restricted:
         _restricted(pod_spec, NOBODY)
+    tolerations = [t.to_k8s() for t in backup.tolerations]
     if backup.tolerate_control_plane:
-        pod_spec["tolerations"] = [
+        tolerations[:0] = [
             {"key": taint, "operator": "Exists", "effect": "NoSchedule"}
             for taint in CONTROL_PLANE_TAINTS
         ]
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
     return {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",

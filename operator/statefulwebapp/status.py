@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from statefulwebapp import names
@@ -73,6 +74,7 @@ def compute(
     children: Mapping[str, Obj | None],
     previous: Obj | None = None,
     problem: Problem | None = None,
+    mount_failures: Sequence[Obj] = (),
     now: str = "",
 ) -> dict[str, Any]:
     """The full status of the app from its children as observed.
@@ -80,7 +82,8 @@ def compute(
     ``children`` maps a child kind to the live object (None if absent). ``previous`` is the
     status as last written. ``problem`` is set by the reconciler when it could not act (invalid
     spec, conflict, refused write); it wins over whatever the children show, because the
-    children then no longer follow the spec.
+    children then no longer follow the spec. ``mount_failures`` are the kubelet's FailedMount
+    events of the app's pods (``watch.pack_mount_failure``): they say why pods wait.
     """
     previous = previous or {}
     sts = children.get("StatefulSet")
@@ -93,7 +96,7 @@ def compute(
     backup_ready = int(_get(ds, "status", "numberReady", default=0))
     backup_desired = int(_get(ds, "status", "desiredNumberScheduled", default=0))
 
-    reason, message = _readiness(app, children, problem)
+    reason, message = _readiness(app, children, problem, _fresh_failures(mount_failures, now))
     selector = ",".join(f"{k}={v}" for k, v in names.selector(app, names.WEB).items())
     status: dict[str, Any] = {
         "observedGeneration": generation,
@@ -150,8 +153,77 @@ def date_log(app: AppSpec, cron: Obj | None, previous: str | None) -> str:
     return "failing"
 
 
+MOUNT_FAILURE_SECONDS = 300.0
+"""How long a FailedMount event counts after the kubelet last reported it. The kubelet reports
+again at every failed try (they are at most about two minutes apart) and stops once the mount
+works, and then the pod soon becomes ready; an older event says nothing of today's pods."""
+
+
+def _fresh_failures(failures: Sequence[Obj], now: str) -> list[Obj]:
+    if not failures or not now:
+        return list(failures)
+    cutoff = datetime.fromisoformat(now) - timedelta(seconds=MOUNT_FAILURE_SECONDS)
+    fresh = []
+    for failure in failures:
+        try:
+            seen = datetime.fromisoformat(str(failure.get("seen")))
+        except ValueError:
+            continue
+        if seen >= cutoff:
+            fresh.append(failure)
+    return fresh
+
+
+def _failing_mounts(app: AppSpec, failures: Sequence[Obj], component: str) -> str:
+    """Why pods of ``component`` cannot mount the volume, with the kubelet's words; "" if not."""
+    by_pod: dict[str, Obj] = {}
+    for failure in failures:
+        pod = str(failure.get("pod") or "")
+        if names.pod_owner(pod) != (app.name, component):
+            continue
+        if component == names.WEB and int(pod.rsplit("-", 1)[1]) >= app.replicas:
+            continue  # A pod scaled away.
+        # The kubelet's "MountVolume.SetUp failed ..." carries the mount's own error; its
+        # later "Unable to attach or mount volumes ... timed out" only says time passed.
+        rank = (str(failure.get("message", "")).startswith("MountVolume."), failure.get("seen"))
+        held = by_pod.get(pod)
+        if held is None or rank > (
+            str(held.get("message", "")).startswith("MountVolume."),
+            held.get("seen"),
+        ):
+            by_pod[pod] = failure
+    if not by_pod:
+        return ""
+    pods = sorted(by_pod)
+    first = by_pod[pods[0]]
+    what = "web pod" if component == names.WEB else "backup agent"
+    nfs = app.storage.nfs
+    return (
+        f"{what}{'s' if len(pods) > 1 else ''} {', '.join(pods)} cannot mount volume "
+        f"{names.volume(app)} (NFS {nfs.server}:{nfs.path})"
+        + (f" on node {first['node']}" if first.get("node") else "")
+        + f": {kubelet_detail(str(first.get('message', '')))}; the kubelet keeps trying: check "
+        "that the NFS server answers and exports the path to this node"
+    )
+
+
+def kubelet_detail(message: str, limit: int = 400) -> str:
+    """The kubelet's mount error in one line: its first line and the mount command's output."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return "no message"
+    output = next(
+        (line[len("Output:") :].strip() for line in lines if line.startswith("Output:")), ""
+    )
+    detail = f"{lines[0]} ({output})" if output and output not in lines[0] else lines[0]
+    return detail if len(detail) <= limit else detail[: limit - 3] + "..."
+
+
 def _readiness(  # noqa: PLR0911  (one early return per readiness gate, in order)
-    app: AppSpec, children: Mapping[str, Obj | None], problem: Problem | None
+    app: AppSpec,
+    children: Mapping[str, Obj | None],
+    problem: Problem | None,
+    mount_failures: Sequence[Obj] = (),
 ) -> tuple[str, str]:
     if problem is not None:
         return problem.reason, problem.message
@@ -177,6 +249,9 @@ def _readiness(  # noqa: PLR0911  (one early return per readiness gate, in order
         or current != app.replicas
         or (app.replicas and updated != app.replicas)
     ):
+        failing = _failing_mounts(app, mount_failures, names.WEB)
+        if failing:
+            return "VolumeMountFailed", failing
         return (
             "WebPodsNotReady",
             f"{ready}/{app.replicas} web pods ready ({updated} updated); "
@@ -189,6 +264,9 @@ def _readiness(  # noqa: PLR0911  (one early return per readiness gate, in order
         ready_agents = int(_get(ds, "status", "numberReady", default=0))
         updated_agents = int(_get(ds, "status", "updatedNumberScheduled", default=0))
         if not _fresh(ds) or desired == 0 or ready_agents != desired or updated_agents != desired:
+            failing = _failing_mounts(app, mount_failures, names.BACKUP)
+            if failing:
+                return "VolumeMountFailed", failing
             return (
                 "BackupNotReady",
                 f"{ready_agents}/{desired} backup agents ready on eligible nodes",

@@ -9,6 +9,10 @@ here: one thread per kind (and per served namespace) lists page by page, then wa
 list's resourceVersion; every object is packed and its parsed body dropped as soon as it is
 read. Passes read the packed children from a :class:`Store`, shaped like kopf's indexes.
 
+The kubelet's FailedMount events are watched the same way (:data:`MOUNT_FAILURES`): a pod
+waiting for its volume says only ``ContainerCreating``; the event says why, and the status
+repeats it.
+
 A watch that ends (the server's timeout, a dropped connection, an API server restart) resumes
 from the last resourceVersion it saw; bookmarks keep that version fresh. When the server no
 longer has it (410 Gone), the kind is listed again and every object that changed, appeared or
@@ -23,6 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pykube
@@ -33,8 +38,8 @@ from statefulwebapp import drift, kinds, kube, names
 Key = tuple[str, str]
 """(namespace, name) of the app an object belongs to."""
 Obj = dict[str, Any]
-Notify = Callable[[kinds.Child, Key, str], None]
-"""Told of a change: the child's kind, its app, the event (ADDED, MODIFIED, DELETED)."""
+Notify = Callable[[kinds.Kind, Key, str], None]
+"""Told of a change: the object's kind, its app, the event (ADDED, MODIFIED, DELETED)."""
 
 PAGE = 200
 """Objects per list page: the parsed page is the largest transient the watches hold."""
@@ -92,6 +97,64 @@ def owner_key(meta: Mapping[str, Any]) -> Key:
     labels = meta.get("labels") or {}
     namespace = labels.get(names.LABEL_APP_NAMESPACE) or meta.get("namespace") or ""
     return (str(namespace), str(labels.get(names.LABEL_INSTANCE) or ""))
+
+
+def pack_mount_failure(body: Mapping[str, Any]) -> str:
+    """What the status says of a FailedMount event: pod, node, message, when last seen."""
+    involved = body.get("involvedObject") or {}
+    series = body.get("series") or {}
+    seen = (
+        series.get("lastObservedTime")
+        or body.get("lastTimestamp")
+        or body.get("eventTime")
+        or (body.get("metadata") or {}).get("creationTimestamp")
+    )
+    kept = {
+        "pod": involved.get("name"),
+        "node": (body.get("source") or {}).get("host") or body.get("reportingInstance") or "",
+        "message": body.get("message") or "",
+        "seen": seen or "",
+    }
+    return json.dumps(kept, separators=(",", ":"))
+
+
+def mount_failure_key(body: Mapping[str, Any]) -> Key | None:
+    """The app whose web pod or backup agent the event is about; None for any other pod."""
+    involved = body.get("involvedObject") or {}
+    owner = names.pod_owner(str(involved.get("name") or ""))
+    return None if owner is None else (str(involved.get("namespace") or ""), owner[0])
+
+
+@dataclass(frozen=True)
+class Source:
+    """What one watch follows: a kind, a server-side selector, and what is kept of an object."""
+
+    kind: kinds.Kind
+    """The kind watched."""
+    labels: str = ""
+    """Label selector."""
+    fields: str = ""
+    """Field selector."""
+    key: Callable[[Mapping[str, Any]], Key | None] = lambda body: owner_key(
+        body.get("metadata") or {}
+    )
+    """The app an object belongs to; None: none of ours, not kept."""
+    pack: Callable[[Mapping[str, Any]], str] = pack
+    """The packed form kept in the store."""
+
+
+def child_source(child: kinds.Child) -> Source:
+    """A child kind, watched by the operator's label."""
+    return Source(child, labels=names.MANAGED_SELECTOR)
+
+
+MOUNT_FAILURES = Source(
+    kinds.EVENT,
+    fields="reason=FailedMount,involvedObject.kind=Pod",
+    key=mount_failure_key,
+    pack=pack_mount_failure,
+)
+"""The kubelet's FailedMount events of pods, selected by the server: none while mounts work."""
 
 
 class Store(Mapping[Key, tuple[str, ...]]):
@@ -170,25 +233,26 @@ def changes(
 
 
 class ChildWatch:
-    """Lists, then watches, one child kind in one scope (a namespace, or all) into a store."""
+    """Lists, then watches, one source (a child kind) in one scope (a namespace, or all)."""
 
     def __init__(
         self,
         api: pykube.HTTPClient,
-        child: kinds.Child,
+        source: Source,
         store: Store,
         notify: Notify,
         namespace: str = "",
     ) -> None:
-        """Watch ``child`` objects carrying the operator's label in ``namespace`` ("": all)."""
+        """Watch the objects ``source`` selects in ``namespace`` ("": all) into ``store``."""
         self.api = api
-        self.child = child
+        self.source = source
+        self.kind = kind = source.kind
         self.store = store
         self.notify = notify
-        scope = f"/namespaces/{namespace}" if child.namespaced and namespace else ""
-        self.path = f"{child.api_base}{scope}/{child.plural}"
-        self.api_version = f"{child.group}/{child.version}" if child.group else child.version
-        self.name = f"watch-{child.plural}" + (f"-{namespace}" if scope else "")
+        scope = f"/namespaces/{namespace}" if kind.namespaced and namespace else ""
+        self.path = f"{kind.api_base}{scope}/{kind.plural}"
+        self.api_version = f"{kind.group}/{kind.version}" if kind.group else kind.version
+        self.name = f"watch-{kind.plural}" + (f"-{namespace}" if scope else "")
         self.version = ""
         self._uids: set[str] = set()
         """The objects this watch put in the store (a store may be shared by scopes)."""
@@ -222,23 +286,26 @@ class ChildWatch:
         for page in kube.pages(
             self.api,
             self.path,
-            selector=names.MANAGED_SELECTOR,
+            selector=self.source.labels,
+            fields=self.source.fields,
             limit=PAGE,
             timeout=LIST_TIMEOUT,
         ):
             for body in page.get("items") or []:
                 # A list's items carry no kind; the watch's objects and a get's do.
                 body.setdefault("apiVersion", self.api_version)
-                body.setdefault("kind", self.child.name)
-                meta = body.get("metadata") or {}
-                listed[str(meta.get("uid"))] = (owner_key(meta), pack(body))
+                body.setdefault("kind", self.kind.name)
+                key = self.source.key(body)
+                if key is not None:
+                    uid = str((body.get("metadata") or {}).get("uid"))
+                    listed[uid] = (key, self.source.pack(body))
             self.version = str((page.get("metadata") or {}).get("resourceVersion") or "")
         return listed
 
     def _tell(self, key: Key, event: str, moved_from: Key | None) -> None:
         if moved_from is not None:  # Relabelled to another app: gone from the first.
-            self.notify(self.child, moved_from, "DELETED")
-        self.notify(self.child, key, event)
+            self.notify(self.kind, moved_from, "DELETED")
+        self.notify(self.kind, key, event)
 
     def run(self, relist: bool = False) -> None:
         """Watch for ever (a thread's target): resume after a gap, list again after a 410.
@@ -258,7 +325,7 @@ class ChildWatch:
                     relist = False
                     _log.info(
                         "watch of %s: %s; listed again: %d changed, appeared or vanished",
-                        self.child.plural,
+                        self.kind.plural,
                         why,
                         changed,
                     )
@@ -267,7 +334,7 @@ class ChildWatch:
             except VersionGoneError:
                 relist = True
             except Exception as err:  # Server trouble or RBAC: said, waited out, tried again.
-                _log.warning("watch of %s: %s; again in %.0f s", self.child.plural, err, wait)
+                _log.warning("watch of %s: %s; again in %.0f s", self.kind.plural, err, wait)
                 time.sleep(wait)
                 wait = min(wait * 2, BACKOFF[1])
 
@@ -275,7 +342,7 @@ class ChildWatch:
         """One watch request from ``self.version``, until the server ends it."""
         params = {
             "watch": "true",
-            "labelSelector": names.MANAGED_SELECTOR,
+            **kube.selectors(self.source.labels, self.source.fields),
             "resourceVersion": self.version,
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(SERVER_TIMEOUT),
@@ -306,28 +373,36 @@ class ChildWatch:
         if kind == "BOOKMARK":
             return
         uid = str(meta.get("uid"))
+        key = self.source.key(body)
         if kind == "DELETED":
             held = self.store.pop(uid)
             self._uids.discard(uid)
-            self._tell(held if held is not None else owner_key(meta), "DELETED", None)
+            gone = held if held is not None else key
+            if gone is not None:
+                self._tell(gone, "DELETED", None)
             return
-        key = owner_key(meta)
+        if key is None:
+            return
         self._uids.add(uid)
-        self._tell(key, str(kind), self.store.put(uid, key, pack(body)))
+        self._tell(key, str(kind), self.store.put(uid, key, self.source.pack(body)))
+
+
+SOURCES: tuple[Source, ...] = (*(child_source(child) for child in kinds.CHILDREN), MOUNT_FAILURES)
+"""Everything watched besides the apps: the children, then the mount failures."""
 
 
 def start(api: pykube.HTTPClient, namespaces: frozenset[str], notify: Notify) -> dict[str, Store]:
-    """List every child kind now, then watch each in a thread; the stores by kind name.
+    """List every source now, then watch each in a thread; the stores by kind name.
 
     Returns once every kind was listed, so the first pass finds every child there is; a kind
     whose list failed is listed again by its thread, with backoff, until it succeeds.
     """
     stores: dict[str, Store] = {}
     watches: list[ChildWatch] = []
-    for child in kinds.CHILDREN:
-        store = stores[child.name] = Store()
-        scopes = sorted(namespaces) if child.namespaced and namespaces else [""]
-        watches += [ChildWatch(api, child, store, notify, scope) for scope in scopes]
+    for source in SOURCES:
+        store = stores[source.kind.name] = Store()
+        scopes = sorted(namespaces) if source.kind.namespaced and namespaces else [""]
+        watches += [ChildWatch(api, source, store, notify, scope) for scope in scopes]
     unlisted: set[str] = set()
     failure: Exception | None = None
     for one in watches:
@@ -340,7 +415,7 @@ def start(api: pykube.HTTPClient, namespaces: frozenset[str], notify: Notify) ->
         except (kube.ApiError, requests.RequestException) as err:
             # Not waited for: the operator serves what it can (RBAC denied one kind, say),
             # and a pass that finds no such child reads it directly until the list succeeds.
-            _log.error("list of %s: %s; listing again in the background", one.child.plural, err)
+            _log.error("list of %s: %s; listing again in the background", one.kind.plural, err)
             unlisted.add(one.name)
             failure = err
     for one in watches:

@@ -42,7 +42,7 @@ NAMESPACED_RULES = {
     ("apps", "statefulsets"): {"get", "list", "watch", "create", "patch"},
     ("apps", "daemonsets"): {"get", "list", "watch", "create", "patch", "delete"},
     ("batch", "cronjobs"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "events"): {"create"},
+    ("", "events"): {"create", "list", "watch"},
 }
 LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
 TEST_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list"}}

@@ -285,8 +285,10 @@ def test_integer_fields_have_bounds(spec_schema: Schema) -> None:
         "replicas",
         "port",
         "runAsUser",
+        "tolerations[].tolerationSeconds",
         "backup.intervalSeconds",
         "backup.keep",
+        "backup.tolerations[].tolerationSeconds",
         "dateLogger.successfulJobsHistoryLimit",
         "dateLogger.failedJobsHistoryLimit",
     }
@@ -328,16 +330,37 @@ def test_name_length_rule_matches_the_cronjob_limit(root: Schema) -> None:
     assert rule["fieldPath"] == ".metadata.name"
 
 
-def test_storage_nfs_is_required_and_immutable(spec_schema: Schema) -> None:
+def test_storage_nfs_is_required_and_its_export_immutable(spec_schema: Schema) -> None:
     assert "storage" in spec_schema["required"]
     storage = at(spec_schema, "storage")
     assert storage["required"] == ["nfs"]
     nfs = at(storage, "nfs")
     assert sorted(nfs["required"]) == ["path", "server"]
     (rule,) = nfs["x-kubernetes-validations"]
-    assert rule["rule"] == "self == oldSelf"
-    assert rule["message"].startswith("storage.nfs is immutable")
+    # The export is fixed; its mount options are not (the PV's mountOptions may change).
+    assert rule["rule"] == "self.server == oldSelf.server && self.path == oldSelf.path"
+    assert rule["message"].startswith("storage.nfs.server and storage.nfs.path are immutable")
     assert "create a new StatefulWebApp" in rule["message"]
+    assert "mountOptions may change" in rule["message"]
+
+
+def test_mount_options_are_one_option_per_entry(spec_schema: Schema) -> None:
+    options = at(spec_schema, "storage.nfs.mountOptions")
+    assert options["type"] == "array"
+    assert options["maxItems"] == 32
+    item = options["items"]
+    assert item["minLength"] == 1
+    (rule,) = item["x-kubernetes-validations"]
+    assert "contains(',')" in rule["rule"]
+    assert "no default" not in options["description"]
+    assert "mounted again" in options["description"]
+
+
+def test_web_and_backup_tolerations_share_one_schema(spec_schema: Schema) -> None:
+    web = at(spec_schema, "tolerations")["items"]
+    backup = at(spec_schema, "backup.tolerations")["items"]
+    assert web == backup
+    assert web["properties"]["operator"]["enum"] == ["Equal", "Exists"]
 
 
 def test_storage_size_rules(spec_schema: Schema) -> None:

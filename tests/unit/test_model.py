@@ -65,9 +65,47 @@ def test_removed_resources_render_none() -> None:
         ({"backup": {"enabled": "yes"}}, "spec.backup.enabled"),
         ({"backup": {"resources": {"limits": []}}}, "spec.backup.resources.limits"),
         ({"dateLogger": []}, "spec.dateLogger"),
+        (
+            {"storage": {"nfs": {"server": "s", "path": "/x", "mountOptions": "hard"}}},
+            "spec.storage.nfs.mountOptions",
+        ),
+        (
+            {"storage": {"nfs": {"server": "s", "path": "/x", "mountOptions": ["hard", 4]}}},
+            "spec.storage.nfs.mountOptions[1]",
+        ),
+        ({"nodeSelector": {"disktype": 1}}, "spec.nodeSelector.disktype"),
+        ({"tolerations": {"key": "a"}}, "spec.tolerations"),
+        ({"tolerations": ["a"]}, "spec.tolerations[0]"),
+        ({"backup": {"tolerations": [{"key": 3}]}}, "spec.backup.tolerations[0].key"),
+        (
+            {"tolerations": [{"key": "a", "tolerationSeconds": "5"}]},
+            "spec.tolerations[0].tolerationSeconds",
+        ),
     ],
 )
 def test_wrong_types_name_the_field(spec: dict[str, Any], field: str) -> None:
     with pytest.raises(SpecError) as err:
         parse(body(**spec))
     assert err.value.field == field
+
+
+def test_placement_and_mount_options_parse_into_the_model() -> None:
+    app = parse(
+        body(
+            nodeSelector={"disktype": "ssd"},
+            tolerations=[{"key": "dedicated", "value": "web", "effect": "NoSchedule"}],
+            storage={"nfs": {"server": "s", "path": "/x", "mountOptions": ["nfsvers=3", "hard"]}},
+            backup={"tolerations": [{"operator": "Exists", "tolerationSeconds": 60}]},
+        )
+    )
+    assert app.node_selector == {"disktype": "ssd"}
+    (web,) = app.tolerations
+    assert web.to_k8s() == {
+        "key": "dedicated",
+        "operator": "Equal",
+        "value": "web",
+        "effect": "NoSchedule",
+    }
+    assert app.storage.nfs.mount_options == ("nfsvers=3", "hard")
+    (agent,) = app.backup.tolerations
+    assert agent.to_k8s() == {"operator": "Exists", "tolerationSeconds": 60}

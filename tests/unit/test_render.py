@@ -101,3 +101,73 @@ def test_control_plane_toleration_is_optional() -> None:
 
 def test_rendering_is_deterministic(app: AppSpec) -> None:
     assert render_all(app) == render_all(parse(SCENARIO))
+
+
+PLACED = {
+    **SCENARIO,
+    "spec": {
+        **SCENARIO["spec"],
+        "nodeSelector": {"disktype": "ssd"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "web"}],
+        "storage": {
+            "nfs": {
+                "server": "nfs.example.com",
+                "path": "/shared",
+                "mountOptions": ["nfsvers=4.1", "hard"],
+            }
+        },
+        "backup": {
+            "tolerations": [
+                {"key": "maintenance", "operator": "Exists", "effect": "NoExecute"},
+                {"operator": "Exists"},
+            ]
+        },
+    },
+}
+"""The scenario with every placement and mount field set."""
+
+
+@pytest.mark.parametrize("kind", ["PersistentVolume", "StatefulSet", "DaemonSet"])
+def test_placed_renderer_matches_golden(kind: str) -> None:
+    rendered = render_all(parse(PLACED))[kind]
+    path = GOLDEN / "placed" / f"{kind.lower()}.yaml"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(yaml.safe_dump(rendered, sort_keys=False))
+    assert rendered == yaml.safe_load(path.read_text()), f"{kind} differs from {path}"
+
+
+def test_mount_options_go_to_the_volume_in_order_and_only_when_set() -> None:
+    placed = render_all(parse(PLACED))["PersistentVolume"]
+    assert placed is not None
+    assert placed["spec"]["mountOptions"] == ["nfsvers=4.1", "hard"]
+    plain = render_all(parse(SCENARIO))["PersistentVolume"]
+    assert plain is not None
+    assert "mountOptions" not in plain["spec"]
+
+
+def test_backup_tolerations_come_after_the_control_plane_ones() -> None:
+    ds = render_all(parse(PLACED))["DaemonSet"]
+    assert ds is not None
+    keys = [t.get("key") for t in ds["spec"]["template"]["spec"]["tolerations"]]
+    assert keys == [
+        "node-role.kubernetes.io/master",
+        "node-role.kubernetes.io/control-plane",
+        "maintenance",
+        None,
+    ]
+    body = {**PLACED, "spec": {**PLACED["spec"], "backup": {"tolerateControlPlane": False}}}
+    alone = render_all(parse(body))["DaemonSet"]
+    assert alone is not None
+    assert "tolerations" not in alone["spec"]["template"]["spec"]
+
+
+def test_web_placement_is_rendered_only_when_set() -> None:
+    placed = render_all(parse(PLACED))["StatefulSet"]
+    plain = render_all(parse(SCENARIO))["StatefulSet"]
+    assert placed is not None
+    assert plain is not None
+    pod = placed["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"disktype": "ssd"}
+    assert pod["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "web"}]
+    assert not {"nodeSelector", "tolerations"} & plain["spec"]["template"]["spec"].keys()

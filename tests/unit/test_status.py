@@ -233,3 +233,95 @@ def test_date_log_follows_the_spec_switches() -> None:
     )
     assert date_log(off, cron(T0, T1), "ok") == "disabled"
     assert date_log(paused, cron(T0, None), "ok") == "suspended"
+
+
+KUBELET_MESSAGE = (
+    'MountVolume.SetUp failed for volume "default-web-data" : mount failed: exit status 32\n'
+    "Mounting command: /cache/bin/swa-nfs-mount\n"
+    "Mounting arguments: mount -t nfs -o nfsvers=3 211.183.3.100:/shared /var/lib/kubelet/x\n"
+    "Output: swa-nfs-mount: mount 211.183.3.100:/shared: connection refused\n"
+)
+
+
+def failure(pod: str, seen: str = "2026-11-25T10:04:00Z", **extra: Any) -> dict[str, Any]:
+    return {"pod": pod, "node": "real", "message": KUBELET_MESSAGE, "seen": seen, **extra}
+
+
+def web_waiting() -> dict[str, Any]:
+    children = healthy()
+    children["StatefulSet"]["status"]["readyReplicas"] = 2
+    return children
+
+
+def test_a_failing_mount_is_named_with_the_kubelets_words() -> None:
+    status = compute(
+        APP,
+        generation=1,
+        children=web_waiting(),
+        mount_failures=[failure("web-2")],
+        now="2026-11-25T10:05:00Z",
+    )
+    condition = ready(status)
+    assert (condition["status"], condition["reason"]) == ("False", "VolumeMountFailed")
+    message = condition["message"]
+    assert message.startswith(
+        "web pod web-2 cannot mount volume default-web-data (NFS 211.183.3.100:/shared) on node "
+        "real: MountVolume.SetUp failed"
+    )
+    assert "(swa-nfs-mount: mount 211.183.3.100:/shared: connection refused)" in message
+    assert urgent(compute(APP, generation=1, children=web_waiting(), now="T"), status)
+
+
+def test_mount_failures_count_only_while_fresh_and_for_this_apps_pods() -> None:
+    def reason(*failures: dict[str, Any]) -> str:
+        status = compute(
+            APP,
+            generation=1,
+            children=web_waiting(),
+            mount_failures=failures,
+            now="2026-11-25T10:20:00Z",
+        )
+        return str(ready(status)["reason"])
+
+    assert reason(failure("web-1", seen="2026-11-25T10:16:00Z")) == "VolumeMountFailed"
+    # Older than five minutes: the kubelet would have reported it again had it kept failing.
+    assert reason(failure("web-1", seen="2026-11-25T10:10:00Z")) == "WebPodsNotReady"
+    # A pod scaled away, another app's pod, a name that is no pod of ours.
+    assert reason(failure("web-3", seen="2026-11-25T10:19:00Z")) == "WebPodsNotReady"
+    assert reason(failure("shop-0", seen="2026-11-25T10:19:00Z")) == "WebPodsNotReady"
+    assert reason(failure("web", seen="2026-11-25T10:19:00Z")) == "WebPodsNotReady"
+
+
+def test_ready_pods_win_over_old_mount_failures() -> None:
+    status = compute(
+        APP,
+        generation=1,
+        children=healthy(),
+        mount_failures=[failure("web-0", seen="2026-11-25T10:19:00Z")],
+        now="2026-11-25T10:20:00Z",
+    )
+    assert ready(status)["reason"] == "Ready"
+
+
+def test_backup_agents_failing_to_mount_name_their_pods() -> None:
+    children = healthy()
+    children["DaemonSet"]["status"]["numberReady"] = 3
+    late = "Unable to attach or mount volumes: unmounted volumes=[data]: timed out"
+    status = compute(
+        APP,
+        generation=1,
+        children=children,
+        mount_failures=[
+            failure("web-backup-x7k2p", seen="2026-11-25T10:19:30Z", message=late),
+            failure("web-backup-x7k2p", seen="2026-11-25T10:19:00Z"),
+            failure("web-backup-b4c5d", seen="2026-11-25T10:19:10Z"),
+        ],
+        now="2026-11-25T10:20:00Z",
+    )
+    condition = ready(status)
+    assert condition["reason"] == "VolumeMountFailed"
+    # The mount's own error is preferred over the later timeout, which says only time passed.
+    assert condition["message"].startswith(
+        "backup agents web-backup-b4c5d, web-backup-x7k2p cannot mount volume default-web-data"
+    )
+    assert "timed out" not in condition["message"]

@@ -37,13 +37,15 @@ class Told:
     def __init__(self) -> None:
         self.events: list[tuple[str, tuple[str, str], str]] = []
 
-    def __call__(self, child: kinds.Child, key: tuple[str, str], event: str) -> None:
+    def __call__(self, child: kinds.Kind, key: tuple[str, str], event: str) -> None:
         self.events.append((child.name, key, event))
 
 
 def make_watch() -> tuple[watch.ChildWatch, Told]:
     told = Told()
-    return watch.ChildWatch(cast(Any, None), kinds.SERVICE, watch.Store(), told, "ns"), told
+    return watch.ChildWatch(
+        cast(Any, None), watch.child_source(kinds.SERVICE), watch.Store(), told, "ns"
+    ), told
 
 
 def test_pack_keeps_what_a_pass_reads_and_drops_the_rest() -> None:
@@ -124,3 +126,51 @@ def test_an_expired_version_asks_for_a_relist_and_other_errors_fail_the_watch() 
         one.event({"type": "ERROR", "object": {"kind": "Status", "code": 410}})
     with pytest.raises(RuntimeError, match="too many"):
         one.event({"type": "ERROR", "object": {"code": 429, "message": "too many"}})
+
+
+def failed_mount(pod: str, uid: str = "e1", **extra: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"{pod}.1", "namespace": "ns", "uid": uid, "resourceVersion": "5"},
+        "involvedObject": {"kind": "Pod", "name": pod, "namespace": "ns"},
+        "reason": "FailedMount",
+        "message": "MountVolume.SetUp failed",
+        "source": {"component": "kubelet", "host": "real"},
+        "lastTimestamp": "2026-11-25T10:00:00Z",
+        **extra,
+    }
+
+
+def test_pod_names_tell_their_app_and_component() -> None:
+    assert names.pod_owner("web-0") == ("web", names.WEB)
+    assert names.pod_owner("web-99") == ("web", names.WEB)
+    assert names.pod_owner("web-backup-x7k2p") == ("web", names.BACKUP)
+    assert names.pod_owner("web-backup-24567") == ("web", names.BACKUP)
+    assert names.pod_owner("shop-1-backup-b4c5d") == ("shop-1", names.BACKUP)
+    assert names.pod_owner("web-100") is None
+    assert names.pod_owner("web-datelog-29412345-abcde") is None
+    assert names.pod_owner("web") is None
+
+
+def test_a_mount_failure_is_kept_under_its_app_and_others_are_dropped() -> None:
+    told = Told()
+    one = watch.ChildWatch(cast(Any, None), watch.MOUNT_FAILURES, watch.Store(), told, "ns")
+    one.event({"type": "ADDED", "object": failed_mount("web-1")})
+    one.event({"type": "ADDED", "object": failed_mount("other", uid="e2")})
+    assert told.events == [("Event", ("ns", "web"), "ADDED")]
+    (packed,) = one.store[("ns", "web")]
+    assert json.loads(packed) == {
+        "pod": "web-1",
+        "node": "real",
+        "message": "MountVolume.SetUp failed",
+        "seen": "2026-11-25T10:00:00Z",
+    }
+    one.event({"type": "DELETED", "object": failed_mount("other", uid="e2")})
+    one.event({"type": "DELETED", "object": failed_mount("web-1")})
+    assert told.events[1:] == [("Event", ("ns", "web"), "DELETED")]
+    assert ("ns", "web") not in one.store
+
+
+def test_a_mount_failure_series_is_seen_at_its_last_observation() -> None:
+    series = {"series": {"lastObservedTime": "2026-11-25T10:09:00.000000Z"}}
+    packed = json.loads(watch.pack_mount_failure(failed_mount("web-0", **series)))
+    assert packed["seen"] == "2026-11-25T10:09:00.000000Z"
