@@ -165,17 +165,29 @@ start() {
   wait_for containerd "$NODE_DIR/logs/containerd.log" 60 ctr --address "$SOCK" version
   import_images
 
+  # nfs volumes are mounted by swa-nfs-mount (hack/tools/nfs-mount), never by /sbin/mount.nfs
+  # directly: it refuses any server that is not an address of this machine (logging it for
+  # the tests' guard), then uses the kernel's NFS client if there is one, else its own FUSE
+  # client. The kubelet runs it for nfs (and glusterfs, ceph, cifs) mounts only.
+  command -v swa-nfs-mount >/dev/null 2>&1 || die "swa-nfs-mount is missing: run 'make tools'."
+  mkdir -p "$NODE_DIR/logs/nfs"
   # The admin kubeconfig: this node is part of a throw-away local cluster.
-  launch kubelet kubelet --config "$NODE_DIR/kubelet/config.yaml" --kubeconfig "$KUBECONFIG_PATH" \
+  SWA_NFS_GUARD_LOG=$NODE_DIR/nfs-guard.log SWA_NFS_LOG_DIR=$NODE_DIR/logs/nfs \
+    launch kubelet kubelet --config "$NODE_DIR/kubelet/config.yaml" --kubeconfig "$KUBECONFIG_PATH" \
     --root-dir "$NODE_DIR/kubelet" --hostname-override "$NODE_NAME" --node-ip "$ip" \
-    --node-labels "$TAINT_KEY=true"
+    --node-labels "$TAINT_KEY=true" --experimental-mounter-path "$(command -v swa-nfs-mount)"
   launch kube-proxy kube-proxy --kubeconfig "$KUBECONFIG_PATH" --hostname-override "$NODE_NAME" \
     --proxy-mode iptables --cluster-cidr "$POD_CIDR" --conntrack-max-per-core 0 \
     --metrics-bind-address 127.0.0.1:10249 --healthz-bind-address 127.0.0.1:10256
   node_ready() { [ "$(kc get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
   wait_for "node $NODE_NAME" "$NODE_DIR/logs/kubelet.log" 180 node_ready
   wait_for kube-proxy "$NODE_DIR/logs/kube-proxy.log" 60 curl -sf http://127.0.0.1:10256/healthz
-  say "node $NODE_NAME ($ip, pods $POD_CIDR) Ready in $(( $(date +%s) - start ))s"
+  say "node $NODE_NAME ($ip, pods $POD_CIDR) Ready in $(( $(date +%s) - start ))s; NFS client: $(nfs_client)"
+}
+
+# Which NFS client the node's mounts use: the kernel's when it has one, else the FUSE one.
+nfs_client() {
+  if grep -qw nfs /proc/filesystems 2>/dev/null; then echo "the kernel's"; else echo "FUSE (swa-nfs-mount)"; fi
 }
 
 stop_process() {
@@ -204,6 +216,10 @@ stop() {
   { grep -o " $NODE_DIR[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do
     umount -l "$m" 2>/dev/null || true
   done
+  # FUSE NFS daemons exit once unmounted; one whose mount was already gone is stopped here.
+  pkill -f -- "swa-nfs-mount .*$NODE_DIR/" 2>/dev/null || true
+  for _ in $(seq 25); do pgrep -f -- "swa-nfs-mount .*$NODE_DIR/" >/dev/null || break; sleep 0.2; done
+  pkill -KILL -f -- "swa-nfs-mount .*$NODE_DIR/" 2>/dev/null || true
   # Network namespaces of pods whose sandbox was not removed through the CRI.
   for ns in /run/netns/cni-*; do
     [ -e "$ns" ] || continue

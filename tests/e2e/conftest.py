@@ -13,6 +13,7 @@ error, never a skip.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from pathlib import Path
 import pykube
 import pytest
 
-from tests.e2e.apps import apply, delete_namespace, sample, wait_ready
+from tests.e2e.apps import REAL_NODE, apply, delete_namespace, sample, wait_ready
 from tests.e2e.cluster import CRD, REPO, Cluster, Operator, make_namespace
 
 
@@ -109,3 +110,45 @@ def fresh_ns(cluster: Cluster, operator: Operator) -> Iterator[str]:
     namespace = make_namespace(cluster, "swa")
     yield namespace
     delete_namespace(cluster, namespace)
+
+
+@pytest.fixture(scope="module")
+def real_node(cluster: Cluster) -> str:
+    """The name of the node where containers really run (the local cluster's ``real``)."""
+    if cluster.kind != "local":
+        pytest.fail(
+            "the real-node tests run the images built on this machine (hack/images) on the local "
+            "cluster's real node: use --cluster=local"
+        )
+    node = json.loads(cluster.kubectl("get", "nodes", "-o", "json"))["items"]
+    real = [n for n in node if n["metadata"].get("labels", {}).get(REAL_NODE) == "true"]
+    if not real:
+        pytest.fail(
+            f"no node labelled {REAL_NODE}=true: these tests need the real node; start the local "
+            "cluster with REAL_NODE=1 make cluster-up (make test does)"
+        )
+    ready = next(c for c in real[0]["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True", f"the real node is not Ready: {ready}"
+    return str(real[0]["metadata"]["name"])
+
+
+NFS_GUARD_LOG = REPO / ".cluster/node/nfs-guard.log"
+"""Where the real node's mount helper (``swa-nfs-mount``) logs every server it refused."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_foreign_mounts() -> Iterator[None]:
+    """Fails the run if a real kubelet was asked to mount an export of another machine.
+
+    Only the local cluster's own test export may be mounted for real: the sample's
+    211.183.3.100 is a public address. The helper refuses before any packet leaves; this makes
+    the test that asked for it fail the run instead of passing on a pod that never started.
+    """
+    before = NFS_GUARD_LOG.read_text() if NFS_GUARD_LOG.exists() else ""
+    yield
+    after = NFS_GUARD_LOG.read_text() if NFS_GUARD_LOG.exists() else ""
+    refused = after[len(before) :] if after.startswith(before) else after
+    assert not refused.strip(), (
+        "a real kubelet was asked to mount an NFS export that is not on this machine "
+        f"(refused by swa-nfs-mount, {NFS_GUARD_LOG}):\n{refused}"
+    )

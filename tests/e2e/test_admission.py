@@ -22,6 +22,14 @@ def with_spec(**spec: Any) -> dict[str, Any]:
     return body
 
 
+def nfs_options(options: list[str]) -> dict[str, Any]:
+    return {"storage": {"nfs": {"server": "a", "path": "/x", "mountOptions": options}}}
+
+
+def tolerations(**toleration: Any) -> dict[str, Any]:
+    return {"tolerations": [{"key": "dedicated", **toleration}]}
+
+
 REFUSED = [
     ("hostPath root", {"backup": {"hostPath": "/"}}, "must not be the node's root directory"),
     ("hostPath /.", {"backup": {"hostPath": "/."}}, "is not a clean path"),
@@ -61,6 +69,30 @@ REFUSED = [
         "backup.resources.requests may only name",
     ),
     ("runAsUser without restricted", {"runAsUser": 1000}, "Set podSecurity: restricted"),
+    ("mount options in one entry", nfs_options(["nfsvers=4.1,hard"]), "one option per list entry"),
+    ("mount option with a space", nfs_options(["hard soft"]), "holds a comma or a space"),
+    ("empty mount option", nfs_options([""]), "should be at least 1 chars long"),
+    ("too many mount options", nfs_options(["hard"] * 33), "must have at most 32 items"),
+    ("toleration Exists with a value", tolerations(operator="Exists", value="x"), "remove value"),
+    (
+        "toleration without key",
+        {"tolerations": [{"operator": "Equal", "value": "x"}]},
+        "give the taint's key",
+    ),
+    ("toleration bad operator", tolerations(operator="In"), 'supported values: "Equal", "Exists"'),
+    (
+        "tolerationSeconds without NoExecute",
+        tolerations(tolerationSeconds=5, effect="NoSchedule"),
+        "applies only to effect NoExecute",
+    ),
+    ("toleration bad key", tolerations(key="a b"), "is not a label key"),
+    (
+        "backup toleration without key",
+        {"backup": {"tolerations": [{"value": "x"}]}},
+        "give the taint's key",
+    ),
+    ("nodeSelector bad key", {"nodeSelector": {"-x": "y"}}, "must be a label key"),
+    ("nodeSelector bad value", {"nodeSelector": {"disk": "s s"}}, "is not a label value"),
     ("TZ in schedule", {"dateLogger": {"schedule": "TZ=UTC * * * * *"}}, "time zone"),
 ]
 
@@ -74,6 +106,11 @@ ACCEPTED = [
     ("resources all kinds", {"resources": {"limits": {"cpu": 1, "hugepages-2Mi": "4Mi"}}}),
     ("resources ephemeral", {"resources": {"requests": {"ephemeral-storage": "1Gi"}}}),
     ("runAsUser restricted", {"podSecurity": "restricted", "runAsUser": 1000}),
+    ("mount options", nfs_options(["nfsvers=4.1", "hard", "port=2049", "sec=krb5p"])),
+    ("toleration of every taint", {"tolerations": [{"operator": "Exists"}]}),
+    ("toleration NoExecute for a while", tolerations(effect="NoExecute", tolerationSeconds=30)),
+    ("nodeSelector prefixed key", {"nodeSelector": {"kubernetes.io/hostname": "worker1"}}),
+    ("nodeSelector empty value", {"nodeSelector": {"disk": ""}}),
 ]
 
 
@@ -122,4 +159,18 @@ def test_storage_size_is_immutable_and_says_how_to_move(
 
 def test_same_storage_size_is_no_edit(cluster: Cluster, app_ns: str) -> None:
     out = dry_run(cluster, sample(replicas=2), app_ns)
+    assert "configured (server dry run)" in out, out
+
+
+def test_the_export_is_immutable_but_its_mount_options_are_not(
+    cluster: Cluster, app_ns: str
+) -> None:
+    moved = sample()
+    moved["spec"]["storage"]["nfs"]["path"] = "/elsewhere"
+    out = dry_run(cluster, moved, app_ns)
+    assert "storage.nfs.server and storage.nfs.path are immutable" in out, out
+    assert "mountOptions may change" in out
+    tuned = sample()
+    tuned["spec"]["storage"]["nfs"]["mountOptions"] = ["nfsvers=4.1", "hard"]
+    out = dry_run(cluster, tuned, app_ns)
     assert "configured (server dry run)" in out, out

@@ -21,6 +21,7 @@ import pytest
 
 from statefulwebapp import names
 from tests.e2e.apps import (
+    CONTROL_PLANE,
     apply,
     child,
     children_match_the_rendering,
@@ -57,6 +58,26 @@ def backup_nodes(cluster: Cluster, namespace: str) -> list[str]:
     selector = {names.LABEL_INSTANCE: "web", names.LABEL_COMPONENT: names.BACKUP}
     pods = pykube.Pod.objects(cluster.api, namespace=namespace).filter(selector=selector)
     return sorted(p.obj["spec"].get("nodeName", "") for p in pods)
+
+
+def web_nodes(cluster: Cluster, namespace: str) -> list[str]:
+    """The distinct nodes of the web pods, once every pod of the current revision is placed."""
+    selector = {names.LABEL_INSTANCE: "web", names.LABEL_COMPONENT: names.WEB}
+
+    def placed() -> list[str] | None:
+        pods = list(pykube.Pod.objects(cluster.api, namespace=namespace).filter(selector=selector))
+        if any(p.obj["metadata"].get("deletionTimestamp") for p in pods):
+            return None
+        return sorted({p.obj["spec"].get("nodeName", "") for p in pods})
+
+    found: list[str] = wait_for(placed, 60, "the web pods of the new revision to be placed")
+    return found
+
+
+def volume(children: dict[str, Obj | None]) -> Obj:
+    pv = children["PersistentVolume"]
+    assert pv is not None
+    return pv
 
 
 def nodes(cluster: Cluster, control_plane: bool) -> list[str]:
@@ -237,6 +258,79 @@ STEPS: list[tuple[str, Edit | list[Obj], Check]] = [
             _eq(ch["CronJob"]["spec"]["successfulJobsHistoryLimit"], 3),  # type: ignore[index]
             _eq(ch["CronJob"]["spec"]["failedJobsHistoryLimit"], 1),  # type: ignore[index]
         ),
+    ),
+    (
+        "set NFS mount options",
+        put("storage.nfs.mountOptions", ["nfsvers=4.1", "hard"]),
+        lambda c, ns, ch: _eq(volume(ch)["spec"]["mountOptions"], ["nfsvers=4.1", "hard"]),
+    ),
+    (
+        "change them (same volume, same claim: the PV's mountOptions may change)",
+        put("storage.nfs.mountOptions", ["nfsvers=3", "soft", "timeo=50"]),
+        lambda c, ns, ch: (
+            _eq(volume(ch)["spec"]["mountOptions"], ["nfsvers=3", "soft", "timeo=50"]),
+            _eq(ch["PersistentVolumeClaim"]["status"]["phase"], "Bound"),  # type: ignore[index]
+        ),
+    ),
+    (
+        "remove them",
+        put("storage.nfs.mountOptions", None),
+        lambda c, ns, ch: _eq(volume(ch)["spec"].get("mountOptions"), None),
+    ),
+    (
+        "place the web pods on the control plane (nodeSelector and a toleration)",
+        both(
+            put("nodeSelector", {"kubernetes.io/hostname": "manager"}),
+            put("tolerations", [{"key": CONTROL_PLANE, "operator": "Exists"}]),
+        ),
+        lambda c, ns, ch: (
+            _eq(
+                pod_spec(ch["StatefulSet"])["tolerations"],
+                [{"key": CONTROL_PLANE, "operator": "Exists"}],
+            ),
+            _eq(web_nodes(c, ns), ["manager"]),
+        ),
+    ),
+    (
+        "move them to one worker (toleration removed)",
+        both(put("nodeSelector", {"kubernetes.io/hostname": "worker2"}), put("tolerations", None)),
+        lambda c, ns, ch: (
+            _eq(pod_spec(ch["StatefulSet"]).get("tolerations"), None),
+            _eq(web_nodes(c, ns), ["worker2"]),
+        ),
+    ),
+    (
+        "remove the placement",
+        put("nodeSelector", None),
+        lambda c, ns, ch: _eq(pod_spec(ch["StatefulSet"]).get("nodeSelector"), None),
+    ),
+    (
+        "let the backup agents tolerate one more taint",
+        put("backup.tolerations", [{"key": "example.com/maintenance", "operator": "Exists"}]),
+        lambda c, ns, ch: _eq(
+            pod_spec(ch["DaemonSet"])["tolerations"][2:],
+            [{"key": "example.com/maintenance", "operator": "Exists"}],
+        ),
+    ),
+    (
+        "change it (NoExecute, for 60 s)",
+        put(
+            "backup.tolerations",
+            [
+                {
+                    "key": "example.com/maintenance",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 60,
+                }
+            ],
+        ),
+        lambda c, ns, ch: _eq(pod_spec(ch["DaemonSet"])["tolerations"][2]["tolerationSeconds"], 60),
+    ),
+    (
+        "remove it",
+        put("backup.tolerations", None),
+        lambda c, ns, ch: _eq(len(pod_spec(ch["DaemonSet"])["tolerations"]), 2),
     ),
     (
         "change replicas, image, port and mount path",

@@ -15,11 +15,8 @@ the claim, and everything else about them is what the operator renders.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
-import subprocess
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,42 +30,11 @@ from statefulwebapp import names
 from statefulwebapp.model import parse
 from statefulwebapp.render import DATA_VOLUME, render_daemonset, render_statefulset
 from tests.e2e.apps import REAL_NODE, apply, delete_namespace, get_app, sample, wait_ready
-from tests.e2e.cluster import CHART, REPO, Cluster, helm, make_namespace, wait_for
+from tests.e2e.cluster import CHART, Cluster, helm, make_namespace, wait_for
+from tests.e2e.realnode import ON_REAL_NODE, exec_in, http_get, images, pods
 
 NODE = "real"
-ON_REAL_NODE: dict[str, Any] = {
-    "nodeSelector": {REAL_NODE: "true"},
-    "tolerations": [{"key": REAL_NODE, "operator": "Exists", "effect": "NoSchedule"}],
-}
 DATE = re.compile(r"^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d UTC (\d{4})$", re.MULTILINE)
-
-
-@functools.cache
-def images() -> dict[str, str]:
-    """The locally built images by short name (busybox, nginx, operator, ...)."""
-    out = subprocess.run(
-        [REPO / "hack/images/build.sh", "--names"], capture_output=True, text=True, check=True
-    ).stdout
-    return dict(line.split("=", 1) for line in out.split())
-
-
-@pytest.fixture(scope="module")
-def real_node(cluster: Cluster) -> str:
-    if cluster.kind != "local":
-        pytest.fail(
-            "the real-node tests run the images built on this machine (hack/images) on the local "
-            "cluster's real node: use --cluster=local"
-        )
-    node = json.loads(cluster.kubectl("get", "nodes", "-o", "json"))["items"]
-    real = [n for n in node if n["metadata"].get("labels", {}).get(REAL_NODE) == "true"]
-    if not real:
-        pytest.fail(
-            f"no node labelled {REAL_NODE}=true: these tests need the real node; start the local "
-            "cluster with REAL_NODE=1 make cluster-up (make test does)"
-        )
-    ready = next(c for c in real[0]["status"]["conditions"] if c["type"] == "Ready")
-    assert ready["status"] == "True", f"the real node is not Ready: {ready}"
-    return str(real[0]["metadata"]["name"])
 
 
 @dataclass
@@ -101,15 +67,6 @@ def release(
     yield Release(name, namespace)
     helm(cluster, "uninstall", name, "-n", namespace, "--wait")
     delete_namespace(cluster, namespace)
-
-
-def pods(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
-    out = cluster.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json")
-    return list(json.loads(out)["items"])
-
-
-def exec_in(cluster: Cluster, namespace: str, pod: str, script: str) -> str:
-    return cluster.kubectl("exec", "-n", namespace, pod, "--", "sh", "-c", script)
 
 
 def run_pod(cluster: Cluster, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
@@ -341,11 +298,7 @@ def test_web_image_serves_the_volume(cluster: Cluster, namespace: str) -> None:
     pod = run_pod(cluster, namespace, rendered_pod(template, "web-0", f"hello from {namespace}"))
     ip = pod["status"]["podIP"]
 
-    def page() -> str | None:
-        try:
-            with urllib.request.urlopen(f"http://{ip}:{app.port}/", timeout=2) as response:
-                return str(response.read().decode())
-        except OSError:
-            return None
-
-    assert wait_for(page, 30, f"nginx to answer on {ip}") == f"hello from {namespace}"
+    assert (
+        wait_for(lambda: http_get(ip, app.port), 30, f"nginx to answer on {ip}")
+        == f"hello from {namespace}"
+    )

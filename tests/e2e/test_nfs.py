@@ -1,0 +1,254 @@
+"""The NFS data path for real: the app's volume mounted by a real kubelet, shared by every
+replica, archived by the backup agent, kept across the app's deletion, and its failure told.
+
+The local cluster's NFS server (``hack/cluster/nfs.sh``: nfs-ganesha on 127.0.0.1) exports a
+directory of this machine; each test module's app gets a subdirectory of its own
+(:func:`tests.e2e.realnode.export_dir`). The real node's kubelet mounts ``nfs`` volumes through
+``swa-nfs-mount`` (its ``--experimental-mounter-path``): the kernel's NFS client where the
+kernel has one, else the project's FUSE client. It refuses any server that is not an address
+of this machine, and logs the refusal; the session fails if anything was refused
+(``conftest.no_foreign_mounts``).
+
+The web pods and the real node's backup agent are placed there with the app's own fields
+(``nodeSelector``, ``tolerations``, ``backup.tolerations``); the kwok nodes' agents mount
+nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from statefulwebapp import names
+from tests.e2e.apps import apply, get_app, ready_condition, sample, wait_ready
+from tests.e2e.cluster import REPO, Cluster, Operator, make_namespace, wait_for
+from tests.e2e.realnode import (
+    ON_REAL_NODE,
+    TOLERATE_REAL_NODE,
+    exec_in,
+    export_dir,
+    http_get,
+    images,
+    pods,
+)
+
+REPLICAS = 2
+MOUNT_PATH = "/usr/share/nginx/html"
+
+
+@dataclass
+class NfsApp:
+    namespace: str
+    body: dict[str, Any]
+    export: dict[str, Any]
+    """``spec.storage.nfs`` of the app."""
+    served: Path
+    """The exported directory, on this machine (the server's side)."""
+    backups: Path
+    """The real node's backup directory (``backup.hostPath``), on this machine."""
+
+
+def selector(component: str) -> str:
+    return f"{names.LABEL_INSTANCE}=web,{names.LABEL_COMPONENT}={component}"
+
+
+def app_body(export: dict[str, Any], backups: Path) -> dict[str, Any]:
+    return sample(
+        replicas=REPLICAS,
+        image=images()["nginx"],
+        **ON_REAL_NODE,
+        storage={"nfs": export, "capacity": "100Mi", "request": "10Mi"},
+        backup={
+            "image": images()["busybox"],
+            "intervalSeconds": 3,
+            "keep": 3,
+            "hostPath": str(backups),
+            "tolerations": [TOLERATE_REAL_NODE],
+        },
+        dateLogger={"enabled": False},
+    )
+
+
+@pytest.fixture(scope="module")
+def nfs_app(
+    cluster: Cluster, operator: Operator, real_node: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NfsApp]:
+    namespace = make_namespace(cluster, "nfs")
+    export, served = export_dir(namespace)
+    backups = tmp_path_factory.mktemp("backups")
+    body = app_body(export, backups)
+    apply(cluster, namespace, body)
+    try:
+        wait_ready(cluster, namespace, timeout=180)
+    except BaseException:
+        print(cluster.kubectl("get", "swa,pods,events", "-n", namespace, "-o", "wide"))
+        raise
+    yield NfsApp(namespace, body, export, served, backups)
+    cluster.kubectl("delete", "swa", "--all", "-n", namespace, "--wait=true", "--timeout=90s")
+    cluster.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=120s")
+
+
+def web_pods(cluster: Cluster, app: NfsApp) -> list[dict[str, Any]]:
+    found = sorted(
+        pods(cluster, app.namespace, selector(names.WEB)), key=lambda p: p["metadata"]["name"]
+    )
+    return [p for p in found if not p["metadata"].get("deletionTimestamp")]
+
+
+def test_every_replica_mounts_the_export(cluster: Cluster, nfs_app: NfsApp, real_node: str) -> None:
+    running = web_pods(cluster, nfs_app)
+    assert len(running) == REPLICAS
+    source = f"{nfs_app.export['server']}:{nfs_app.export['path']}"
+    for pod in running:
+        assert pod["spec"]["nodeName"] == real_node
+        mounts = exec_in(cluster, nfs_app.namespace, pod["metadata"]["name"], "cat /proc/mounts")
+        at_mount_path = [line.split() for line in mounts.splitlines() if f" {MOUNT_PATH} " in line]
+        assert at_mount_path, f"nothing mounted at {MOUNT_PATH} in {pod['metadata']['name']}"
+        device, _, fstype, *_ = at_mount_path[-1]
+        assert device == source, mounts
+        # The kernel's client shows nfs or nfs4; the FUSE client, fuse.nfs.
+        assert fstype in {"nfs", "nfs4", "fuse.nfs"}, mounts
+
+
+def test_a_file_written_through_one_replica_is_served_by_every_replica(
+    cluster: Cluster, nfs_app: NfsApp
+) -> None:
+    token = f"shared {uuid.uuid4().hex}\n"
+    first, *others = web_pods(cluster, nfs_app)
+    exec_in(
+        cluster,
+        nfs_app.namespace,
+        first["metadata"]["name"],
+        f"printf %s '{token}' > {MOUNT_PATH}/index.html.tmp && "
+        f"mv {MOUNT_PATH}/index.html.tmp {MOUNT_PATH}/index.html",
+    )
+    assert (nfs_app.served / "index.html").read_text() == token, "not on the server"
+    for pod in [first, *others]:
+        ip = pod["status"]["podIP"]
+        got = wait_for(lambda ip=ip: http_get(ip, 80) == token, 20, f"nginx at {ip} to serve it")
+        assert got
+
+
+def test_the_backup_agent_archives_the_real_content(
+    cluster: Cluster, nfs_app: NfsApp, real_node: str
+) -> None:
+    payload = uuid.uuid4().bytes * 4096  # 64 KiB no compressor can invent
+    (nfs_app.served / "blob.bin").write_bytes(payload)
+    digest = hashlib.sha256(payload).hexdigest()
+    agents = pods(cluster, nfs_app.namespace, selector(names.BACKUP))
+    assert real_node in {a["spec"].get("nodeName") for a in agents}
+    prefix = f"{nfs_app.namespace}-web-"
+
+    def archived() -> bool:
+        for archive in sorted(nfs_app.backups.glob(f"{prefix}*.tar.gz"), reverse=True):
+            try:
+                with tarfile.open(archive) as tar:
+                    member = tar.extractfile("./blob.bin")
+                    data = member.read() if member else b""
+            except (KeyError, tarfile.TarError, EOFError, OSError):
+                continue
+            return hashlib.sha256(data).hexdigest() == digest
+        return False
+
+    wait_for(archived, 60, f"an archive in {nfs_app.backups} holding blob.bin byte for byte")
+
+
+def test_the_data_stay_when_the_app_is_deleted_and_created_again(
+    cluster: Cluster, nfs_app: NfsApp
+) -> None:
+    token = f"kept {uuid.uuid4().hex}\n"
+    (nfs_app.served / "index.html").write_text(token)
+    volume = f"{nfs_app.namespace}-web-data"
+    cluster.kubectl("delete", "swa", "web", "-n", nfs_app.namespace, "--wait=true")
+    wait_for(
+        lambda: not cluster.kubectl("get", "pv", volume, "--ignore-not-found").strip(),
+        90,
+        f"volume {volume} to be collected",
+    )
+    wait_for(lambda: not web_pods(cluster, nfs_app), 90, "the web pods to go")
+    assert (nfs_app.served / "index.html").read_text() == token, "Retain: the export keeps it"
+    apply(cluster, nfs_app.namespace, nfs_app.body)
+    wait_ready(cluster, nfs_app.namespace, timeout=180)
+    for pod in web_pods(cluster, nfs_app):
+        ip = pod["status"]["podIP"]
+        assert wait_for(lambda ip=ip: http_get(ip, 80) == token, 20, f"nginx at {ip}")
+
+
+def nfs_server(action: str) -> None:
+    subprocess.run([REPO / "hack/cluster/nfs.sh", action], check=True, timeout=120)
+
+
+def test_a_stopped_server_is_told_as_volume_mount_failed_and_recovery_is_seen(
+    cluster: Cluster, nfs_app: NfsApp
+) -> None:
+    """Last of the module: it stops the server."""
+    pod = f"web-{REPLICAS - 1}"
+    nfs_server("stop-server")
+    try:
+        cluster.kubectl("delete", "pod", pod, "-n", nfs_app.namespace, "--wait=true")
+        condition = wait_for(
+            lambda: (
+                (c := ready_condition(get_app(cluster, nfs_app.namespace))).get("reason")
+                == "VolumeMountFailed"
+                and c
+            ),
+            90,
+            "Ready=False VolumeMountFailed",
+        )
+    finally:
+        started = time.monotonic()
+        nfs_server("start")
+    assert condition["status"] == "False"
+    message = condition["message"]
+    source = f"{nfs_app.export['server']}:{nfs_app.export['path']}"
+    assert message.startswith(f"web pod {pod} cannot mount volume"), message
+    assert f"(NFS {source})" in message, message
+    assert "MountVolume.SetUp failed" in message, message
+    # Within the kubelet's own retry backoff (at most about two minutes between tries).
+    app = wait_ready(cluster, nfs_app.namespace, timeout=180)
+    print(f"Ready again {time.monotonic() - started:.1f} s after the server came back")
+    assert ready_condition(app)["reason"] == "Ready"
+    mounts = exec_in(cluster, nfs_app.namespace, pod, "cat /proc/mounts")
+    assert f"{source} {MOUNT_PATH} " in mounts, mounts
+
+
+def test_the_mount_helper_refuses_a_server_of_another_machine(tmp_path: Path) -> None:
+    """The guard itself: 203.0.113.1 (a documentation address) is never contacted."""
+    log = tmp_path / "guard.log"
+    helper = Path(
+        subprocess.run(
+            [REPO / "hack/tools/build.sh", "--dir"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    )
+    target = tmp_path / "mnt"
+    target.mkdir()
+    out = subprocess.run(
+        [
+            helper / "swa-nfs-mount",
+            "mount",
+            "-t",
+            "nfs",
+            "-o",
+            "nfsvers=3",
+            "203.0.113.1:/shared",
+            str(target),
+        ],
+        capture_output=True,
+        text=True,
+        env={"SWA_NFS_GUARD_LOG": str(log), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 32, out
+    assert "203.0.113.1 is not an address of this machine" in out.stdout + out.stderr
+    assert "203.0.113.1:/shared" in log.read_text()
+    assert not any(str(target) in line for line in Path("/proc/mounts").read_text().splitlines())
