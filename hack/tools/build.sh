@@ -77,6 +77,17 @@ if need etcd; then
   (cd "$here/etcd" && build etcd go build -v -trimpath -ldflags "-s -w" -o "$bin/etcd" .)
 fi
 
+# The real node's mount helper (--experimental-mounter-path): the guard against foreign
+# servers, and an NFSv3 client over FUSE where the kernel has none; see nfs-mount/main.go.
+# Rebuilt whenever its own sources change (a stamp of their hash), without touching the
+# cache of the Kubernetes build above, which takes many times longer.
+nfs_hash=$(cd "$here/nfs-mount" && cat go.mod go.sum ./*.go | sha256sum | cut -c1-12)
+if need swa-nfs-mount || [ "$(cat "$root/swa-nfs-mount.hash" 2>/dev/null)" != "$nfs_hash" ]; then
+  ensure_proxy
+  (cd "$here/nfs-mount" && build swa-nfs-mount go build -v -trimpath -ldflags "-s -w" -o "$bin/swa-nfs-mount" .)
+  echo "$nfs_hash" >"$root/swa-nfs-mount.hash"
+fi
+
 # These three modules carry no replace directives, so `go install pkg@version` builds them as
 # their authors pinned them; running it outside any module keeps our go.mod files out of it.
 install() {

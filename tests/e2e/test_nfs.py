@@ -141,8 +141,14 @@ def test_a_file_written_through_one_replica_is_served_by_every_replica(
 def test_the_backup_agent_archives_the_real_content(
     cluster: Cluster, nfs_app: NfsApp, real_node: str
 ) -> None:
-    payload = uuid.uuid4().bytes * 4096  # 64 KiB no compressor can invent
-    (nfs_app.served / "blob.bin").write_bytes(payload)
+    # Written through a pod, as all content is: the server is not told of changes made
+    # beside it on its own disk. Read here, on the server's side, for the bytes to expect.
+    first = web_pods(cluster, nfs_app)[0]["metadata"]["name"]
+    exec_in(
+        cluster, nfs_app.namespace, first, f"head -c 65536 /dev/urandom > {MOUNT_PATH}/blob.bin"
+    )
+    payload = (nfs_app.served / "blob.bin").read_bytes()
+    assert len(payload) == 65536
     digest = hashlib.sha256(payload).hexdigest()
     agents = pods(cluster, nfs_app.namespace, selector(names.BACKUP))
     assert real_node in {a["spec"].get("nodeName") for a in agents}
@@ -166,7 +172,8 @@ def test_the_data_stay_when_the_app_is_deleted_and_created_again(
     cluster: Cluster, nfs_app: NfsApp
 ) -> None:
     token = f"kept {uuid.uuid4().hex}\n"
-    (nfs_app.served / "index.html").write_text(token)
+    first = web_pods(cluster, nfs_app)[0]["metadata"]["name"]
+    exec_in(cluster, nfs_app.namespace, first, f"printf %s '{token}' > {MOUNT_PATH}/index.html")
     volume = f"{nfs_app.namespace}-web-data"
     cluster.kubectl("delete", "swa", "web", "-n", nfs_app.namespace, "--wait=true")
     wait_for(
@@ -192,7 +199,7 @@ def test_a_stopped_server_is_told_as_volume_mount_failed_and_recovery_is_seen(
 ) -> None:
     """Last of the module: it stops the server."""
     pod = f"web-{REPLICAS - 1}"
-    nfs_server("stop-server")
+    nfs_server("stop")
     try:
         cluster.kubectl("delete", "pod", pod, "-n", nfs_app.namespace, "--wait=true")
         condition = wait_for(
