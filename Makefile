@@ -36,12 +36,16 @@ image: tools ## Build the operator image and the real node's images with podman,
 
 REAL_NODE ?= 0
 .PHONY: cluster-up
-cluster-up: tools ## Start the local cluster (idempotent; REAL_NODE=1 adds a real kubelet node); prints the kubeconfig path
+cluster-up: tools ## Start the local cluster (idempotent; REAL_NODE=1 adds a real kubelet node and a loopback NFS server); prints the kubeconfig path
 	@REAL_NODE=$(REAL_NODE) hack/cluster/up.sh
 
 .PHONY: cluster-down
-cluster-down: ## Stop the local cluster, CoreDNS and the real node; fails if a process, mount, device or iptables chain is left
+cluster-down: ## Stop the local cluster, CoreDNS, the real node and the NFS server; fails if a process, mount, device or iptables chain is left
 	@hack/cluster/down.sh
+
+.PHONY: nfs-export
+nfs-export: ## Print, as one line of JSON, the test NFS export's spec.storage.nfs (server, path, mountOptions)
+	@hack/cluster/nfs.sh export
 
 .PHONY: kubeconfig
 kubeconfig: ## Print the local cluster's kubeconfig path

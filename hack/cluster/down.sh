@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stops the local cluster and CoreDNS, and removes their state: no process is left behind.
+# Stops the local cluster, CoreDNS, the real node and the NFS server, and removes their state:
+# no process is left behind.
 set -euo pipefail
 # shellcheck source=/dev/null
 . "$(dirname "$0")/env.sh"
@@ -10,6 +11,8 @@ if [ -f "$CLUSTER_DIR/operator.pid" ]; then
 fi
 "$repo/hack/cluster/dns.sh" stop
 "$repo/hack/cluster/node.sh" stop
+# After the node: its mounts use the server until they are gone.
+"$repo/hack/cluster/nfs.sh" stop
 if command -v kwokctl >/dev/null 2>&1 && kwokctl get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; then
   kwokctl delete cluster --name "$CLUSTER_NAME" --kubeconfig "$KUBECONFIG_PATH" >/dev/null 2>&1
 fi
@@ -19,13 +22,15 @@ fi
 pkill -f -- "$KWOK_WORKDIR/" 2>/dev/null || true
 for _ in $(seq 50); do pgrep -f -- "$KWOK_WORKDIR/" >/dev/null || break; sleep 0.2; done
 pkill -KILL -f -- "$KWOK_WORKDIR/" 2>/dev/null || true
-# Prove it: nothing may still run from the cluster's directory.
+# Prove it: nothing may still run from the cluster's directory. Our rpcbind is known by its
+# working directory alone (.cluster/nfs); a ganesha or rpcbind started elsewhere is not ours.
 sleep 0.5
-left=$(for pid in $(pgrep -f -- "$CLUSTER_DIR/" || true) $(pgrep -x coredns || true); do
+left=$(for pid in $(pgrep -f -- "$CLUSTER_DIR/" || true) \
+  $(pgrep -x coredns || true) $(pgrep -x ganesha.nfsd || true) $(pgrep -x rpcbind || true); do
   case "$(readlink "/proc/$pid/cwd" 2>/dev/null) $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" in
-    *"$CLUSTER_DIR"*) echo "$pid" ;;
+    *"$CLUSTER_DIR"*) echo "$pid($(cat "/proc/$pid/comm" 2>/dev/null))" ;;
   esac
-done)
+done | sort -u | paste -sd ' ')
 [ -z "$left" ] || die "processes still running from $CLUSTER_DIR: $left"
 rm -rf "$CLUSTER_DIR"
 say "cluster $CLUSTER_NAME is down"

@@ -3,7 +3,8 @@
 # Real etcd, kube-apiserver, kube-controller-manager and kube-scheduler run as local processes
 # through `kwokctl --runtime binary`; kwok plays the kubelets of the four scenario nodes; CoreDNS
 # serves cluster.local from this API server on a loopback port (see coredns/port).
-# With REAL_NODE=1 a fifth node runs a real kubelet with containerd (hack/cluster/node.sh).
+# With REAL_NODE=1 a fifth node runs a real kubelet with containerd (hack/cluster/node.sh), and
+# an NFS server on 127.0.0.1 serves the NFS storage of its pods (hack/cluster/nfs.sh).
 set -euo pipefail
 # shellcheck source=/dev/null
 . "$(dirname "$0")/env.sh"
@@ -74,7 +75,11 @@ kc wait --for=condition=Ready node --all --timeout=60s >/dev/null \
 for _ in $(seq 60); do kc get serviceaccount default >/dev/null 2>&1 && break; sleep 0.5; done
 
 "$repo/hack/cluster/dns.sh" start
-if [ "${REAL_NODE:-0}" = 1 ]; then "$repo/hack/cluster/node.sh" start; fi
+if [ "${REAL_NODE:-0}" = 1 ]; then
+  # The NFS server first: the node's pods may mount it as soon as they start.
+  "$repo/hack/cluster/nfs.sh" start
+  "$repo/hack/cluster/node.sh" start
+fi
 say "nodes: $(kc get nodes -o name | tr '\n' ' ')"
 say "CoreDNS: 127.0.0.1:$(cat "$DNS_DIR/port") serves cluster.local"
 echo "$KUBECONFIG_PATH"
