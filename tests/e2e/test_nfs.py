@@ -30,7 +30,7 @@ import pytest
 
 from statefulwebapp import names
 from tests.e2e.apps import apply, get_app, ready_condition, sample, wait_ready
-from tests.e2e.cluster import REPO, Cluster, Operator, make_namespace, wait_for
+from tests.e2e.cluster import REPO, Cluster, Operator, make_namespace, tools_bin, wait_for
 from tests.e2e.realnode import (
     ON_REAL_NODE,
     TOLERATE_REAL_NODE,
@@ -69,10 +69,10 @@ def app_body(export: dict[str, Any], backups: Path) -> dict[str, Any]:
         storage={"nfs": export, "capacity": "100Mi", "request": "10Mi"},
         backup={
             "image": images()["busybox"],
-            "intervalSeconds": 3,
+            "intervalSeconds": 10,
             "keep": 3,
             "hostPath": str(backups),
-            "tolerations": [TOLERATE_REAL_NODE],
+            "tolerations": [dict(TOLERATE_REAL_NODE)],
         },
         dateLogger={"enabled": False},
     )
@@ -216,6 +216,7 @@ def test_a_stopped_server_is_told_as_volume_mount_failed_and_recovery_is_seen(
         nfs_server("start")
     assert condition["status"] == "False"
     message = condition["message"]
+    print(f"Ready=False VolumeMountFailed: {message}")
     source = f"{nfs_app.export['server']}:{nfs_app.export['path']}"
     assert message.startswith(f"web pod {pod} cannot mount volume"), message
     assert f"(NFS {source})" in message, message
@@ -231,11 +232,7 @@ def test_a_stopped_server_is_told_as_volume_mount_failed_and_recovery_is_seen(
 def test_the_mount_helper_refuses_a_server_of_another_machine(tmp_path: Path) -> None:
     """The guard itself: 203.0.113.1 (a documentation address) is never contacted."""
     log = tmp_path / "guard.log"
-    helper = Path(
-        subprocess.run(
-            [REPO / "hack/tools/build.sh", "--dir"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    )
+    helper = tools_bin()
     target = tmp_path / "mnt"
     target.mkdir()
     out = subprocess.run(
