@@ -22,4 +22,15 @@ command -v apt-get >/dev/null || die "apt-get is missing: install ${missing[*]} 
 [ "$(id -u)" = 0 ] || die "installing ${missing[*]} needs root: run 'sudo make tools' once."
 say "installing ${missing[*]} ..."
 apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts a package's services on install (nfs-ganesha on 0.0.0.0:2049, rpcbind on
+# port 111, where systemd runs): the project runs its own, on loopback, when a cluster starts.
+# A policy-rc.d answering 101 ("not allowed") keeps the services of this install from starting
+# now (systemd still has them enabled for the next boot: disable them if that matters).
+policy=/usr/sbin/policy-rc.d
+if [ -e "$policy" ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  trap 'rm -f "$policy"' EXIT
+  printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

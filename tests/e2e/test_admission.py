@@ -91,7 +91,7 @@ REFUSED = [
         {"backup": {"tolerations": [{"value": "x"}]}},
         "give the taint's key",
     ),
-    ("nodeSelector bad key", {"nodeSelector": {"-x": "y"}}, "must be a label key"),
+    ("nodeSelector bad key", {"nodeSelector": {"-x": "ssd"}}, "must be a label key"),
     ("nodeSelector bad value", {"nodeSelector": {"disk": "s s"}}, "is not a label value"),
     ("TZ in schedule", {"dateLogger": {"schedule": "TZ=UTC * * * * *"}}, "time zone"),
 ]

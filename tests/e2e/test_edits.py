@@ -84,6 +84,12 @@ def nodes(cluster: Cluster, control_plane: bool) -> list[str]:
     return sorted(n for n, cp in scenario_nodes(cluster).items() if cp is control_plane)
 
 
+MANAGER_TAINTS = [
+    {"key": CONTROL_PLANE, "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "node-role.kubernetes.io/master", "operator": "Exists", "effect": "NoSchedule"},
+]
+"""Tolerations of both taints of the scenario's control-plane node."""
+
 # Each step: (what the user does, the spec edit, what the children must show).
 # An edit is a function of the current spec returning the new one; None removes a key.
 Edit = Callable[[Obj], Obj]
@@ -281,13 +287,10 @@ STEPS: list[tuple[str, Edit | list[Obj], Check]] = [
         "place the web pods on the control plane (nodeSelector and a toleration)",
         both(
             put("nodeSelector", {"kubernetes.io/hostname": "manager"}),
-            put("tolerations", [{"key": CONTROL_PLANE, "operator": "Exists"}]),
+            put("tolerations", MANAGER_TAINTS),
         ),
         lambda c, ns, ch: (
-            _eq(
-                pod_spec(ch["StatefulSet"])["tolerations"],
-                [{"key": CONTROL_PLANE, "operator": "Exists"}],
-            ),
+            _eq(pod_spec(ch["StatefulSet"])["tolerations"], MANAGER_TAINTS),
             _eq(web_nodes(c, ns), ["manager"]),
         ),
     ),
@@ -375,11 +378,12 @@ def test_each_edit_reaches_the_children(cluster: Cluster, live_app: tuple[str, O
         else:
             body["spec"] = edit(body["spec"])
             apply(cluster, namespace, body)
-        wait_ready(cluster, namespace, timeout=120)
         try:
+            wait_ready(cluster, namespace, timeout=120)
             check(cluster, namespace, children_match_the_rendering(cluster, namespace))
-        except AssertionError as err:
-            raise AssertionError(f"after '{what}': {err}") from err
+        except (AssertionError, pytest.fail.Exception) as err:
+            status = get_app(cluster, namespace).get("status")
+            raise AssertionError(f"after '{what}': {err}; the app's status: {status}") from err
 
 
 def test_json_patch_removal_reaches_the_children(

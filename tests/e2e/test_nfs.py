@@ -227,6 +227,12 @@ def test_a_stopped_server_is_told_as_volume_mount_failed_and_recovery_is_seen(
     assert ready_condition(app)["reason"] == "Ready"
     mounts = exec_in(cluster, nfs_app.namespace, pod, "cat /proc/mounts")
     assert f"{source} {MOUNT_PATH} " in mounts, mounts
+    # The pods that kept running through the outage serve again, on their old mounts: the
+    # client reconnects (as the kernel's does with `hard`), no pod has to be recreated.
+    expected = (nfs_app.served / "index.html").read_text()
+    for running in web_pods(cluster, nfs_app):
+        ip = running["status"]["podIP"]
+        assert wait_for(lambda ip=ip: http_get(ip, 80) == expected, 30, f"nginx at {ip}")
 
 
 def test_the_mount_helper_refuses_a_server_of_another_machine(tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ routes the ``kubernetes`` Service to the API server; every image was built on th
 only when it asks to (values, tolerations) or when its namespace sends it there (the API
 server's PodNodeSelector and PodTolerationRestriction admission).
 
-This kernel has no NFS client, so the app's volume itself cannot be mounted here: the backup
-agent and the web server run from their rendered pod templates with an emptyDir in place of
-the claim, and everything else about them is what the operator renders.
+Here the backup agent and the web server run from their rendered pod templates with an
+emptyDir in place of the claim, to test the script and the image on their own; the app's real
+NFS volume, mounted by this node's kubelet, is tests/e2e/test_nfs.py's.
 """
 
 from __future__ import annotations

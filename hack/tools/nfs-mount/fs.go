@@ -3,12 +3,13 @@ package main
 // The FUSE side: one node per NFS file handle. Nothing is cached here: the kernel is told that
 // entries and attributes expire at once, so every path walk and stat asks the server and a
 // change made through another mount (another pod's) is seen at the next call. The one buffer is
-// a per-file write-behind that gathers the kernel's small WRITEs into wsize-sized RPCs; it is
-// sent before anything that must see the data (read, stat, truncate, lookup) and made stable
-// (COMMIT) by close, fsync and unmount, as NFS's close-to-open consistency asks.
+// a per-file write-behind that gathers the kernel's small WRITEs into wsize-sized RPCs (FILE_SYNC
+// ones, see client.write); it is sent before anything that must see the data (read, stat,
+// truncate, lookup) and by close, fsync and unmount, as NFS's close-to-open consistency asks.
 
 import (
 	"context"
+	"errors"
 	"hash/fnv"
 	"sync"
 	"sync/atomic"
@@ -26,12 +27,11 @@ type node struct {
 	c  *client
 	fh []byte // fixed: a new handle for the same inode number makes a new node (see stable)
 
-	w        sync.Mutex // guards the fields below
-	buf      []byte     // bytes written but not yet sent, for file offset bufOff on
-	bufOff   int64
-	unstable bool     // UNSTABLE WRITEs were sent since the last COMMIT
-	werr     error    // a failed background send, reported by the next flush or fsync
-	wcred    rpc.Auth // the last writer's credential, used to send its buffered bytes
+	w      sync.Mutex // guards the fields below
+	buf    []byte     // bytes written but not yet sent, for file offset bufOff on
+	bufOff int64
+	werr   error    // a failed background send, reported by the next flush or fsync
+	wcred  rpc.Auth // the last writer's credential, used to send its buffered bytes
 
 	opens  atomic.Int32 // open file descriptions, for the unlink-while-open rename
 	silly  []byte       // under w; when set: the directory holding the renamed-away file ...
@@ -61,7 +61,7 @@ var (
 	_ fs.NodeAccesser   = (*node)(nil)
 )
 
-// dirty holds the nodes with unsent or uncommitted bytes, flushed once more at unmount.
+// dirty holds the nodes with unsent bytes (or an unreported error), flushed once more at unmount.
 var dirty sync.Map
 
 var nfsType = map[uint32]uint32{nfs.NF3Reg: syscall.S_IFREG, nfs.NF3Dir: syscall.S_IFDIR,
@@ -95,59 +95,65 @@ func (n *node) child(ctx context.Context, fh []byte, a *nfs.Fattr, out *fuse.Ent
 
 func ops(in *fs.Inode) *node { return in.Operations().(*node) }
 
-// send writes the buffered bytes out, as UNSTABLE unless this is a sync point whose bytes fit
-// one FILE_SYNC WRITE (a small file's whole content: one RPC and no COMMIT). At a sync point it
-// COMMITs what earlier UNSTABLE WRITEs left and returns any error met on the way. Caller holds w.
-func (n *node) send(sync bool) error {
-	cred := n.wcred
-	if cred.Flavor == 0 {
-		cred = n.c.rootCred
+// send writes the buffered bytes out, as the last writer, for the request of ctx (nil: the
+// daemon's own). A failure is kept for the next sync point (close, fsync), which returns it. If
+// the server is away and the process of ctx is being killed (EINTR), the bytes stay buffered
+// for a later send: they are the writer's, not the dying process's. Caller holds w.
+func (n *node) send(ctx context.Context, sync bool) error {
+	cred := who{n.wcred, ctx}
+	if cred.auth.Flavor == 0 {
+		cred.auth = n.c.rootCred.auth
 	}
 	if len(n.buf) > 0 {
-		how := uint32(stableUnst)
-		if sync && !n.unstable && len(n.buf) <= int(n.c.wsize) {
-			how = stableFile
-		}
-		if err := n.c.write(cred, n.fh, n.bufOff, n.buf, how); err != nil && n.werr == nil {
+		err := n.c.write(cred, n.fh, n.bufOff, n.buf)
+		if errors.Is(err, syscall.EINTR) {
+			return err
+		} else if err != nil && n.werr == nil {
 			n.werr = err
 		}
-		n.unstable = n.unstable || how == stableUnst
 		n.buf = n.buf[:0]
 	}
 	if !sync {
 		return nil
 	}
-	if n.unstable {
-		if err := n.c.commit(cred, n.fh); err != nil && n.werr == nil {
-			n.werr = err
-		}
-	}
 	err := n.werr
-	n.buf, n.unstable, n.werr = nil, false, nil
+	n.buf, n.werr = nil, nil
 	dirty.Delete(n)
 	return err
 }
 
-func (n *node) flushed(sync bool) error {
+func (n *node) flushed(ctx context.Context, sync bool) error {
 	n.w.Lock()
 	defer n.w.Unlock()
 	if len(n.buf) == 0 && !sync {
 		return nil
 	}
-	return n.send(sync)
+	return n.send(ctx, sync)
 }
 
+// Getattr asks the server, except for the root while the server is away: then the root's last
+// attributes do, as the kernel's client would answer from its attribute cache. umount(8) and
+// the kubelet stat the mount point before they unmount it, and must not wait for the server.
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	n.flushed(false) // the server's size must include what this mount wrote
+	if a := n.c.rootAttr.Load(); n.IsRoot() && a != nil && n.c.nfs.away() {
+		fill(&out.Attr, a)
+		return 0
+	}
+	n.flushed(ctx, false) // the server's size must include what this mount wrote
 	a, err := n.c.getattr(n.c.cred(ctx), n.fh)
 	if err == nil {
 		fill(&out.Attr, a)
+		if n.IsRoot() {
+			n.c.rootAttr.Store(a)
+		}
 	}
 	return errno(err)
 }
 
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	n.flushed(false) // a truncate must come after the writes before it
+	if err := n.flushed(ctx, false); errors.Is(err, syscall.EINTR) {
+		return syscall.EINTR // a truncate must come after the writes before it
+	}
 	var s nfs.Sattr3
 	if m, ok := in.GetMode(); ok {
 		s.Mode = nfs.SetMode{SetIt: true, Mode: m & 07777}
@@ -182,7 +188,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if ch := n.GetChild(name); ch != nil {
-		ops(ch).flushed(false) // its size comes with this reply
+		ops(ch).flushed(ctx, false) // its size comes with this reply
 	}
 	fh, a, err := n.c.lookup(n.c.cred(ctx), n.fh, name)
 	if err != nil {
@@ -257,7 +263,7 @@ const fmodeExec = 0x20 // __FMODE_EXEC, which the kernel sets in the flags of ex
 type handle struct{}
 
 func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	n.flushed(false)
+	n.flushed(ctx, false)
 	k, err := n.c.read(n.c.cred(ctx), n.fh, off, dest)
 	return fuse.ReadResultData(dest[:k]), errno(err)
 }
@@ -268,10 +274,12 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 	n.w.Lock()
 	defer n.w.Unlock()
 	if caller, ok := fuse.FromContext(ctx); ok && caller.Pid != 0 {
-		n.wcred = n.c.cred(ctx)
+		n.wcred = n.c.cred(ctx).auth
 	}
 	if len(n.buf) > 0 && (off != n.bufOff+int64(len(n.buf)) || len(n.buf)+len(data) > int(n.c.wsize)) {
-		n.send(false)
+		if err := n.send(ctx, false); err != nil {
+			return 0, errno(err) // killed while the server is away: the buffer is still full
+		}
 	}
 	if len(n.buf) == 0 {
 		n.bufOff = off
@@ -282,7 +290,7 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 	n.buf = append(n.buf, data...) // go-fuse reuses data's memory after we return: copy it
 	dirty.Store(n, struct{}{})
 	if len(n.buf) >= int(n.c.wsize) {
-		n.send(false)
+		n.send(ctx, false) // on EINTR the bytes stay buffered, and this write is done
 	}
 	if n.werr != nil {
 		return 0, errno(n.werr)
@@ -292,15 +300,17 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 
 // Flush comes with every close(2): the written bytes are on the server when close returns.
 func (n *node) Flush(ctx context.Context, f fs.FileHandle) syscall.Errno {
-	return errno(n.flushed(true))
+	return errno(n.flushed(ctx, true))
 }
 
 func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
-	return errno(n.flushed(true))
+	return errno(n.flushed(ctx, true))
 }
 
+// Release comes after the last close, when nobody waits for it any more: it sends as the daemon,
+// which waits for an absent server as long as the mount lasts (hard), whoever was killed.
 func (n *node) Release(ctx context.Context, f fs.FileHandle) syscall.Errno {
-	n.flushed(true)
+	n.flushed(nil, true)
 	n.w.Lock()
 	defer n.w.Unlock()
 	if n.opens.Add(-1) == 0 && n.silly != nil {
@@ -318,7 +328,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	in := n.child(ctx, fh, a, out)
 	ops(in).opens.Add(1)
-	ops(in).wcred = cred
+	ops(in).wcred = cred.auth
 	return in, &handle{}, 0, 0
 }
 
@@ -358,7 +368,7 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	cred := n.c.cred(ctx)
 	if ch := n.GetChild(name); ch != nil && ops(ch).opens.Load() > 0 {
 		c := ops(ch)
-		c.flushed(true)
+		c.flushed(ctx, true)
 		hidden := ".swa-nfs-" + time.Now().Format("150405.000000000")
 		c.w.Lock()
 		defer c.w.Unlock()
@@ -387,8 +397,16 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	return errno(n.c.rename(cred, n.fh, name, to.fh, newName))
 }
 
+// Statfs is answered with the last FSSTAT's numbers while the server is away, as Getattr is for
+// the root: umount(8) asks for them too.
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	s, err := n.c.fsstat(n.c.cred(ctx), n.fh)
+	s := n.c.lastStat.Load()
+	var err error
+	if s == nil || !n.c.nfs.away() {
+		if s, err = n.c.fsstat(n.c.cred(ctx), n.fh); err == nil {
+			n.c.lastStat.Store(s)
+		}
+	}
 	if err == nil {
 		const bs = 4096
 		out.Bsize, out.Frsize, out.NameLen = bs, bs, 255
@@ -398,10 +416,10 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	return errno(err)
 }
 
-// flushAll sends and commits every file's buffered bytes; the daemon runs it after unmount.
+// flushAll sends every file's buffered bytes; the daemon runs it after unmount.
 func flushAll() {
 	dirty.Range(func(k, _ any) bool {
-		if err := k.(*node).flushed(true); err != nil {
+		if err := k.(*node).flushed(nil, true); err != nil {
 			logf("flush at unmount: %v", err)
 		}
 		return true

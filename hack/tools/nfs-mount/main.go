@@ -11,16 +11,40 @@
 //   - SOURCE is SERVER:/PATH. SERVER (an address, or a name in /etc/hosts) must be a loopback
 //     address or an address of this machine, else exit 32 with nothing contacted (logged to
 //     $SWA_NFS_GUARD_LOG when set): this helper exists for the project's local test exports.
-//   - A kernel with an NFS client (nfs in /proc/filesystems) gets the mount: /bin/mount -t nfs.
+//   - A kernel with an NFS client (nfs in /proc/filesystems) gets the mount: /bin/mount -t nfs,
+//     unless SWA_NFS_CLIENT=fuse asks for this client anyway (its tests, on such a machine).
 //   - Else a daemon is started in a session of its own (stdio to a log in $SWA_NFS_LOG_DIR, or
 //     /dev/null) and the command returns once the mount is live (exit 0) or failed (exit 32 with
 //     the daemon's reason). A plain `umount TARGET` ends the daemon after it flushed; so does
 //     SIGTERM, after it unmounted.
 //
 // Options: port=, mountport= (else the portmapper on 111 is asked), nfsvers=/vers= (3 only),
-// ro, rw, rsize=, wsize=, resvport (bind a source port below 1024), noexec; the other usual NFS
-// options (hard, soft, proto=tcp, nolock, timeo=, retrans=, actimeo=, noatime, ...) are accepted
-// and have no effect; unknown ones are logged and ignored. SWA_NFS_DEBUG=1 logs every request.
+// ro, rw, rsize=, wsize=, resvport (bind a source port below 1024), noexec, hard, soft, timeo=,
+// retrans= (below); the other usual NFS options (proto=tcp, nolock, actimeo=, noatime, ...) are
+// accepted and have no effect; unknown ones are logged and ignored. SWA_NFS_DEBUG=1 logs every
+// request.
+//
+// When the server goes away (stopped, restarted) the daemon keeps the mount and redials the same
+// address and ports (asking the portmapper again if it gave them): at once, then after 0.2 s,
+// doubling up to every 2 s. The calls the broken connection left unanswered are sent again on
+// the new one, so a restarted server is simply used again: NFSv3 keeps no state on the server,
+// and ganesha's file handles outlive its restarts (a stale one is ESTALE, as with the kernel).
+// Meanwhile, as with the kernel's client:
+//
+//   - hard (the default): calls wait for the server, however long it takes. A process killed
+//     meanwhile gets EINTR and can exit (FUSE alone would leave it in D state). SIGTERM to the
+//     daemon ends all waits with EIO and unmounts. The mount point's attributes and statfs are
+//     answered from the last ones while the server is away, so umount TARGET, which asks for
+//     both, returns at once; the daemon then exits, losing bytes not yet sent (those of a write
+//     without close or fsync: close waits for the server) if one more dial fails.
+//   - soft: a call fails with EIO when the server has not answered it within timeo*(retrans+1)
+//     (timeo in tenths of a second, default 50; retrans default 2: 15 s), and once the server
+//     has been away that long, new calls fail at once until it is back.
+//
+// A connection on which nothing arrived for timeo is probed with a NULL call and, if that gets no
+// answer within another timeo, dropped and redialled: this catches a server that vanished
+// without closing it. Written data is sent with FILE_SYNC WRITEs, so nothing the server
+// acknowledged can be lost by its restart.
 package main
 
 import (
@@ -42,7 +66,6 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/willscott/go-nfs-client/nfs"
-	"github.com/willscott/go-nfs-client/nfs/rpc"
 )
 
 const exitFail = 32 // mount(8)'s "mount failure"
@@ -139,7 +162,8 @@ func mountCmd(args []string) {
 		}
 		fail("refusing to mount %s: %v", m.source, err)
 	}
-	if fsTypes, _ := os.ReadFile("/proc/filesystems"); strings.Contains("\n"+string(fsTypes), "\tnfs\n") {
+	fsTypes, _ := os.ReadFile("/proc/filesystems")
+	if strings.Contains("\n"+string(fsTypes), "\tnfs\n") && os.Getenv("SWA_NFS_CLIENT") != "fuse" {
 		execMount(args) // the kernel's own client does it better
 	}
 	if _, err := parseOpts(m.opts, m.typ); err != nil {
@@ -213,10 +237,12 @@ type options struct {
 	rsize, wsize    uint32
 	ro, noexec      bool
 	resv            bool
+	soft            bool
+	timeo, retrans  int // tenths of a second; tries: see the package comment and policy
 }
 
-var ignored = map[string]bool{"hard": true, "soft": true, "tcp": true, "proto": true, "nolock": true,
-	"lock": true, "timeo": true, "retrans": true, "noatime": true, "atime": true, "relatime": true,
+var ignored = map[string]bool{"tcp": true, "proto": true, "nolock": true,
+	"lock": true, "noatime": true, "atime": true, "relatime": true,
 	"nodiratime": true, "actimeo": true, "acregmin": true, "acregmax": true, "acdirmin": true,
 	"acdirmax": true, "ac": true, "noac": true, "sync": true, "async": true, "intr": true,
 	"nointr": true, "nosuid": true, "suid": true, "nodev": true, "dev": true, "exec": true,
@@ -226,6 +252,7 @@ var ignored = map[string]bool{"hard": true, "soft": true, "tcp": true, "proto": 
 
 func parseOpts(list []string, typ string) (o options, err error) {
 	o.rsize, o.wsize = maxTransfer, maxTransfer
+	o.timeo, o.retrans = 50, 2
 	vers := "3"
 	if typ == "nfs4" {
 		vers = "4"
@@ -259,6 +286,14 @@ func parseOpts(list []string, typ string) (o options, err error) {
 			o.noexec = true
 		case "resvport":
 			o.resv = true
+		case "hard":
+			o.soft = false
+		case "soft":
+			o.soft = true
+		case "timeo":
+			o.timeo = max(num(), 1)
+		case "retrans":
+			o.retrans = num()
 		default:
 			if (k == "proto" || k == "mountproto") && v != "tcp" && v != "tcp6" {
 				err = fmt.Errorf("option %s: only TCP is supported", opt)
@@ -347,9 +382,6 @@ func serve(args []string) {
 	if err != nil {
 		die(err)
 	}
-	// The library re-sends an unanswered call every DefaultReadTimeout, up to 100 times, and
-	// wedges if a reply races that timeout; a long timeout keeps both to a stalled server.
-	rpc.DefaultReadTimeout = 60 * time.Second
 	type result struct {
 		c    *client
 		root []byte
@@ -396,7 +428,11 @@ func serve(args []string) {
 		bdi := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", tst.Dev>>8&0xfff, tst.Dev&0xff|tst.Dev>>12&0xfff00)
 		os.WriteFile(bdi, []byte(strconv.Itoa(int(r.c.rsize)/1024)), 0)
 	}
-	logf("mounted %s (rsize %d, wsize %d) at %s", source, r.c.rsize, r.c.wsize, target)
+	mode := "hard"
+	if o.soft {
+		mode = fmt.Sprintf("soft, giving up after %v", r.c.nfs.pol.giveUp)
+	}
+	logf("mounted %s (rsize %d, wsize %d, %s) at %s", source, r.c.rsize, r.c.wsize, mode, target)
 	fmt.Fprintln(report, "ok")
 	report.Close()
 
@@ -405,28 +441,36 @@ func serve(args []string) {
 	go func() {
 		s := <-sigs
 		logf("%v: unmounting %s", s, target)
+		// First end the waits for an absent server: a process blocked in one keeps the mount busy.
+		r.c.nfs.pol.shutdown()
 		if err := server.Unmount(); err != nil {
 			logf("unmount: %v; detaching instead", err)
 			syscall.Unmount(target, syscall.MNT_DETACH)
 		}
 	}()
 	server.Wait()
+	// Unmounted: what is left to send goes if the server is there, else (one dial tried) is lost.
+	r.c.nfs.pol.shutdown()
 	flushAll()
 	r.c.unmount()
 	logf("unmounted %s; exiting", target)
 }
 
 // connect dials MOUNT and NFS, gets the root handle for path and settles the transfer sizes.
+// The MOUNT connection is closed then: it is only needed again at unmount, and redialled.
 func connect(ip, path string, o options) (*client, []byte, *nfs.Fattr, error) {
-	c := &client{rootCred: makeAuth(0, 0, nil)}
-	var err error
-	if c.mnt, err = dial(ip, o.mountPort, nfs.MountProg, o.resv); err != nil {
+	pol := newPolicy(o)
+	c := &client{rootCred: who{auth: makeAuth(0, 0, nil)},
+		mnt: &rpcClient{name: "MOUNT", ip: ip, port: o.mountPort, prog: nfs.MountProg, resv: o.resv, pol: pol},
+		nfs: &rpcClient{name: "NFS", ip: ip, port: o.port, prog: nfs.Nfs3Prog, resv: o.resv, pol: pol}}
+	if err := c.mnt.open(); err != nil {
 		return nil, nil, nil, fmt.Errorf("MOUNT: %w (is the NFS server running?)", unwrapOp(err))
 	}
-	if c.nfs, err = dial(ip, o.port, nfs.Nfs3Prog, o.resv); err != nil {
+	if err := c.nfs.open(); err != nil {
 		return nil, nil, nil, fmt.Errorf("NFS: %w (is the NFS server running?)", unwrapOp(err))
 	}
 	root, err := c.mount(path) // may LOOKUP below the export, so after the NFS dial
+	c.mnt.close()
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("MOUNT: %w", err)
 	}
@@ -439,6 +483,10 @@ func connect(ip, path string, o options) (*client, []byte, *nfs.Fattr, error) {
 	a, err := c.getattr(c.rootCred, root)
 	if err == nil && a.Type != nfs.NF3Dir {
 		err = syscall.ENOTDIR
+	}
+	c.rootAttr.Store(a)
+	if s, err := c.fsstat(c.rootCred, root); err == nil {
+		c.lastStat.Store(s) // for a statfs while the server is away, before any other
 	}
 	return c, root, a, err
 }

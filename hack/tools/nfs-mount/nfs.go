@@ -1,9 +1,10 @@
 package main
 
-// The NFSv3 side: MOUNT and NFS procedures addressed by file handle, on go-nfs-client's RPC
-// transport, XDR coder and protocol types. The library's own Target API is path based (it walks
-// from the export root for every call and caches listings), which does not fit FUSE, where the
-// kernel hands us inodes; so each procedure the file system needs is one small function here.
+// The NFSv3 side: MOUNT and NFS procedures addressed by file handle, on the RPC transport of
+// rpc.go and go-nfs-client's XDR coder and protocol types. The library's own Target API is path
+// based (it walks from the export root for every call and caches listings), which does not fit
+// FUSE, where the kernel hands us inodes; so each procedure the file system needs is one small
+// function here.
 
 import (
 	"bytes"
@@ -11,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -29,9 +29,9 @@ import (
 const (
 	procFsstat  = 18 // not among the library's constants
 	procLink    = 15
-	stableUnst  = 0 // WRITE stable_how: UNSTABLE, needs a COMMIT
-	stableFile  = 2 // FILE_SYNC: on stable storage when the reply comes
+	stableFile  = 2 // WRITE stable_how FILE_SYNC: on stable storage when the reply comes
 	maxTransfer = 1 << 20
+	badCookie   = 10003 // NFS3ERR_BAD_COOKIE: a READDIR cookie the server no longer knows
 	jukebox     = 10008 // NFS3ERR_JUKEBOX: the server asks to retry later
 )
 
@@ -54,77 +54,56 @@ func (e nfsError) Errno() syscall.Errno {
 
 func (e nfsError) Error() string { return e.Errno().Error() }
 
-// errno turns any error from this file into what the FUSE caller sees; transport failures are EIO.
+// resentError is a status that answered a call sent more than once: the first may have run.
+type resentError struct{ nfsError }
+
+func (e resentError) Unwrap() error { return e.nfsError }
+
+// resentWith tells whether err is status e answering a call that had been sent before.
+func resentWith(err error, e syscall.Errno) bool {
+	var re resentError
+	return errors.As(err, &re) && re.Errno() == e
+}
+
+// errno turns any error from this file into what the FUSE caller sees: an NFS status its errno,
+// a transport failure EIO (soft mounts, or the daemon ending), a killed caller EINTR.
 func errno(err error) syscall.Errno {
 	var ne nfsError
+	var en syscall.Errno
 	if err == nil {
 		return 0
 	} else if errors.As(err, &ne) {
 		return ne.Errno()
+	} else if errors.As(err, &en) && en == syscall.EINTR {
+		return en
 	}
 	logf("rpc error: %v", err)
+	if errors.As(err, &en) {
+		return en
+	}
 	return syscall.EIO
 }
 
 type client struct {
-	nfs, mnt     *rpc.Client
+	nfs, mnt     *rpcClient
 	dirpath      string // the path MNT granted (the export, or the whole path when allowed)
 	rsize, wsize uint32
-	rootCred     rpc.Auth
-	creds        sync.Map // credKey -> credEntry
+	rootCred     who                       // the daemon's own calls: as root, interrupted by nothing
+	rootAttr     atomic.Pointer[nfs.Fattr] // the export root's last attributes (see Getattr)
+	lastStat     atomic.Pointer[fsstat]    // the last FSSTAT answer (see Statfs)
+	creds        sync.Map                  // credKey -> credEntry
 	stores       atomic.Int64
 }
 
-// dial opens one RPC connection; port 0 asks the portmapper on 111. The library dials without a
-// timeout, so a plain TCP dial with one goes first: a dead address then fails within seconds.
-func dial(ip string, port int, prog uint32, resv bool) (*rpc.Client, error) {
-	host := ip
-	if strings.Contains(ip, ":") {
-		host = "[" + ip + "]"
-	}
-	if port == 0 {
-		if c, err := net.DialTimeout("tcp", host+":111", 5*time.Second); err != nil {
-			return nil, fmt.Errorf("portmapper: %w", err)
-		} else {
-			c.Close()
-		}
-		pm, err := rpc.DialPortmapper("tcp", host)
-		if err != nil {
-			return nil, fmt.Errorf("portmapper: %w", err)
-		}
-		p, err := pm.Getport(rpc.Mapping{Prog: prog, Vers: 3, Prot: rpc.IPProtoTCP})
-		pm.Close()
-		if err != nil || p == 0 {
-			return nil, fmt.Errorf("portmapper has no TCP port for program %d v3 (%v)", prog, err)
-		}
-		port = p
-	}
-	addr := net.JoinHostPort(ip, strconv.Itoa(port))
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	c.Close()
-	return rpc.DialTCP("tcp", addr, resv)
-}
-
-// rawCall sends one RPC and returns its reply body, positioned at the procedure's result.
-func rawCall(conn *rpc.Client, prog, proc uint32, cred rpc.Auth, args any) (io.Reader, error) {
-	type call struct {
-		rpc.Header
-		Args any
-	}
-	return conn.Call(&call{rpc.Header{Rpcvers: 2, Prog: prog, Vers: 3, Proc: proc, Cred: cred, Verf: rpc.AuthNull}, args})
-}
-
 // call runs an NFS procedure: it checks the status, retries while the server says JUKEBOX, and
-// decodes the result into res when given; the reader is returned for what follows res.
-func (c *client) call(cred rpc.Auth, proc uint32, args, res any) (io.Reader, error) {
+// decodes the result into res when given; the reader is returned for what follows res. A status
+// that answers a call sent more than once (after a connection broke) comes as a resentError.
+func (c *client) call(cred who, proc uint32, args, res any) (io.Reader, error) {
 	if debug {
 		defer func(t time.Time) { logf("nfs proc %d: %v", proc, time.Since(t)) }(time.Now())
 	}
 	for try := 0; ; try++ {
-		r, err := rawCall(c.nfs, nfs.Nfs3Prog, proc, cred, args)
+		r, resent, err := c.nfs.call(cred, proc, args)
 		if err != nil {
 			return nil, err
 		}
@@ -135,6 +114,8 @@ func (c *client) call(cred rpc.Auth, proc uint32, args, res any) (io.Reader, err
 		if st == jukebox && try < 50 {
 			time.Sleep(100 * time.Millisecond)
 			continue
+		} else if st != 0 && resent {
+			return nil, resentError{nfsError(st)}
 		} else if st != 0 {
 			return nil, nfsError(st)
 		}
@@ -181,7 +162,7 @@ func (c *client) mount(path string) ([]byte, error) {
 }
 
 func (c *client) mnt1(path string) ([]byte, error) {
-	r, err := rawCall(c.mnt, nfs.MountProg, nfs.MountProc3MNT, c.rootCred, path)
+	r, _, err := c.mnt.call(c.rootCred, nfs.MountProc3MNT, path)
 	if err != nil {
 		return nil, err
 	}
@@ -196,7 +177,7 @@ func (c *client) mnt1(path string) ([]byte, error) {
 
 // exports lists the server's export paths (MOUNT EXPORT: a list of paths, each with groups).
 func (c *client) exports() ([]string, error) {
-	r, err := rawCall(c.mnt, nfs.MountProg, nfs.MountProc3Export, rpc.AuthNull, struct{}{})
+	r, _, err := c.mnt.call(who{auth: rpc.AuthNull}, nfs.MountProc3Export, struct{}{})
 	var out []string
 	for more := true; err == nil; {
 		if err = xdr.Read(r, &more); err != nil || !more {
@@ -216,7 +197,8 @@ func (c *client) exports() ([]string, error) {
 	return out, err
 }
 
-func (c *client) unmount() { rawCall(c.mnt, nfs.MountProg, nfs.MountProc3UMNT, c.rootCred, c.dirpath) }
+// unmount tells MOUNT the export is no longer used, if it can (the mount is gone either way).
+func (c *client) unmount() { c.mnt.call(c.rootCred, nfs.MountProc3UMNT, c.dirpath) }
 
 // authUnix is AUTH_SYS with the supplementary groups (the library's type carries one at most).
 type authUnix struct {
@@ -242,15 +224,16 @@ type credEntry struct {
 // cred is the caller's identity for the server: each RPC carries the uid, gid and groups of the
 // process that caused it, as the kernel's NFS client does, so the server's permission checks and
 // new files' owners are right for every pod user. Groups come from /proc, cached for a second.
-// Requests the kernel makes on its own (pid 0) go as root.
-func (c *client) cred(ctx context.Context) rpc.Auth {
+// Requests the kernel makes on its own (pid 0) go as root. The request's context comes along
+// (see who).
+func (c *client) cred(ctx context.Context) who {
 	caller, ok := fuse.FromContext(ctx)
 	if !ok || caller.Pid == 0 {
-		return c.rootCred
+		return who{c.rootCred.auth, ctx}
 	}
 	k := credKey{caller.Pid, caller.Uid, caller.Gid}
 	if e, ok := c.creds.Load(k); ok && time.Since(e.(credEntry).made) < time.Second {
-		return e.(credEntry).auth
+		return who{e.(credEntry).auth, ctx}
 	}
 	var gids []uint32
 	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", caller.Pid)); err == nil {
@@ -274,10 +257,20 @@ func (c *client) cred(ctx context.Context) rpc.Auth {
 			return true
 		})
 	}
-	return a
+	return who{a, ctx}
 }
 
 // ---- NFSv3 procedures (RFC 1813), one per function, by file handle ----
+//
+// A call is sent again when its connection broke before the reply came, so it may run twice.
+// Most procedures do the same the second time. For the ones that do not, a server that kept
+// running answers the second from its duplicate request cache; one that restarted has lost
+// that cache and runs it again, which fails: REMOVE, RMDIR and RENAME with ENOENT, MKDIR with
+// EEXIST. Those statuses on a re-sent call mean the first one did it, and are taken as success
+// (what the cache would have answered). An O_EXCL create, sent as a GUARDED CREATE, answered
+// EEXIST is passed on: whether the file existed before cannot be told. (The kernel's client
+// sends those as EXCLUSIVE CREATEs, whose verifier makes a re-sent one succeed, at the cost of
+// a SETATTR after each.)
 
 type diropRes struct { // CREATE, MKDIR and SYMLINK all answer this
 	FH   nfs.PostOpFH3
@@ -285,13 +278,13 @@ type diropRes struct { // CREATE, MKDIR and SYMLINK all answer this
 	Wcc  nfs.WccData
 }
 
-func (c *client) getattr(cred rpc.Auth, fh []byte) (*nfs.Fattr, error) {
+func (c *client) getattr(cred who, fh []byte) (*nfs.Fattr, error) {
 	var a nfs.Fattr
 	_, err := c.call(cred, nfs.NFSProc3GetAttr, fh, &a)
 	return &a, err
 }
 
-func (c *client) setattr(cred rpc.Auth, fh []byte, s nfs.Sattr3) (*nfs.Fattr, error) {
+func (c *client) setattr(cred who, fh []byte, s nfs.Sattr3) (*nfs.Fattr, error) {
 	args := struct {
 		FH    []byte
 		Attr  nfs.Sattr3
@@ -305,14 +298,14 @@ func (c *client) setattr(cred rpc.Auth, fh []byte, s nfs.Sattr3) (*nfs.Fattr, er
 }
 
 // postOp returns the attributes a reply carried, or fetches them when the server left them out.
-func (c *client) postOp(cred rpc.Auth, fh []byte, a nfs.PostOpAttr) (*nfs.Fattr, error) {
+func (c *client) postOp(cred who, fh []byte, a nfs.PostOpAttr) (*nfs.Fattr, error) {
 	if a.IsSet {
 		return &a.Attr, nil
 	}
 	return c.getattr(cred, fh)
 }
 
-func (c *client) lookup(cred rpc.Auth, dir []byte, name string) ([]byte, *nfs.Fattr, error) {
+func (c *client) lookup(cred who, dir []byte, name string) ([]byte, *nfs.Fattr, error) {
 	var res struct {
 		FH            []byte
 		Attr, DirAttr nfs.PostOpAttr
@@ -325,7 +318,7 @@ func (c *client) lookup(cred rpc.Auth, dir []byte, name string) ([]byte, *nfs.Fa
 }
 
 // created completes CREATE/MKDIR/SYMLINK replies, whose handle and attributes are optional.
-func (c *client) created(cred rpc.Auth, dir []byte, name string, res *diropRes) ([]byte, *nfs.Fattr, error) {
+func (c *client) created(cred who, dir []byte, name string, res *diropRes) ([]byte, *nfs.Fattr, error) {
 	if !res.FH.IsSet {
 		return c.lookup(cred, dir, name)
 	}
@@ -333,7 +326,7 @@ func (c *client) created(cred rpc.Auth, dir []byte, name string, res *diropRes) 
 	return res.FH.FH, a, err
 }
 
-func (c *client) create(cred rpc.Auth, dir []byte, name string, mode uint32, excl bool) ([]byte, *nfs.Fattr, error) {
+func (c *client) create(cred who, dir []byte, name string, mode uint32, excl bool) ([]byte, *nfs.Fattr, error) {
 	how := uint32(0) // UNCHECKED; GUARDED (1) fails if the name exists
 	if excl {
 		how = 1
@@ -350,19 +343,24 @@ func (c *client) create(cred rpc.Auth, dir []byte, name string, mode uint32, exc
 	return c.created(cred, dir, name, &res)
 }
 
-func (c *client) mkdir(cred rpc.Auth, dir []byte, name string, mode uint32) ([]byte, *nfs.Fattr, error) {
+func (c *client) mkdir(cred who, dir []byte, name string, mode uint32) ([]byte, *nfs.Fattr, error) {
 	args := struct {
 		Where nfs.Diropargs3
 		Attr  nfs.Sattr3
 	}{nfs.Diropargs3{FH: dir, Filename: name}, nfs.Sattr3{Mode: nfs.SetMode{SetIt: true, Mode: mode & 07777}}}
 	var res diropRes
-	if _, err := c.call(cred, nfs.NFSProc3Mkdir, args, &res); err != nil {
+	if _, err := c.call(cred, nfs.NFSProc3Mkdir, args, &res); resentWith(err, syscall.EEXIST) {
+		if fh, a, err := c.lookup(cred, dir, name); err == nil && a.Type == nfs.NF3Dir {
+			return fh, a, nil // made by the first MKDIR, whose reply was lost
+		}
+		return nil, nil, err
+	} else if err != nil {
 		return nil, nil, err
 	}
 	return c.created(cred, dir, name, &res)
 }
 
-func (c *client) symlink(cred rpc.Auth, dir []byte, name, target string) ([]byte, *nfs.Fattr, error) {
+func (c *client) symlink(cred who, dir []byte, name, target string) ([]byte, *nfs.Fattr, error) {
 	args := struct {
 		Where  nfs.Diropargs3
 		Attr   nfs.Sattr3
@@ -376,7 +374,7 @@ func (c *client) symlink(cred rpc.Auth, dir []byte, name, target string) ([]byte
 }
 
 // access asks which of the ACCESS3_* rights in want the credential has on fh.
-func (c *client) access(cred rpc.Auth, fh []byte, want uint32) (uint32, error) {
+func (c *client) access(cred who, fh []byte, want uint32) (uint32, error) {
 	args := struct {
 		FH   []byte
 		Want uint32
@@ -389,7 +387,7 @@ func (c *client) access(cred rpc.Auth, fh []byte, want uint32) (uint32, error) {
 	return res.Got, err
 }
 
-func (c *client) readlink(cred rpc.Auth, fh []byte) (string, error) {
+func (c *client) readlink(cred who, fh []byte) (string, error) {
 	var res struct {
 		Attr   nfs.PostOpAttr
 		Target string
@@ -398,7 +396,7 @@ func (c *client) readlink(cred rpc.Auth, fh []byte) (string, error) {
 	return res.Target, err
 }
 
-func (c *client) link(cred rpc.Auth, fh, dir []byte, name string) (*nfs.Fattr, error) {
+func (c *client) link(cred who, fh, dir []byte, name string) (*nfs.Fattr, error) {
 	args := struct {
 		FH   []byte
 		Link nfs.Diropargs3
@@ -410,19 +408,25 @@ func (c *client) link(cred rpc.Auth, fh, dir []byte, name string) (*nfs.Fattr, e
 	return c.postOp(cred, fh, res)
 }
 
-func (c *client) remove(cred rpc.Auth, proc uint32, dir []byte, name string) error {
+func (c *client) remove(cred who, proc uint32, dir []byte, name string) error {
 	_, err := c.call(cred, proc, nfs.Diropargs3{FH: dir, Filename: name}, nil)
+	if resentWith(err, syscall.ENOENT) {
+		return nil // removed by the first call, whose reply was lost
+	}
 	return err
 }
 
-func (c *client) rename(cred rpc.Auth, from []byte, fromName string, to []byte, toName string) error {
+func (c *client) rename(cred who, from []byte, fromName string, to []byte, toName string) error {
 	args := struct{ From, To nfs.Diropargs3 }{nfs.Diropargs3{FH: from, Filename: fromName}, nfs.Diropargs3{FH: to, Filename: toName}}
 	_, err := c.call(cred, nfs.NFSProc3Rename, args, nil)
+	if resentWith(err, syscall.ENOENT) {
+		return nil // renamed by the first call, whose reply was lost
+	}
 	return err
 }
 
 // read fills dest from off with READs of at most rsize; it stops early only at end of file.
-func (c *client) read(cred rpc.Auth, fh []byte, off int64, dest []byte) (int, error) {
+func (c *client) read(cred who, fh []byte, off int64, dest []byte) (int, error) {
 	n := 0
 	for n < len(dest) {
 		args := struct {
@@ -454,8 +458,12 @@ func (c *client) read(cred rpc.Auth, fh []byte, off int64, dest []byte) (int, er
 	return n, nil
 }
 
-// write sends data at off in WRITEs of at most wsize, resending what a short reply left out.
-func (c *client) write(cred rpc.Auth, fh []byte, off int64, data []byte, stable uint32) error {
+// write sends data at off in FILE_SYNC WRITEs of at most wsize, resending what a short reply
+// left out. FILE_SYNC: the data is on the server's disk when the reply comes, so nothing has to
+// be kept for a COMMIT, nor sent again if the server restarts before one (as UNSTABLE data must
+// be, when COMMIT's write verifier differs from the WRITEs'); with ganesha it is as fast here.
+// A WRITE whose reply was lost is just sent again: a write at an offset is idempotent.
+func (c *client) write(cred who, fh []byte, off int64, data []byte) error {
 	for len(data) > 0 {
 		chunk := data[:min(len(data), int(c.wsize))]
 		args := struct {
@@ -464,7 +472,7 @@ func (c *client) write(cred rpc.Auth, fh []byte, off int64, data []byte, stable 
 			Count  uint32
 			Stable uint32
 			Data   []byte
-		}{fh, uint64(off), uint32(len(chunk)), stable, chunk}
+		}{fh, uint64(off), uint32(len(chunk)), stableFile, chunk}
 		var res struct {
 			Wcc       nfs.WccData
 			Count     uint32
@@ -482,21 +490,13 @@ func (c *client) write(cred rpc.Auth, fh []byte, off int64, data []byte, stable 
 	return nil
 }
 
-func (c *client) commit(cred rpc.Auth, fh []byte) error {
-	args := struct {
-		FH     []byte
-		Offset uint64
-		Count  uint32
-	}{fh, 0, 0} // 0, 0: the whole file
-	_, err := c.call(cred, nfs.NFSProc3Commit, args, nil)
-	return err
-}
-
 // readdir lists a directory with READDIRPLUS (the library's entry type), in 64 KiB replies.
-func (c *client) readdir(cred rpc.Auth, dir []byte) ([]nfs.EntryPlus, error) {
+// A server that restarted between two replies may not know the cookie any more: then again
+// from the start, once.
+func (c *client) readdir(cred who, dir []byte) ([]nfs.EntryPlus, error) {
 	var out []nfs.EntryPlus
 	var cookie, verf uint64
-	for {
+	for restarted := false; ; {
 		args := struct {
 			FH                 []byte
 			Cookie, CookieVerf uint64
@@ -507,6 +507,10 @@ func (c *client) readdir(cred rpc.Auth, dir []byte) ([]nfs.EntryPlus, error) {
 			Verf    uint64
 		}
 		r, err := c.call(cred, nfs.NFSProc3ReadDirPlus, args, &head)
+		if errors.Is(err, nfsError(badCookie)) && cookie != 0 && !restarted {
+			out, cookie, verf, restarted = nil, 0, 0, true
+			continue
+		}
 		for err == nil { // entries follow as an XDR optional-data list
 			var e struct {
 				More  bool          `xdr:"union"`
@@ -535,7 +539,7 @@ type fsstat struct {
 	Invarsec                                       uint32
 }
 
-func (c *client) fsstat(cred rpc.Auth, fh []byte) (*fsstat, error) {
+func (c *client) fsstat(cred who, fh []byte) (*fsstat, error) {
 	var s fsstat
 	_, err := c.call(cred, procFsstat, fh, &s)
 	return &s, err

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Exercises swa-nfs-mount as the kubelet uses it, against a running NFSv3 server on this machine
-# (hack/cluster/nfs.sh start gives one). Needs root, FUSE, busybox and setpriv.
+# (hack/cluster/nfs.sh start gives one). Needs root, FUSE, busybox, setpriv and ss.
 #   hack/tools/nfs-mount/test.sh BINARY SERVER:/PATH NFS_PORT MOUNT_PORT EXPORT_DIR
 # EXPORT_DIR is the exported directory itself, read to check what reached the server. All files
 # go to a scratch directory in the export, removed at the end. Prints "N passed, N failed".
@@ -59,6 +59,21 @@ chmod 755 "$A" && echo public >"$A/pub" && chmod 644 "$A/pub" && echo secret >"$
 check "a non-root user reads a 0644 file" sh -c "[ \"\$(setpriv --reuid 65534 --regid 65534 --clear-groups cat '$B/pub')\" = public ]"
 check "a non-root user is refused a 0600 file" sh -c "! setpriv --reuid 65534 --regid 65534 --clear-groups cat '$B/priv'"
 check "df shows the export" sh -c "df '$A' | grep -q '$src'"
+
+# What a server restart does to a mount, without restarting a server others use: the daemon's
+# own NFS connection is reset (ss -K) in the middle of a write; it must redial and send again.
+reset_conn() {
+  local lp
+  for lp in $(ss -tnpH state established "( dport = :$port )" | grep "pid=$1," | awk '{n = split($3, x, ":"); print x[n]}'); do
+    ss -K state established "( sport = :$lp and dport = :$port )" >/dev/null 2>&1
+  done
+}
+dd if=/dev/urandom of="$tmp/r8" bs=1M count=8 status=none
+pa=$(daemon "$a")
+(for i in $(seq 0 7); do dd if="$tmp/r8" bs=1M skip=$i count=1 status=none; sleep 0.1; done) >"$A/rst" &
+sleep 0.35 && reset_conn "$pa" && wait $!
+check "a connection reset mid-write is redialled: the bytes arrive whole" cmp "$tmp/r8" "$B/rst"
+check "... and the daemon logged it" grep -q "reconnected" "$tmp"/nfs-mount-a-*.log
 
 dd if=/dev/urandom of="$tmp/r50" bs=1M count=50 status=none
 t0=$(date +%s%N) && cp "$tmp/r50" "$A/r50" && t1=$(date +%s%N)
