@@ -82,7 +82,8 @@ def parser() -> argparse.ArgumentParser:
         default=default_lease(),
         metavar="NAMESPACE/NAME",
         help=(
-            "leader-election Lease: one instance per lease is active, the others wait "
+            "leader-election Lease: one instance per lease is active, the others wait; "
+            "the operator stops at once, saying so, if the namespace does not exist "
             "(default: %(default)s; in a pod, the pod's namespace)"
         ),
     )
@@ -148,10 +149,15 @@ def main(argv: list[str] | None = None) -> int:
         args.identity,
     )
     standby = None if args.health == "none" else _serve_health(args.health)
-    elector.acquire()
-    if standby is not None:
-        standby.shutdown()
-        standby.server_close()
+    try:
+        elector.acquire()
+    except lease.NoLeaseNamespaceError as err:
+        print(f"statefulwebapp-operator: {err}", file=sys.stderr)
+        return 1
+    finally:
+        if standby is not None:
+            standby.shutdown()
+            standby.server_close()
     elector.keep(on_lost=_lost)
     try:
         asyncio.run(

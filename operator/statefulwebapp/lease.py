@@ -52,6 +52,19 @@ def _micro_time(now: datetime) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+class NoLeaseNamespaceError(RuntimeError):
+    """The lease's namespace does not exist, so no candidate can ever hold the lease."""
+
+    def __init__(self, namespace: str) -> None:
+        """Say what is missing and the two ways out."""
+        super().__init__(
+            f"the namespace {namespace!r} of the leader-election lease does not exist: create "
+            f"it (kubectl create namespace {namespace}) or choose another with "
+            "--lease NAMESPACE/NAME"
+        )
+        self.namespace = namespace
+
+
 class Elector:
     """One candidate for the lease ``namespace/name``."""
 
@@ -132,13 +145,19 @@ class Elector:
         except kube.ApiError as err:
             if err.status in (409, 422):  # Someone else wrote first: not ours this round.
                 return False
+            if create and err.status == 404:
+                # No lease can ever be created there: waiting as a standby would wait for ever.
+                raise NoLeaseNamespaceError(self.namespace) from err
             raise
         self.holder = self.identity
         self.renewed_at = now
         return True
 
     def acquire(self) -> None:
-        """Block until the lease is ours, saying once (and on each change of holder) why not."""
+        """Block until the lease is ours, saying once (and on each change of holder) why not.
+
+        Raises :class:`NoLeaseNamespaceError` at once when the lease's namespace is missing.
+        """
         said = None
         while not self._stop.is_set():
             try:

@@ -6,7 +6,10 @@ stopped cleanly (released), and robbed of its lease (it must stop writing at onc
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -118,3 +121,24 @@ def test_clean_stop_hands_over_at_once_and_a_robbed_leader_stops(
     finally:
         b.stop()
         a.stop()
+
+
+def test_a_lease_in_a_missing_namespace_stops_the_operator_at_once(cluster: Cluster) -> None:
+    """Started by hand on a fresh cluster (no swa-system), it must not wait as a standby."""
+    missing = f"absent-{uuid.uuid4().hex[:6]}"
+    exe = Path(sys.executable).with_name("statefulwebapp-operator")
+    started = time.monotonic()
+    out = subprocess.run(
+        [exe, "--health", "none", "--lease", f"{missing}/statefulwebapp-operator"],
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1, out
+    assert time.monotonic() - started < 30
+    assert (
+        f"the namespace '{missing}' of the leader-election lease does not exist: create it "
+        f"(kubectl create namespace {missing}) or choose another with --lease NAMESPACE/NAME"
+    ) in out.stderr, out.stderr

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from statefulwebapp import kube
-from statefulwebapp.lease import Elector, Timing
+from statefulwebapp.lease import Elector, NoLeaseNamespaceError, Timing
 from tests.unit.fakeapi import FakeApi, error
 
 PATH = kube.path("Lease", "op", "ns")
@@ -129,3 +129,16 @@ def test_a_restarted_instance_with_the_same_identity_takes_its_lease_back_at_onc
     # The container restarts (same pod name), the old process gone: no need to wait it out.
     assert candidate(api, clock, "pod-a").try_acquire()
     assert not candidate(api, clock, "pod-b").try_acquire()
+
+
+def test_a_missing_namespace_stops_the_candidate_at_once_naming_it(api: FakeApi) -> None:
+    """No lease can ever be created there: a standby would wait for ever."""
+    api.answers["POST", PATH.rsplit("/", 1)[0]] = error(
+        404, "NotFound", 'namespaces "ns" not found'
+    )
+    elector = candidate(api, Clock(), "a")
+    with pytest.raises(NoLeaseNamespaceError) as err:
+        elector.acquire()
+    assert "the namespace 'ns' of the leader-election lease does not exist" in str(err.value)
+    assert "kubectl create namespace ns" in str(err.value)
+    assert "--lease NAMESPACE/NAME" in str(err.value)
