@@ -118,6 +118,8 @@ STATEFULSET = Child(
         (f"{_POD}.containers[0].resources", "spec.resources"),
         (f"{_POD}.containers[0].image", "spec.image"),
         (f"{_POD}.containers[0].ports", "spec.port"),
+        (f"{_POD}.containers[0].readinessProbe", "spec.probes.readiness"),
+        (f"{_POD}.containers[0].livenessProbe", "spec.probes.liveness"),
         (f"{_POD}.containers[0].volumeMounts", "spec.storage.mountPath"),
         (f"{_POD}.securityContext", "spec.runAsUser"),
         (f"{_POD}.nodeSelector", "spec.nodeSelector"),

@@ -62,6 +62,50 @@ class NfsSource:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """A health check of the web container on its port."""
+
+    enabled: bool
+    """Run the check at all."""
+    http_path: str = ""
+    """Path of an HTTP GET that must answer 2xx or 3xx; empty: a TCP connection to the port."""
+    period_seconds: int = 10
+    """Seconds between two checks."""
+    timeout_seconds: int = 1
+    """Seconds one check may take."""
+    failure_threshold: int = 3
+    """Failures in a row before the check counts as failed."""
+    initial_delay_seconds: int = 0
+    """Seconds after the container started before the first check."""
+
+    def to_k8s(self, port: str) -> dict[str, Any]:
+        """Render as a container probe on the named ``port``, so that it follows the port."""
+        action: dict[str, Any] = (
+            {"httpGet": {"path": self.http_path, "port": port}}
+            if self.http_path
+            else {"tcpSocket": {"port": port}}
+        )
+        return action | {
+            "periodSeconds": self.period_seconds,
+            "timeoutSeconds": self.timeout_seconds,
+            "failureThreshold": self.failure_threshold,
+            "initialDelaySeconds": self.initial_delay_seconds,
+        }
+
+
+@dataclass(frozen=True)
+class Probes:
+    """The web container's readiness and liveness checks."""
+
+    readiness: Probe = field(default_factory=lambda: Probe(enabled=True))
+    """Whether a pod gets traffic and counts as ready: on by default, a TCP check (nginx on an
+    empty export answers / with 403, which an HTTP check would count as a failure)."""
+    liveness: Probe = field(default_factory=lambda: Probe(enabled=False))
+    """Whether the kubelet restarts the container: off by default, so that an NFS server that
+    hangs does not put every web pod in a restart loop."""
+
+
+@dataclass(frozen=True)
 class Toleration:
     """A pod toleration, as the core type has it."""
 
@@ -167,6 +211,8 @@ class AppSpec:
     """Container and Service port."""
     resources: Resources = field(default_factory=Resources)
     """Resources of the web container."""
+    probes: Probes = field(default_factory=Probes)
+    """Readiness and liveness checks of the web container."""
     restricted: bool = False
     """Write every pod for the Pod Security "restricted" profile (``podSecurity``)."""
     run_as_user: int = 101
@@ -196,6 +242,10 @@ def parse(body: Mapping[str, Any]) -> AppSpec:
         service_name=_str(spec, "serviceName", name),
         port=_int(spec, "port", 80),
         resources=_resources(spec, "resources", Resources()),
+        probes=Probes(
+            readiness=_probe(_obj(_obj(spec, "probes"), "readiness", "probes."), True, "readiness"),
+            liveness=_probe(_obj(_obj(spec, "probes"), "liveness", "probes."), False, "liveness"),
+        ),
         restricted=_str(spec, "podSecurity", "default") == "restricted",
         run_as_user=_int(spec, "runAsUser", 101),
         node_selector=_str_map(spec, "nodeSelector"),
@@ -218,6 +268,19 @@ def _parse_storage(raw: Mapping[str, Any]) -> Storage:
         capacity=capacity,
         request=_str(raw, "request", capacity, p),
         mount_path=_str(raw, "mountPath", "/usr/share/nginx/html", p),
+    )
+
+
+def _probe(raw: Mapping[str, Any], enabled: bool, which: str) -> Probe:
+    p = f"probes.{which}."
+    default = Probe(enabled=enabled)
+    return Probe(
+        enabled=_bool(raw, "enabled", enabled, p),
+        http_path=_str(_obj(raw, "httpGet", p), "path", "", f"{p}httpGet."),
+        period_seconds=_int(raw, "periodSeconds", default.period_seconds, p),
+        timeout_seconds=_int(raw, "timeoutSeconds", default.timeout_seconds, p),
+        failure_threshold=_int(raw, "failureThreshold", default.failure_threshold, p),
+        initial_delay_seconds=_int(raw, "initialDelaySeconds", default.initial_delay_seconds, p),
     )
 
 

@@ -19,6 +19,8 @@ BACKUP_SCRIPT = resources.files("statefulwebapp").joinpath("scripts/backup.sh").
 """The backup agent, run by ``sh -c`` so any image with a busybox-like shell works."""
 
 DATA_VOLUME = "data"
+WEB_PORT = "http"
+"""The web container's port name: the probes name it, so they follow ``spec.port``."""
 BACKUP_VOLUME = "backups"
 BACKUP_SOURCE = "/data"
 BACKUP_DEST = "/backup"
@@ -122,11 +124,15 @@ def render_statefulset(app: AppSpec) -> Manifest:
     container: dict[str, Any] = {
         "name": "web",
         "image": app.image,
-        "ports": [{"name": "http", "containerPort": app.port}],
+        "ports": [{"name": WEB_PORT, "containerPort": app.port}],
         "volumeMounts": [{"name": DATA_VOLUME, "mountPath": app.storage.mount_path}],
     }
     if app.resources.to_k8s():
         container["resources"] = app.resources.to_k8s()
+    if app.probes.readiness.enabled:
+        container["readinessProbe"] = app.probes.readiness.to_k8s(WEB_PORT)
+    if app.probes.liveness.enabled:
+        container["livenessProbe"] = app.probes.liveness.to_k8s(WEB_PORT)
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "volumes": [

@@ -91,6 +91,17 @@ REFUSED = [
         {"backup": {"tolerations": [{"value": "x"}]}},
         "give the taint's key",
     ),
+    ("probe path relative", {"probes": {"readiness": {"httpGet": {"path": "x"}}}}, "absolute URL"),
+    (
+        "probe period 0",
+        {"probes": {"liveness": {"periodSeconds": 0}}},
+        "greater than or equal to 1",
+    ),
+    (
+        "probe threshold 0",
+        {"probes": {"readiness": {"failureThreshold": 0}}},
+        "greater than or equal to 1",
+    ),
     ("nodeSelector bad key", {"nodeSelector": {"-x": "ssd"}}, "must be a label key"),
     ("nodeSelector bad value", {"nodeSelector": {"disk": "s s"}}, "is not a label value"),
     ("TZ in schedule", {"dateLogger": {"schedule": "TZ=UTC * * * * *"}}, "time zone"),
@@ -109,6 +120,7 @@ ACCEPTED = [
     ("mount options", nfs_options(["nfsvers=4.1", "hard", "port=2049", "sec=krb5p"])),
     ("toleration of every taint", {"tolerations": [{"operator": "Exists"}]}),
     ("toleration NoExecute for a while", tolerations(effect="NoExecute", tolerationSeconds=30)),
+    ("probes set", {"probes": {"liveness": {"enabled": True, "httpGet": {"path": "/ok"}}}}),
     ("nodeSelector prefixed key", {"nodeSelector": {"kubernetes.io/hostname": "worker1"}}),
     ("nodeSelector empty value", {"nodeSelector": {"disk": ""}}),
 ]

@@ -266,6 +266,42 @@ STEPS: list[tuple[str, Edit | list[Obj], Check]] = [
         ),
     ),
     (
+        "check readiness with an HTTP GET and turn liveness on",
+        put(
+            "probes",
+            {
+                "readiness": {"httpGet": {"path": "/"}, "periodSeconds": 5},
+                "liveness": {"enabled": True},
+            },
+        ),
+        lambda c, ns, ch: (
+            _eq(container(ch["StatefulSet"])["readinessProbe"]["httpGet"]["path"], "/"),
+            _eq(container(ch["StatefulSet"])["readinessProbe"]["periodSeconds"], 5),
+            _eq(container(ch["StatefulSet"])["livenessProbe"]["tcpSocket"], {"port": "http"}),
+        ),
+    ),
+    (
+        "change them (a threshold; liveness off again)",
+        put("probes", {"readiness": {"httpGet": {"path": "/"}, "failureThreshold": 5}}),
+        lambda c, ns, ch: (
+            _eq(container(ch["StatefulSet"])["readinessProbe"]["failureThreshold"], 5),
+            _eq(container(ch["StatefulSet"])["readinessProbe"]["periodSeconds"], 10),
+            _eq(container(ch["StatefulSet"]).get("livenessProbe"), None),
+        ),
+    ),
+    (
+        "turn the readiness check off",
+        put("probes", {"readiness": {"enabled": False}}),
+        lambda c, ns, ch: _eq(container(ch["StatefulSet"]).get("readinessProbe"), None),
+    ),
+    (
+        "remove the probes (the TCP readiness check back)",
+        put("probes", None),
+        lambda c, ns, ch: _eq(
+            container(ch["StatefulSet"])["readinessProbe"]["tcpSocket"], {"port": "http"}
+        ),
+    ),
+    (
         "set NFS mount options",
         put("storage.nfs.mountOptions", ["nfsvers=4.1", "hard"]),
         lambda c, ns, ch: _eq(volume(ch)["spec"]["mountOptions"], ["nfsvers=4.1", "hard"]),

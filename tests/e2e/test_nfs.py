@@ -16,6 +16,7 @@ nothing.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import subprocess
 import tarfile
@@ -188,6 +189,36 @@ def test_the_data_stay_when_the_app_is_deleted_and_created_again(
     for pod in web_pods(cluster, nfs_app):
         ip = pod["status"]["podIP"]
         assert wait_for(lambda ip=ip: http_get(ip, 80) == token, 20, f"nginx at {ip}")
+
+
+def test_a_failing_readiness_check_keeps_the_app_not_ready(
+    cluster: Cluster, nfs_app: NfsApp
+) -> None:
+    """nginx answers 404 for a missing page: the pod rolled with that check never gets ready,
+    and the app says so; pointed at a page that exists, it is Ready again."""
+    body = copy.deepcopy(nfs_app.body)
+    body["spec"]["probes"] = {
+        "readiness": {"httpGet": {"path": "/missing.html"}, "periodSeconds": 2}
+    }
+    apply(cluster, nfs_app.namespace, body)
+    condition = wait_for(
+        lambda: (
+            (c := ready_condition(get_app(cluster, nfs_app.namespace))).get("reason")
+            == "WebPodsNotReady"
+            and "(1 updated)" in c.get("message", "")
+            and c
+        ),
+        60,
+        "Ready=False WebPodsNotReady with the rolled pod not ready",
+    )
+    assert condition["status"] == "False"
+    time.sleep(10)  # Well past the check's 3 failures of 2 s: it stays not ready.
+    assert ready_condition(get_app(cluster, nfs_app.namespace))["reason"] == "WebPodsNotReady"
+    body["spec"]["probes"]["readiness"]["httpGet"]["path"] = "/index.html"
+    apply(cluster, nfs_app.namespace, body)
+    wait_ready(cluster, nfs_app.namespace, timeout=120)
+    apply(cluster, nfs_app.namespace, nfs_app.body)
+    wait_ready(cluster, nfs_app.namespace, timeout=120)
 
 
 def nfs_server(action: str) -> None:

@@ -210,6 +210,16 @@ DEFAULTS: dict[str, Callable[[model.AppSpec], Any]] = {
     "podSecurity": lambda a: "restricted" if a.restricted else "default",
     "storage.capacity": lambda a: a.storage.capacity,
     "storage.mountPath": lambda a: a.storage.mount_path,
+    "probes.readiness.enabled": lambda a: a.probes.readiness.enabled,
+    "probes.readiness.periodSeconds": lambda a: a.probes.readiness.period_seconds,
+    "probes.readiness.timeoutSeconds": lambda a: a.probes.readiness.timeout_seconds,
+    "probes.readiness.failureThreshold": lambda a: a.probes.readiness.failure_threshold,
+    "probes.readiness.initialDelaySeconds": lambda a: a.probes.readiness.initial_delay_seconds,
+    "probes.liveness.enabled": lambda a: a.probes.liveness.enabled,
+    "probes.liveness.periodSeconds": lambda a: a.probes.liveness.period_seconds,
+    "probes.liveness.timeoutSeconds": lambda a: a.probes.liveness.timeout_seconds,
+    "probes.liveness.failureThreshold": lambda a: a.probes.liveness.failure_threshold,
+    "probes.liveness.initialDelaySeconds": lambda a: a.probes.liveness.initial_delay_seconds,
     "backup.enabled": lambda a: a.backup.enabled,
     "backup.image": lambda a: a.backup.image,
     "backup.intervalSeconds": lambda a: a.backup.interval_seconds,
@@ -234,10 +244,11 @@ def test_crd_default_equals_model_default(spec_schema: Schema, path: str) -> Non
 
 def test_every_crd_default_is_compared(spec_schema: Schema) -> None:
     with_default = {path for path, sub in walk(spec_schema) if "default" in sub}
-    # backup and dateLogger default to {} only so that their fields' defaults apply.
-    assert at(spec_schema, "backup")["default"] == {}
-    assert at(spec_schema, "dateLogger")["default"] == {}
-    assert with_default - {"backup", "dateLogger"} == set(DEFAULTS)
+    # These objects default to {} only so that their fields' defaults apply.
+    holders = {"backup", "dateLogger", "probes", "probes.readiness", "probes.liveness"}
+    for holder in holders:
+        assert at(spec_schema, holder)["default"] == {}, holder
+    assert with_default - holders == set(DEFAULTS)
 
 
 def test_defaulted_minimal_spec_parses_like_the_bare_one(spec_schema: Schema) -> None:
@@ -285,6 +296,16 @@ def test_integer_fields_have_bounds(spec_schema: Schema) -> None:
         "replicas",
         "port",
         "runAsUser",
+        *(
+            f"probes.{which}.{field}"
+            for which in ("readiness", "liveness")
+            for field in (
+                "periodSeconds",
+                "timeoutSeconds",
+                "failureThreshold",
+                "initialDelaySeconds",
+            )
+        ),
         "tolerations[].tolerationSeconds",
         "backup.intervalSeconds",
         "backup.keep",

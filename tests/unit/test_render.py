@@ -108,6 +108,10 @@ PLACED = {
     "spec": {
         **SCENARIO["spec"],
         "nodeSelector": {"disktype": "ssd"},
+        "probes": {
+            "readiness": {"httpGet": {"path": "/index.html"}, "periodSeconds": 5},
+            "liveness": {"enabled": True, "failureThreshold": 6, "initialDelaySeconds": 30},
+        },
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "web"}],
         "storage": {
             "nfs": {
@@ -124,7 +128,7 @@ PLACED = {
         },
     },
 }
-"""The scenario with every placement and mount field set."""
+"""The scenario with every placement, probe and mount field set."""
 
 
 @pytest.mark.parametrize("kind", ["PersistentVolume", "StatefulSet", "DaemonSet"])
@@ -171,3 +175,21 @@ def test_web_placement_is_rendered_only_when_set() -> None:
     assert pod["nodeSelector"] == {"disktype": "ssd"}
     assert pod["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "web"}]
     assert not {"nodeSelector", "tolerations"} & plain["spec"]["template"]["spec"].keys()
+
+
+def test_probes_name_the_port_so_they_follow_it() -> None:
+    body = {**SCENARIO, "spec": {**SCENARIO["spec"], "port": 8080, "podSecurity": "restricted"}}
+    sts = render_all(parse(body))["StatefulSet"]
+    assert sts is not None
+    (web,) = sts["spec"]["template"]["spec"]["containers"]
+    assert web["ports"] == [{"name": "http", "containerPort": 8080}]
+    assert web["readinessProbe"]["tcpSocket"] == {"port": "http"}
+    assert "livenessProbe" not in web
+
+
+def test_probes_turned_off_render_nothing() -> None:
+    body = {**SCENARIO, "spec": {**SCENARIO["spec"], "probes": {"readiness": {"enabled": False}}}}
+    sts = render_all(parse(body))["StatefulSet"]
+    assert sts is not None
+    (web,) = sts["spec"]["template"]["spec"]["containers"]
+    assert not {"readinessProbe", "livenessProbe"} & web.keys()
