@@ -122,6 +122,7 @@ STATEFULSET = Child(
         (f"{_POD}.containers[0].livenessProbe", "spec.probes.liveness"),
         (f"{_POD}.containers[0].volumeMounts", "spec.storage.mountPath"),
         (f"{_POD}.securityContext", "spec.runAsUser"),
+        (f"{_POD}.topologySpreadConstraints", "spec.topologySpread"),
         (f"{_POD}.nodeSelector", "spec.nodeSelector"),
         (f"{_POD}.tolerations", "spec.tolerations"),
         ("", "spec"),

@@ -106,6 +106,19 @@ class Probes:
 
 
 @dataclass(frozen=True)
+class TopologySpread:
+    """How the web pods spread over nodes (``kubernetes.io/hostname``)."""
+
+    enabled: bool = True
+    """Ask the scheduler to spread them at all."""
+    max_skew: int = 1
+    """Most pods one node may have beyond the node with the fewest."""
+    when_unsatisfiable: str = "ScheduleAnyway"
+    """``ScheduleAnyway`` (a preference: a pod still runs when the nodes do not allow the
+    spread) or ``DoNotSchedule`` (a rule: it waits)."""
+
+
+@dataclass(frozen=True)
 class Toleration:
     """A pod toleration, as the core type has it."""
 
@@ -217,6 +230,8 @@ class AppSpec:
     """Write every pod for the Pod Security "restricted" profile (``podSecurity``)."""
     run_as_user: int = 101
     """UID of the web container when restricted."""
+    topology_spread: TopologySpread = field(default_factory=TopologySpread)
+    """How the web pods spread over nodes."""
     node_selector: Mapping[str, str] = field(default_factory=dict)
     """Node labels a web pod's node must carry; empty: any node."""
     tolerations: tuple[Toleration, ...] = ()
@@ -248,6 +263,7 @@ def parse(body: Mapping[str, Any]) -> AppSpec:
         ),
         restricted=_str(spec, "podSecurity", "default") == "restricted",
         run_as_user=_int(spec, "runAsUser", 101),
+        topology_spread=_topology_spread(_obj(spec, "topologySpread")),
         node_selector=_str_map(spec, "nodeSelector"),
         tolerations=_tolerations(spec, "tolerations"),
         backup=_parse_backup(_obj(spec, "backup")),
@@ -268,6 +284,15 @@ def _parse_storage(raw: Mapping[str, Any]) -> Storage:
         capacity=capacity,
         request=_str(raw, "request", capacity, p),
         mount_path=_str(raw, "mountPath", "/usr/share/nginx/html", p),
+    )
+
+
+def _topology_spread(raw: Mapping[str, Any]) -> TopologySpread:
+    p = "topologySpread."
+    return TopologySpread(
+        enabled=_bool(raw, "enabled", True, p),
+        max_skew=_int(raw, "maxSkew", 1, p),
+        when_unsatisfiable=_str(raw, "whenUnsatisfiable", "ScheduleAnyway", p),
     )
 
 

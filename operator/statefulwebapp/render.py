@@ -19,6 +19,8 @@ BACKUP_SCRIPT = resources.files("statefulwebapp").joinpath("scripts/backup.sh").
 """The backup agent, run by ``sh -c`` so any image with a busybox-like shell works."""
 
 DATA_VOLUME = "data"
+HOSTNAME = "kubernetes.io/hostname"
+"""The topology the web pods spread over: one domain per node."""
 WEB_PORT = "http"
 """The web container's port name: the probes name it, so they follow ``spec.port``."""
 BACKUP_VOLUME = "backups"
@@ -139,6 +141,16 @@ def render_statefulset(app: AppSpec) -> Manifest:
             {"name": DATA_VOLUME, "persistentVolumeClaim": {"claimName": names.claim(app)}}
         ],
     }
+    spread = app.topology_spread
+    if spread.enabled:
+        pod_spec["topologySpreadConstraints"] = [
+            {
+                "maxSkew": spread.max_skew,
+                "topologyKey": HOSTNAME,
+                "whenUnsatisfiable": spread.when_unsatisfiable,
+                "labelSelector": {"matchLabels": names.selector(app, names.WEB)},
+            }
+        ]
     if app.node_selector:
         pod_spec["nodeSelector"] = dict(app.node_selector)
     if app.tolerations:

@@ -13,9 +13,10 @@ from typing import Any
 
 from statefulwebapp import names
 
-ATOMIC = frozenset({"tolerations", "selector", "nodeSelector"})
+ATOMIC = frozenset({"tolerations", "selector", "nodeSelector", "labelSelector"})
 """Fields that server-side apply owns whole: the tolerations list (``listType=atomic``), label
-selectors (``structType=atomic`` / ``mapType=atomic``), a pod's nodeSelector
+selectors (``structType=atomic`` / ``mapType=atomic``, a spread constraint's labelSelector
+too), a pod's nodeSelector
 (``mapType=atomic``)."""
 ATOMIC_ITEMS = frozenset({"ownerReferences"})
 """Lists whose items are owned whole (an OwnerReference is ``structType=atomic``)."""

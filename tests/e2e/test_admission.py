@@ -102,6 +102,12 @@ REFUSED = [
         {"probes": {"readiness": {"failureThreshold": 0}}},
         "greater than or equal to 1",
     ),
+    ("spread skew 0", {"topologySpread": {"maxSkew": 0}}, "greater than or equal to 1"),
+    (
+        "spread unknown policy",
+        {"topologySpread": {"whenUnsatisfiable": "Never"}},
+        'supported values: "ScheduleAnyway", "DoNotSchedule"',
+    ),
     ("nodeSelector bad key", {"nodeSelector": {"-x": "ssd"}}, "must be a label key"),
     ("nodeSelector bad value", {"nodeSelector": {"disk": "s s"}}, "is not a label value"),
     ("TZ in schedule", {"dateLogger": {"schedule": "TZ=UTC * * * * *"}}, "time zone"),

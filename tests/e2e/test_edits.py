@@ -302,6 +302,44 @@ STEPS: list[tuple[str, Edit | list[Obj], Check]] = [
         ),
     ),
     (
+        "spread the web pods as a rule (DoNotSchedule): one per worker",
+        put("topologySpread", {"whenUnsatisfiable": "DoNotSchedule"}),
+        lambda c, ns, ch: (
+            _eq(
+                pod_spec(ch["StatefulSet"])["topologySpreadConstraints"][0]["whenUnsatisfiable"],
+                "DoNotSchedule",
+            ),
+            _eq(web_nodes(c, ns), nodes(c, control_plane=False)),
+        ),
+    ),
+    (
+        "allow a skew of 2",
+        put("topologySpread", {"whenUnsatisfiable": "DoNotSchedule", "maxSkew": 2}),
+        lambda c, ns, ch: _eq(
+            pod_spec(ch["StatefulSet"])["topologySpreadConstraints"][0]["maxSkew"], 2
+        ),
+    ),
+    (
+        "turn the spread off",
+        put("topologySpread", {"enabled": False}),
+        lambda c, ns, ch: _eq(pod_spec(ch["StatefulSet"]).get("topologySpreadConstraints"), None),
+    ),
+    (
+        "remove it (a preference with skew 1 again)",
+        put("topologySpread", None),
+        lambda c, ns, ch: _eq(
+            pod_spec(ch["StatefulSet"])["topologySpreadConstraints"][0],
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {
+                    "matchLabels": {names.LABEL_INSTANCE: "web", names.LABEL_COMPONENT: names.WEB}
+                },
+            },
+        ),
+    ),
+    (
         "set NFS mount options",
         put("storage.nfs.mountOptions", ["nfsvers=4.1", "hard"]),
         lambda c, ns, ch: _eq(volume(ch)["spec"]["mountOptions"], ["nfsvers=4.1", "hard"]),

@@ -220,6 +220,9 @@ DEFAULTS: dict[str, Callable[[model.AppSpec], Any]] = {
     "probes.liveness.timeoutSeconds": lambda a: a.probes.liveness.timeout_seconds,
     "probes.liveness.failureThreshold": lambda a: a.probes.liveness.failure_threshold,
     "probes.liveness.initialDelaySeconds": lambda a: a.probes.liveness.initial_delay_seconds,
+    "topologySpread.enabled": lambda a: a.topology_spread.enabled,
+    "topologySpread.maxSkew": lambda a: a.topology_spread.max_skew,
+    "topologySpread.whenUnsatisfiable": lambda a: a.topology_spread.when_unsatisfiable,
     "backup.enabled": lambda a: a.backup.enabled,
     "backup.image": lambda a: a.backup.image,
     "backup.intervalSeconds": lambda a: a.backup.interval_seconds,
@@ -245,7 +248,14 @@ def test_crd_default_equals_model_default(spec_schema: Schema, path: str) -> Non
 def test_every_crd_default_is_compared(spec_schema: Schema) -> None:
     with_default = {path for path, sub in walk(spec_schema) if "default" in sub}
     # These objects default to {} only so that their fields' defaults apply.
-    holders = {"backup", "dateLogger", "probes", "probes.readiness", "probes.liveness"}
+    holders = {
+        "backup",
+        "dateLogger",
+        "probes",
+        "probes.readiness",
+        "probes.liveness",
+        "topologySpread",
+    }
     for holder in holders:
         assert at(spec_schema, holder)["default"] == {}, holder
     assert with_default - holders == set(DEFAULTS)
@@ -306,6 +316,7 @@ def test_integer_fields_have_bounds(spec_schema: Schema) -> None:
                 "initialDelaySeconds",
             )
         ),
+        "topologySpread.maxSkew",
         "tolerations[].tolerationSeconds",
         "backup.intervalSeconds",
         "backup.keep",

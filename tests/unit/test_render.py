@@ -108,6 +108,7 @@ PLACED = {
     "spec": {
         **SCENARIO["spec"],
         "nodeSelector": {"disktype": "ssd"},
+        "topologySpread": {"maxSkew": 2, "whenUnsatisfiable": "DoNotSchedule"},
         "probes": {
             "readiness": {"httpGet": {"path": "/index.html"}, "periodSeconds": 5},
             "liveness": {"enabled": True, "failureThreshold": 6, "initialDelaySeconds": 30},
@@ -193,3 +194,19 @@ def test_probes_turned_off_render_nothing() -> None:
     assert sts is not None
     (web,) = sts["spec"]["template"]["spec"]["containers"]
     assert not {"readinessProbe", "livenessProbe"} & web.keys()
+
+
+def test_web_pods_spread_over_nodes_unless_turned_off() -> None:
+    sts = render_all(parse(SCENARIO))["StatefulSet"]
+    assert sts is not None
+    (spread,) = sts["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread == {
+        "maxSkew": 1,
+        "topologyKey": "kubernetes.io/hostname",
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": sts["spec"]["selector"]["matchLabels"]},
+    }
+    body = {**SCENARIO, "spec": {**SCENARIO["spec"], "topologySpread": {"enabled": False}}}
+    off = render_all(parse(body))["StatefulSet"]
+    assert off is not None
+    assert "topologySpreadConstraints" not in off["spec"]["template"]["spec"]
