@@ -128,6 +128,15 @@ STATEFULSET = Child(
         ("", "spec"),
     ),
 )
+DISRUPTION_BUDGET = Child(
+    "PodDisruptionBudget",
+    "policy",
+    "v1",
+    "poddisruptionbudgets",
+    namespaced=True,
+    render=render.render_disruption_budget,
+    spec_fields=(("", "spec.disruptionBudget"),),
+)
 DAEMONSET = Child(
     "DaemonSet",
     "apps",
@@ -150,6 +159,7 @@ CHILDREN: tuple[Child, ...] = (
     PERSISTENT_VOLUME_CLAIM,
     SERVICE,
     STATEFULSET,
+    DISRUPTION_BUDGET,
     DAEMONSET,
 )
 """Every child, in the order a pass applies them: the one the API server validates first, then

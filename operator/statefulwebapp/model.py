@@ -106,6 +106,16 @@ class Probes:
 
 
 @dataclass(frozen=True)
+class DisruptionBudget:
+    """The PodDisruptionBudget of the web pods (a node drain takes at most this many)."""
+
+    enabled: bool = True
+    """Render the budget at all (it is rendered only with more than one replica)."""
+    max_unavailable: int | str = 1
+    """Web pods a voluntary disruption may take at once: a number or a percentage ("25%")."""
+
+
+@dataclass(frozen=True)
 class TopologySpread:
     """How the web pods spread over nodes (``kubernetes.io/hostname``)."""
 
@@ -230,6 +240,8 @@ class AppSpec:
     """Write every pod for the Pod Security "restricted" profile (``podSecurity``)."""
     run_as_user: int = 101
     """UID of the web container when restricted."""
+    disruption_budget: DisruptionBudget = field(default_factory=DisruptionBudget)
+    """The web pods' PodDisruptionBudget."""
     topology_spread: TopologySpread = field(default_factory=TopologySpread)
     """How the web pods spread over nodes."""
     node_selector: Mapping[str, str] = field(default_factory=dict)
@@ -263,6 +275,7 @@ def parse(body: Mapping[str, Any]) -> AppSpec:
         ),
         restricted=_str(spec, "podSecurity", "default") == "restricted",
         run_as_user=_int(spec, "runAsUser", 101),
+        disruption_budget=_disruption_budget(_obj(spec, "disruptionBudget")),
         topology_spread=_topology_spread(_obj(spec, "topologySpread")),
         node_selector=_str_map(spec, "nodeSelector"),
         tolerations=_tolerations(spec, "tolerations"),
@@ -285,6 +298,14 @@ def _parse_storage(raw: Mapping[str, Any]) -> Storage:
         request=_str(raw, "request", capacity, p),
         mount_path=_str(raw, "mountPath", "/usr/share/nginx/html", p),
     )
+
+
+def _disruption_budget(raw: Mapping[str, Any]) -> DisruptionBudget:
+    p = "disruptionBudget."
+    value = raw.get("maxUnavailable", 1)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise SpecError(p + "maxUnavailable", f"{value!r} must be a number or a percentage")
+    return DisruptionBudget(enabled=_bool(raw, "enabled", True, p), max_unavailable=value)
 
 
 def _topology_spread(raw: Mapping[str, Any]) -> TopologySpread:

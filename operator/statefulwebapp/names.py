@@ -66,6 +66,11 @@ def volume_belongs(labels: Mapping[str, str], namespace: str, name: str) -> bool
     return labels.get(LABEL_INSTANCE) == name and labels.get(LABEL_APP_NAMESPACE) == namespace
 
 
+def disruption_budget(app: AppSpec) -> str:
+    """PodDisruptionBudget name (of the web pods)."""
+    return app.name
+
+
 def daemonset(app: AppSpec) -> str:
     """Backup DaemonSet name."""
     return f"{app.name}-backup"

@@ -173,6 +173,27 @@ def render_statefulset(app: AppSpec) -> Manifest:
     }
 
 
+def render_disruption_budget(app: AppSpec) -> Manifest | None:
+    """The web pods' PodDisruptionBudget, or None when disabled or with one replica at most.
+
+    With a single replica a budget of one unavailable would never let a drain evict it (or,
+    of zero, would let it go at once): either way it blocks or protects nothing, so a drain
+    goes through, as CloudNativePG users asked of theirs.
+    """
+    budget = app.disruption_budget
+    if not budget.enabled or app.replicas <= 1:
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(app, names.disruption_budget(app), names.WEB),
+        "spec": {
+            "maxUnavailable": budget.max_unavailable,
+            "selector": {"matchLabels": names.selector(app, names.WEB)},
+        },
+    }
+
+
 def render_daemonset(app: AppSpec) -> Manifest | None:
     """The per-node backup agent, or None when backups are disabled."""
     backup = app.backup

@@ -15,6 +15,7 @@ from typing import Any
 
 from statefulwebapp import names
 from statefulwebapp.model import AppSpec
+from statefulwebapp.render import render_disruption_budget
 
 Obj = Mapping[str, Any]
 
@@ -271,6 +272,11 @@ def _readiness(  # noqa: PLR0911  (one early return per readiness gate, in order
                 "BackupNotReady",
                 f"{ready_agents}/{desired} backup agents ready on eligible nodes",
             )
+    if children.get("PodDisruptionBudget") is None and render_disruption_budget(app) is not None:
+        return (
+            "DisruptionBudgetMissing",
+            f"PodDisruptionBudget {names.disruption_budget(app)} does not exist yet",
+        )
     if app.date_logger.enabled and cron is None:
         return "DateLoggerMissing", f"CronJob {names.cronjob(app)} does not exist yet"
     return "Ready", f"{app.replicas}/{app.replicas} web pods ready, storage bound"
@@ -283,6 +289,7 @@ PROGRESS_REASONS = frozenset(
         "WebPodsNotReady",
         "BackupMissing",
         "BackupNotReady",
+        "DisruptionBudgetMissing",
         "DateLoggerMissing",
     }
 )

@@ -102,6 +102,9 @@ REFUSED = [
         {"probes": {"readiness": {"failureThreshold": 0}}},
         "greater than or equal to 1",
     ),
+    ("budget of 0", {"disruptionBudget": {"maxUnavailable": 0}}, "0 would block every drain"),
+    ("budget of 0%", {"disruptionBudget": {"maxUnavailable": "0%"}}, "0 would block every drain"),
+    ("budget of 150%", {"disruptionBudget": {"maxUnavailable": "150%"}}, "percentage from 1%"),
     ("spread skew 0", {"topologySpread": {"maxSkew": 0}}, "greater than or equal to 1"),
     (
         "spread unknown policy",
@@ -126,6 +129,8 @@ ACCEPTED = [
     ("mount options", nfs_options(["nfsvers=4.1", "hard", "port=2049", "sec=krb5p"])),
     ("toleration of every taint", {"tolerations": [{"operator": "Exists"}]}),
     ("toleration NoExecute for a while", tolerations(effect="NoExecute", tolerationSeconds=30)),
+    ("budget percentage", {"disruptionBudget": {"maxUnavailable": "25%"}}),
+    ("budget number", {"disruptionBudget": {"maxUnavailable": 2}}),
     ("probes set", {"probes": {"liveness": {"enabled": True, "httpGet": {"path": "/ok"}}}}),
     ("nodeSelector prefixed key", {"nodeSelector": {"kubernetes.io/hostname": "worker1"}}),
     ("nodeSelector empty value", {"nodeSelector": {"disk": ""}}),

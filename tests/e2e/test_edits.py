@@ -410,6 +410,42 @@ STEPS: list[tuple[str, Edit | list[Obj], Check]] = [
         lambda c, ns, ch: _eq(len(pod_spec(ch["DaemonSet"])["tolerations"]), 2),
     ),
     (
+        "let a drain take a quarter of the web pods (maxUnavailable 25%)",
+        put("disruptionBudget", {"maxUnavailable": "25%"}),
+        lambda c, ns, ch: _eq(
+            ch["PodDisruptionBudget"]["spec"]["maxUnavailable"],  # type: ignore[index]
+            "25%",
+        ),
+    ),
+    (
+        "turn the disruption budget off",
+        put("disruptionBudget", {"enabled": False}),
+        lambda c, ns, ch: _eq(ch["PodDisruptionBudget"], None),
+    ),
+    (
+        "remove it (on, one at a time)",
+        put("disruptionBudget", None),
+        lambda c, ns, ch: (
+            _eq(ch["PodDisruptionBudget"]["spec"]["maxUnavailable"], 1),  # type: ignore[index]
+            # The disruption controller counts the web pods the budget covers.
+            _eq(
+                wait_for(
+                    lambda: child(c, "PodDisruptionBudget", "web", ns)["status"].get(  # type: ignore[index]
+                        "expectedPods"
+                    ),
+                    30,
+                    "the budget's status",
+                ),
+                3,
+            ),
+        ),
+    ),
+    (
+        "scale to one replica: no budget (it would block every drain)",
+        put("replicas", 1),
+        lambda c, ns, ch: _eq(ch["PodDisruptionBudget"], None),
+    ),
+    (
         "change replicas, image, port and mount path",
         both(
             put("replicas", 2),
@@ -419,6 +455,7 @@ STEPS: list[tuple[str, Edit | list[Obj], Check]] = [
         ),
         lambda c, ns, ch: (
             _eq(ch["StatefulSet"]["spec"]["replicas"], 2),  # type: ignore[index]
+            _eq(ch["PodDisruptionBudget"]["spec"]["maxUnavailable"], 1),  # type: ignore[index]
             _eq(container(ch["StatefulSet"])["image"], "nginx:1.27"),
             _eq(container(ch["StatefulSet"])["volumeMounts"][0]["mountPath"], "/srv/www"),
             _eq(ch["Service"]["spec"]["ports"][0]["port"], 8080),  # type: ignore[index]

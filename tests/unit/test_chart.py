@@ -42,6 +42,7 @@ NAMESPACED_RULES = {
     ("apps", "statefulsets"): {"get", "list", "watch", "create", "patch"},
     ("apps", "daemonsets"): {"get", "list", "watch", "create", "patch", "delete"},
     ("batch", "cronjobs"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "events"): {"create", "list", "watch"},
 }
 LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}

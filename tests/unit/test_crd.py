@@ -220,6 +220,8 @@ DEFAULTS: dict[str, Callable[[model.AppSpec], Any]] = {
     "probes.liveness.timeoutSeconds": lambda a: a.probes.liveness.timeout_seconds,
     "probes.liveness.failureThreshold": lambda a: a.probes.liveness.failure_threshold,
     "probes.liveness.initialDelaySeconds": lambda a: a.probes.liveness.initial_delay_seconds,
+    "disruptionBudget.enabled": lambda a: a.disruption_budget.enabled,
+    "disruptionBudget.maxUnavailable": lambda a: a.disruption_budget.max_unavailable,
     "topologySpread.enabled": lambda a: a.topology_spread.enabled,
     "topologySpread.maxSkew": lambda a: a.topology_spread.max_skew,
     "topologySpread.whenUnsatisfiable": lambda a: a.topology_spread.when_unsatisfiable,
@@ -255,6 +257,7 @@ def test_every_crd_default_is_compared(spec_schema: Schema) -> None:
         "probes.readiness",
         "probes.liveness",
         "topologySpread",
+        "disruptionBudget",
     }
     for holder in holders:
         assert at(spec_schema, holder)["default"] == {}, holder

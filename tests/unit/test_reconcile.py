@@ -25,6 +25,7 @@ PATHS = {
     "PersistentVolumeClaim": kube.path("PersistentVolumeClaim", "web-data", NS),
     "Service": kube.path("Service", "nginx", NS),
     "StatefulSet": kube.path("StatefulSet", "web", NS),
+    "PodDisruptionBudget": kube.path("PodDisruptionBudget", "web", NS),
     "DaemonSet": kube.path("DaemonSet", "web-backup", NS),
 }
 APPLY_ORDER = [PATHS[c.name] for c in kinds.CHILDREN]

@@ -79,6 +79,7 @@ def test_children_names_follow_the_contract(app: AppSpec) -> None:
         "PersistentVolumeClaim": "web-data",
         "Service": "nginx",
         "StatefulSet": "web",
+        "PodDisruptionBudget": "web",
         "DaemonSet": "web-backup",
         "CronJob": "web-datelog",
     }
@@ -210,3 +211,21 @@ def test_web_pods_spread_over_nodes_unless_turned_off() -> None:
     off = render_all(parse(body))["StatefulSet"]
     assert off is not None
     assert "topologySpreadConstraints" not in off["spec"]["template"]["spec"]
+
+
+def test_the_disruption_budget_needs_two_replicas_and_can_be_turned_off() -> None:
+    cases = [
+        (3, True, True),
+        (2, True, True),
+        (1, True, False),
+        (0, True, False),
+        (3, False, False),
+    ]
+    for replicas, enabled, present in cases:
+        spec = {**SCENARIO["spec"], "replicas": replicas, "disruptionBudget": {"enabled": enabled}}
+        pdb = render_all(parse({**SCENARIO, "spec": spec}))["PodDisruptionBudget"]
+        assert (pdb is not None) is present, (replicas, enabled)
+    spec = {**SCENARIO["spec"], "disruptionBudget": {"maxUnavailable": "25%"}}
+    pdb = render_all(parse({**SCENARIO, "spec": spec}))["PodDisruptionBudget"]
+    assert pdb is not None
+    assert pdb["spec"]["maxUnavailable"] == "25%"

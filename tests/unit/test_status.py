@@ -19,6 +19,7 @@ def healthy() -> dict[str, Any]:
         "PersistentVolume": {"status": {"phase": "Bound"}},
         "PersistentVolumeClaim": {"status": {"phase": "Bound"}},
         "Service": {},
+        "PodDisruptionBudget": {},
         "StatefulSet": {
             "metadata": {"generation": 2},
             "status": {
@@ -325,3 +326,14 @@ def test_backup_agents_failing_to_mount_name_their_pods() -> None:
         "backup agents web-backup-b4c5d, web-backup-x7k2p cannot mount volume default-web-data"
     )
     assert "timed out" not in condition["message"]
+
+
+def test_a_missing_disruption_budget_is_named_only_where_one_is_rendered() -> None:
+    children = healthy()
+    children["PodDisruptionBudget"] = None
+    condition = ready(compute(APP, generation=1, children=children, now="T"))
+    assert condition["reason"] == "DisruptionBudgetMissing"
+    assert condition["message"] == "PodDisruptionBudget web does not exist yet"
+    one = parse({**SCENARIO, "spec": {**SCENARIO["spec"], "replicas": 1}})
+    children["StatefulSet"]["status"].update(replicas=1, readyReplicas=1, updatedReplicas=1)
+    assert ready(compute(one, generation=1, children=children, now="T"))["reason"] == "Ready"
