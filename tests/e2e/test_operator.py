@@ -241,7 +241,7 @@ def test_nfs_change_is_refused_at_admission(cluster: Cluster, fresh_ns: str) -> 
     out = cluster.kubectl(
         "apply", "-n", fresh_ns, "-f", "-", stdin=yaml.safe_dump(body), check=False
     )
-    assert "storage.nfs is immutable" in out
+    assert "storage.nfs.server and storage.nfs.path are immutable" in out
     assert get_app(cluster, fresh_ns)["spec"]["storage"]["nfs"]["path"] == "/shared"
 
 
