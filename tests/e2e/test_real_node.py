@@ -31,7 +31,7 @@ from statefulwebapp.model import parse
 from statefulwebapp.render import DATA_VOLUME, render_daemonset, render_statefulset
 from tests.e2e.apps import REAL_NODE, apply, delete_namespace, get_app, sample, wait_ready
 from tests.e2e.cluster import CHART, Cluster, helm, make_namespace, wait_for
-from tests.e2e.realnode import ON_REAL_NODE, exec_in, http_get, images, pods
+from tests.e2e.realnode import ON_REAL_NODE, exec_in, export_dir, http_get, images, pods
 
 NODE = "real"
 DATE = re.compile(r"^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d UTC (\d{4})$", re.MULTILINE)
@@ -192,12 +192,16 @@ def test_date_logger_job_runs_and_logs_the_date(
 ) -> None:
     """The CronJob the operator renders, scheduled by the controller manager every minute,
     runs its Job's pod on the real node, and the pod prints the date."""
+    # The namespace sends the web pod to the real node too, whose kubelet mounts its volume
+    # for real: the local test export, never the sample's public address.
+    export, _ = export_dir(on_real_node)
     apply(
         cluster,
         on_real_node,
         sample(
             replicas=1,
             image=images()["nginx"],
+            storage={"nfs": export, "capacity": "100Mi", "request": "10Mi"},
             backup={"enabled": False},
             dateLogger={"image": images()["busybox"]},
         ),
