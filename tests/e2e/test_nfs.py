@@ -214,8 +214,12 @@ def test_a_failing_readiness_check_keeps_the_app_not_ready(
     assert condition["status"] == "False"
     time.sleep(10)  # Well past the check's 3 failures of 2 s: it stays not ready.
     assert ready_condition(get_app(cluster, nfs_app.namespace))["reason"] == "WebPodsNotReady"
+    # Fixed: the StatefulSet controller does not replace a pod that never got ready in a
+    # rollout (Kubernetes' "forced rollback"): the pod that tried the bad check is deleted by
+    # hand, as the README says, and comes back with the fixed one.
     body["spec"]["probes"]["readiness"]["httpGet"]["path"] = "/index.html"
     apply(cluster, nfs_app.namespace, body)
+    cluster.kubectl("delete", "pod", f"web-{REPLICAS - 1}", "-n", nfs_app.namespace)
     wait_ready(cluster, nfs_app.namespace, timeout=120)
     apply(cluster, nfs_app.namespace, nfs_app.body)
     wait_ready(cluster, nfs_app.namespace, timeout=120)
