@@ -183,11 +183,24 @@ def lifecycle(cluster: Cluster, namespace: str, operator: Operator) -> None:
     until(ready, "the app to be Ready")
     cluster.kubectl("delete", "service", "nginx", "-n", namespace)
     until(lambda: child(cluster, "Service", "nginx", namespace), "the Service back")
-    apply(cluster, namespace, sample(backup={"enabled": False}, dateLogger={"enabled": False}))
+    until(
+        lambda: child(cluster, "PodDisruptionBudget", "web", namespace),
+        "the disruption budget (three replicas)",
+    )
+    apply(
+        cluster,
+        namespace,
+        sample(
+            backup={"enabled": False},
+            dateLogger={"enabled": False},
+            disruptionBudget={"enabled": False},
+        ),
+    )
     until(
         lambda: (
             child(cluster, "DaemonSet", "web-backup", namespace) is None
             and child(cluster, "CronJob", "web-datelog", namespace) is None
+            and child(cluster, "PodDisruptionBudget", "web", namespace) is None
         ),
         "the disabled children to go",
     )
