@@ -269,10 +269,7 @@ def parse(body: Mapping[str, Any]) -> AppSpec:
         service_name=_str(spec, "serviceName", name),
         port=_int(spec, "port", 80),
         resources=_resources(spec, "resources", Resources()),
-        probes=Probes(
-            readiness=_probe(_obj(_obj(spec, "probes"), "readiness", "probes."), True, "readiness"),
-            liveness=_probe(_obj(_obj(spec, "probes"), "liveness", "probes."), False, "liveness"),
-        ),
+        probes=_probes(_obj(spec, "probes")),
         restricted=_str(spec, "podSecurity", "default") == "restricted",
         run_as_user=_int(spec, "runAsUser", 101),
         disruption_budget=_disruption_budget(_obj(spec, "disruptionBudget")),
@@ -314,6 +311,13 @@ def _topology_spread(raw: Mapping[str, Any]) -> TopologySpread:
         enabled=_bool(raw, "enabled", True, p),
         max_skew=_int(raw, "maxSkew", 1, p),
         when_unsatisfiable=_str(raw, "whenUnsatisfiable", "ScheduleAnyway", p),
+    )
+
+
+def _probes(raw: Mapping[str, Any]) -> Probes:
+    return Probes(
+        readiness=_probe(_obj(raw, "readiness", "probes."), True, "readiness"),
+        liveness=_probe(_obj(raw, "liveness", "probes."), False, "liveness"),
     )
 
 

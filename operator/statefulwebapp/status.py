@@ -186,12 +186,8 @@ def _failing_mounts(app: AppSpec, failures: Sequence[Obj], component: str) -> st
             continue  # A pod scaled away.
         # The kubelet's "MountVolume.SetUp failed ..." carries the mount's own error; its
         # later "Unable to attach or mount volumes ... timed out" only says time passed.
-        rank = (str(failure.get("message", "")).startswith("MountVolume."), failure.get("seen"))
         held = by_pod.get(pod)
-        if held is None or rank > (
-            str(held.get("message", "")).startswith("MountVolume."),
-            held.get("seen"),
-        ):
+        if held is None or _rank(failure) > _rank(held):
             by_pod[pod] = failure
     if not by_pod:
         return ""
@@ -206,6 +202,11 @@ def _failing_mounts(app: AppSpec, failures: Sequence[Obj], component: str) -> st
         + f": {kubelet_detail(str(first.get('message', '')))}; the kubelet keeps trying: check "
         "that the NFS server answers and exports the path to this node"
     )
+
+
+def _rank(failure: Obj) -> tuple[bool, str]:
+    """Which of a pod's FailedMount events says most: the mount's own error, then the newest."""
+    return str(failure.get("message", "")).startswith("MountVolume."), str(failure.get("seen"))
 
 
 def kubelet_detail(message: str, limit: int = 400) -> str:
