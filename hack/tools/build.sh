@@ -57,18 +57,21 @@ need() { for f in "$@"; do [ -x "$bin/$f" ] || return 0; done; return 1; }
 checked=
 ensure_proxy() { [ -n "$checked" ] || { proxy_check; checked=1; }; }
 
-export GOFLAGS=-mod=mod
-if need kube; then
-  ensure_proxy
-  pkg=k8s.io/component-base/version
-  cgo=k8s.io/client-go/pkg/version
-  minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
-  ld="-s -w"
-  for p in "$pkg" "$cgo"; do
+# The version a Kubernetes binary reports, stamped as upstream's build does.
+kube_ldflags() {
+  local p minor=${KUBE_VERSION#v1.} ld="-s -w"
+  minor=${minor%%.*}
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ld="$ld -X $p.gitVersion=${KUBE_VERSION} -X $p.gitMajor=1 -X $p.gitMinor=${minor}"
     ld="$ld -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
   done
-  (cd "$here/kube" && build kube go build -v -trimpath -ldflags "$ld" -o "$bin/kube" .)
+  echo "$ld"
+}
+
+export GOFLAGS=-mod=mod
+if need kube; then
+  ensure_proxy
+  (cd "$here/kube" && build kube go build -v -trimpath -ldflags "$(kube_ldflags)" -o "$bin/kube" .)
 fi
 for n in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do ln -sf kube "$bin/$n"; done
 
@@ -86,6 +89,16 @@ if need swa-nfs-mount || [ "$(cat "$root/swa-nfs-mount.hash" 2>/dev/null)" != "$
   ensure_proxy
   (cd "$here/nfs-mount" && build swa-nfs-mount go build -v -trimpath -ldflags "-s -w" -o "$bin/swa-nfs-mount" .)
   echo "$nfs_hash" >"$root/swa-nfs-mount.hash"
+fi
+
+# kubeadm, for the kind node image (hack/kind/node-image.sh): its own binary with its own stamp,
+# like the mount helper, so that the multi-call build above stays cached; the Go build cache
+# already holds every package the two share. Same version stamps as the multi-call build.
+kubeadm_hash=$(cd "$here" && cat versions.env kubeadm/go.mod kubeadm/go.sum kubeadm/main.go | sha256sum | cut -c1-12)
+if need kubeadm || [ "$(cat "$root/kubeadm.hash" 2>/dev/null)" != "$kubeadm_hash" ]; then
+  ensure_proxy
+  (cd "$here/kubeadm" && build kubeadm go build -v -trimpath -ldflags "$(kube_ldflags)" -o "$bin/kubeadm" .)
+  echo "$kubeadm_hash" >"$root/kubeadm.hash"
 fi
 
 # These three modules carry no replace directives, so `go install pkg@version` builds them as
