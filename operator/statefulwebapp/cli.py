@@ -2,26 +2,28 @@
 
 It first takes the leader-election lease (lease.py): a second instance (a rollout overlap, a
 second replica, ``make run`` beside the chart) waits as a standby, serving only its health
-endpoint, and starts kopf only once the lease is its own.
+endpoint and its metrics, and starts kopf only once the lease is its own. One endpoint
+(metrics.Endpoint) serves ``/healthz`` and ``/metrics`` from start to exit, standby and leader
+alike; kopf's own liveness endpoint is not used (metrics.py says why).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import http.server
 import logging
 import os
 import socket
 import sys
-import threading
-import urllib.parse
 import uuid
 from pathlib import Path
+from typing import Any
 
 import kopf
+import prometheus_client
 
 from statefulwebapp import handlers, kube, lease
+from statefulwebapp.metrics import Endpoint, Metrics
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 LEASE_NAME = "statefulwebapp-operator"
@@ -75,7 +77,10 @@ def parser() -> argparse.ArgumentParser:
         "--health",
         default="http://0.0.0.0:8080/healthz",
         metavar="URL",
-        help="liveness endpoint to serve (default: %(default)s); 'none' disables it",
+        help=(
+            "liveness endpoint to serve (default: %(default)s); /metrics is served on the same "
+            "port, in the Prometheus text format; 'none' serves neither"
+        ),
     )
     p.add_argument(
         "--lease",
@@ -142,41 +147,59 @@ def main(argv: list[str] | None = None) -> int:
     if not namespace or not name:
         print(f"--lease {args.lease!r}: write NAMESPACE/NAME", file=sys.stderr)
         return 2
+    # Counters without their `_created` twins: one series per counter, as most exporters.
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+    metrics = Metrics()
     elector = lease.Elector(
-        kube.connect(timeout=lease.Timing.retry, pool=2),
+        kube.connect(timeout=lease.Timing.retry, pool=2, metrics=metrics),
         namespace,
         name,
         args.identity,
     )
-    standby = None if args.health == "none" else _serve_health(args.health)
+    endpoint = None if args.health == "none" else Endpoint(args.health, metrics).start()
     try:
-        elector.acquire()
-    except lease.NoLeaseNamespaceError as err:
-        print(f"statefulwebapp-operator: {err}", file=sys.stderr)
-        return 1
-    finally:
-        if standby is not None:
-            standby.shutdown()
-            standby.server_close()
-    elector.keep(on_lost=_lost)
-    try:
-        asyncio.run(
-            kopf.operator(
-                clusterwide=not args.namespace,
-                namespaces=args.namespace,
-                liveness_endpoint=None if args.health == "none" else args.health,
-                standalone=True,
-                # kopf would otherwise name itself after the login user, and a container runs
-                # under a UID without a passwd entry (getpass fails there).
-                identity=args.identity,
-                memo=kopf.Memo(
-                    namespaces=frozenset(args.namespace or ()), resync_seconds=args.resync_seconds
-                ),
+        try:
+            elector.acquire()
+        except lease.NoLeaseNamespaceError as err:
+            print(f"statefulwebapp-operator: {err}", file=sys.stderr)
+            return 1
+        metrics.leader.set(1)
+        elector.keep(on_lost=_lost)
+        try:
+            asyncio.run(
+                _operator(
+                    endpoint,
+                    clusterwide=not args.namespace,
+                    namespaces=args.namespace,
+                    standalone=True,
+                    # kopf would otherwise name itself after the login user, and a container
+                    # runs under a UID without a passwd entry (getpass fails there).
+                    identity=args.identity,
+                    memo=kopf.Memo(
+                        namespaces=frozenset(args.namespace or ()),
+                        resync_seconds=args.resync_seconds,
+                        metrics=metrics,
+                    ),
+                )
             )
-        )
+        finally:
+            elector.release()
+            metrics.leader.set(0)
     finally:
-        elector.release()
+        if endpoint is not None:
+            endpoint.stop()
     return 0
+
+
+async def _operator(endpoint: Endpoint | None, **kwargs: Any) -> None:
+    """kopf, with its event loop shown to the health check (``Endpoint.loop``)."""
+    if endpoint is not None:
+        endpoint.loop = asyncio.get_running_loop()
+    try:
+        await kopf.operator(**kwargs)
+    finally:
+        if endpoint is not None:
+            endpoint.loop = None
 
 
 def _lost(reason: str) -> None:
@@ -185,26 +208,6 @@ def _lost(reason: str) -> None:
     log.error("lost leadership (%s): exiting so that exactly one instance writes", reason)
     logging.shutdown()
     os._exit(3)
-
-
-class _Healthy(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        ok = self.path == self.server.health_path  # type: ignore[attr-defined]
-        self.send_response(200 if ok else 404)
-        self.end_headers()
-        self.wfile.write(b"standby\n" if ok else b"")
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Quiet: probes every few seconds are not news."""
-
-
-def _serve_health(url: str) -> http.server.HTTPServer:
-    """Answer the liveness probe while waiting as a standby (kopf serves it once active)."""
-    parsed = urllib.parse.urlparse(url)
-    server = http.server.HTTPServer((parsed.hostname or "0.0.0.0", parsed.port or 80), _Healthy)
-    server.health_path = parsed.path or "/"  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, name="standby-health", daemon=True).start()
-    return server
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ from typing import Any, cast
 
 import kopf
 
-from statefulwebapp import kinds, kube, passes, resync, watch
+from statefulwebapp import kinds, kube, passes, refusals, resync, watch
+from statefulwebapp.metrics import Metrics
 from statefulwebapp.reconcile import Memory, Obj, collect_volume, reconcile
 
 APP = (kinds.APP.group, kinds.APP.version, kinds.APP.plural)
@@ -50,7 +51,13 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
     # watches and their RBAC rules. Namespace globs need scanning, hence exact names only.
     settings.scanning.disabled = True
     settings.posting.level = logging.WARNING
-    memo.api = kube.connect()
+    # The command passes the metrics it serves; without them (kopf run directly) a registry
+    # of their own, served by nobody.
+    if "metrics" not in memo:
+        memo.metrics = Metrics()
+    metrics = memo.metrics
+    metrics.queue(PASSES.depth)
+    memo.api = kube.connect(metrics=metrics)
     # The namespaces served (empty: all). Volumes are cluster-scoped: an operator serving some
     # namespaces must not collect the volumes of apps in the others.
     namespaces = memo.setdefault("namespaces", frozenset())
@@ -60,7 +67,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
     memo.child_events = ChildEvents(every)
     # Watches hold a connection each for minutes: a client of their own, apart from the passes'.
     streams = len(watch.SOURCES) * max(1, len(namespaces))
-    memo.children = watch.start(kube.connect(pool=streams), namespaces, memo.child_events.tell)
+    memo.children = watch.start(
+        kube.connect(pool=streams, metrics=metrics), namespaces, memo.child_events.tell, metrics
+    )
     _collect_orphans(every)
     period = float(memo.setdefault("resync_seconds", RESYNC_SECONDS))
     if period > 0:
@@ -245,6 +254,8 @@ def _reconcile(
 ) -> passes.Result:
     meta = body["metadata"]
     key = _key(meta["namespace"], meta["name"])
+    metrics: Metrics = kwargs["memo"].metrics
+    started = time.monotonic()
     observed = _observed(key, kwargs)
     observed.update(dict.fromkeys(missing))
     failures = kwargs["memo"].children[kinds.EVENT.name].get(key, ())
@@ -269,7 +280,12 @@ def _reconcile(
         )
     except Exception as err:
         logger.error("reconcile failed, retrying with backoff: %s", err)
+        # The status write is the one request outside reconcile's own handling of failures.
+        trouble = isinstance(err, (kube.ApiError, *refusals.TRANSIENT))
+        metrics.passed("retry" if trouble else "error", time.monotonic() - started)
         return passes.Result(failed=True)
+    metrics.passed(outcome.label, time.monotonic() - started)
+    metrics.app_ready(key, outcome.ready_reason)
     if outcome.app_gone:
         logger.info("the app is gone (deleted while unwatched): no more passes")
         _forget(key, kwargs)
@@ -318,6 +334,7 @@ async def on_app_event(
 def _forget(key: tuple[str, str], kwargs: Mapping[str, Any]) -> None:
     PASSES.forget(key)
     MEMORY.forget(key)
+    kwargs["memo"].metrics.forget_app(key)
     _last_status.pop(key, None)
     _resume.passed(key, lambda: set(kwargs["idx_apps"].keys()))
 

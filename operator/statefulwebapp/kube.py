@@ -1,5 +1,10 @@
 """The thin API layer: the only module that sends requests for children and status.
 
+Every request a client from :func:`connect` sends (these functions', the children's watches',
+the lease's) is counted by verb and status code when it is given the process's
+:class:`~statefulwebapp.metrics.Metrics`: below the session, in its HTTP adapter, so a request
+that got no answer (refused, timed out) counts too, as ``error``.
+
 Children are written with server-side apply under one field manager, so a field someone else
 owns is left alone, a field we own is set back, and a field we no longer send is removed. Paths
 come from the registry in ``kinds.py`` instead of discovery: the operator only ever touches
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from importlib.metadata import version
 from pathlib import Path
@@ -20,6 +26,7 @@ import pykube
 import requests
 
 from statefulwebapp import kinds, names
+from statefulwebapp.metrics import Metrics
 
 
 class ApiError(RuntimeError):
@@ -67,15 +74,73 @@ POOL_SIZE = 16
 requests, so a burst reuses connections instead of opening (and discarding) TLS sessions."""
 
 
-def connect(timeout: float = 30, pool: int = POOL_SIZE) -> pykube.HTTPClient:
-    """A client for the in-cluster service account, else ``$KUBECONFIG`` or ~/.kube/config."""
+def connect(
+    timeout: float = 30, pool: int = POOL_SIZE, metrics: Metrics | None = None
+) -> pykube.HTTPClient:
+    """A client for the in-cluster service account, else ``$KUBECONFIG`` or ~/.kube/config.
+
+    With ``metrics``, each request it sends is counted (``statefulwebapp_api_requests_total``).
+    """
     config = pykube.KubeConfig.from_env()
-    adapter = pykube.http.KubernetesHTTPAdapter(config, pool_maxsize=pool)
+    adapter = (
+        pykube.http.KubernetesHTTPAdapter(config, pool_maxsize=pool)
+        if metrics is None
+        else CountingAdapter(metrics, config, pool_maxsize=pool)
+    )
     api = pykube.HTTPClient(config, timeout=timeout, http_adapter=adapter)
     api.session.headers["User-Agent"] = USER_AGENT
     if SERVICE_ACCOUNT_TOKEN.is_file() and config.user.get("token"):
         ProjectedToken(config.user, SERVICE_ACCOUNT_TOKEN).install(api.session)
     return api
+
+
+class CountingAdapter(pykube.http.KubernetesHTTPAdapter):  # type: ignore[misc]
+    """pykube's adapter, counting each request it sends by verb and status code."""
+
+    def __init__(self, metrics: Metrics, config: pykube.KubeConfig, **kwargs: Any) -> None:
+        """Count into ``metrics``; the rest as pykube's adapter."""
+        super().__init__(config, **kwargs)
+        self.metrics = metrics
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        """Send, then count (``error`` when the request got no answer)."""
+        what = verb(request.method or "GET", request.url or "", request.headers.get("Content-Type"))
+        try:
+            response: requests.Response = super().send(request, **kwargs)
+        except Exception:
+            self.metrics.request(what, "error")
+            raise
+        self.metrics.request(what, str(response.status_code))
+        return response
+
+
+def verb(method: str, url: str, content_type: str | None = None) -> str:
+    """The API verb of a request, as the API server's audit log names it (lowercase).
+
+    GET is ``watch`` with ``watch=true``, ``list`` on a collection, else ``get``; PATCH is
+    ``apply`` when it is a server-side apply; POST ``create``, PUT ``update``.
+    """
+    parts = urllib.parse.urlsplit(url)
+    segments = [s for s in parts.path.split("/") if s]
+    # After /api/v1 or /apis/<group>/<version> (a server URL may have a path of its own).
+    rest = segments
+    for i, segment in enumerate(segments):
+        if segment in ("api", "apis"):
+            rest = segments[i + (2 if segment == "api" else 3) :]
+            break
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        rest = rest[2:]
+    collection = len(rest) == 1
+    method = method.upper()
+    if method == "GET":
+        if urllib.parse.parse_qs(parts.query).get("watch") in (["true"], ["1"]):
+            return "watch"
+        return "list" if collection else "get"
+    if method == "PATCH":
+        return "apply" if "apply-patch" in (content_type or "") else "patch"
+    if method == "DELETE":
+        return "deletecollection" if collection else "delete"
+    return {"POST": "create", "PUT": "update"}.get(method, method.lower())
 
 
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")

@@ -121,6 +121,8 @@ class Passes:
         """Per key, the number of its latest scheduled trail: an earlier one, overtaken by an
         early retry, does nothing."""
         self._next_progress_write = 0.0
+        self._queued = 0
+        """First passes handed to the pool that no worker has started yet."""
 
     def request(self, key: Hashable, step: Step) -> None:
         """A pass for ``key`` now, or, if one ran within ``coalesce`` seconds, one soon.
@@ -134,7 +136,16 @@ class Passes:
                 self._dirty[key] = step
                 return
             self._busy.add(key)
-        self._pool.submit(self._run, key, step)
+            self._queued += 1
+        self._pool.submit(self._start, key, step)
+
+    def depth(self) -> int:
+        """Apps with a pass waiting to run: for a worker, a coalescing window or a backoff.
+
+        The work queue's depth (a metric); passes running now are not counted.
+        """
+        with self._lock:
+            return self._queued + len(self._dirty)
 
     def progress_due(self, key: Hashable) -> bool:
         """Whether a progress-only status write for ``key`` may go now; if so, it is counted."""
@@ -171,6 +182,11 @@ class Passes:
         """Seconds to wait after ``failures`` failed passes in a row (jittered)."""
         ceiling = min(self.retry_max, self.retry * 2.0 ** (failures - 1))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def _start(self, key: Hashable, step: Step) -> None:
+        with self._lock:
+            self._queued -= 1
+        self._run(key, step)
 
     def _run(self, key: Hashable, step: Step) -> None:
         delay = self.coalesce

@@ -50,6 +50,27 @@ class Outcome:
     app_gone: bool = False
     """The app the pass was given no longer exists (its index entry outlived a watch gap):
     nothing was written, and it should get no more passes."""
+    ready_reason: str | None = None
+    """The reason of the Ready condition the pass computed (written or held back); None when
+    it computed no status (the app gone, its namespace going away)."""
+
+    @property
+    def label(self) -> str:
+        """How the pass ended, for ``statefulwebapp_reconcile_passes_total``.
+
+        ``gone``; ``retry`` (server trouble, RBAC: retried with backoff); ``problem`` (waits
+        for the user: InvalidSpec, Refused, NameConflict); ``changed`` (applied, deleted or
+        wrote the status); ``in_sync`` (nothing to write).
+        """
+        if self.app_gone:
+            return "gone"
+        if self.retry:
+            return "retry"
+        if self.problems:
+            return "problem"
+        if self.applied or self.deleted or self.status_written:
+            return "changed"
+        return "in_sync"
 
     @property
     def retry(self) -> bool:
@@ -127,13 +148,9 @@ def reconcile(
         _warn_if_news(body, outcome, warn)
         # Without a valid spec there is no model to compute a status from: report the
         # problem alone and touch no child.
-        _publish(
-            api,
-            body,
-            _invalid_status(body, generation, outcome.problems[0]),
-            outcome,
-            progress_due=progress_due,
-        )
+        invalid = _invalid_status(body, generation, outcome.problems[0])
+        outcome.ready_reason = status.ready_condition(invalid).get("reason")
+        _publish(api, body, invalid, outcome, progress_due=progress_due)
         return outcome
     # 2. Render every child, stamped with the digest of its rendering.
     desired = {
@@ -180,6 +197,7 @@ def reconcile(
         mount_failures=mount_failures,
         now=_now(),
     )
+    outcome.ready_reason = status.ready_condition(new).get("reason")
     _publish(api, body, new, outcome, progress_due=progress_due)
     return outcome
 

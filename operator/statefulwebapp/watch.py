@@ -34,6 +34,7 @@ import pykube
 import requests
 
 from statefulwebapp import drift, kinds, kube, names
+from statefulwebapp.metrics import Metrics
 
 Key = tuple[str, str]
 """(namespace, name) of the app an object belongs to."""
@@ -242,9 +243,17 @@ class ChildWatch:
         store: Store,
         notify: Notify,
         namespace: str = "",
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
-        """Watch the objects ``source`` selects in ``namespace`` ("": all) into ``store``."""
+        """Watch the objects ``source`` selects in ``namespace`` ("": all) into ``store``.
+
+        ``metrics``: where its relists are counted (its requests are, by ``api``'s adapter).
+        """
         self.api = api
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.watch_kind(source.kind.name)
         self.source = source
         self.kind = kind = source.kind
         self.store = store
@@ -323,6 +332,8 @@ class ChildWatch:
                     )
                     changed = self.list(report=True)
                     relist = False
+                    if self.metrics is not None:
+                        self.metrics.relisted(self.kind.name)
                     _log.info(
                         "watch of %s: %s; listed again: %d changed, appeared or vanished",
                         self.kind.plural,
@@ -391,7 +402,12 @@ SOURCES: tuple[Source, ...] = (*(child_source(child) for child in kinds.CHILDREN
 """Everything watched besides the apps: the children, then the mount failures."""
 
 
-def start(api: pykube.HTTPClient, namespaces: frozenset[str], notify: Notify) -> dict[str, Store]:
+def start(
+    api: pykube.HTTPClient,
+    namespaces: frozenset[str],
+    notify: Notify,
+    metrics: Metrics | None = None,
+) -> dict[str, Store]:
     """List every source now, then watch each in a thread; the stores by kind name.
 
     Returns once every kind was listed, so the first pass finds every child there is; a kind
@@ -402,7 +418,9 @@ def start(api: pykube.HTTPClient, namespaces: frozenset[str], notify: Notify) ->
     for source in SOURCES:
         store = stores[source.kind.name] = Store()
         scopes = sorted(namespaces) if source.kind.namespaced and namespaces else [""]
-        watches += [ChildWatch(api, source, store, notify, scope) for scope in scopes]
+        watches += [
+            ChildWatch(api, source, store, notify, scope, metrics=metrics) for scope in scopes
+        ]
     unlisted: set[str] = set()
     failure: Exception | None = None
     for one in watches:

@@ -344,3 +344,25 @@ def test_a_spec_change_is_never_held_by_the_rollout_budget(app: Pass) -> None:
     outcome = app.run(rollout_due=False)
     assert outcome.rollouts_held == []
     assert PATHS["StatefulSet"] in app.api.sent("PATCH")
+
+
+def test_each_pass_says_how_it_ended_and_the_ready_reason_it_computed(app: Pass) -> None:
+    """What ``statefulwebapp_reconcile_passes_total`` and ``statefulwebapp_apps`` count."""
+    first = app.run()
+    assert (first.label, first.ready_reason) == ("changed", "StorageNotBound")
+    ready_children(app.api)
+    assert (app.run().label, app.body["status"]["conditions"][0]["reason"]) == ("changed", "Ready")
+    quiet = app.run()
+    assert (quiet.label, quiet.ready_reason) == ("in_sync", "Ready")
+    app.api.answers[("PATCH", PATHS["StatefulSet"])] = error(503, "ServiceUnavailable", "down")
+    app.edit(replicas=4)
+    trouble = app.run()
+    assert (trouble.label, trouble.ready_reason) == ("retry", "ServerTrouble")
+    del app.api.answers[("PATCH", PATHS["StatefulSet"])]
+    app.edit(replicas="many")
+    invalid = app.run()
+    assert (invalid.label, invalid.ready_reason) == ("problem", "InvalidSpec")
+    del app.api.objects[APP_PATH], app.api.objects[PATHS["Service"]]
+    app.edit(replicas=3)
+    gone = app.run()
+    assert (gone.label, gone.ready_reason) == ("gone", None)
