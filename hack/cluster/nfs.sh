@@ -14,7 +14,10 @@ set -euo pipefail
 # shellcheck source=/dev/null
 . "$(dirname "$0")/env.sh"
 
-NFS_DIR=$CLUSTER_DIR/nfs
+NFS_DIR=${SWA_NFS_DIR:-$CLUSTER_DIR/nfs}
+# The one address it listens on: loopback for the local cluster; the kind network's gateway,
+# an address of this machine, for kind's nodes (hack/kind/kind.sh runs a second server so).
+BIND=${SWA_NFS_BIND:-127.0.0.1}
 EXPORT_DIR=$NFS_DIR/export
 CONF=$NFS_DIR/ganesha.conf
 NFS_PORT=${SWA_NFS_PORT:-20049}
@@ -32,8 +35,8 @@ ours() {
       && [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$(cd "$NFS_DIR" && pwd -P)" ] ;;
   esac
 }
-# Answers a TCP connection on 127.0.0.1:PORT.
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# Answers a TCP connection on BIND:PORT.
+port_open() { (exec 3<>"/dev/tcp/$BIND/$1") 2>/dev/null; }
 
 # Runs "$@" in the background as its own session, its pid in pids/NAME.pid, its output in
 # logs/NAME.out (ganesha's own log is logs/ganesha.log).
@@ -67,7 +70,7 @@ write_config() {
   cat >"$CONF" <<CONF
 # nfs-ganesha of the local cluster (hack/cluster/nfs.sh); all its state in $NFS_DIR.
 NFS_CORE_PARAM {
-  Bind_addr = 127.0.0.1;
+  Bind_addr = $BIND;
   NFS_Port = $NFS_PORT;
   MNT_Port = $MOUNT_PORT;
   Protocols = 3, 4;
@@ -149,12 +152,12 @@ start() {
     [ "$(cat ports)" = "$NFS_PORT $MOUNT_PORT" ] \
       || die "the NFS server runs on ports $(cat ports) (NFS, MOUNT), not $NFS_PORT $MOUNT_PORT: run 'hack/cluster/nfs.sh stop' first."
     port_open "$NFS_PORT" && port_open "$MOUNT_PORT" \
-      || die "the NFS server (pid $(pidof_ ganesha)) runs but does not answer on 127.0.0.1:$NFS_PORT and :$MOUNT_PORT; see $NFS_DIR/logs/ganesha.log."
-    say "nfs server 127.0.0.1:$NFS_PORT exporting $export_path (pid $(pidof_ ganesha)) is already running"
+      || die "the NFS server (pid $(pidof_ ganesha)) runs but does not answer on $BIND:$NFS_PORT and :$MOUNT_PORT; see $NFS_DIR/logs/ganesha.log."
+    say "nfs server $BIND:$NFS_PORT exporting $export_path (pid $(pidof_ ganesha)) is already running"
     return 0
   fi
   for port in "$NFS_PORT" "$MOUNT_PORT"; do
-    [ -z "$(ss -Hltn "sport = :$port")" ] \
+    [ -z "$(ss -Hltn "src $BIND and sport = :$port")" ] && [ -z "$(ss -Hltn "src 0.0.0.0 and sport = :$port")" ] \
       || die "port $port is taken ($(ss -Hltnp "sport = :$port" | awk '{print $4, $6}' | head -n 1)): set SWA_NFS_PORT and SWA_NFS_MOUNT_PORT to free ones."
   done
   write_config "$export_path" "$(plugins_dir)"
@@ -177,7 +180,7 @@ start() {
     stop_process ganesha
     die "ganesha cannot export $export_path; see $NFS_DIR/logs/ganesha.log."
   fi
-  say "nfs server 127.0.0.1:$NFS_PORT exporting $export_path (pid $(pidof_ ganesha)) up in $(( ($(date +%s%N) - start) / 1000000 )) ms"
+  say "nfs server $BIND:$NFS_PORT exporting $export_path (pid $(pidof_ ganesha)) up in $(( ($(date +%s%N) - start) / 1000000 )) ms"
 }
 
 stop_process() {
@@ -227,10 +230,10 @@ export_json() {
   ours ganesha && read -r nfs_port mount_port <"$NFS_DIR/ports" \
     || die "the NFS server is not running: run make cluster-up REAL_NODE=1"
   port_open "$nfs_port" && port_open "$mount_port" \
-    || die "the NFS server (pid $(pidof_ ganesha)) does not answer on 127.0.0.1:$nfs_port and :$mount_port; see $NFS_DIR/logs/ganesha.log."
+    || die "the NFS server (pid $(pidof_ ganesha)) does not answer on $BIND:$nfs_port and :$mount_port; see $NFS_DIR/logs/ganesha.log."
   # nolock: the server has no NLM (Enable_NLM = false), so a client must not ask for locks.
-  printf '{"server": "127.0.0.1", "path": "%s", "mountOptions": ["nfsvers=3", "port=%s", "mountport=%s", "nolock"]}\n' \
-    "$(cd "$EXPORT_DIR" && pwd -P)" "$nfs_port" "$mount_port"
+  printf '{"server": "%s", "path": "%s", "mountOptions": ["nfsvers=3", "port=%s", "mountport=%s", "nolock"]}\n' \
+    "$BIND" "$(cd "$EXPORT_DIR" && pwd -P)" "$nfs_port" "$mount_port"
 }
 
 case "${1:-}" in

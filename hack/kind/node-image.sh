@@ -236,7 +236,15 @@ ctr oci spec | jq '.hooks.createContainer[.hooks.createContainer | length] |= . 
 sed -i -e "s#sandbox_image = .*#sandbox_image = \"$PAUSE_REF\"#" \
   -e 's#restrict_oom_score_adj = false#restrict_oom_score_adj = true#' \
   -e '/\[proxy_plugins\]/,/address = .*fuse-overlayfs.sock"/d' "$node/etc/containerd/config.toml"
-printf '%s --fail-cgroupv1=false\n' "$(cat "$node/etc/default/kubelet")" >"$node/etc/default/kubelet"
+# NFS volumes: the kernel here has no NFS client, so the kubelet mounts them with the project's
+# helper (hack/tools/nfs-mount), which also refuses any server but this machine: in a kind
+# node, the podman network's gateway.
+{
+  printf '%s --fail-cgroupv1=false --experimental-mounter-path=/usr/local/bin/swa-nfs-mount\n' "$(cat "$node/etc/default/kubelet")"
+  printf 'SWA_NFS_ALLOW_GATEWAY=1\nSWA_NFS_LOG_DIR=/var/log/swa-nfs\nSWA_NFS_GUARD_LOG=/var/log/swa-nfs/guard.log\n'
+} >"$work/kubelet.env"
+mv "$work/kubelet.env" "$node/etc/default/kubelet"
+mkdir -p "$node/var/log/swa-nfs"
 # Kubernetes: kubeadm, the kubelet and kubectl (one multi-call binary), crictl, the mount helper.
 install -m 0755 "$tools/kube" "$node/usr/bin/kube"
 ln -sf kube "$node/usr/bin/kubelet"; ln -sf kube "$node/usr/bin/kubectl"
@@ -270,7 +278,7 @@ ctrd_pid=$!
 for _ in $(seq 50); do [ -S "$work/containerd.sock" ] && break; sleep 0.1; done
 ctr_() { ctr --address "$work/containerd.sock" --namespace k8s.io "$@"; }
 for a in "$archives"/*.tar; do
-  ctr_ images import --label=io.cri-containerd.pinned=pinned --no-unpack --digests "$a" >/dev/null
+  ctr_ images import --label=io.cri-containerd.pinned=pinned --no-unpack "$a" >/dev/null
 done
 tag() { ctr_ images tag --force "$1" "$2" >/dev/null; }
 for c in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do

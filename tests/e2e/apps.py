@@ -13,7 +13,7 @@ import yaml
 from statefulwebapp import drift
 from statefulwebapp.kinds import render_all
 from statefulwebapp.model import parse
-from tests.e2e.cluster import Cluster, wait_for
+from tests.e2e.cluster import Cluster, local_images, wait_for
 from tests.e2e.fieldsets import owned_paths, rendering_fields
 
 SAMPLE = Path(__file__).resolve().parents[2] / "crds/samples/web.yaml"
@@ -70,7 +70,40 @@ def wait_reason(cluster: Cluster, namespace: str, reason: str, name: str = "web"
     )
 
 
+SAMPLE_SERVER = "211.183.3.100"
+"""The sample's NFS server: a public address, never mounted from this machine."""
+
+
+def runnable(cluster: Cluster, body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` as it can run on ``cluster``.
+
+    The local cluster's kwok nodes mount and pull nothing, so the sample runs there as it is.
+    On kind every pod runs for real on a machine without a registry: the sample's public export
+    becomes the cluster's test export, and the public images the ones built here (tagged, so
+    the kubelet never forces a pull). Only what is still the sample's is replaced: a test that
+    sets its own server or image keeps it.
+    """
+    if cluster.nfs is None:
+        return body
+    body = copy.deepcopy(body)
+    spec = body.setdefault("spec", {})
+    nfs = spec.get("storage", {}).get("nfs", {})
+    if nfs.get("server") == SAMPLE_SERVER:
+        spec["storage"]["nfs"] = {**nfs, **cluster.nfs}
+    built = local_images()
+    if spec.get("image", "nginx") == "nginx":
+        spec["image"] = built["nginx"]
+    for part in ("backup", "dateLogger"):
+        if (
+            isinstance(spec.get(part, {}), dict)
+            and spec.get(part, {}).get("image", "busybox") == "busybox"
+        ):
+            spec[part] = {**spec.get(part, {}), "image": built["busybox"]}
+    return body
+
+
 def apply(cluster: Cluster, namespace: str, body: dict[str, Any]) -> str:
+    body = runnable(cluster, body)
     return cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -52,6 +53,9 @@ class Cluster:
     kubeconfig_path: Path
     dns_port: int | None = None
     """Loopback port of the local cluster's CoreDNS; None resolves from inside the cluster."""
+    nfs: dict[str, Any] | None = None
+    """On a cluster whose every node runs pods for real (kind): its test export, which apps
+    use instead of the sample's public one (:func:`tests.e2e.apps.runnable`)."""
     api: pykube.HTTPClient = field(init=False)
 
     def __post_init__(self) -> None:
@@ -85,24 +89,52 @@ class Cluster:
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.exception.Timeout):
             return []
 
+    def _phase(self, pod: str) -> str:
+        return self.kubectl("get", "pod", "-n", "default", pod, "-o", "jsonpath={.status.phase}")
+
     def _resolve_in_cluster(self, name: str) -> list[str]:
+        """Ask the cluster's DNS from a one-shot busybox pod: its ``nslookup`` output, parsed.
+
+        The pod runs to completion and its log is read afterwards: an attached ``kubectl run
+        -i`` falls back to the log when the container is gone first, printing answers twice.
+        """
         pod = f"nslookup-{uuid.uuid4().hex[:6]}"
-        out = self.kubectl(
+        image = local_images()["busybox"]
+        self.kubectl(
             "run",
             pod,
-            "--rm",
-            "-i",
+            "-n",
+            "default",
             "--restart=Never",
-            "--image=busybox",
+            f"--image={image}",
             "--",
             "nslookup",
             name,
-            check=False,
         )
-        answers = out.split("Name:", 1)[-1] if "Name:" in out else ""
-        return sorted(
-            line.split()[-1] for line in answers.splitlines() if line.startswith("Address")
-        )
+        try:
+            wait_for(
+                lambda: self._phase(pod) in {"Succeeded", "Failed"}, 60, f"pod {pod} to finish"
+            )
+            out = self.kubectl("logs", "-n", "default", pod, check=False)
+        finally:
+            self.kubectl("delete", "pod", "-n", "default", pod, "--wait=false", check=False)
+        found: set[str] = set()
+        answer = False  # nslookup prints its server's address too: only those after a Name
+        for line in out.splitlines():
+            if line.startswith(("Name:", "Server:")):
+                answer = line.startswith("Name:")
+            elif answer and line.startswith("Address"):
+                found.add(line.split()[-1])
+        return sorted(found)
+
+
+@functools.cache
+def local_images() -> dict[str, str]:
+    """The images built on this machine (``hack/images``) by short name: busybox, nginx, ..."""
+    out = subprocess.run(
+        [REPO / "hack/images/build.sh", "--names"], capture_output=True, text=True, check=True
+    ).stdout
+    return dict(line.split("=", 1) for line in out.split())
 
 
 def make_namespace(cluster: Cluster, prefix: str = "e2e") -> str:

@@ -2,9 +2,12 @@
 
 - ``local`` (default): the project's own cluster (``hack/cluster/up.sh``: real control plane,
   kwok nodes, CoreDNS on loopback). Started if it is not running; ``make test`` stops it.
-- ``kind``: a kind cluster through pytest-kind, shaped by ``tests/e2e/kind.yaml``. Needs Docker,
-  which the project's own machines do not have; names are then resolved from inside the
-  cluster with a one-shot busybox pod.
+- ``kind``: a kind cluster through pytest-kind, shaped by ``tests/e2e/kind.yaml`` (one tainted
+  control plane, three workers), on podman with the node image built here
+  (``hack/kind/kind.sh``); kept for the next run, ``make kind-down`` deletes it. Names are
+  resolved from inside the cluster with a one-shot busybox pod. Tests marked
+  ``local_cluster`` need the local cluster and say why; on kind they are skipped with that
+  reason, never silently.
 - ``existing``: whatever ``$KUBECONFIG`` points at, used as it is (DNS as for kind).
 
 Every test gets its own namespace, deleted afterwards. A cluster that cannot be reached is an
@@ -35,6 +38,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "local_cluster(reason): needs the local cluster (its real node, its processes); "
+        "skipped with that reason on any other cluster",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--cluster") == "local":
+        return
+    for item in items:
+        marker = item.get_closest_marker("local_cluster")
+        if marker is not None:
+            reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+            if not reason:
+                raise pytest.UsageError(f"{item.nodeid}: local_cluster needs a reason")
+            item.add_marker(pytest.mark.skip(reason=f"local cluster only: {reason}"))
+
+
 def _local() -> Cluster:
     up = subprocess.run(
         [REPO / "hack/cluster/up.sh"], check=False, capture_output=True, text=True, timeout=300
@@ -46,16 +69,31 @@ def _local() -> Cluster:
     return Cluster("local", kubeconfig, dns_port=port)
 
 
-def _kind() -> Iterator[Cluster]:
-    # pytest-kind downloads kind and needs Docker: this path is for machines that have both.
+def _kind() -> Cluster:
     from pytest_kind import KindCluster  # noqa: PLC0415
 
-    kind = KindCluster("statefulwebapp-e2e")
+    kind_sh = REPO / "hack/kind/kind.sh"
+    out = subprocess.run([kind_sh, "env"], check=False, capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.fail(f"the kind tooling is not ready (hack/kind/kind.sh env):\n{out.stderr}")
+    env = dict(line.split("=", 1) for line in out.stdout.split())
+    # kind reads its provider and podman its settings from the environment pytest-kind passes on.
+    for key in ("KIND_EXPERIMENTAL_PROVIDER", "CONTAINERS_CONF"):
+        os.environ[key] = env[key]
+    kubeconfig = Path(env["KIND_KUBECONFIG"])
+    kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+    kind = KindCluster(
+        env["KIND_CLUSTER"],
+        kubeconfig=kubeconfig,
+        image=env["KIND_NODE_IMAGE"],
+        kind_path=Path(env["KIND"]),
+    )
     kind.create(config_file=REPO / "tests/e2e/kind.yaml")
-    try:
-        yield Cluster("kind", Path(kind.kubeconfig_path))
-    finally:
-        kind.delete()
+    ready = subprocess.run([kind_sh, "ready"], check=False, capture_output=True, text=True)
+    if ready.returncode != 0:
+        pytest.fail(f"the kind cluster is not ready (hack/kind/kind.sh ready):\n{ready.stderr}")
+    export = subprocess.run([kind_sh, "nfs-export"], check=True, capture_output=True, text=True)
+    return Cluster("kind", kubeconfig, nfs=json.loads(export.stdout))
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +102,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     if choice == "local":
         yield _local()
     elif choice == "kind":
-        yield from _kind()
+        yield _kind()
     else:
         path = os.environ.get("KUBECONFIG", str(Path.home() / ".kube/config"))
         yield Cluster("existing", Path(path.split(os.pathsep)[0]))

@@ -7,7 +7,6 @@ so a pod lands there only when it asks (:data:`ON_REAL_NODE`).
 
 from __future__ import annotations
 
-import functools
 import json
 import subprocess
 import urllib.request
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.apps import REAL_NODE
-from tests.e2e.cluster import REPO, Cluster
+from tests.e2e.cluster import REPO, Cluster, local_images
 
 TOLERATE_REAL_NODE = {"key": REAL_NODE, "operator": "Exists", "effect": "NoSchedule"}
 ON_REAL_NODE: dict[str, Any] = {
@@ -25,13 +24,9 @@ ON_REAL_NODE: dict[str, Any] = {
 """A pod spec's (and an app spec's) placement on the real node."""
 
 
-@functools.cache
 def images() -> dict[str, str]:
     """The locally built images by short name (busybox, nginx, operator, ...)."""
-    out = subprocess.run(
-        [REPO / "hack/images/build.sh", "--names"], capture_output=True, text=True, check=True
-    ).stdout
-    return dict(line.split("=", 1) for line in out.split())
+    return local_images()
 
 
 def pods(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:

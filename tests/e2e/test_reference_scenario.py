@@ -20,7 +20,7 @@ import requests
 import yaml
 
 from tests.e2e.apps import scenario_nodes
-from tests.e2e.cluster import Cluster, make_namespace, wait_for
+from tests.e2e.cluster import Cluster, local_images, make_namespace, wait_for
 
 DATA = Path(__file__).parent / "data"
 CONTROL_PLANE = "node-role.kubernetes.io/control-plane"
@@ -36,15 +36,29 @@ class Scenario:
     """(event type, pod name, pod Ready) in the order the API server sent them."""
 
 
-def manifests(namespace: str) -> list[dict[str, Any]]:
-    """The scenario, with the cluster-scoped volume renamed so namespaces never collide."""
+def manifests(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
+    """The scenario, with the cluster-scoped volume renamed so namespaces never collide.
+
+    On a cluster whose pods run for real (kind), the volume is the cluster's test export and the
+    images are the ones built here (tagged: no pull), as :func:`tests.e2e.apps.runnable` does
+    for apps.
+    """
     docs = [d for d in yaml.safe_load_all((DATA / "scenario.yaml").read_text()) if d]
     pv_name = f"{namespace}-nfs-pv"
+    built = local_images()
     for doc in docs:
         if doc["kind"] == "PersistentVolume":
             doc["metadata"]["name"] = pv_name
+            if cluster.nfs is not None:
+                doc["spec"]["nfs"] = {"server": cluster.nfs["server"], "path": cluster.nfs["path"]}
+                doc["spec"]["mountOptions"] = cluster.nfs["mountOptions"]
         elif doc["kind"] == "PersistentVolumeClaim":
             doc["spec"]["volumeName"] = pv_name
+        elif cluster.nfs is not None and doc["kind"] in {"StatefulSet", "DaemonSet", "CronJob"}:
+            workload = doc["spec"].get("jobTemplate", doc)["spec"]
+            pod = workload["template"]["spec"]
+            for container in pod["containers"]:
+                container["image"] = built[container["image"]]
     return docs
 
 
@@ -82,7 +96,7 @@ def scenario(cluster: Cluster) -> Iterator[Scenario]:
     )
     watcher.start()
     time.sleep(0.5)  # The watch must be open before the StatefulSet creates its first pod.
-    docs = manifests(namespace)
+    docs = manifests(cluster, namespace)
     cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(docs))
     yield result
     stop.set()
@@ -209,7 +223,7 @@ def test_daemonset_with_toleration_runs_on_every_node(cluster: Cluster, scenario
 def test_daemonset_without_toleration_skips_the_control_plane(
     cluster: Cluster, namespace: str
 ) -> None:
-    ds = next(d for d in manifests(namespace) if d["kind"] == "DaemonSet")
+    ds = next(d for d in manifests(cluster, namespace) if d["kind"] == "DaemonSet")
     del ds["spec"]["template"]["spec"]["tolerations"]
     ds["metadata"]["name"] = "untolerated"
     cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(ds))

@@ -11,6 +11,8 @@
 //   - SOURCE is SERVER:/PATH. SERVER (an address, or a name in /etc/hosts) must be a loopback
 //     address or an address of this machine, else exit 32 with nothing contacted (logged to
 //     $SWA_NFS_GUARD_LOG when set): this helper exists for the project's local test exports.
+//     SWA_NFS_ALLOW_GATEWAY=1 (the kind node image's kubelet) also allows the default gateway,
+//     which in a kind node is the machine running the node container.
 //   - A kernel with an NFS client (nfs in /proc/filesystems) gets the mount: /bin/mount -t nfs,
 //     unless SWA_NFS_CLIENT=fuse asks for this client anyway (its tests, on such a machine).
 //   - Else a daemon is started in a session of its own (stdio to a log in $SWA_NFS_LOG_DIR, or
@@ -198,8 +200,12 @@ func guard(server string) (string, error) {
 		ips = hostsLookup(server)
 	}
 	ifAddrs, _ := net.InterfaceAddrs()
+	gateway := net.IP(nil)
+	if os.Getenv("SWA_NFS_ALLOW_GATEWAY") == "1" {
+		gateway = defaultGateway()
+	}
 	for _, ip := range ips {
-		local := ip.IsLoopback()
+		local := ip.IsLoopback() || (gateway != nil && gateway.Equal(ip))
 		for _, a := range ifAddrs {
 			if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
 				local = true
@@ -213,6 +219,24 @@ func guard(server string) (string, error) {
 		return "", refuse
 	}
 	return ips[0].String(), nil
+}
+
+// defaultGateway returns the IPv4 default route's gateway (/proc/net/route), or nil. In a kind
+// node, a container on this machine's podman network, that gateway is this machine: the node
+// image sets SWA_NFS_ALLOW_GATEWAY=1 for its kubelet, and nowhere else is it set.
+func defaultGateway() net.IP {
+	routes, _ := os.ReadFile("/proc/net/route")
+	for _, line := range strings.Split(string(routes), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 3 || f[1] != "00000000" {
+			continue
+		}
+		var g uint32
+		if _, err := fmt.Sscanf(f[2], "%x", &g); err == nil && g != 0 {
+			return net.IPv4(byte(g), byte(g>>8), byte(g>>16), byte(g>>24))
+		}
+	}
+	return nil
 }
 
 // hostsLookup returns the addresses /etc/hosts gives name (localhost is loopback regardless).
