@@ -196,6 +196,69 @@ def test_values_reach_the_args() -> None:
     assert container["ports"][0]["containerPort"] == 9090
 
 
+def test_a_metrics_service_exposes_every_replica_and_no_servicemonitor_by_default() -> None:
+    docs = render()
+    (service,) = of_kind(docs, "Service")
+    assert service["metadata"]["name"] == f"{FULLNAME}-metrics"
+    assert service["metadata"]["namespace"] == NAMESPACE
+    assert service["metadata"]["labels"]["app.kubernetes.io/component"] == "metrics"
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 8080, "targetPort": "health", "protocol": "TCP"}
+    ]
+    # Leader and standbys alike: the Deployment's own selector, so every replica is scraped.
+    (deployment,) = of_kind(docs, "Deployment")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert "annotations" not in service["metadata"]
+    assert of_kind(docs, "ServiceMonitor") == []
+    # The port follows healthPort; annotations reach the Service.
+    docs = render("healthPort=9090", "metrics.service.annotations.example\\.com/team=web")
+    (service,) = of_kind(docs, "Service")
+    assert service["spec"]["ports"][0]["port"] == 9090
+    assert service["metadata"]["annotations"] == {"example.com/team": "web"}
+
+
+def test_a_long_release_name_still_makes_a_valid_service_name() -> None:
+    (service,) = of_kind(render(f"fullnameOverride={'x' * 63}"), "Service")
+    name = service["metadata"]["name"]
+    assert len(name) <= 63
+    assert name.endswith("-metrics")
+
+
+def test_the_servicemonitor_when_enabled_selects_the_metrics_service() -> None:
+    docs = render(
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.serviceMonitor.interval=15s",
+        "metrics.serviceMonitor.scrapeTimeout=5s",
+        "metrics.serviceMonitor.labels.release=prometheus",
+    )
+    (monitor,) = of_kind(docs, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["namespace"] == NAMESPACE
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    (service,) = of_kind(docs, "Service")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "5s"}
+    ]
+    # The selector picks the metrics Service only, never a pod-less other one of the chart.
+    (deployment,) = of_kind(docs, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert not monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    # Defaults: every 30 s, Prometheus's own timeout; a user label cannot replace the chart's.
+    docs = render(
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.serviceMonitor.labels.app\\.kubernetes\\.io/component=other",
+    )
+    (monitor,) = of_kind(docs, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s"}
+    ]
+    assert monitor["metadata"]["labels"]["app.kubernetes.io/component"] == "metrics"
+
+
 def test_rbac_has_no_wildcards() -> None:
     roles = [doc for doc in render() if doc["kind"] in {"Role", "ClusterRole"}]
     assert roles
@@ -322,6 +385,10 @@ def test_helm_test_hook() -> None:
         ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
         ("watchNamespaces=ns1", "/watchNamespaces"),
         ("watchNamespces={a}", "watchNamespces"),
+        ("metrics.serviceMonitor.enabled=yes", "/metrics/serviceMonitor/enabled"),
+        ("metrics.serviceMonitor.interval=soon", "/metrics/serviceMonitor/interval"),
+        ("metrics.serviceMonitor.scrapeTimeout=5", "/metrics/serviceMonitor/scrapeTimeout"),
+        ("metrics.serviceMonitr.enabled=true", "serviceMonitr"),
     ],
 )
 def test_bad_values_fail_naming_the_field(value: str, field: str) -> None:

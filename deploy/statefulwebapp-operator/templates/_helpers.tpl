@@ -40,6 +40,15 @@ app.kubernetes.io/component: operator
 {{- end }}
 
 {{/*
+Labels of the metrics Service (and its ServiceMonitor): the ServiceMonitor selects by them.
+*/}}
+{{- define "statefulwebapp-operator.metricsLabels" -}}
+{{ include "statefulwebapp-operator.selectorLabels" . }}
+app.kubernetes.io/component: metrics
+{{ include "statefulwebapp-operator.commonLabels" . }}
+{{- end }}
+
+{{/*
 Labels of the `helm test` hooks: another app.kubernetes.io/name, so the operator's selector
 never matches the test pod.
 */}}
