@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help
 help: ## List the targets with what they do
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) is missing: install Python 3.11 or newer."; exit 1; }
@@ -47,6 +47,26 @@ cluster-down: ## Stop the local cluster, CoreDNS, the real node and the NFS serv
 nfs-export: ## Print, as one line of JSON, the test NFS export's spec.storage.nfs (server, path, mountOptions)
 	@hack/cluster/nfs.sh export
 
+.PHONY: kind-image
+kind-image: tools image ## Build the kind node image with podman and no registry (kubeadm, flannel, local-path, the images kubeadm asks for); prints its name
+	@hack/kind/node-image.sh
+
+.PHONY: kind-up
+kind-up: kind-image ## Create the kind cluster of tests/e2e/kind.yaml (1 tainted control plane, 3 workers) on podman, load the images, start its NFS server; prints the kubeconfig path
+	@hack/kind/kind.sh up
+
+.PHONY: kind-down
+kind-down: ## Delete the kind cluster, its NFS server and network; fails naming any container, volume or network left
+	@hack/kind/kind.sh down
+
+.PHONY: kind-nfs-export
+kind-nfs-export: ## Print, as one line of JSON, the kind cluster's test NFS export (as nfs-export does)
+	@hack/kind/kind.sh nfs-export
+
+.PHONY: e2e-kind
+e2e-kind: venv kind-image ## E2E tests on the kind cluster through pytest-kind (created if missing, left running)
+	$(PY) -m pytest tests/e2e --cluster=kind -rs $(PYTEST_ARGS)
+
 .PHONY: kubeconfig
 kubeconfig: ## Print the local cluster's kubeconfig path
 	@echo $(KUBECONFIG_PATH)
@@ -67,11 +87,14 @@ e2e: venv tools ## E2E tests on the local cluster with its real node (left runni
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 .PHONY: test
-test: venv tools lint ## Everything CI runs: lint, unit and e2e on a fresh local cluster with a real node, torn down after
+test: venv tools lint kind-image ## Everything CI runs: lint, unit and e2e on a fresh local cluster with a real node, then e2e on a fresh kind cluster; both torn down after
 	@hack/cluster/down.sh >/dev/null 2>&1 || true
-	@# The teardown's own check (nothing left running, mounted or configured) fails the run too.
-	@trap 'status=$$?; hack/cluster/down.sh || status=1; exit $$status' EXIT; \
-	  REAL_NODE=1 hack/cluster/up.sh >/dev/null && $(PY) -m pytest tests $(PYTEST_ARGS)
+	@hack/kind/kind.sh down >/dev/null 2>&1 || true
+	@# Each teardown's own check (nothing left running, mounted or configured) fails the run too.
+	@# The local cluster is stopped before kind starts: two cores do not hold both at once.
+	@trap 'status=$$?; hack/cluster/down.sh || status=1; hack/kind/kind.sh down || status=1; exit $$status' EXIT; \
+	  REAL_NODE=1 hack/cluster/up.sh >/dev/null && $(PY) -m pytest tests $(PYTEST_ARGS) \
+	  && hack/cluster/down.sh && $(PY) -m pytest tests/e2e --cluster=kind -rs $(PYTEST_ARGS)
 
 .PHONY: crd
 crd: cluster-up ## Install the CRD into the local cluster
@@ -102,5 +125,5 @@ faults: venv tools ## Fault suite on a fresh cluster (kill -9, outages, watch ga
 	  $(PY) -m bench.faults $(FAULTS_ARGS)
 
 .PHONY: clean
-clean: cluster-down ## Remove the venv and caches in the clone (the tool cache stays)
+clean: cluster-down kind-down ## Remove the venv and caches in the clone (the tool cache stays)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

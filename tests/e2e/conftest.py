@@ -27,6 +27,7 @@ import pytest
 
 from tests.e2e.apps import REAL_NODE, apply, delete_namespace, sample, wait_ready
 from tests.e2e.cluster import CRD, REPO, Cluster, Operator, make_namespace
+from tests.e2e.realnode import ON_REAL_NODE, Placement
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -44,18 +45,24 @@ def pytest_configure(config: pytest.Config) -> None:
         "local_cluster(reason): needs the local cluster (its real node, its processes); "
         "skipped with that reason on any other cluster",
     )
+    config.addinivalue_line(
+        "markers",
+        "kind_cluster(reason): needs every node to run containers (kind); skipped with that "
+        "reason on the local cluster",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--cluster") == "local":
-        return
+    # The other cluster's tests are skipped with the reason their marker gives, never silently.
+    other = "kind_cluster" if config.getoption("--cluster") == "local" else "local_cluster"
     for item in items:
-        marker = item.get_closest_marker("local_cluster")
+        marker = item.get_closest_marker(other)
         if marker is not None:
             reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
             if not reason:
-                raise pytest.UsageError(f"{item.nodeid}: local_cluster needs a reason")
-            item.add_marker(pytest.mark.skip(reason=f"local cluster only: {reason}"))
+                raise pytest.UsageError(f"{item.nodeid}: {other} needs a reason")
+            where = "kind" if other == "kind_cluster" else "the local cluster"
+            item.add_marker(pytest.mark.skip(reason=f"runs on {where} only: {reason}"))
 
 
 def _local() -> Cluster:
@@ -153,6 +160,10 @@ def fresh_ns(cluster: Cluster, operator: Operator) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def real_node(cluster: Cluster) -> str:
     """The name of the node where containers really run (the local cluster's ``real``)."""
+    return _real_node(cluster)
+
+
+def _real_node(cluster: Cluster) -> str:
     if cluster.kind != "local":
         pytest.fail(
             "the real-node tests run the images built on this machine (hack/images) on the local "
@@ -168,6 +179,22 @@ def real_node(cluster: Cluster) -> str:
     ready = next(c for c in real[0]["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True", f"the real node is not Ready: {ready}"
     return str(real[0]["metadata"]["name"])
+
+
+@pytest.fixture(scope="module")
+def placement(cluster: Cluster) -> Placement:
+    """Where pods run for real: the local cluster's real node (asked for by label and
+    toleration), or any worker of kind (every node runs containers; the control plane is
+    tainted, so a pod without a toleration lands on a worker)."""
+    if cluster.kind == "local":
+        return Placement(ON_REAL_NODE, frozenset({_real_node(cluster)}))
+    nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json"))["items"]
+    workers = {
+        n["metadata"]["name"]
+        for n in nodes
+        if not any(t["effect"] == "NoSchedule" for t in n["spec"].get("taints") or [])
+    }
+    return Placement({}, frozenset(workers))
 
 
 NFS_GUARD_LOG = REPO / ".cluster/node/nfs-guard.log"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,16 @@ ON_REAL_NODE: dict[str, Any] = {
     "tolerations": [TOLERATE_REAL_NODE],
 }
 """A pod spec's (and an app spec's) placement on the real node."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where pods run for real on the cluster under test, and how a pod spec gets there."""
+
+    spec: dict[str, Any]
+    """nodeSelector and tolerations for a pod spec, an app spec or chart values (may be empty)."""
+    nodes: frozenset[str]
+    """The nodes such a pod may land on."""
 
 
 def images() -> dict[str, str]:
@@ -61,10 +72,12 @@ def nfs_export() -> dict[str, Any]:
     return export
 
 
-def export_dir(name: str) -> tuple[dict[str, Any], Path]:
+def export_dir(cluster: Cluster, name: str) -> tuple[dict[str, Any], Path]:
     """A directory of the test export of its own, for one app: its ``storage.nfs`` and the
-    directory on this machine (the server's side), where a test reads what pods wrote."""
-    export = nfs_export()
+    directory on this machine (the server's side), where a test reads what pods wrote.
+
+    The export is the cluster's: kind's (:attr:`Cluster.nfs`) or the local cluster's."""
+    export = cluster.nfs or nfs_export()
     local = Path(export["path"]) / name
     local.mkdir(mode=0o777, exist_ok=True)
     local.chmod(0o777)  # Written by pods of any user.

@@ -36,6 +36,11 @@ from tests.e2e.cluster import (
 RESYNC = 5
 """Seconds between full checks in these tests (the default is 30)."""
 
+pytestmark = pytest.mark.local_cluster(
+    reason="they stop and start the local cluster's API server and etcd processes "
+    "(hack/cluster/component.sh) and compact its etcd"
+)
+
 
 def component(action: str, name: str) -> None:
     subprocess.run([REPO / "hack/cluster/component.sh", action, name], check=True, timeout=60)
@@ -47,8 +52,6 @@ def api_up(cluster: Cluster) -> bool:
 
 @pytest.fixture
 def gap_ns(cluster: Cluster) -> Iterator[str]:
-    if cluster.kind != "local":
-        pytest.fail("fault tests restart the local cluster's components: use --cluster=local")
     cluster.kubectl("apply", "--server-side", "-f", str(CRD))
     namespace = make_namespace(cluster, "gap")
     yield namespace

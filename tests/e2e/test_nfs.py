@@ -42,6 +42,12 @@ from tests.e2e.realnode import (
     pods,
 )
 
+pytestmark = pytest.mark.local_cluster(
+    reason="it reads the backup agents' hostPath archives on this machine, which only the "
+    "local cluster's real node keeps there (a kind node's hostPath is inside its container); "
+    "on kind the scenario's web pods serve the shared export (test_reference_scenario)"
+)
+
 REPLICAS = 2
 MOUNT_PATH = "/usr/share/nginx/html"
 
@@ -84,7 +90,7 @@ def nfs_app(
     cluster: Cluster, operator: Operator, real_node: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NfsApp]:
     namespace = make_namespace(cluster, "nfs")
-    export, served = export_dir(namespace)
+    export, served = export_dir(cluster, namespace)
     backups = tmp_path_factory.mktemp("backups")
     body = app_body(export, backups)
     apply(cluster, namespace, body)

@@ -14,10 +14,16 @@ import os
 import re
 import subprocess
 
+import pytest
+
 from tests.e2e.cluster import REPO, tools_bin
 from tests.e2e.realnode import nfs_export
 
 
+@pytest.mark.local_cluster(
+    reason="it runs the FUSE client on this machine against the local cluster's NFS server; "
+    "on kind the same client mounts the scenario's volumes in every node"
+)
 def test_the_fuse_client_does_what_the_pods_need() -> None:
     export = nfs_export()
     options = dict(o.split("=", 1) for o in export["mountOptions"] if "=" in o)

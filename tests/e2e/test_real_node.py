@@ -1,5 +1,5 @@
-"""Real containers on the local cluster's real node: the chart's operator pod, `helm test`, the
-date logger's Job, the backup agent's script and the web image.
+"""Real containers: the chart's operator pod, `helm test`, the date logger's Job, the backup
+agent's script and the web image, on the local cluster's real node or on kind's workers.
 
 kwok only pretends to run pods. The node ``real`` (``hack/cluster/node.sh``) runs them: its
 kubelet starts them through containerd and runc, probes them and serves their logs; kube-proxy
@@ -31,7 +31,7 @@ from statefulwebapp.model import parse
 from statefulwebapp.render import DATA_VOLUME, render_daemonset, render_statefulset
 from tests.e2e.apps import REAL_NODE, apply, delete_namespace, get_app, sample, wait_ready
 from tests.e2e.cluster import CHART, Cluster, helm, make_namespace, wait_for
-from tests.e2e.realnode import ON_REAL_NODE, exec_in, export_dir, http_get, images, pods
+from tests.e2e.realnode import ON_REAL_NODE, Placement, exec_in, export_dir, http_get, images, pods
 
 NODE = "real"
 DATE = re.compile(r"^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d UTC (\d{4})$", re.MULTILINE)
@@ -50,16 +50,16 @@ class Release:
 
 @pytest.fixture(scope="module")
 def release(
-    cluster: Cluster, real_node: str, tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster, placement: Placement, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Release]:
-    """The chart installed with the image built here, its pods on the real node."""
+    """The chart installed with the image built here, its pods where pods run for real."""
     namespace = make_namespace(cluster, "swa-system")
     name = f"swa-{uuid.uuid4().hex[:6]}"
     repository, tag = images()["operator"].rsplit(":", 1)
     values = {
         "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
         "test": {"image": images()["kubectl"]},
-        **ON_REAL_NODE,
+        **placement.spec,
     }
     path = tmp_path_factory.mktemp("chart") / "values.yaml"
     path.write_text(yaml.safe_dump(values))
@@ -69,9 +69,11 @@ def release(
     delete_namespace(cluster, namespace)
 
 
-def run_pod(cluster: Cluster, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
-    """Create ``pod`` on the real node and wait until its containers run (or it finished)."""
-    pod["spec"].update(ON_REAL_NODE)
+def run_pod(
+    cluster: Cluster, namespace: str, placement: Placement, pod: dict[str, Any]
+) -> dict[str, Any]:
+    """Create ``pod`` where pods run for real; wait until its containers run (or finished)."""
+    pod["spec"].update(placement.spec)
     cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(pod))
     name = pod["metadata"]["name"]
 
@@ -87,13 +89,13 @@ def run_pod(cluster: Cluster, namespace: str, pod: dict[str, Any]) -> dict[str, 
     return live
 
 
-def test_chart_pods_run_on_the_real_node_under_their_security_context(
-    cluster: Cluster, release: Release, real_node: str
+def test_chart_pods_run_for_real_under_their_security_context(
+    cluster: Cluster, release: Release, placement: Placement
 ) -> None:
     running = pods(cluster, release.namespace, release.selector)
     assert len(running) == 2
     for pod in running:
-        assert pod["spec"]["nodeName"] == real_node
+        assert pod["spec"]["nodeName"] in placement.nodes
         (status,) = pod["status"]["containerStatuses"]
         assert status["ready"], status
         assert "running" in status["state"], status
@@ -159,7 +161,9 @@ def test_chart_operator_reconciles_an_app_to_ready(cluster: Cluster, release: Re
         delete_namespace(cluster, namespace)
 
 
-def test_helm_test_runs_a_real_pod(cluster: Cluster, release: Release, real_node: str) -> None:
+def test_helm_test_runs_a_real_pod(
+    cluster: Cluster, release: Release, placement: Placement
+) -> None:
     out = helm(cluster, "test", release.name, "-n", release.namespace, "--logs")
     assert "Phase:          Succeeded" in out, out
     assert re.search(r"^statefulwebapps\s", out, re.MULTILINE), out
@@ -168,14 +172,19 @@ def test_helm_test_runs_a_real_pod(cluster: Cluster, release: Release, real_node
         release.namespace,
         f"app.kubernetes.io/instance={release.name},app.kubernetes.io/component=test",
     )
-    assert pod["spec"]["nodeName"] == real_node
+    assert pod["spec"]["nodeName"] in placement.nodes
     assert pod["status"]["phase"] == "Succeeded"
 
 
 @pytest.fixture
-def on_real_node(cluster: Cluster, release: Release) -> Iterator[str]:
-    """A namespace whose pods all go to the real node, whatever their spec says."""
+def on_real_node(cluster: Cluster, release: Release, placement: Placement) -> Iterator[str]:
+    """A namespace whose pods all go where pods run for real, whatever their spec says (on
+    kind, every worker does: nothing to ask)."""
     namespace = make_namespace(cluster, "real")
+    if not placement.spec:
+        yield namespace
+        delete_namespace(cluster, namespace)
+        return
     annotations = {
         "scheduler.alpha.kubernetes.io/node-selector": f"{REAL_NODE}=true",
         "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps(ON_REAL_NODE["tolerations"]),
@@ -188,13 +197,13 @@ def on_real_node(cluster: Cluster, release: Release) -> Iterator[str]:
 
 
 def test_date_logger_job_runs_and_logs_the_date(
-    cluster: Cluster, on_real_node: str, real_node: str
+    cluster: Cluster, on_real_node: str, placement: Placement
 ) -> None:
     """The CronJob the operator renders, scheduled by the controller manager every minute,
     runs its Job's pod on the real node, and the pod prints the date."""
     # The namespace sends the web pod to the real node too, whose kubelet mounts its volume
     # for real: the local test export, never the sample's public address.
-    export, _ = export_dir(on_real_node)
+    export, _ = export_dir(cluster, on_real_node)
     apply(
         cluster,
         on_real_node,
@@ -221,7 +230,7 @@ def test_date_logger_job_runs_and_logs_the_date(
     except BaseException:
         print(cluster.kubectl("get", "pods,jobs,cronjobs,events", "-n", on_real_node, "-o", "wide"))
         raise
-    assert pod["spec"]["nodeName"] == real_node
+    assert pod["spec"]["nodeName"] in placement.nodes
     log = cluster.kubectl("logs", "-n", on_real_node, pod["metadata"]["name"])
     match = DATE.search(log)
     assert match, f"no date in the Job's log: {log!r}"
@@ -258,7 +267,9 @@ def app_spec(namespace: str, **spec: Any) -> Any:
     return parse(body)
 
 
-def test_backup_agent_script_archives_under_busybox(cluster: Cluster, namespace: str) -> None:
+def test_backup_agent_script_archives_under_busybox(
+    cluster: Cluster, namespace: str, placement: Placement
+) -> None:
     """The DaemonSet's container as rendered (busybox, the agent script, its environment),
     archiving every 2 seconds and keeping 2."""
     app = app_spec(
@@ -273,7 +284,7 @@ def test_backup_agent_script_archives_under_busybox(cluster: Cluster, namespace:
         {"name": v["name"], "emptyDir": {}} if "hostPath" in v else v
         for v in pod["spec"]["volumes"]
     ]
-    run_pod(cluster, namespace, pod)
+    run_pod(cluster, namespace, placement, pod)
     prefix = f"{namespace}-web-"
 
     def archives() -> list[str]:
@@ -294,12 +305,21 @@ def test_backup_agent_script_archives_under_busybox(cluster: Cluster, namespace:
     assert content == "backed up"
 
 
-def test_web_image_serves_the_volume(cluster: Cluster, namespace: str) -> None:
+@pytest.mark.local_cluster(
+    reason="fetches from the pod's IP on this machine; kind's pod network is routed only "
+    "inside its nodes (on kind, tests/e2e/test_reference_scenario.py fetches through the "
+    "Service from a pod)"
+)
+def test_web_image_serves_the_volume(
+    cluster: Cluster, namespace: str, placement: Placement
+) -> None:
     """The StatefulSet's pod as rendered, with the nginx image built here: it serves the
     content of its data volume on the app's port."""
     app = app_spec(namespace, image=images()["nginx"])
     template = render_statefulset(app)["spec"]["template"]
-    pod = run_pod(cluster, namespace, rendered_pod(template, "web-0", f"hello from {namespace}"))
+    pod = run_pod(
+        cluster, namespace, placement, rendered_pod(template, "web-0", f"hello from {namespace}")
+    )
     ip = pod["status"]["podIP"]
 
     assert (

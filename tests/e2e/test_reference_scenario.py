@@ -21,6 +21,7 @@ import yaml
 
 from tests.e2e.apps import scenario_nodes
 from tests.e2e.cluster import Cluster, local_images, make_namespace, wait_for
+from tests.e2e.realnode import exec_in, export_dir
 
 DATA = Path(__file__).parent / "data"
 CONTROL_PLANE = "node-role.kubernetes.io/control-plane"
@@ -50,8 +51,9 @@ def manifests(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
         if doc["kind"] == "PersistentVolume":
             doc["metadata"]["name"] = pv_name
             if cluster.nfs is not None:
-                doc["spec"]["nfs"] = {"server": cluster.nfs["server"], "path": cluster.nfs["path"]}
-                doc["spec"]["mountOptions"] = cluster.nfs["mountOptions"]
+                export, _ = export_dir(cluster, namespace)
+                doc["spec"]["nfs"] = {"server": export["server"], "path": export["path"]}
+                doc["spec"]["mountOptions"] = export["mountOptions"]
         elif doc["kind"] == "PersistentVolumeClaim":
             doc["spec"]["volumeName"] = pv_name
         elif cluster.nfs is not None and doc["kind"] in {"StatefulSet", "DaemonSet", "CronJob"}:
@@ -311,3 +313,33 @@ def test_cronjob_runs_one_job_per_minute_and_keeps_three(
         assert job["status"].get("succeeded") == 1 or name == max(seen), f"{name} did not complete"
     assert minutes == list(range(minutes[0], minutes[0] + len(minutes))), "not one Job per minute"
     assert most_successful <= 3, f"{most_successful} successful Jobs were kept at once (limit 3)"
+
+
+@pytest.mark.kind_cluster(
+    reason="the local cluster runs the scenario on kwok nodes, which start no container (its "
+    "real node serves NFS content in tests/e2e/test_nfs.py)"
+)
+def test_every_web_pod_serves_the_shared_export(cluster: Cluster, scenario: Scenario) -> None:
+    """A file written on the NFS server's side is what each of the three nginx pods serves,
+    fetched by its stable name from a pod of the backup-like DaemonSet: one export, mounted by
+    the kubelet of every node a web pod runs on."""
+    ns = scenario.namespace
+    _, served = export_dir(cluster, ns)
+    content = f"shared by the scenario in {ns}"
+    (served / "index.html").write_text(content)
+    agent = wait_for(
+        lambda: next((p for p in pods(cluster, ns, name="test") if pod_ready(p)), None),
+        60,
+        "a ready pod of the DaemonSet",
+    )["metadata"]["name"]
+    web_nodes = set()
+    for pod in ("web-0", "web-1", "web-2"):
+        url = f"http://{pod}.nginx.{ns}.svc.cluster.local/"
+        fetch = f"wget -qO- {url} 2>&1 || true"
+        wait_for(
+            lambda cmd=fetch: exec_in(cluster, ns, agent, cmd) == content, 90, f"{url} serving it"
+        )
+        web_nodes.add(
+            pykube.Pod.objects(cluster.api, namespace=ns).get(name=pod).obj["spec"]["nodeName"]
+        )
+    assert len(web_nodes) > 1, f"all web pods on one node ({web_nodes}): the export is not shared"
