@@ -85,12 +85,17 @@ class Probe:
             if self.http_path
             else {"tcpSocket": {"port": port}}
         )
-        return action | {
+        probe = action | {
             "periodSeconds": self.period_seconds,
             "timeoutSeconds": self.timeout_seconds,
             "failureThreshold": self.failure_threshold,
-            "initialDelaySeconds": self.initial_delay_seconds,
         }
+        # The API server stores no zero delay (it is its default and omitted when empty):
+        # rendered, the live object would never show it, and every new operator process would
+        # apply the StatefulSet once more on its first pass.
+        if self.initial_delay_seconds:
+            probe["initialDelaySeconds"] = self.initial_delay_seconds
+        return probe
 
 
 @dataclass(frozen=True)

@@ -189,6 +189,25 @@ def test_probes_name_the_port_so_they_follow_it() -> None:
     assert "livenessProbe" not in web
 
 
+def test_a_probe_without_a_delay_renders_none_as_the_api_server_stores_none() -> None:
+    """A zero ``initialDelaySeconds`` never shows on the live object: rendered, every new
+    operator process would apply the StatefulSet once more (found by tests/e2e/test_metrics)."""
+    sts = render_all(parse(SCENARIO))["StatefulSet"]
+    assert sts is not None
+    (web,) = sts["spec"]["template"]["spec"]["containers"]
+    assert "initialDelaySeconds" not in web["readinessProbe"]
+    body = {
+        **SCENARIO,
+        "spec": {**SCENARIO["spec"], "probes": {"readiness": {"initialDelaySeconds": 5}}},
+    }
+    sts = render_all(parse(body))["StatefulSet"]
+    assert sts is not None
+    assert (
+        sts["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["initialDelaySeconds"]
+        == 5
+    )
+
+
 def test_probes_turned_off_render_nothing() -> None:
     body = {**SCENARIO, "spec": {**SCENARIO["spec"], "probes": {"readiness": {"enabled": False}}}}
     sts = render_all(parse(body))["StatefulSet"]
