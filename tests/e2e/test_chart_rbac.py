@@ -127,12 +127,44 @@ def test_chart_installs_the_crd_and_a_ready_operator_deployment(
     # `helm test` runs its pod for real on the real node: tests/e2e/test_real_node.py.
 
 
+SERVICE_MONITOR_CRD = Path(__file__).parent / "data/servicemonitor-crd.yaml"
+
+
+@pytest.fixture(scope="module")
+def service_monitor_crd(cluster: Cluster) -> Iterator[None]:
+    """The ServiceMonitor kind: the cluster's own CRD if it has one, else a stand-in for it."""
+    name = "servicemonitors.monitoring.coreos.com"
+    if cluster.kubectl("get", "crd", name, "--ignore-not-found", "-o", "name").strip():
+        yield
+        return
+    cluster.kubectl("apply", "--server-side", "-f", str(SERVICE_MONITOR_CRD))
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}")
+    yield
+    cluster.kubectl("delete", "crd", name, "--ignore-not-found", "--wait=false")
+
+
 @pytest.mark.parametrize(
-    "values",
-    [[], ["--set", "watchNamespaces={team-a,team-b}", "--set", "logFormat=json"]],
-    ids=["defaults", "watch-namespaces"],
+    ("values", "monitored"),
+    [
+        ([], False),
+        (["--set", "watchNamespaces={team-a,team-b}", "--set", "logFormat=json"], False),
+        (
+            [
+                "--set",
+                "metrics.serviceMonitor.enabled=true",
+                "--set",
+                "metrics.serviceMonitor.scrapeTimeout=10s",
+                "--set",
+                "metrics.serviceMonitor.labels.release=prometheus",
+            ],
+            True,
+        ),
+    ],
+    ids=["defaults", "watch-namespaces", "service-monitor"],
 )
-def test_rendered_chart_passes_server_side_validation(cluster: Cluster, values: list[str]) -> None:
+def test_rendered_chart_passes_server_side_validation(
+    cluster: Cluster, service_monitor_crd: None, values: list[str], monitored: bool
+) -> None:
     """Every object the chart renders is accepted by the real API server (dry-run, strict).
 
     The `helm test` Pod is left out: admission refuses a Pod whose ServiceAccount does not exist
@@ -152,7 +184,13 @@ def test_rendered_chart_passes_server_side_validation(cluster: Cluster, values: 
         "apply", "--dry-run=server", "--validate=strict", "-f", "-", stdin=rendered
     )
     kinds = {line.split("/")[0] for line in out.splitlines() if "(server dry run)" in line}
-    assert {"deployment.apps", "serviceaccount", "clusterrole.rbac.authorization.k8s.io"} <= kinds
+    assert {
+        "deployment.apps",
+        "serviceaccount",
+        "clusterrole.rbac.authorization.k8s.io",
+        "service",
+    } <= kinds
+    assert ("servicemonitor.monitoring.coreos.com" in kinds) is monitored, out
 
 
 class Forbidden(Exception):  # noqa: N818  (it carries the evidence, not an error of ours)
