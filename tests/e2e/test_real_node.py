@@ -31,6 +31,7 @@ from statefulwebapp.model import parse
 from statefulwebapp.render import DATA_VOLUME, render_daemonset, render_statefulset
 from tests.e2e.apps import REAL_NODE, apply, delete_namespace, get_app, sample, wait_ready
 from tests.e2e.cluster import CHART, Cluster, helm, make_namespace, wait_for
+from tests.e2e.metrics import health, scrape
 from tests.e2e.realnode import ON_REAL_NODE, Placement, exec_in, export_dir, http_get, images, pods
 
 NODE = "real"
@@ -157,8 +158,61 @@ def test_chart_operator_reconciles_an_app_to_ready(cluster: Cluster, release: Re
         assert app["status"]["readyReplicas"] == 3
         log = cluster.kubectl("logs", "-n", release.namespace, leader)
         assert "Handler 'app' succeeded" in log
+        serves_metrics(cluster, release, leader)
     finally:
         delete_namespace(cluster, namespace)
+
+
+def serves_metrics(cluster: Cluster, release: Release, leader: str) -> None:
+    """Each operator pod's /metrics, scraped at its pod IP: the leader counts the app's passes
+    and Ready reason, the standby says 0; the chart's metrics Service routes to both."""
+    running = pods(cluster, release.namespace, release.selector)
+    seen = {}
+    for pod in running:
+        name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
+        seen[name] = wait_for(
+            lambda ip=ip: (s := scrape(ip, 8080)).value("statefulwebapp_leader") is not None and s,
+            30,
+            f"{name}'s /metrics",
+        )
+    (standby,) = set(seen) - {leader}
+    assert seen[leader].value("statefulwebapp_leader") == 1
+    assert seen[leader].total("statefulwebapp_reconcile_passes_total", outcome="changed") >= 1
+    assert seen[leader].value("statefulwebapp_apps", reason="Ready") == 1
+    # In a pod: requests through the kubernetes Service, with the projected token, counted.
+    assert seen[leader].total("statefulwebapp_api_requests_total", verb="apply") >= 1
+    assert seen[standby].value("statefulwebapp_leader") == 0
+    assert seen[standby].total("statefulwebapp_reconcile_passes_total") == 0
+    assert health(running[0]["status"]["podIP"], 8080)[0] == 200
+    service = json.loads(
+        cluster.kubectl(
+            "get",
+            "service",
+            f"{release.name}-statefulwebapp-operator-metrics",
+            "-n",
+            release.namespace,
+            "-o",
+            "json",
+        )
+    )
+    assert service["spec"]["ports"][0]["name"] == "metrics"
+    slices = json.loads(
+        cluster.kubectl(
+            "get",
+            "endpointslices",
+            "-n",
+            release.namespace,
+            "-l",
+            f"kubernetes.io/service-name={service['metadata']['name']}",
+            "-o",
+            "json",
+        )
+    )["items"]
+    addresses = {a for s in slices for e in s["endpoints"] for a in e["addresses"]}
+    assert addresses == {p["status"]["podIP"] for p in running}
+    # Through the Service's cluster IP (kube-proxy on this machine): one of the two answers.
+    through = scrape(service["spec"]["clusterIP"], service["spec"]["ports"][0]["port"])
+    assert through.value("statefulwebapp_leader") in (0, 1)
 
 
 def test_helm_test_runs_a_real_pod(
