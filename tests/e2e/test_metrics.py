@@ -56,12 +56,19 @@ def test_a_leader_counts_the_passes_requests_and_ready_apps_of_a_new_app(
     operator = start(cluster, tmp_path, "leader", lease, apps_ns)
     try:
         wait_for(lambda: leads(operator), 30, "the operator to lead")
-        before = of(operator)
+        # kopf starts once the lease is taken: the children's watches list every kind first.
+        before = wait_for(
+            lambda: (
+                (s := of(operator)).total("statefulwebapp_api_requests_total", verb="list")
+                >= len(watch.SOURCES)
+                and s
+            ),
+            30,
+            "a list of every watched kind",
+        )
         assert before.total(PASSES) == 0
-        # The children's watches listed at start, one list per kind, and watch since.
         for source in watch.SOURCES:
             assert before.value("statefulwebapp_watch_relists_total", kind=source.kind.name) == 0
-        assert before.total("statefulwebapp_api_requests_total", verb="list") >= len(watch.SOURCES)
         apply(cluster, apps_ns, sample())
         wait_ready(cluster, apps_ns)
         after = wait_for(
