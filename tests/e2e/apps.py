@@ -70,8 +70,8 @@ def wait_reason(cluster: Cluster, namespace: str, reason: str, name: str = "web"
     )
 
 
-SAMPLE_SERVER = "211.183.3.100"
-"""The sample's NFS server: a public address, never mounted from this machine."""
+SAMPLE_SERVER, SAMPLE_PATH = "211.183.3.100", "/shared"
+"""The sample's NFS export: a public address, never mounted from this machine."""
 
 
 def runnable(cluster: Cluster, body: dict[str, Any]) -> dict[str, Any]:
@@ -81,15 +81,17 @@ def runnable(cluster: Cluster, body: dict[str, Any]) -> dict[str, Any]:
     On kind every pod runs for real on a machine without a registry: the sample's public export
     becomes the cluster's test export, and the public images the ones built here (tagged, so
     the kubelet never forces a pull). Only what is still the sample's is replaced: a test that
-    sets its own server or image keeps it.
+    sets its own export or image keeps it.
     """
-    if cluster.nfs is None:
+    if cluster.nfs is None or body.get("kind") != "StatefulWebApp":
         return body
     body = copy.deepcopy(body)
     spec = body.setdefault("spec", {})
     nfs = spec.get("storage", {}).get("nfs", {})
-    if nfs.get("server") == SAMPLE_SERVER:
-        spec["storage"]["nfs"] = {**nfs, **cluster.nfs}
+    if (nfs.get("server"), nfs.get("path")) == (SAMPLE_SERVER, SAMPLE_PATH):
+        # Mount options a test sets are its own; the export's are what mounting it needs.
+        options = nfs.get("mountOptions", cluster.nfs["mountOptions"])
+        spec["storage"]["nfs"] = {**nfs, **cluster.nfs, "mountOptions": options}
     built = local_images()
     if spec.get("image", "nginx") == "nginx":
         spec["image"] = built["nginx"]
@@ -166,6 +168,6 @@ def dry_run(cluster: Cluster, body: dict[str, Any], namespace: str = "default") 
         namespace,
         "-f",
         "-",
-        stdin=yaml.safe_dump(body),
+        stdin=yaml.safe_dump(runnable(cluster, body)),
         check=False,
     )

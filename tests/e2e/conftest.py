@@ -201,19 +201,52 @@ NFS_GUARD_LOG = REPO / ".cluster/node/nfs-guard.log"
 """Where the real node's mount helper (``swa-nfs-mount``) logs every server it refused."""
 
 
+def _guard_logs(config: pytest.Config) -> str:
+    """What every real kubelet's mount helper refused so far: the local real node's log, and on
+    kind each node's (inside its container)."""
+    logs = NFS_GUARD_LOG.read_text() if NFS_GUARD_LOG.exists() else ""
+    if config.getoption("--cluster") != "kind":
+        return logs
+    engine = os.environ.get("KIND_EXPERIMENTAL_PROVIDER", "podman")
+    cluster = os.environ.get("KIND_CLUSTER", "statefulwebapp-e2e")
+    nodes = subprocess.run(
+        [
+            engine,
+            "ps",
+            "--filter",
+            f"label=io.x-k8s.kind.cluster={cluster}",
+            "--format",
+            "{{.Names}}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    for node in sorted(nodes):
+        out = subprocess.run(
+            [engine, "exec", node, "cat", "/var/log/swa-nfs/guard.log"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        logs += "".join(f"{node}: {line}\n" for line in out.stdout.splitlines())
+    return logs
+
+
 @pytest.fixture(scope="session", autouse=True)
-def no_foreign_mounts() -> Iterator[None]:
+def no_foreign_mounts(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fails the run if a real kubelet was asked to mount an export of another machine.
 
-    Only the local cluster's own test export may be mounted for real: the sample's
-    211.183.3.100 is a public address. The helper refuses before any packet leaves; this makes
-    the test that asked for it fail the run instead of passing on a pod that never started.
+    Only the cluster's own test export may be mounted for real: the sample's 211.183.3.100 is
+    a public address. The helper refuses before any packet leaves; this makes the test that
+    asked for it fail the run instead of passing on a pod that never started.
     """
-    before = NFS_GUARD_LOG.read_text() if NFS_GUARD_LOG.exists() else ""
+    before = _guard_logs(request.config)
     yield
-    after = NFS_GUARD_LOG.read_text() if NFS_GUARD_LOG.exists() else ""
+    after = _guard_logs(request.config)
     refused = after[len(before) :] if after.startswith(before) else after
     assert not refused.strip(), (
         "a real kubelet was asked to mount an NFS export that is not on this machine "
-        f"(refused by swa-nfs-mount, {NFS_GUARD_LOG}):\n{refused}"
+        f"(refused by swa-nfs-mount, {NFS_GUARD_LOG} or a kind node's "
+        f"/var/log/swa-nfs/guard.log):\n{refused}"
     )
