@@ -3,7 +3,9 @@
 # script's unit tests, the real node's container stack (podman builds the images,
 # mmdebstrap their Debian root filesystems; containerd, runc, the CNI plugins and iptables run
 # the node), and the NFS storage of its pods (nfs-ganesha with its VFS backend and rpcbind
-# serve it, hack/cluster/nfs.sh; fuse3 for the FUSE NFS client that mounts it). Only what is
+# serve it, hack/cluster/nfs.sh; fuse3 for the FUSE NFS client that mounts it), and for kind
+# (hack/kind): podman's dnsname plugin, through which kind's workers find the control plane,
+# and jq for the node image's runtime spec. Only what is
 # missing is installed; nothing is installed over a different build.
 set -euo pipefail
 say() { printf '[tools] %s\n' "$*" >&2; }
@@ -12,7 +14,8 @@ die() { printf '[tools] error: %s\n' "$*" >&2; exit 1; }
 # Debian's `busybox` (not busybox-static: that build runs its own applets before PATH, which
 # the image build does not need on the host either; hack/images extracts it into the image).
 packages=(busybox podman runc containerd containernetworking-plugins mmdebstrap iptables
-  iproute2 curl gcc libc6-dev nfs-ganesha nfs-ganesha-vfs rpcbind fuse3)
+  iproute2 curl gcc libc6-dev nfs-ganesha nfs-ganesha-vfs rpcbind fuse3
+  golang-github-containernetworking-plugin-dnsname jq)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
