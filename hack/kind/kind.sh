@@ -18,7 +18,9 @@ say() { printf '[kind] %s\n' "$*" >&2; }
 die() { printf '[kind] error: %s\n' "$*" >&2; exit 1; }
 
 NAME=${KIND_CLUSTER:-statefulwebapp-e2e}
-DIR=$repo/.cluster/kind
+# Its own directory beside the local cluster's .cluster (which down.sh removes whole): the two
+# clusters start and stop independently.
+DIR=$repo/.kind
 KUBECONFIG_PATH=$DIR/kubeconfig
 KIND=${XDG_CACHE_HOME:-$HOME/.cache}/statefulwebapp-operator/kind/bin/kind
 TOOLS_BIN=$("$repo/hack/tools/build.sh" --dir)
