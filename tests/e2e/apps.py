@@ -60,6 +60,18 @@ def wait_ready(cluster: Cluster, namespace: str, name: str = "web", timeout: flo
     return wait_for(ready, timeout, f"StatefulWebApp {namespace}/{name} to be Ready")
 
 
+def wait_applied(cluster: Cluster, namespace: str, name: str = "web", timeout: float = 90) -> Any:
+    """Wait until the app's status answers its current spec (``observedGeneration``), Ready or
+    not: the operator has applied the edit and told what became of it."""
+
+    def applied() -> Any:
+        app = get_app(cluster, namespace, name)
+        fresh = app.get("status", {}).get("observedGeneration") == app["metadata"]["generation"]
+        return fresh and bool(ready_condition(app)) and app
+
+    return wait_for(applied, timeout, f"StatefulWebApp {namespace}/{name} to answer its spec")
+
+
 def wait_reason(cluster: Cluster, namespace: str, reason: str, name: str = "web") -> Any:
     return wait_for(
         lambda: (

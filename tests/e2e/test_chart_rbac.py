@@ -31,6 +31,7 @@ from tests.e2e.cluster import (
     Cluster,
     Operator,
     helm,
+    local_images,
     make_namespace,
     tools_bin,
     wait_for,
@@ -75,7 +76,14 @@ def service_account_kubeconfig(cluster: Cluster, namespace: str, account: str, p
 def release(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
     namespace = make_namespace(cluster, "swa-system")
     name = f"swa-{uuid.uuid4().hex[:6]}"
-    helm(cluster, "install", name, str(CHART), "-n", namespace, "--wait", "--timeout", "120s")
+    # Where pods run for real (kind), the chart runs the operator image built here: no
+    # registry has the chart's default one.
+    repository, tag = local_images()["operator"].rsplit(":", 1)
+    image = ["--set", f"image.repository={repository},image.tag={tag},image.pullPolicy=Never"]
+    where = image if cluster.nfs is not None else []
+    helm(
+        cluster, "install", name, str(CHART), "-n", namespace, *where, "--wait", "--timeout", "120s"
+    )
     account = f"{name}-statefulwebapp-operator"
     roles = {
         suffix: json.loads(cluster.kubectl("get", kind, f"{account}{suffix}", "-o", "json", *where))
