@@ -5,6 +5,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 
+import pykube
 from prometheus_client.parser import text_string_to_metric_families
 
 Labels = frozenset[tuple[str, str]]
@@ -29,8 +30,22 @@ class Scrape(dict[tuple[str, Labels], float]):
 def scrape(host: str, port: int, timeout: float = 5) -> Scrape:
     """``GET http://host:port/metrics``, parsed; fails if it is not the Prometheus text format."""
     with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout) as response:
-        assert response.headers["Content-Type"].startswith("text/plain; version="), response.headers
-        text = response.read().decode()
+        return parse(response.headers["Content-Type"], response.read().decode())
+
+
+def scrape_through_api(api: pykube.HTTPClient, namespace: str, target: str) -> Scrape:
+    """``/metrics`` of ``target`` (``pods/NAME:PORT`` or ``services/NAME:PORT``) through the API
+    server's proxy: from a machine that cannot reach the cluster's pod or Service network
+    (kind's), as a Prometheus outside the cluster would."""
+    url = f"{api.url}/api/v1/namespaces/{namespace}/{target}/proxy/metrics"
+    response = api.session.get(url, timeout=10)
+    response.raise_for_status()
+    return parse(response.headers["Content-Type"], response.text)
+
+
+def parse(content_type: str, text: str) -> Scrape:
+    """One exposition, parsed; fails if it is not the Prometheus text format."""
+    assert content_type.startswith("text/plain; version="), content_type
     result = Scrape()
     result.text = text
     for family in text_string_to_metric_families(text):

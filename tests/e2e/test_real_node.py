@@ -31,7 +31,7 @@ from statefulwebapp.model import parse
 from statefulwebapp.render import DATA_VOLUME, render_daemonset, render_statefulset
 from tests.e2e.apps import REAL_NODE, apply, delete_namespace, get_app, sample, wait_ready
 from tests.e2e.cluster import CHART, Cluster, helm, make_namespace, wait_for
-from tests.e2e.metrics import health, scrape
+from tests.e2e.metrics import Scrape, health, scrape, scrape_through_api
 from tests.e2e.realnode import ON_REAL_NODE, Placement, exec_in, export_dir, http_get, images, pods
 
 NODE = "real"
@@ -163,6 +163,15 @@ def test_chart_operator_reconciles_an_app_to_ready(cluster: Cluster, release: Re
         delete_namespace(cluster, namespace)
 
 
+def pod_metrics(cluster: Cluster, namespace: str, pod: str, ip: str) -> Scrape:
+    """A pod's /metrics: at its IP from this machine on the local cluster (the real node's pod
+    network is this machine's), through the API server's proxy on kind (routed inside its
+    nodes only)."""
+    if cluster.kind == "local":
+        return scrape(ip, 8080)
+    return scrape_through_api(cluster.api, namespace, f"pods/{pod}:8080")
+
+
 def serves_metrics(cluster: Cluster, release: Release, leader: str) -> None:
     """Each operator pod's /metrics, scraped at its pod IP: the leader counts the app's passes
     and Ready reason, the standby says 0; the chart's metrics Service routes to both."""
@@ -171,7 +180,13 @@ def serves_metrics(cluster: Cluster, release: Release, leader: str) -> None:
     for pod in running:
         name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
         seen[name] = wait_for(
-            lambda ip=ip: (s := scrape(ip, 8080)).value("statefulwebapp_leader") is not None and s,
+            lambda ip=ip, name=name: (
+                (s := pod_metrics(cluster, release.namespace, name, ip)).value(
+                    "statefulwebapp_leader"
+                )
+                is not None
+                and s
+            ),
             30,
             f"{name}'s /metrics",
         )
@@ -183,7 +198,8 @@ def serves_metrics(cluster: Cluster, release: Release, leader: str) -> None:
     assert seen[leader].total("statefulwebapp_api_requests_total", verb="apply") >= 1
     assert seen[standby].value("statefulwebapp_leader") == 0
     assert seen[standby].total("statefulwebapp_reconcile_passes_total") == 0
-    assert health(running[0]["status"]["podIP"], 8080)[0] == 200
+    if cluster.kind == "local":
+        assert health(running[0]["status"]["podIP"], 8080)[0] == 200
     service = json.loads(
         cluster.kubectl(
             "get",
@@ -210,8 +226,13 @@ def serves_metrics(cluster: Cluster, release: Release, leader: str) -> None:
     )["items"]
     addresses = {a for s in slices for e in s["endpoints"] for a in e["addresses"]}
     assert addresses == {p["status"]["podIP"] for p in running}
-    # Through the Service's cluster IP (kube-proxy on this machine): one of the two answers.
-    through = scrape(service["spec"]["clusterIP"], service["spec"]["ports"][0]["port"])
+    # Through the Service: its cluster IP by kube-proxy on this machine (local cluster), or the
+    # API server's service proxy (kind's Service network is inside its nodes). One answers.
+    if cluster.kind == "local":
+        through = scrape(service["spec"]["clusterIP"], service["spec"]["ports"][0]["port"])
+    else:
+        target = f"services/{service['metadata']['name']}:metrics"
+        through = scrape_through_api(cluster.api, release.namespace, target)
     assert through.value("statefulwebapp_leader") in (0, 1)
 
 
