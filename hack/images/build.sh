@@ -53,9 +53,9 @@ done
 mkdir -p "$cache"
 work=$(mktemp -d "$cache/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-# Fixed timestamps and ordering: the same packages give the same layer bytes.
 export SOURCE_DATE_EPOCH=0
-tarball() { tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$1" -cf "$2" .; }
+# shellcheck source=/dev/null
+. "$here/rootfs.sh"
 exists() { podman image exists "$1"; }
 timed() {
   local name=$1 start; shift
@@ -64,27 +64,6 @@ timed() {
   say "building $name ..."
   "$@"
   say "built $name in $(( $(date +%s) - start ))s, $(podman image inspect --format '{{.Size}}' "$name" | awk '{printf "%.1f MiB", $1/1048576}')"
-}
-
-# The apt sources of this machine, so the images come from the same archive as its packages.
-sources() {
-  local f
-  for f in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list; do
-    [ -s "$f" ] && { echo "$f"; return; }
-  done
-  die "no Debian apt sources found in /etc/apt."
-}
-# A Debian root filesystem of the "essential" set plus the given packages, without docs.
-debian_rootfs() {
-  local out=$1; shift
-  local include; include=$(IFS=,; echo "$*")
-  mmdebstrap --quiet --variant=essential --include="$include" \
-    --aptopt='APT::Install-Recommends "false"' \
-    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
-    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
-    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/* "$1"/var/log/*' \
-    bookworm "$out" "$(sources)" >"$work/mmdebstrap.log" 2>&1 \
-    || { tail -n 20 "$work/mmdebstrap.log" >&2; die "mmdebstrap failed for $*."; }
 }
 
 # pause: the sandbox process, compiled from the pinned Kubernetes module's own source.
