@@ -22,11 +22,24 @@ NAME=${KIND_CLUSTER:-statefulwebapp-e2e}
 # clusters start and stop independently.
 DIR=$repo/.kind
 KUBECONFIG_PATH=$DIR/kubeconfig
-KIND=${XDG_CACHE_HOME:-$HOME/.cache}/statefulwebapp-operator/kind/bin/kind
+# shellcheck source=/dev/null
+. "$here/versions.env"
+KIND=${XDG_CACHE_HOME:-$HOME/.cache}/statefulwebapp-operator/kind/bin/kind-$KIND_VERSION
 TOOLS_BIN=$("$repo/hack/tools/build.sh" --dir)
 export KIND_EXPERIMENTAL_PROVIDER=${KIND_PROVIDER:-podman}
 export CONTAINERS_CONF=$here/containers.conf
 NFS_DIR=$DIR/nfs
+# kind from its pinned module, built once per version into the cache.
+ensure_kind() {
+  [ -x "$KIND" ] && return 0
+  local gobin
+  gobin=$(mktemp -d)
+  say "building kind $KIND_VERSION ..."
+  (cd "$gobin" && GOFLAGS= GOBIN="$gobin" CGO_ENABLED=0 \
+    go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kind@$KIND_VERSION") >&2 \
+    || { rm -rf "$gobin"; die "building sigs.k8s.io/kind@$KIND_VERSION failed."; }
+  mkdir -p "$(dirname "$KIND")" && mv "$gobin/kind" "$KIND" && rm -rf "$gobin"
+}
 node_image() { [ -n "${KIND_NODE_IMAGE:-}" ] && echo "$KIND_NODE_IMAGE" || "$here/node-image.sh" "$@"; }
 kc() { "$TOOLS_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 exists() { "$KIND" get clusters 2>/dev/null | grep -qx "$NAME"; }
@@ -82,8 +95,8 @@ ready() {
 up() {
   local image start
   host_setup
+  ensure_kind
   image=$(node_image)
-  "$repo/hack/kind/node-image.sh" >/dev/null  # builds the kind binary too
   if ! exists; then
     start=$(date +%s)
     say "creating $NAME (1 control plane, 3 workers) from $image ..."
@@ -127,6 +140,7 @@ case "${1:-}" in
   nfs-export) nfs export ;;
   env)
     host_setup
+    ensure_kind
     printf 'KIND=%s\nKIND_NODE_IMAGE=%s\nKIND_CLUSTER=%s\nKIND_KUBECONFIG=%s\n' \
       "$KIND" "$(node_image)" "$NAME" "$KUBECONFIG_PATH"
     printf 'KIND_EXPERIMENTAL_PROVIDER=%s\nCONTAINERS_CONF=%s\n' "$KIND_EXPERIMENTAL_PROVIDER" "$CONTAINERS_CONF"

@@ -26,7 +26,7 @@ cache="${XDG_CACHE_HOME:-$HOME/.cache}/statefulwebapp-operator/kind"
 tools=$("$repo/hack/tools/build.sh" --dir)
 
 inputs=$(cd "$repo" && cat hack/tools/versions.env hack/tools/kube/go.sum hack/tools/kubeadm/go.sum \
-  hack/tools/nfs-mount/*.go hack/images/versions.env hack/kind/versions.env hack/kind/node-image.sh \
+  hack/tools/nfs-mount/*.go hack/images/versions.env hack/images/rootfs.sh hack/kind/versions.env hack/kind/node-image.sh \
   hack/kind/manifests/* | sha256sum | cut -c1-12)
 PREFIX=localhost/statefulwebapp
 NODE_IMAGE=$PREFIX/kind-node:${KUBE_VERSION}-${inputs}
@@ -89,35 +89,16 @@ build_etcd() {
   say "built etcd in $(( $(date +%s) - start ))s"
   echo "$out"
 }
-KIND=$(gobuild kind sigs.k8s.io/kind "$KIND_VERSION")
 FLANNELD=$(CGO=1 gobuild flannel github.com/flannel-io/flannel "$FLANNEL_VERSION" \
   "-X github.com/flannel-io/flannel/pkg/version.Version=$FLANNEL_VERSION")
 FLANNEL_CNI=$(gobuild flannel-cni github.com/containernetworking/plugins/plugins/meta/flannel "$FLANNEL_CNI_VERSION")
 LOCAL_PATH=$(gobuild local-path-provisioner github.com/rancher/local-path-provisioner "$LOCAL_PATH_VERSION")
 COREDNS=$(gobuild coredns github.com/coredns/coredns "$COREDNS_VERSION_K")
 ETCD=$(build_etcd)
-cp "$KIND" "$cache/bin/kind"
 
 export SOURCE_DATE_EPOCH=0
-tarball() { tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$1" -cf "$2" .; }
-sources() {
-  local f
-  for f in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list; do
-    [ -s "$f" ] && { echo "$f"; return; }
-  done
-  die "no Debian apt sources found in /etc/apt."
-}
-debian_rootfs() {
-  local out=$1; shift
-  local include; include=$(IFS=,; echo "$*")
-  mmdebstrap --quiet --variant=essential --include="$include" \
-    --aptopt='APT::Install-Recommends "false"' \
-    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
-    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
-    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/* "$1"/var/log/*' \
-    bookworm "$out" "$(sources)" >"$work/mmdebstrap.log" 2>&1 \
-    || { tail -n 20 "$work/mmdebstrap.log" >&2; die "mmdebstrap failed for $*."; }
-}
+# shellcheck source=/dev/null
+. "$repo/hack/images/rootfs.sh"
 # A component that runs iptables uses the node's backend (legacy or nft, whichever holds the
 # node's rules), as upstream's images do with kubernetes-sigs/iptables-wrappers.
 iptables_wrapper() {
