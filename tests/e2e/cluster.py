@@ -207,6 +207,14 @@ class Operator:
             self.process.wait()
 
 
+def run_operator(
+    cluster: Cluster, tmp_path: Path, label: str, lease: str, namespace: str
+) -> Operator:
+    """An operator serving ``namespace`` on ``lease``, logging to ``tmp_path/<label>.log``."""
+    log = tmp_path / f"{label}.log"
+    return Operator.start(cluster, log, "--lease", lease, "--namespace", namespace)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -134,6 +135,24 @@ def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
     running = Operator.start(cluster, tmp_path_factory.mktemp("operator") / "operator.log")
     yield running
     running.stop()
+
+
+@pytest.fixture
+def lease(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A lease of its own (``default/<module>-<random>``), for tests that run several operators
+    on one lease; deleted afterwards. The CRD is installed."""
+    cluster.kubectl("apply", "--server-side", "-f", str(CRD))
+    name = f"{request.module.__name__.rsplit('_', 1)[-1]}-{uuid.uuid4().hex[:6]}"
+    yield f"default/{name}"
+    cluster.kubectl("delete", "lease", name, "-n", "default", "--ignore-not-found")
+
+
+@pytest.fixture
+def apps_ns(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace for the apps of one test whose operators it starts itself."""
+    namespace = make_namespace(cluster, request.module.__name__.rsplit("_", 1)[-1])
+    yield namespace
+    delete_namespace(cluster, namespace)
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.e2e.apps import apply, delete_namespace, sample, wait_ready
-from tests.e2e.cluster import CRD, Cluster, Operator, make_namespace, wait_for
+from tests.e2e.apps import apply, sample, wait_ready
+from tests.e2e.cluster import Cluster, Operator, run_operator, wait_for
 
 FAILOVER_LIMIT = 30.0
 """The issue's bound; the design gives duration (15 s) + retry (2 s)."""
@@ -32,33 +29,13 @@ def leading(operator: Operator) -> bool:
     return bool(log_has(operator, r"leader: took the lease"))
 
 
-@pytest.fixture
-def lease(cluster: Cluster) -> Iterator[str]:
-    cluster.kubectl("apply", "--server-side", "-f", str(CRD))
-    name = f"leader-{uuid.uuid4().hex[:6]}"
-    yield f"default/{name}"
-    cluster.kubectl("delete", "lease", name, "-n", "default", "--ignore-not-found")
-
-
-@pytest.fixture
-def apps_ns(cluster: Cluster) -> Iterator[str]:
-    namespace = make_namespace(cluster, "leader")
-    yield namespace
-    delete_namespace(cluster, namespace)
-
-
-def start(cluster: Cluster, tmp_path: Path, label: str, lease: str, namespace: str) -> Operator:
-    log = tmp_path / f"{label}.log"
-    return Operator.start(cluster, log, "--lease", lease, "--namespace", namespace)
-
-
 def leader_and_standby(
     cluster: Cluster, tmp_path: Path, lease: str, namespace: str
 ) -> tuple[Operator, Operator]:
     """``a`` started first and leading, then ``b`` started."""
-    a = start(cluster, tmp_path, "a", lease, namespace)
+    a = run_operator(cluster, tmp_path, "a", lease, namespace)
     wait_for(lambda: leading(a), 30, "a to lead")
-    return a, start(cluster, tmp_path, "b", lease, namespace)
+    return a, run_operator(cluster, tmp_path, "b", lease, namespace)
 
 
 def test_one_leader_and_a_standby_that_takes_over_after_kill_9(

@@ -8,38 +8,14 @@ node (tests/e2e/test_real_node.py).
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from statefulwebapp import kinds, watch
-from tests.e2e.apps import apply, delete_namespace, sample, wait_ready
-from tests.e2e.cluster import CRD, Cluster, Operator, make_namespace, wait_for
+from tests.e2e.apps import apply, sample, wait_ready
+from tests.e2e.cluster import Cluster, Operator, run_operator, wait_for
 from tests.e2e.metrics import Scrape, health, scrape
 
 PASSES = "statefulwebapp_reconcile_passes_total"
-
-
-@pytest.fixture
-def lease(cluster: Cluster) -> Iterator[str]:
-    cluster.kubectl("apply", "--server-side", "-f", str(CRD))
-    name = f"metrics-{uuid.uuid4().hex[:6]}"
-    yield f"default/{name}"
-    cluster.kubectl("delete", "lease", name, "-n", "default", "--ignore-not-found")
-
-
-@pytest.fixture
-def apps_ns(cluster: Cluster) -> Iterator[str]:
-    namespace = make_namespace(cluster, "metrics")
-    yield namespace
-    delete_namespace(cluster, namespace)
-
-
-def start(cluster: Cluster, tmp_path: Path, label: str, lease: str, namespace: str) -> Operator:
-    log = tmp_path / f"{label}.log"
-    return Operator.start(cluster, log, "--lease", lease, "--namespace", namespace)
 
 
 def of(operator: Operator) -> Scrape:
@@ -53,7 +29,7 @@ def leads(operator: Operator) -> bool:
 def test_a_leader_counts_the_passes_requests_and_ready_apps_of_a_new_app(
     cluster: Cluster, tmp_path: Path, lease: str, apps_ns: str
 ) -> None:
-    operator = start(cluster, tmp_path, "leader", lease, apps_ns)
+    operator = run_operator(cluster, tmp_path, "leader", lease, apps_ns)
     try:
         wait_for(lambda: leads(operator), 30, "the operator to lead")
         # kopf starts once the lease is taken: the children's watches list every kind first.
@@ -114,10 +90,10 @@ def test_a_leader_counts_the_passes_requests_and_ready_apps_of_a_new_app(
 def test_a_standby_serves_leader_state_0_and_no_pass_until_it_takes_over(
     cluster: Cluster, tmp_path: Path, lease: str, apps_ns: str
 ) -> None:
-    a = start(cluster, tmp_path, "a", lease, apps_ns)
+    a = run_operator(cluster, tmp_path, "a", lease, apps_ns)
     try:
         wait_for(lambda: leads(a), 30, "a to lead")
-        b = start(cluster, tmp_path, "b", lease, apps_ns)
+        b = run_operator(cluster, tmp_path, "b", lease, apps_ns)
         try:
             apply(cluster, apps_ns, sample())
             wait_ready(cluster, apps_ns)
