@@ -639,8 +639,18 @@ def main(argv: Iterable[str] | None = None) -> int:
         default=3,
         help="runs of each N but the largest, for their spread (default: %(default)s)",
     )
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=SPEC["replicas"],
+        help=(
+            "web replicas of every app; above 1 each app has a PodDisruptionBudget too "
+            "(default: %(default)s)"
+        ),
+    )
     p.add_argument("--out", type=Path, default=REPO / "bench/results", help="results folder")
     args = p.parse_args(list(argv) if argv is not None else None)
+    SPEC["replicas"] = args.replicas
     ns = [int(x) for x in args.n.split(",")]
     others = subprocess.run(
         ["pgrep", "-f", "bin/statefulwebapp-operator"], capture_output=True, text=True, check=False
@@ -654,6 +664,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     result["versions"] = versions()
     result["machine"] = machine()
     result["duration_s"] = round(time.time() - started)
+    result["spec"] = SPEC
     result["command"] = "make bench BENCH_ARGS='" + " ".join(sys.argv[1:]) + "'"
     (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     from bench.report import write_report  # noqa: PLC0415

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import subprocess
 import tarfile
 import time
@@ -30,7 +31,8 @@ from typing import Any
 import pytest
 
 from statefulwebapp import names
-from tests.e2e.apps import apply, get_app, ready_condition, sample, wait_ready
+from statefulwebapp.model import parse as parse_app
+from tests.e2e.apps import apply, child, get_app, ready_condition, sample, wait_ready
 from tests.e2e.cluster import REPO, Cluster, Operator, make_namespace, tools_bin, wait_for
 from tests.e2e.realnode import (
     ON_REAL_NODE,
@@ -229,6 +231,62 @@ def test_a_failing_readiness_check_keeps_the_app_not_ready(
     wait_ready(cluster, nfs_app.namespace, timeout=120)
     apply(cluster, nfs_app.namespace, nfs_app.body)
     wait_ready(cluster, nfs_app.namespace, timeout=120)
+
+
+def evict(cluster: Cluster, namespace: str, pod: str) -> str:
+    """Ask the API server to evict ``pod`` as a node drain does; "" if it was, else the refusal."""
+    eviction = {
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": pod, "namespace": namespace},
+    }
+    out = cluster.kubectl(
+        "create",
+        "--raw",
+        f"/api/v1/namespaces/{namespace}/pods/{pod}/eviction",
+        "-f",
+        "-",
+        stdin=json.dumps(eviction),
+        check=False,
+    )
+    return "" if '"status":"Success"' in out.replace(" ", "") else out
+
+
+def test_the_disruption_budget_lets_a_drain_take_one_web_pod_at_a_time(
+    cluster: Cluster, nfs_app: NfsApp
+) -> None:
+    """The eviction API (what ``kubectl drain`` calls) against the real pods: the first web pod
+    goes, the second is refused while the first is back but not yet Ready; with the budget
+    turned off, a drain may take both (what the budget is there to prevent)."""
+    ns = nfs_app.namespace
+    budget = names.disruption_budget(parse_app(nfs_app.body))
+    wait_for(
+        lambda: cluster.kubectl(
+            "get", "pdb", budget, "-n", ns, "-o", "jsonpath={.status.disruptionsAllowed}"
+        )
+        == "1",
+        60,
+        f"PodDisruptionBudget {budget} allowing one disruption",
+    )
+    assert evict(cluster, ns, "web-0") == ""
+    refused = evict(cluster, ns, "web-1")
+    assert "disruption budget" in refused, refused
+    print(f"second eviction refused: {refused.strip()}")
+    wait_ready(cluster, ns, timeout=120)
+
+    body = copy.deepcopy(nfs_app.body)
+    body["spec"]["disruptionBudget"] = {"enabled": False}
+    apply(cluster, ns, body)
+    wait_for(
+        lambda: "NotFound" in cluster.kubectl("get", "pdb", budget, "-n", ns, check=False),
+        60,
+        f"PodDisruptionBudget {budget} removed",
+    )
+    assert evict(cluster, ns, "web-0") == ""
+    assert evict(cluster, ns, "web-1") == ""
+    apply(cluster, ns, nfs_app.body)
+    wait_ready(cluster, ns, timeout=120)
+    assert child(cluster, "PodDisruptionBudget", budget, ns) is not None
 
 
 def nfs_server(action: str) -> None:
