@@ -97,9 +97,9 @@ test: venv tools lint kind-image ## Everything CI runs: lint, unit and e2e on a 
 	  && hack/cluster/down.sh && $(PY) -m pytest tests/e2e --cluster=kind -rs $(PYTEST_ARGS)
 
 .PHONY: crd
-crd: cluster-up ## Install the CRD into the local cluster
-	$(KUBECTL) apply --server-side -f crds/statefulwebapps.apps.k8slab.io.yaml
-	$(KUBECTL) wait --for=condition=Established crd/statefulwebapps.apps.k8slab.io --timeout=60s
+crd: cluster-up ## Install the CRDs (StatefulWebApp, StatefulWebAppRestore) into the local cluster
+	$(KUBECTL) apply --server-side -f crds/
+	$(KUBECTL) wait --for=condition=Established crd/statefulwebapps.apps.k8slab.io crd/statefulwebapprestores.apps.k8slab.io --timeout=60s
 
 .PHONY: run
 run: venv crd ## Run the operator in the foreground (a standby if the chart's operator leads)

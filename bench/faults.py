@@ -623,8 +623,13 @@ def main(argv: Iterable[str] | None = None) -> int:
     OPERATOR_LOG = args.out / "faults-operator.log"
     OPERATOR_LOG.unlink(missing_ok=True)
     started = time.time()
-    kubectl("apply", "--server-side", "-f", str(REPO / "crds/statefulwebapps.apps.k8slab.io.yaml"))
-    kubectl("wait", "--for=condition=Established", "crd/statefulwebapps.apps.k8slab.io")
+    kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/statefulwebapps.apps.k8slab.io",
+        "crd/statefulwebapprestores.apps.k8slab.io",
+    )
     only = set(filter(None, args.only.split(",")))
     saved = args.out / "faults.json"
     result: dict[str, Any] = json.loads(saved.read_text()) if only and saved.exists() else {}

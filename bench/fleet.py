@@ -81,8 +81,13 @@ def fresh_cluster() -> pykube.HTTPClient:
     env = {**os.environ, "CLUSTER_AUDIT": "1"}
     env.pop("REAL_NODE", None)  # The fleet's pods are kwok's: the measure is the control plane.
     subprocess.run([REPO / "hack/cluster/up.sh"], check=True, capture_output=True, env=env)
-    kubectl("apply", "--server-side", "-f", str(REPO / "crds/statefulwebapps.apps.k8slab.io.yaml"))
-    kubectl("wait", "--for=condition=Established", "crd/statefulwebapps.apps.k8slab.io")
+    kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/statefulwebapps.apps.k8slab.io",
+        "crd/statefulwebapprestores.apps.k8slab.io",
+    )
     return pykube.HTTPClient(pykube.KubeConfig.from_file(str(CLUSTER / "kubeconfig")), timeout=60)
 
 

@@ -9,9 +9,9 @@ kubeconfig=$(hack/cluster/up.sh)
 kc() { "$(hack/tools/build.sh --dir)/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 step() { printf '[demo] %s\n' "$*" >&2; }
 
-step "installing the StatefulWebApp CRD"
-kc apply --server-side -f crds/statefulwebapps.apps.k8slab.io.yaml >/dev/null
-kc wait --for=condition=Established crd/statefulwebapps.apps.k8slab.io --timeout=60s >/dev/null
+step "installing the StatefulWebApp and StatefulWebAppRestore CRDs"
+kc apply --server-side -f crds/ >/dev/null
+kc wait --for=condition=Established crd/statefulwebapps.apps.k8slab.io crd/statefulwebapprestores.apps.k8slab.io --timeout=60s >/dev/null
 # The operator's own namespace, where its leader-election lease lives (the README installs the
 # chart there too, so a chart and `make run` share one lease and never both write).
 kc create namespace swa-system >/dev/null 2>&1 || true

@@ -29,11 +29,12 @@ from typing import Any, cast
 
 import kopf
 
-from statefulwebapp import kinds, kube, passes, refusals, resync, watch
+from statefulwebapp import kinds, kube, passes, refusals, restore, resync, watch
 from statefulwebapp.metrics import Metrics
 from statefulwebapp.reconcile import Memory, Obj, collect_volume, reconcile
 
 APP = (kinds.APP.group, kinds.APP.version, kinds.APP.plural)
+RESTORE = (kinds.RESTORE.group, kinds.RESTORE.version, kinds.RESTORE.plural)
 
 
 @kopf.on.startup()
@@ -258,7 +259,10 @@ def _reconcile(
     started = time.monotonic()
     observed = _observed(key, kwargs)
     observed.update(dict.fromkeys(missing))
-    failures = kwargs["memo"].children[kinds.EVENT.name].get(key, ())
+    stores = kwargs["memo"].children
+    failures = stores[watch.MOUNT_FAILURES.store].get(key, ())
+    unhealthy = stores[watch.PROBE_FAILURES.store].get(key, ())
+    restores = [json.loads(packed) for packed in kwargs["idx_restores"].get(key, ())]
 
     def warn(reason: str, message: str) -> None:
         try:
@@ -277,6 +281,8 @@ def _reconcile(
             progress_due=functools.partial(PASSES.progress_due, key),
             rollout_due=PASSES.rollout_due,
             mount_failures=[json.loads(packed) for packed in failures],
+            probe_failures=[json.loads(packed) for packed in unhealthy],
+            restoring=restore.under_way(restores),
         )
     except Exception as err:
         logger.error("reconcile failed, retrying with backoff: %s", err)
@@ -410,3 +416,86 @@ def _collect(key: tuple[str, str], kwargs: Mapping[str, Any], logger: kopf.Logge
         return passes.Result()
 
     PASSES.request(("volume", *key), step)
+
+
+@kopf.index(*RESTORE, id="idx_restores")
+async def index_restores(
+    body: kopf.Body, namespace: str | None, **_: Any
+) -> dict[tuple[str, str], str]:
+    """Restores by their app's (namespace, name): an app's pass sees whether one runs."""
+    kept: dict[str, Any] = {k: body.get(k) for k in ("apiVersion", "kind", "spec", "status")}
+    meta = body.get("metadata") or {}
+    kept["metadata"] = {
+        **{k: meta.get(k) for k in ("name", "namespace", "uid", "creationTimestamp")},
+        "ownerReferences": meta.get("ownerReferences") or [],
+    }
+    return {_key(namespace, restore.app_of(body)): json.dumps(kept, separators=(",", ":"))}
+
+
+@kopf.on.event(*RESTORE, id="restore")
+async def on_restore_event(
+    event: kopf.RawEvent,
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    logger: kopf.Logger,
+    **kwargs: Any,
+) -> None:
+    """A restore appeared, changed or was listed at start: take it a step further."""
+    if event["type"] == "DELETED":
+        PASSES.forget(("restore", namespace or "", name))
+        return
+    app_key = _key(namespace, restore.app_of(body))
+    PASSES.request(("restore", namespace or "", name), _restore_step(app_key, name, kwargs, logger))
+
+
+def _restore_step(
+    app_key: tuple[str, str], name: str, kwargs: Mapping[str, Any], logger: kopf.Logger
+) -> passes.Step:
+    """One pass of restore ``name`` of the app ``app_key``, as PASSES runs it."""
+    context = contextvars.copy_context()
+    memo = kwargs["memo"]
+
+    def step() -> passes.Result:
+        siblings = [json.loads(packed) for packed in kwargs["idx_restores"].get(app_key, ())]
+        body = next((r for r in siblings if r["metadata"]["name"] == name), None)
+        if body is None:
+            return passes.Result()  # Deleted, or its app renamed: nothing to do.
+        app = _first(kwargs["idx_apps"], app_key)
+        namespace = app_key[0]
+
+        def post_event(kind: str, reason: str, message: str) -> None:
+            if app is None:
+                return
+            try:
+                kopf.event(
+                    kopf.Body(cast(kopf.RawBody, app)), type=kind, reason=reason, message=message
+                )
+            except LookupError:  # Outside kopf's context (no event queue): the log must do.
+                logger.info("%s: %s", reason, message)
+
+        try:
+            action = restore.reconcile_restore(
+                memo.api,
+                body,
+                app=app,
+                apps=[n for ns, n in kwargs["idx_apps"] if ns == namespace],
+                siblings=siblings,
+                statefulset=_first(memo.children[kinds.STATEFULSET.name], app_key),
+                post_event=post_event,
+            )
+        except (kube.ApiError, *refusals.TRANSIENT) as err:
+            logger.error("restore %s: %s; retrying with backoff", name, err)
+            return passes.Result(failed=True)
+        if action.wake_app:
+            PASSES.request(
+                app_key, _step(app_key, kwargs, _AppLogger(_log, {"app": "/".join(app_key)}))
+            )
+        if action.status is not None and action.status.get("phase") in {
+            restore.SUCCEEDED,
+            restore.FAILED,
+        }:
+            logger.info("restore %s: %s", action.status["phase"], action.status.get("message"))
+        return passes.Result(requeue_after=action.requeue_after)
+
+    return lambda: context.run(step)

@@ -169,10 +169,19 @@ APP = Kind(KIND, GROUP, VERSION, PLURAL, namespaced=True)
 LEASE = Kind("Lease", "coordination.k8s.io", "v1", "leases", namespaced=True)
 """The leader election's lock (lease.py)."""
 EVENT = Kind("Event", "", "v1", "events", namespaced=True)
-"""Watched for the kubelet's FailedMount events only (watch.MOUNT_FAILURES): no pod event
-says why a pod waits for its volume."""
+"""Watched for the kubelet's FailedMount and Unhealthy events only (watch.MOUNT_FAILURES,
+watch.PROBE_FAILURES): they say why a pod waits for its volume, why an agent is not ready."""
 
-BY_NAME: dict[str, Kind] = {kind.name: kind for kind in (*CHILDREN, APP, LEASE, EVENT)}
+RESTORE = Kind("StatefulWebAppRestore", GROUP, VERSION, "statefulwebapprestores", namespaced=True)
+"""A request to put an archive back into an app's volume (restore.py)."""
+JOB = Kind("Job", "batch", "v1", "jobs", namespaced=True)
+"""A restore's Job: read while the restore runs, never watched."""
+POD = Kind("Pod", "", "v1", "pods", namespaced=True)
+"""A restore Job's pods: listed once when the Job has finished, for their result."""
+
+BY_NAME: dict[str, Kind] = {
+    kind.name: kind for kind in (*CHILDREN, APP, LEASE, EVENT, RESTORE, JOB, POD)
+}
 
 
 def spec_field(kind: Kind, child_field: str) -> str:

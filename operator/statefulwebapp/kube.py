@@ -348,14 +348,34 @@ def delete(api: pykube.HTTPClient, kind: str, name: str, namespace: str = "") ->
         raise ApiError("delete", p, response)
 
 
-def patch_status(
-    api: pykube.HTTPClient, namespace: str, name: str, status: Mapping[str, Any]
+def merge_patch(
+    api: pykube.HTTPClient, kind: str, name: str, namespace: str, patch: Mapping[str, Any]
 ) -> dict[str, Any] | None:
-    """Merge-patch the app's status subresource (conditions are replaced as a whole).
+    """Merge-patch an object (not its status); None if it is gone."""
+    p = path(kind, name, namespace)
+    response = api.session.patch(
+        _url(api, p),
+        data=json.dumps(patch),
+        headers={"Content-Type": "application/merge-patch+json"},
+        timeout=api.timeout,
+    )
+    if response.status_code == 404:
+        return None
+    return _answer("patch", p, response)
 
-    Returns the app as the write left it, or None if the app is gone.
+
+def patch_status(
+    api: pykube.HTTPClient,
+    namespace: str,
+    name: str,
+    status: Mapping[str, Any],
+    kind: str = "StatefulWebApp",
+) -> dict[str, Any] | None:
+    """Merge-patch the status subresource of an app (or a restore); lists are replaced whole.
+
+    Returns the object as the write left it, or None if it is gone.
     """
-    p = path("StatefulWebApp", name, namespace) + "/status"
+    p = path(kind, name, namespace) + "/status"
     response = api.session.patch(
         _url(api, p),
         data=json.dumps({"status": status}),
@@ -363,7 +383,7 @@ def patch_status(
         timeout=api.timeout,
     )
     if response.status_code == 404:
-        return None  # The app is gone; there is no status left to tell.
+        return None  # The object is gone; there is no status left to tell.
     if not response.ok:
         raise ApiError("patch status", p, response)
     written: dict[str, Any] = response.json()

@@ -257,6 +257,9 @@ class AppSpec:
     """The per-node backup agent."""
     date_logger: DateLogger = field(default_factory=DateLogger)
     """The date-logging CronJob."""
+    restoring: str = ""
+    """The StatefulWebAppRestore now putting an archive back (not a spec field: the operator
+    sets it from the restores it serves); the web pods are stopped while it runs."""
 
 
 def parse(body: Mapping[str, Any]) -> AppSpec:
@@ -456,3 +459,35 @@ def _resources(raw: Mapping[str, Any], key: str, default: Resources, prefix: str
         # Quantities are int-or-string in the schema; the API server reads both the same way.
         halves[half] = {res: str(value) for res, value in values.items()}
     return Resources(requests=halves["requests"], limits=halves["limits"])
+
+
+@dataclass(frozen=True)
+class RestoreSpec:
+    """A StatefulWebAppRestore: which archive goes back into which app's volume."""
+
+    name: str
+    """``metadata.name`` of the restore; also its Job's name."""
+    namespace: str
+    """Namespace of the restore, of its app and of its Job."""
+    uid: str
+    """UID of the restore, for its Job's owner reference and its work directories."""
+    app_name: str
+    """The StatefulWebApp whose volume is restored (same namespace)."""
+    archive: str = "latest"
+    """``latest`` (the newest archive considered) or an archive's file name."""
+    node_name: str = ""
+    """Restore from this node's archives; empty: the node the restore's pod runs on."""
+
+
+def parse_restore(body: Mapping[str, Any]) -> RestoreSpec:
+    """Turn a StatefulWebAppRestore object into a :class:`RestoreSpec`, or raise SpecError."""
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    return RestoreSpec(
+        name=str(meta.get("name", "")),
+        namespace=str(meta.get("namespace", "")),
+        uid=str(meta.get("uid", "")),
+        app_name=_str(spec, "appName", ""),
+        archive=_str(spec, "archive", "latest"),
+        node_name=_str(spec, "nodeName", ""),
+    )

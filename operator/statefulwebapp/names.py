@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from statefulwebapp.model import AppSpec
+    from statefulwebapp.model import AppSpec, RestoreSpec
 
 MANAGER = "statefulwebapp-operator"
 """Field manager for server-side apply and value of ``app.kubernetes.io/managed-by``."""
@@ -33,7 +33,19 @@ MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
 ANNOTATION_PREFIX = "apps.k8slab.io"
 """Prefix of the operator's own annotations on children."""
 
-WEB, STORAGE, BACKUP, DATELOG = "web", "storage", "backup", "datelog"
+WEB, STORAGE, BACKUP, DATELOG, RESTORE = "web", "storage", "backup", "datelog", "restore"
+LABEL_RESTORE = "apps.k8slab.io/restore"
+"""On a restore's Job and pod: the StatefulWebAppRestore it runs for."""
+
+
+def restore_job(restore: RestoreSpec) -> str:
+    """The Job of a restore: the restore's own name (the CRD keeps it within 63 characters)."""
+    return restore.name
+
+
+def backup_prefix(app: AppSpec) -> str:
+    """The archive name prefix of an app: ``<namespace>-<name>-<timestamp>.tar.gz``."""
+    return f"{app.namespace}-{app.name}"
 
 
 def statefulset(app: AppSpec) -> str:

@@ -53,6 +53,9 @@ class Result:
     """The pass wrote the app's status: the per-app progress interval starts again."""
     retry_after: float | None = None
     """With ``failed``: the API server asked to wait at least this long (``Retry-After``)."""
+    requeue_after: float | None = None
+    """The pass went through but waits for something no watch tells of (a restore's Job):
+    run it again after this many seconds (controller-runtime's ``RequeueAfter``)."""
 
 
 Step = Callable[[], Result]
@@ -216,6 +219,8 @@ class Passes:
                 trails = [(k, self._next_wait(k)) for k in (key, *recovered)]
             if revisit:
                 self._delays.call_later(self.progress_interval, lambda: self._revisit(key, step))
+            if result.requeue_after is not None and not result.failed:
+                self._delays.call_later(result.requeue_after, lambda: self.request(key, step))
             for k, wait in trails:
                 soon = delay if k == key else self.coalesce
                 self._delays.call_later(soon, functools.partial(self._trail, k, wait))

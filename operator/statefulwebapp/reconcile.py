@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -123,6 +123,8 @@ def reconcile(
     progress_due: Callable[[], bool] = lambda: True,
     rollout_due: Callable[[], bool] = lambda: True,
     mount_failures: Sequence[Obj] = (),
+    probe_failures: Sequence[Obj] = (),
+    restoring: str = "",
 ) -> Outcome:
     """Bring the app's children in line with its spec and publish the recomputed status.
 
@@ -133,8 +135,10 @@ def reconcile(
     asked only then, so it may spend a budget); if not, ``status_held`` tells the caller to
     come back. ``rollout_due()`` is asked before re-applying a StatefulSet or DaemonSet whose
     rendering changed while the spec did not (an operator upgrade): a fleet must not roll at
-    once. ``mount_failures``: the kubelet's FailedMount events of the app's pods, packed
-    (``watch.pack_mount_failure``), for the status.
+    once. ``mount_failures`` and ``probe_failures``: the kubelet's FailedMount and Unhealthy
+    events of the app's pods, packed (``watch.pack_pod_event``), for the status.
+    ``restoring``: the StatefulWebAppRestore under way for the app, if one is (restore.py):
+    the web pods are stopped while it runs.
     """
     outcome = Outcome()
     meta = body.get("metadata", {})
@@ -143,6 +147,8 @@ def reconcile(
     # 1. Parse the spec once into the typed model.
     try:
         app = parse(body)
+        if restoring:
+            app = replace(app, restoring=restoring)
     except SpecError as err:
         outcome.problems.append(status.Problem("InvalidSpec", f"{err}; fix the field and re-apply"))
         _warn_if_news(body, outcome, warn)
@@ -195,6 +201,7 @@ def reconcile(
         previous=body.get("status") or {},
         problem=status.combine(outcome.problems),
         mount_failures=mount_failures,
+        probe_failures=probe_failures,
         now=_now(),
     )
     outcome.ready_reason = status.ready_condition(new).get("reason")

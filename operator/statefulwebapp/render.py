@@ -11,12 +11,18 @@ from importlib import resources
 from typing import Any
 
 from statefulwebapp import names
-from statefulwebapp.model import GROUP, KIND, VERSION, AppSpec
+from statefulwebapp.model import GROUP, KIND, VERSION, AppSpec, RestoreSpec
 
 Manifest = dict[str, Any]
 
-BACKUP_SCRIPT = resources.files("statefulwebapp").joinpath("scripts/backup.sh").read_text()
+_SCRIPTS = resources.files("statefulwebapp").joinpath("scripts")
+BACKUP_SCRIPT = _SCRIPTS.joinpath("backup.sh").read_text()
 """The backup agent, run by ``sh -c`` so any image with a busybox-like shell works."""
+BACKUP_CHECK_SCRIPT = _SCRIPTS.joinpath("backup-check.sh").read_text()
+"""The agent's readiness check: its last archive run succeeded, within two intervals."""
+RESTORE_SCRIPT = _SCRIPTS.joinpath("restore.sh").read_text()
+"""A restore's Job: the chosen archive into the app's volume, the old content kept until then."""
+RESTORE_KIND = "StatefulWebAppRestore"
 
 DATA_VOLUME = "data"
 HOSTNAME = "kubernetes.io/hostname"
@@ -26,6 +32,13 @@ WEB_PORT = "http"
 BACKUP_VOLUME = "backups"
 BACKUP_SOURCE = "/data"
 BACKUP_DEST = "/backup"
+BACKUP_STATE_VOLUME = "state"
+BACKUP_STATE = "/run/backup/state"
+"""Where the agent says how its last archive run went, for its readiness check."""
+BACKUP_CHECK_SECONDS = 30
+"""How often the kubelet runs the agent's check: no API request while it passes."""
+RESTORE_BACKOFF_LIMIT = 2
+"""Retries of a restore pod that died (a node drained, a kill): each resumes the last swap."""
 CONTROL_PLANE_TAINTS = ("node-role.kubernetes.io/master", "node-role.kubernetes.io/control-plane")
 NOBODY = 65534
 """busybox's unprivileged user: enough for ``date`` and for reading world-readable content."""
@@ -162,7 +175,8 @@ def render_statefulset(app: AppSpec) -> Manifest:
         "kind": "StatefulSet",
         "metadata": _meta(app, names.statefulset(app), names.WEB),
         "spec": {
-            "replicas": app.replicas,
+            # No pod may serve the volume while a restore rewrites it.
+            "replicas": 0 if app.restoring else app.replicas,
             "serviceName": names.service(app),
             "selector": {"matchLabels": names.selector(app, names.WEB)},
             "template": {
@@ -205,6 +219,7 @@ def render_daemonset(app: AppSpec) -> Manifest | None:
         "BACKUP_PREFIX": f"{app.namespace}-{app.name}",
         "BACKUP_INTERVAL_SECONDS": str(backup.interval_seconds),
         "BACKUP_KEEP": str(backup.keep),
+        "BACKUP_STATE": BACKUP_STATE,
     }
     container: dict[str, Any] = {
         "name": "backup",
@@ -214,7 +229,16 @@ def render_daemonset(app: AppSpec) -> Manifest | None:
         "volumeMounts": [
             {"name": DATA_VOLUME, "mountPath": BACKUP_SOURCE, "readOnly": True},
             {"name": BACKUP_VOLUME, "mountPath": BACKUP_DEST},
+            {"name": BACKUP_STATE_VOLUME, "mountPath": BACKUP_STATE.rsplit("/", 1)[0]},
         ],
+        # Ready means an archive was made, not that the loop runs: a full disk or an
+        # unreadable volume turns the agent unready, and the kubelet's event says why.
+        "readinessProbe": {
+            "exec": {"command": ["sh", "-c", BACKUP_CHECK_SCRIPT]},
+            "periodSeconds": BACKUP_CHECK_SECONDS,
+            "timeoutSeconds": 5,
+            "failureThreshold": 1,
+        },
     }
     if backup.resources.to_k8s():
         container["resources"] = backup.resources.to_k8s()
@@ -232,6 +256,7 @@ def render_daemonset(app: AppSpec) -> Manifest | None:
                 "name": BACKUP_VOLUME,
                 "hostPath": {"path": backup.host_path, "type": "DirectoryOrCreate"},
             },
+            {"name": BACKUP_STATE_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
         ],
     }
     if app.restricted:
@@ -288,5 +313,103 @@ def render_cronjob(app: AppSpec) -> Manifest | None:
                     }
                 },
             },
+        },
+    }
+
+
+def render_restore_job(app: AppSpec, restore: RestoreSpec) -> Manifest:
+    """The Job that puts ``restore``'s archive into ``app``'s volume, owned by the restore.
+
+    It runs where the archives are: on ``restore.node_name`` when given, else where the web
+    pods may run (their node selector), tolerating what the backup agents tolerate. Exit 2
+    and 3 (bad configuration, no such archive, a corrupt one) fail the Job at once; a pod
+    that died otherwise is retried, and the retry resumes the interrupted swap.
+    """
+    backup = app.backup
+    env: list[dict[str, Any]] = [
+        {"name": k, "value": v}
+        for k, v in {
+            "RESTORE_PREFIX": names.backup_prefix(app),
+            "RESTORE_ARCHIVE": restore.archive,
+            "RESTORE_FROM": BACKUP_DEST,
+            "RESTORE_NODE": restore.node_name,
+            "RESTORE_TARGET": BACKUP_SOURCE,
+            "RESTORE_ID": restore.uid or restore.name,
+        }.items()
+    ]
+    env.append(
+        {"name": "RESTORE_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
+    )
+    container: dict[str, Any] = {
+        "name": "restore",
+        "image": backup.image,
+        "command": ["sh", "-c", RESTORE_SCRIPT],
+        "env": env,
+        "volumeMounts": [
+            {"name": DATA_VOLUME, "mountPath": BACKUP_SOURCE},
+            {"name": BACKUP_VOLUME, "mountPath": BACKUP_DEST, "readOnly": True},
+        ],
+        # The result (archive, node, candidates) is read from the pod's status.
+        "terminationMessagePolicy": "File",
+    }
+    if backup.resources.to_k8s():
+        container["resources"] = backup.resources.to_k8s()
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [
+            {"name": DATA_VOLUME, "persistentVolumeClaim": {"claimName": names.claim(app)}},
+            {
+                "name": BACKUP_VOLUME,
+                "hostPath": {"path": backup.host_path, "type": "DirectoryOrCreate"},
+            },
+        ],
+    }
+    if restore.node_name:
+        pod_spec["nodeSelector"] = {HOSTNAME: restore.node_name}
+    elif app.node_selector:
+        pod_spec["nodeSelector"] = dict(app.node_selector)
+    tolerations = [t.to_k8s() for t in (*app.tolerations, *backup.tolerations)]
+    if backup.tolerate_control_plane:
+        tolerations[:0] = [
+            {"key": taint, "operator": "Exists", "effect": "NoSchedule"}
+            for taint in CONTROL_PLANE_TAINTS
+        ]
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    labels = {**names.labels(app, names.RESTORE), names.LABEL_RESTORE: restore.name}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": names.restore_job(restore),
+            "namespace": restore.namespace,
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": RESTORE_KIND,
+                    "name": restore.name,
+                    "uid": restore.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "backoffLimit": RESTORE_BACKOFF_LIMIT,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": "restore",
+                            "operator": "In",
+                            "values": [2, 3],
+                        },
+                    }
+                ]
+            },
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }

@@ -15,7 +15,7 @@ from typing import Any
 
 from statefulwebapp import names
 from statefulwebapp.model import AppSpec
-from statefulwebapp.render import render_disruption_budget
+from statefulwebapp.render import BACKUP_CHECK_SECONDS, render_disruption_budget
 
 Obj = Mapping[str, Any]
 
@@ -76,6 +76,7 @@ def compute(
     previous: Obj | None = None,
     problem: Problem | None = None,
     mount_failures: Sequence[Obj] = (),
+    probe_failures: Sequence[Obj] = (),
     now: str = "",
 ) -> dict[str, Any]:
     """The full status of the app from its children as observed.
@@ -84,7 +85,8 @@ def compute(
     status as last written. ``problem`` is set by the reconciler when it could not act (invalid
     spec, conflict, refused write); it wins over whatever the children show, because the
     children then no longer follow the spec. ``mount_failures`` are the kubelet's FailedMount
-    events of the app's pods (``watch.pack_mount_failure``): they say why pods wait.
+    events of the app's pods (``watch.pack_pod_event``): they say why pods wait;
+    ``probe_failures`` their Unhealthy events: what a backup agent's check found wrong.
     """
     previous = previous or {}
     sts = children.get("StatefulSet")
@@ -97,7 +99,13 @@ def compute(
     backup_ready = int(_get(ds, "status", "numberReady", default=0))
     backup_desired = int(_get(ds, "status", "desiredNumberScheduled", default=0))
 
-    reason, message = _readiness(app, children, problem, _fresh_failures(mount_failures, now))
+    reason, message = _readiness(
+        app,
+        children,
+        problem,
+        _fresh_failures(mount_failures, now, MOUNT_FAILURE_SECONDS),
+        _fresh_failures(probe_failures, now, PROBE_FAILURE_SECONDS),
+    )
     selector = ",".join(f"{k}={v}" for k, v in names.selector(app, names.WEB).items())
     status: dict[str, Any] = {
         "observedGeneration": generation,
@@ -160,10 +168,15 @@ again at every failed try (they are at most about two minutes apart) and stops o
 works, and then the pod soon becomes ready; an older event says nothing of today's pods."""
 
 
-def _fresh_failures(failures: Sequence[Obj], now: str) -> list[Obj]:
+PROBE_FAILURE_SECONDS = 3.0 * BACKUP_CHECK_SECONDS
+"""How long a failed check of a backup agent counts: the kubelet reports one at every failed
+check, so an agent whose check last failed three periods ago has passed it since."""
+
+
+def _fresh_failures(failures: Sequence[Obj], now: str, seconds: float) -> list[Obj]:
     if not failures or not now:
         return list(failures)
-    cutoff = datetime.fromisoformat(now) - timedelta(seconds=MOUNT_FAILURE_SECONDS)
+    cutoff = datetime.fromisoformat(now) - timedelta(seconds=seconds)
     fresh = []
     for failure in failures:
         try:
@@ -221,14 +234,51 @@ def kubelet_detail(message: str, limit: int = 400) -> str:
     return detail if len(detail) <= limit else detail[: limit - 3] + "..."
 
 
-def _readiness(  # noqa: PLR0911  (one early return per readiness gate, in order)
+BACKUP_FAILURES = ("last archive run failed", "no archive made in two intervals")
+"""What a backup agent's check says when archiving went wrong (``scripts/backup-check.sh``);
+its other answer, that no run has finished yet, is an agent still starting."""
+
+
+def _failing_backups(app: AppSpec, failures: Sequence[Obj]) -> str:
+    """Which agents' checks say archiving fails, on which nodes, and why; "" if none do."""
+    by_node: dict[str, str] = {}
+    pods: list[str] = []
+    for failure in failures:
+        pod = str(failure.get("pod") or "")
+        if names.pod_owner(pod) != (app.name, names.BACKUP):
+            continue
+        said = str(failure.get("message") or "")
+        said = said.split("probe failed: ", 1)[-1].strip()
+        said = said.removeprefix("backup: ")
+        if not said.startswith(BACKUP_FAILURES):
+            continue
+        by_node.setdefault(str(failure.get("node") or "?"), said)
+        pods.append(pod)
+    if not by_node:
+        return ""
+    nodes = sorted(by_node)
+    return (
+        f"backup agent{'s' if len(nodes) > 1 else ''} on node{'s' if len(nodes) > 1 else ''} "
+        f"{', '.join(nodes)}: {by_node[nodes[0]]}; see kubectl logs -n {app.namespace} "
+        f"{min(pods)}"
+    )
+
+
+def _readiness(  # noqa: PLR0911, PLR0912  (one early return per readiness gate, in order)
     app: AppSpec,
     children: Mapping[str, Obj | None],
     problem: Problem | None,
     mount_failures: Sequence[Obj] = (),
+    probe_failures: Sequence[Obj] = (),
 ) -> tuple[str, str]:
     if problem is not None:
         return problem.reason, problem.message
+    if app.restoring:
+        return (
+            "Restoring",
+            f"restore {app.restoring} is running: the web pods are stopped until it has "
+            f"finished (kubectl get swar {app.restoring} -n {app.namespace})",
+        )
     pvc = children.get("PersistentVolumeClaim")
     sts = children.get("StatefulSet")
     ds = children.get("DaemonSet")
@@ -269,6 +319,9 @@ def _readiness(  # noqa: PLR0911  (one early return per readiness gate, in order
             failing = _failing_mounts(app, mount_failures, names.BACKUP)
             if failing:
                 return "VolumeMountFailed", failing
+            failing = _failing_backups(app, probe_failures)
+            if failing:
+                return "BackupFailing", failing
             return (
                 "BackupNotReady",
                 f"{ready_agents}/{desired} backup agents ready on eligible nodes",

@@ -11,7 +11,8 @@ read. Passes read the packed children from a :class:`Store`, shaped like kopf's 
 
 The kubelet's FailedMount events are watched the same way (:data:`MOUNT_FAILURES`): a pod
 waiting for its volume says only ``ContainerCreating``; the event says why, and the status
-repeats it.
+repeats it. So are its failed readiness checks (:data:`PROBE_FAILURES`): a backup agent that is
+not ready says only that; the check's output says what its last archive run met.
 
 A watch that ends (the server's timeout, a dropped connection, an API server restart) resumes
 from the last resourceVersion it saw; bookmarks keep that version fresh. When the server no
@@ -100,8 +101,8 @@ def owner_key(meta: Mapping[str, Any]) -> Key:
     return (str(namespace), str(labels.get(names.LABEL_INSTANCE) or ""))
 
 
-def pack_mount_failure(body: Mapping[str, Any]) -> str:
-    """What the status says of a FailedMount event: pod, node, message, when last seen."""
+def pack_pod_event(body: Mapping[str, Any]) -> str:
+    """What the status says of a pod's event: pod, node, message, when last seen."""
     involved = body.get("involvedObject") or {}
     series = body.get("series") or {}
     seen = (
@@ -119,7 +120,7 @@ def pack_mount_failure(body: Mapping[str, Any]) -> str:
     return json.dumps(kept, separators=(",", ":"))
 
 
-def mount_failure_key(body: Mapping[str, Any]) -> Key | None:
+def pod_event_key(body: Mapping[str, Any]) -> Key | None:
     """The app whose web pod or backup agent the event is about; None for any other pod."""
     involved = body.get("involvedObject") or {}
     owner = names.pod_owner(str(involved.get("name") or ""))
@@ -142,6 +143,13 @@ class Source:
     """The app an object belongs to; None: none of ours, not kept."""
     pack: Callable[[Mapping[str, Any]], str] = pack
     """The packed form kept in the store."""
+    name: str = ""
+    """The store's name, when several sources watch one kind; else the kind's name."""
+
+    @property
+    def store(self) -> str:
+        """Name of the store this source fills (the stores returned by :func:`start`)."""
+        return self.name or self.kind.name
 
 
 def child_source(child: kinds.Child) -> Source:
@@ -152,10 +160,21 @@ def child_source(child: kinds.Child) -> Source:
 MOUNT_FAILURES = Source(
     kinds.EVENT,
     fields="reason=FailedMount,involvedObject.kind=Pod",
-    key=mount_failure_key,
-    pack=pack_mount_failure,
+    key=pod_event_key,
+    pack=pack_pod_event,
+    name="MountFailures",
 )
 """The kubelet's FailedMount events of pods, selected by the server: none while mounts work."""
+
+PROBE_FAILURES = Source(
+    kinds.EVENT,
+    fields="reason=Unhealthy,involvedObject.kind=Pod",
+    key=pod_event_key,
+    pack=pack_pod_event,
+    name="ProbeFailures",
+)
+"""The kubelet's failed probes of pods (``Unhealthy``), selected by the server: none while
+every check passes, so a healthy fleet costs this watch nothing."""
 
 
 class Store(Mapping[Key, tuple[str, ...]]):
@@ -253,7 +272,7 @@ class ChildWatch:
         self.api = api
         self.metrics = metrics
         if metrics is not None:
-            metrics.watch_kind(source.kind.name)
+            metrics.watch_kind(source.store)
         self.source = source
         self.kind = kind = source.kind
         self.store = store
@@ -261,7 +280,8 @@ class ChildWatch:
         scope = f"/namespaces/{namespace}" if kind.namespaced and namespace else ""
         self.path = f"{kind.api_base}{scope}/{kind.plural}"
         self.api_version = f"{kind.group}/{kind.version}" if kind.group else kind.version
-        self.name = f"watch-{kind.plural}" + (f"-{namespace}" if scope else "")
+        watched = source.name.lower() if source.name else kind.plural
+        self.name = f"watch-{watched}" + (f"-{namespace}" if scope else "")
         self.version = ""
         self._uids: set[str] = set()
         """The objects this watch put in the store (a store may be shared by scopes)."""
@@ -333,7 +353,7 @@ class ChildWatch:
                     changed = self.list(report=True)
                     relist = False
                     if self.metrics is not None:
-                        self.metrics.relisted(self.kind.name)
+                        self.metrics.relisted(self.source.store)
                     _log.info(
                         "watch of %s: %s; listed again: %d changed, appeared or vanished",
                         self.kind.plural,
@@ -398,8 +418,12 @@ class ChildWatch:
         self._tell(key, str(kind), self.store.put(uid, key, self.source.pack(body)))
 
 
-SOURCES: tuple[Source, ...] = (*(child_source(child) for child in kinds.CHILDREN), MOUNT_FAILURES)
-"""Everything watched besides the apps: the children, then the mount failures."""
+SOURCES: tuple[Source, ...] = (
+    *(child_source(child) for child in kinds.CHILDREN),
+    MOUNT_FAILURES,
+    PROBE_FAILURES,
+)
+"""Everything watched besides the apps: the children, then the pods' failures."""
 
 
 def start(
@@ -408,7 +432,7 @@ def start(
     notify: Notify,
     metrics: Metrics | None = None,
 ) -> dict[str, Store]:
-    """List every source now, then watch each in a thread; the stores by kind name.
+    """List every source now, then watch each in a thread; the stores by :attr:`Source.store`.
 
     Returns once every kind was listed, so the first pass finds every child there is; a kind
     whose list failed is listed again by its thread, with backoff, until it succeeds.
@@ -416,7 +440,7 @@ def start(
     stores: dict[str, Store] = {}
     watches: list[ChildWatch] = []
     for source in SOURCES:
-        store = stores[source.kind.name] = Store()
+        store = stores[source.store] = Store()
         scopes = sorted(namespaces) if source.kind.namespaced and namespaces else [""]
         watches += [
             ChildWatch(api, source, store, notify, scope, metrics=metrics) for scope in scopes

@@ -152,6 +152,9 @@ def make_namespace(cluster: Cluster, prefix: str = "e2e") -> str:
 
 
 CRD = REPO / "crds/statefulwebapps.apps.k8slab.io.yaml"
+CRDS = REPO / "crds"
+"""Both CRDs (``kubectl apply -f`` of the folder does not descend into ``samples/``)."""
+CRD_NAMES = ("crd/statefulwebapps.apps.k8slab.io", "crd/statefulwebapprestores.apps.k8slab.io")
 CHART = REPO / "deploy/statefulwebapp-operator"
 
 

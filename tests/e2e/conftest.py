@@ -27,7 +27,7 @@ import pykube
 import pytest
 
 from tests.e2e.apps import REAL_NODE, apply, delete_namespace, sample, wait_ready
-from tests.e2e.cluster import CRD, REPO, Cluster, Operator, make_namespace
+from tests.e2e.cluster import CRD_NAMES, CRDS, REPO, Cluster, Operator, make_namespace
 from tests.e2e.realnode import ON_REAL_NODE, Placement
 
 
@@ -130,8 +130,8 @@ def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
     Module-scoped: two operators must never serve the same apps, and the RBAC module runs its
     own under the chart's ServiceAccount.
     """
-    cluster.kubectl("apply", "--server-side", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/statefulwebapps.apps.k8slab.io")
+    cluster.kubectl("apply", "--server-side", "-f", str(CRDS))
+    cluster.kubectl("wait", "--for=condition=Established", *CRD_NAMES)
     running = Operator.start(cluster, tmp_path_factory.mktemp("operator") / "operator.log")
     yield running
     running.stop()
@@ -141,7 +141,8 @@ def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
 def lease(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A lease of its own (``default/<module>-<random>``), for tests that run several operators
     on one lease; deleted afterwards. The CRD is installed."""
-    cluster.kubectl("apply", "--server-side", "-f", str(CRD))
+    cluster.kubectl("apply", "--server-side", "-f", str(CRDS))
+    cluster.kubectl("wait", "--for=condition=Established", *CRD_NAMES)
     name = f"{request.module.__name__.rsplit('_', 1)[-1]}-{uuid.uuid4().hex[:6]}"
     yield f"default/{name}"
     cluster.kubectl("delete", "lease", name, "-n", "default", "--ignore-not-found")

@@ -24,7 +24,7 @@ import pytest
 
 from tests.e2e.apps import apply, child, delete_namespace, get_app, sample, wait_ready
 from tests.e2e.cluster import (
-    CRD,
+    CRDS,
     REPO,
     Cluster,
     Operator,
@@ -52,7 +52,7 @@ def api_up(cluster: Cluster) -> bool:
 
 @pytest.fixture
 def gap_ns(cluster: Cluster) -> Iterator[str]:
-    cluster.kubectl("apply", "--server-side", "-f", str(CRD))
+    cluster.kubectl("apply", "--server-side", "-f", str(CRDS))
     namespace = make_namespace(cluster, "gap")
     yield namespace
     delete_namespace(cluster, namespace)

@@ -261,10 +261,12 @@ def test_the_disruption_budget_lets_a_drain_take_one_web_pod_at_a_time(
     ns = nfs_app.namespace
     budget = names.disruption_budget(parse_app(nfs_app.body))
     wait_for(
-        lambda: cluster.kubectl(
-            "get", "pdb", budget, "-n", ns, "-o", "jsonpath={.status.disruptionsAllowed}"
-        )
-        == "1",
+        lambda: (
+            cluster.kubectl(
+                "get", "pdb", budget, "-n", ns, "-o", "jsonpath={.status.disruptionsAllowed}"
+            )
+            == "1"
+        ),
         60,
         f"PodDisruptionBudget {budget} allowing one disruption",
     )

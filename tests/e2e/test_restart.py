@@ -16,13 +16,13 @@ import pytest
 from statefulwebapp import names
 from statefulwebapp.model import parse
 from tests.e2e.apps import apply, child, get_app, sample, wait_ready
-from tests.e2e.cluster import CRD, Cluster, Operator, make_namespace, wait_for
+from tests.e2e.cluster import CRD_NAMES, CRDS, Cluster, Operator, make_namespace, wait_for
 
 
 @pytest.fixture
 def namespace(cluster: Cluster) -> Iterator[str]:
-    cluster.kubectl("apply", "--server-side", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/statefulwebapps.apps.k8slab.io")
+    cluster.kubectl("apply", "--server-side", "-f", str(CRDS))
+    cluster.kubectl("wait", "--for=condition=Established", *CRD_NAMES)
     namespace = make_namespace(cluster, "restart")
     yield namespace
     cluster.kubectl("delete", "swa", "--all", "-n", namespace, "--wait=true", "--timeout=60s")

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "operator/statefulwebapp/scripts/backup.sh"
+SCRIPTS = Path(__file__).resolve().parents[2] / "operator/statefulwebapp/scripts"
+SCRIPT = SCRIPTS / "backup.sh"
+CHECK_SCRIPT = SCRIPTS / "backup-check.sh"
 PREFIX = "default-web"
 ARCHIVE_RE = re.compile(rf"^{re.escape(PREFIX)}-\d{{8}}T\d{{6}}Z\.tar\.gz$")
 
@@ -45,11 +47,26 @@ def applet_path(busybox: str, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture
-def run(busybox: str, applet_path: str):
+def state(tmp_path: Path) -> Path:
+    """State file path; its directory holds nothing else, to spot a left-over .tmp file."""
+    directory = tmp_path / "state"
+    directory.mkdir()
+    return directory / "backup.state"
+
+
+@pytest.fixture
+def run(busybox: str, applet_path: str, state: Path):
     script = SCRIPT.read_text()
 
     def _run(prelude: str = "", **env: str) -> subprocess.CompletedProcess[str]:
-        full_env = {"PATH": applet_path, "BACKUP_ONCE": "1", "BACKUP_PREFIX": PREFIX, **env}
+        full_env = {
+            "PATH": applet_path,
+            "BACKUP_ONCE": "1",
+            "BACKUP_PREFIX": PREFIX,
+            # Never the default /tmp/backup.state of the machine running the tests.
+            "BACKUP_STATE": str(state),
+            **env,
+        }
         return subprocess.run(
             [busybox, "sh", "-c", prelude + script],
             env=full_env,
@@ -271,6 +288,15 @@ def test_leading_zeros_are_accepted(run, src: Path, dest: Path) -> None:
     assert len(archives(dest)) == 2
 
 
+def read_state(state: Path) -> tuple[str, int, str]:
+    """Split the state file into (kind, epoch, rest), checking it is exactly one line."""
+    text = state.read_text()
+    assert text.endswith("\n"), repr(text)
+    assert text.count("\n") == 1, repr(text)
+    kind, epoch, rest = text[:-1].split(" ", 2)
+    return kind, int(epoch), rest
+
+
 def wait_for(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -280,7 +306,7 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 
 def test_loop_mode_survives_failed_run(
-    busybox: str, applet_path: str, tmp_path: Path, dest: Path
+    busybox: str, applet_path: str, tmp_path: Path, dest: Path, state: Path
 ) -> None:
     src = tmp_path / "later"
     stdout_path = tmp_path / "stdout"
@@ -291,6 +317,7 @@ def test_loop_mode_survives_failed_run(
         "BACKUP_SOURCE": str(src),
         "BACKUP_DEST": str(dest),
         "BACKUP_INTERVAL_SECONDS": "1",
+        "BACKUP_STATE": str(state),
     }
     with stdout_path.open("w") as out, stderr_path.open("w") as err:
         proc = subprocess.Popen(
@@ -299,9 +326,17 @@ def test_loop_mode_survives_failed_run(
     try:
         wait_for(lambda: "run failed" in stderr_path.read_text(), 5, "the first run to fail")
         assert proc.poll() is None, "loop exited after a failed run"
+        # Written before "run failed; retrying": the state holds the cause, not that line.
+        kind, _, error = read_state(state)
+        assert kind == "failed"
+        assert (
+            error == f"source directory {src} (BACKUP_SOURCE) does not exist or is not a directory"
+        )
         src.mkdir()
         (src / "f").write_text("x")
         wait_for(lambda: archives(dest), 5, "an archive after the source appeared")
+        wait_for(lambda: read_state(state)[0] == "ok", 5, "an ok state after the archive")
+        assert read_state(state)[2] in archives(dest)
         assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -315,3 +350,320 @@ def test_loop_mode_survives_failed_run(
     assert "does not exist" in stderr_path.read_text()
     assert "created" in stdout_path.read_text()
     assert [p.name for p in dest.iterdir() if p.name.startswith(".")] == []
+
+
+# ------------------------------------------------------------- state file ---
+
+
+def error_of(result: subprocess.CompletedProcess[str]) -> str:
+    """The text of the single error line the run printed."""
+    (line,) = result.stderr.splitlines()
+    prefix = "backup: error: "
+    assert line.startswith(prefix), line
+    return line[len(prefix) :]
+
+
+def test_successful_run_writes_ok_state(run, src: Path, dest: Path, state: Path) -> None:
+    (src / "f").write_text("x")
+    before = time.time()
+
+    result = run(BACKUP_SOURCE=str(src), BACKUP_DEST=str(dest))
+
+    assert result.returncode == 0, result.stderr
+    kind, epoch, name = read_state(state)
+    assert kind == "ok"
+    assert int(before) - 1 <= epoch <= time.time() + 1
+    assert archives(dest) == [name]
+    assert [p.name for p in state.parent.iterdir()] == [state.name], "left a .tmp file"
+
+
+# Names the partial file, as busybox tar does when it cannot open it: its timestamp changes
+# every run, so the script must mask it.
+TAR_NAMING_PARTIAL = (
+    "tar() {\n"
+    "  while [ $# -gt 0 ]; do\n"
+    '    [ "$1" = -czf ] && echo "tar: can\'t open \'$2\': No space left on device" >&2\n'
+    "    shift\n"
+    "  done\n"
+    "  return 1\n"
+    "}\n"
+)
+
+# rm fails for every archive of 2020: pruning them fails, in a different order of names each
+# run as new archives pile up.
+FAILING_RM = (
+    "rm() {\n"
+    '  case "$*" in *"$BACKUP_PREFIX"-2020*) echo "rm: Permission denied" >&2; return 1 ;; esac\n'
+    '  command rm "$@"\n'
+    "}\n"
+)
+
+
+@pytest.mark.parametrize("broken", ["missing-source", "tar-fails", "tar-names-partial"])
+def test_failed_run_writes_failed_state_with_its_error(
+    run, tmp_path: Path, src: Path, dest: Path, state: Path, broken: str
+) -> None:
+    (src / "f").write_text("x")
+    env = {"BACKUP_SOURCE": str(src), "BACKUP_DEST": str(dest)}
+    prelude = ""
+    if broken == "missing-source":
+        env["BACKUP_SOURCE"] = str(tmp_path / "does-not-exist")
+        expected = f"source directory {tmp_path / 'does-not-exist'} (BACKUP_SOURCE) does not exist"
+    elif broken == "tar-fails":
+        prelude = FAILING_TAR
+        expected = f"archiving {src} into {dest} failed: tar: write error: No space left on device"
+    else:
+        prelude = TAR_NAMING_PARTIAL
+        expected = (
+            f"archiving {src} into {dest} failed: tar: can't open "
+            f"'{dest}/.{PREFIX}-YYYYmmddTHHMMSSZ.tar.gz.partial': No space left on device"
+        )
+    before = time.time()
+
+    try:
+        result = run(prelude, **env)
+    finally:
+        src.chmod(0o700)
+
+    assert result.returncode == 1
+    kind, epoch, error = read_state(state)
+    assert kind == "failed"
+    assert int(before) - 1 <= epoch <= time.time() + 1
+    # Long temporary paths can push the text past the 300 characters kept in the state.
+    assert error == error_of(result)[:300]
+    assert error_of(result).startswith(expected), error_of(result)
+    assert [p.name for p in state.parent.iterdir()] == [state.name], "left a .tmp file"
+
+
+@pytest.mark.parametrize("broken", ["missing-source", "tar-names-partial", "prune-fails"])
+def test_same_cause_gives_same_error_text(
+    run, tmp_path: Path, src: Path, dest: Path, state: Path, broken: str
+) -> None:
+    env = {"BACKUP_SOURCE": str(src), "BACKUP_DEST": str(dest)}
+    prelude = ""
+    if broken == "missing-source":
+        env["BACKUP_SOURCE"] = str(tmp_path / "does-not-exist")
+    elif broken == "tar-names-partial":
+        prelude = TAR_NAMING_PARTIAL
+    else:
+        prelude = FAILING_RM
+        env["BACKUP_KEEP"] = "1"
+        for day in range(1, 4):
+            fake_archive(dest, f"2020010{day}T000000Z")
+
+    errors = []
+    epochs = []
+    for attempt in range(2):
+        if attempt:
+            # A new second: a new archive timestamp and a new epoch.
+            time.sleep(1.1)
+        result = run(prelude, **env)
+        assert result.returncode == 1, result.stderr
+        kind, epoch, error = read_state(state)
+        assert kind == "failed"
+        errors.append(error)
+        epochs.append(epoch)
+
+    assert errors[0] == errors[1]
+    assert epochs[1] > epochs[0]
+    if broken == "prune-fails":
+        # The oldest archive that would not go, not the last one tried (that moves each run).
+        assert errors[0] == f"could not delete old archive {dest}/{PREFIX}-20200101T000000Z.tar.gz"
+        # The three undeletable ones and the second run's; it pruned the first run's.
+        assert len(archives(dest)) == 4
+
+
+def test_error_in_state_is_one_short_printable_line(
+    run, src: Path, dest: Path, state: Path
+) -> None:
+    noisy_tar = (
+        "tar() {\n"
+        "  printf 'tar: caf\\303\\251\\tbad\\033\\n' >&2\n"
+        "  i=0; while [ $i -lt 50 ]; do echo 'tar: one more line of noise' >&2; i=$((i+1)); done\n"
+        "  return 1\n"
+        "}\n"
+    )
+
+    result = run(noisy_tar, BACKUP_SOURCE=str(src), BACKUP_DEST=str(dest))
+
+    assert result.returncode == 1
+    kind, _, error = read_state(state)
+    assert kind == "failed"
+    assert len(error) <= 300
+    assert error.isascii(), repr(error)
+    assert error.isprintable(), repr(error)
+    # Every byte outside printable ASCII becomes "?" (two for the UTF-8 "é").
+    printed = error_of(result).encode()
+    assert error == "".join(chr(b) if 32 <= b < 127 else "?" for b in printed)[:300]
+    assert error.startswith(f"archiving {src} into {dest} failed: tar: caf???bad? tar: one more")
+
+
+def test_state_is_replaced_by_rename(run, src: Path, dest: Path, state: Path) -> None:
+    state.write_text("ok 1 older-run.tar.gz\n")
+    (state.parent / f"{state.name}.tmp").write_text("left by a killed agent")
+    with state.open() as old:
+        first = run(BACKUP_SOURCE=str(src), BACKUP_DEST=str(dest))
+        # The file open before the run still holds the old line: it was replaced, not rewritten.
+        assert old.read() == "ok 1 older-run.tar.gz\n"
+    assert first.returncode == 0, first.stderr
+    assert read_state(state)[0] == "ok"
+    assert [p.name for p in state.parent.iterdir()] == [state.name]
+
+    second = run(BACKUP_SOURCE=str(src / "gone"), BACKUP_DEST=str(dest))
+
+    assert second.returncode == 1
+    assert read_state(state)[0] == "failed"
+    assert [p.name for p in state.parent.iterdir()] == [state.name]
+
+
+@pytest.mark.parametrize("where", ["missing-directory", "is-a-directory"])
+def test_bad_state_path_is_a_config_error(
+    run, tmp_path: Path, src: Path, dest: Path, where: str
+) -> None:
+    if where == "missing-directory":
+        state = tmp_path / "no-such-dir" / "backup.state"
+    else:
+        state = tmp_path / "a-directory"
+        state.mkdir()
+
+    result = run(BACKUP_SOURCE=str(src), BACKUP_DEST=str(dest), BACKUP_STATE=str(state))
+
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert "BACKUP_STATE" in line
+    assert str(state) in line
+    assert archives(dest) == []
+    assert not (tmp_path / "no-such-dir").exists()
+
+
+# ----------------------------------------------------------- check script ---
+
+
+@pytest.fixture
+def check(busybox: str, applet_path: str, state: Path):
+    """Run backup-check.sh as the readiness probe does: its text as the -c argument of sh."""
+    script = CHECK_SCRIPT.read_text()
+
+    def _check(**env: str) -> subprocess.CompletedProcess[str]:
+        full_env = {"PATH": applet_path, "BACKUP_STATE": str(state), **env}
+        return subprocess.run(
+            [busybox, "sh", "-c", script],
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+
+    return _check
+
+
+def test_check_script_is_short() -> None:
+    """It is embedded in every agent pod's spec."""
+    code = [
+        line
+        for line in CHECK_SCRIPT.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert len(code) <= 25
+
+
+def test_check_passes_after_successful_run(run, check, src: Path, dest: Path) -> None:
+    assert run(BACKUP_SOURCE=str(src), BACKUP_DEST=str(dest)).returncode == 0
+
+    result = check()
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == ""
+
+
+def test_check_fails_before_first_run(check, state: Path) -> None:
+    result = check()
+
+    assert result.returncode == 1
+    assert result.stdout == "backup: no archive run has finished yet\n"
+    assert not state.exists()
+
+
+def test_check_reports_failed_run(run, check, tmp_path: Path, dest: Path) -> None:
+    failed = run(BACKUP_SOURCE=str(tmp_path / "does-not-exist"), BACKUP_DEST=str(dest))
+    assert failed.returncode == 1
+
+    result = check()
+
+    assert result.returncode == 1
+    assert result.stdout == f"backup: last archive run failed: {error_of(failed)}\n"
+    assert "does not exist" in result.stdout
+
+
+@pytest.mark.parametrize(("interval", "twice"), [(None, 7200), ("10", 20), ("010", 20)])
+def test_check_fails_when_newest_archive_is_too_old(
+    check, state: Path, interval: str | None, twice: int
+) -> None:
+    name = f"{PREFIX}-20200101T000000Z.tar.gz"
+    env = {} if interval is None else {"BACKUP_INTERVAL_SECONDS": interval}
+    state.write_text(f"ok {int(time.time()) - twice - 5} {name}\n")
+
+    result = check(**env)
+
+    assert result.returncode == 1
+    assert result.stdout == (
+        f"backup: no archive made in two intervals ({twice} s); the newest is {name}\n"
+    )
+    # Still within two intervals: ready.
+    state.write_text(f"ok {int(time.time()) - twice + 5} {name}\n")
+    assert check(**env).returncode == 0
+
+
+def test_check_passes_again_after_later_success(
+    run, check, src: Path, dest: Path, state: Path
+) -> None:
+    state.write_text(f"ok {int(time.time()) - 86400} {PREFIX}-20200101T000000Z.tar.gz\n")
+    assert check().returncode == 1
+    broken = run(BACKUP_SOURCE=str(src / "gone"), BACKUP_DEST=str(dest))
+    assert broken.returncode == 1
+    assert check().returncode == 1
+
+    assert run(BACKUP_SOURCE=str(src), BACKUP_DEST=str(dest)).returncode == 0
+
+    result = check()
+    assert result.returncode == 0, result.stdout
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "",
+        "\n",
+        "ok\n",
+        "ok 1700000000\n",
+        "ok soon name.tar.gz\n",
+        "ok 0900000000 name.tar.gz\n",
+        "ok -5 name.tar.gz\n",
+        "okay 1700000000 name.tar.gz\n",
+        "failed later because\n",
+        None,
+    ],
+)
+def test_check_rejects_garbled_state(check, state: Path, content: str | None) -> None:
+    if content is None:
+        state.mkdir()  # exists, but cannot be read as a file
+    else:
+        state.write_text(content)
+
+    result = check()
+
+    assert result.returncode == 1
+    assert result.stdout == f"backup: state file {state} (BACKUP_STATE) is unreadable or garbled\n"
+
+
+@pytest.mark.parametrize("interval", ["0", "1h", "-1"])
+def test_check_rejects_bad_interval(check, state: Path, interval: str) -> None:
+    state.write_text(f"ok {int(time.time())} name.tar.gz\n")
+
+    result = check(BACKUP_INTERVAL_SECONDS=interval)
+
+    assert result.returncode == 1
+    (line,) = result.stdout.splitlines()
+    assert "BACKUP_INTERVAL_SECONDS" in line

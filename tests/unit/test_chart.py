@@ -44,6 +44,10 @@ NAMESPACED_RULES = {
     ("batch", "cronjobs"): {"get", "list", "watch", "create", "patch", "delete"},
     ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "events"): {"create", "list", "watch"},
+    ("apps.k8slab.io", "statefulwebapprestores"): {"list", "watch", "patch"},
+    ("apps.k8slab.io", "statefulwebapprestores/status"): {"patch"},
+    ("batch", "jobs"): {"get", "create", "patch"},
+    ("", "pods"): {"list"},
 }
 LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
 TEST_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list"}}
@@ -118,10 +122,15 @@ def rule_table(role: Manifest) -> dict[tuple[str, str], set[str]]:
     return table
 
 
-def test_chart_crd_is_a_byte_identical_copy() -> None:
-    top = (REPO / "crds" / CRD_NAME).read_bytes()
-    copy = (CHART / "crds" / CRD_NAME).read_bytes()
-    assert copy == top, f"run: cp crds/{CRD_NAME} deploy/statefulwebapp-operator/crds/"
+def test_chart_crds_are_byte_identical_copies() -> None:
+    top = sorted(path.name for path in (REPO / "crds").glob("*.yaml"))
+    assert top == sorted(path.name for path in (CHART / "crds").glob("*.yaml"))
+    assert CRD_NAME in top
+    for name in top:
+        copy = (CHART / "crds" / name).read_bytes()
+        assert copy == (REPO / "crds" / name).read_bytes(), (
+            f"run: cp crds/{name} deploy/statefulwebapp-operator/crds/"
+        )
 
 
 def test_helm_lint_strict_passes() -> None:

@@ -149,6 +149,19 @@ def test_a_held_status_write_comes_back_until_written() -> None:
     assert len(rec.ran) == 4
 
 
+def test_a_requeued_pass_comes_back_until_it_asks_no_more() -> None:
+    passes, rec = Passes(coalesce=0.01), Recorder()
+    waits = iter([0.05, 0.05, None])
+
+    def step() -> Result:
+        return rec.step("pass", Result(requeue_after=next(waits)))()
+
+    passes.request("restore", step)
+    assert rec.wait_for(3) == ["pass"] * 3
+    time.sleep(0.2)  # The third asked for no requeue: nothing more comes back.
+    assert len(rec.ran) == 3
+
+
 def written(passes: Passes, key: str) -> None:
     passes.request(key, lambda: Result(status_written=True))
     deadline = time.monotonic() + TIMEOUT

@@ -337,3 +337,89 @@ def test_a_missing_disruption_budget_is_named_only_where_one_is_rendered() -> No
     one = parse({**SCENARIO, "spec": {**SCENARIO["spec"], "replicas": 1}})
     children["StatefulSet"]["status"].update(replicas=1, readyReplicas=1, updatedReplicas=1)
     assert ready(compute(one, generation=1, children=children, now="T"))["reason"] == "Ready"
+
+
+def agents_waiting() -> dict[str, Any]:
+    children = healthy()
+    children["DaemonSet"]["status"]["numberReady"] = 2
+    return children
+
+
+def unhealthy(pod: str, said: str, node: str, seen: str = "2026-11-25T10:19:30Z") -> dict[str, Any]:
+    message = f"Readiness probe failed: backup: {said}\n"
+    return {"pod": pod, "node": node, "message": message, "seen": seen}
+
+
+def test_failing_backup_agents_are_named_with_their_nodes_and_the_scripts_error() -> None:
+    said = "last archive run failed: archiving /data into /backup failed: tar: write error"
+    failures = [
+        unhealthy("web-backup-x7k2p", said, "worker2"),
+        unhealthy("web-backup-b9d4f", said, "worker1"),
+    ]
+    status = compute(APP, generation=1, children=agents_waiting(), probe_failures=failures, now=NOW)
+    condition = ready(status)
+    assert (condition["status"], condition["reason"]) == ("False", "BackupFailing")
+    assert condition["message"] == (
+        f"backup agents on nodes worker1, worker2: {said}; "
+        "see kubectl logs -n default web-backup-b9d4f"
+    )
+    # News, written at once; and the same failure seen again is no change at all.
+    assert urgent(compute(APP, generation=1, children=agents_waiting(), now=NOW), status)
+    again = compute(
+        APP,
+        generation=1,
+        children=agents_waiting(),
+        probe_failures=failures[::-1],
+        previous=status,
+        now="2026-11-25T10:20:30Z",
+    )
+    assert again == status
+
+
+NOW = "2026-11-25T10:20:00Z"
+
+
+def test_a_starting_agent_or_an_old_failure_is_only_progress() -> None:
+    def reason(*failures: dict[str, Any], children: dict[str, Any] | None = None) -> str:
+        status = compute(
+            APP,
+            generation=1,
+            children=children or agents_waiting(),
+            probe_failures=failures,
+            now=NOW,
+        )
+        return str(ready(status)["reason"])
+
+    stale = "no archive made in two intervals (7200 s); the newest is default-web-x.tar.gz"
+    assert reason(unhealthy("web-backup-x7k2p", stale, "n1")) == "BackupFailing"
+    starting = "no archive run has finished yet"
+    assert reason(unhealthy("web-backup-x7k2p", starting, "n1")) == "BackupNotReady"
+    # Older than three checks: the agent has passed its check since.
+    old = unhealthy("web-backup-x7k2p", stale, "n1", seen="2026-11-25T10:17:00Z")
+    assert reason(old) == "BackupNotReady"
+    # Another app's agent, a web pod's probe.
+    assert reason(unhealthy("shop-backup-x7k2p", stale, "n1")) == "BackupNotReady"
+    assert reason(unhealthy("web-0", stale, "n1")) == "BackupNotReady"
+    # Every agent ready again: the failure seen before says nothing any more.
+    assert reason(unhealthy("web-backup-x7k2p", stale, "n1"), children=healthy()) == "Ready"
+
+
+def test_a_restore_under_way_says_so_and_wins_over_the_stopped_pods() -> None:
+    restoring = dataclasses.replace(APP, restoring="back")
+    children = healthy()
+    children["StatefulSet"]["status"].update(replicas=0, readyReplicas=0, updatedReplicas=0)
+    status = compute(restoring, generation=1, children=children, now=NOW)
+    condition = ready(status)
+    assert (condition["status"], condition["reason"]) == ("False", "Restoring")
+    assert condition["message"] == (
+        "restore back is running: the web pods are stopped until it has finished "
+        "(kubectl get swar back -n default)"
+    )
+    assert urgent(compute(APP, generation=1, children=healthy(), now=NOW), status)
+    problem = Problem("Forbidden", "no")
+    assert (
+        ready(compute(restoring, generation=1, children=children, problem=problem, now=NOW))[
+            "reason"
+        ]
+        == "Forbidden"
+    )

@@ -172,5 +172,5 @@ def test_a_mount_failure_is_kept_under_its_app_and_others_are_dropped() -> None:
 
 def test_a_mount_failure_series_is_seen_at_its_last_observation() -> None:
     series = {"series": {"lastObservedTime": "2026-11-25T10:09:00.000000Z"}}
-    packed = json.loads(watch.pack_mount_failure(failed_mount("web-0", **series)))
+    packed = json.loads(watch.pack_pod_event(failed_mount("web-0", **series)))
     assert packed["seen"] == "2026-11-25T10:09:00.000000Z"

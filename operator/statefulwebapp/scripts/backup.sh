@@ -17,6 +17,9 @@
 #                            (default 24)
 #   BACKUP_ONCE              "1": do a single run and exit with its status;
 #                            unset, empty or "0": loop forever (run, sleep)
+#   BACKUP_STATE             state file rewritten after every run (default
+#                            /tmp/backup.state); its directory must exist and
+#                            be writable
 #
 # One run writes ${BACKUP_DEST}/${BACKUP_PREFIX}-YYYYmmddTHHMMSSZ.tar.gz (UTC)
 # holding the contents of BACKUP_SOURCE with paths relative to it. The archive
@@ -26,7 +29,18 @@
 # sorting by time. After a successful run only the newest BACKUP_KEEP archives
 # named ${BACKUP_PREFIX}-<timestamp>.tar.gz are kept; nothing else is touched.
 #
-# Exit status: 0 success, 1 failed run (once mode), 2 invalid configuration.
+# After every run BACKUP_STATE is replaced (written to "$BACKUP_STATE.tmp",
+# then renamed) by one line that backup-check.sh, the readiness probe, reads:
+#   ok <unix epoch seconds> <archive file name>
+#   failed <unix epoch seconds> <error of the run>
+# The error is the last one the run printed, as one line of printable ASCII
+# (anything else becomes "?") of at most 300 characters. Error texts name no
+# times and not the run's new archive, so the same cause gives the same text
+# on every run: it ends up in a Kubernetes status, and a changing text would
+# cost a status write per run.
+#
+# Exit status: 0 success, 1 failed run or state not written (once mode),
+# 2 invalid configuration.
 # In loop mode a failed run is logged to stderr and retried next interval.
 
 set -u
@@ -38,7 +52,11 @@ log() {
     printf 'backup: %s\n' "$*"
 }
 
+# RUN_ERR keeps the last error for the state file. run_once runs in the main
+# shell, so errors from inside it land here too.
+RUN_ERR=''
 err() {
+    RUN_ERR="$*"
     printf 'backup: error: %s\n' "$*" >&2
 }
 
@@ -94,6 +112,20 @@ case ${BACKUP_ONCE:-} in
     *) die_config "BACKUP_ONCE must be 1, 0 or unset, got '$BACKUP_ONCE'" ;;
 esac
 
+STATE=${BACKUP_STATE:-/tmp/backup.state}
+# Checked up front: a state that can never be written would leave the agent
+# unready forever with no hint why.
+_state_dir=$(dirname -- "$STATE")
+if [ ! -d "$_state_dir" ]; then
+    die_config "directory $_state_dir of BACKUP_STATE ($STATE) does not exist"
+fi
+if [ ! -w "$_state_dir" ]; then
+    die_config "directory $_state_dir of BACKUP_STATE ($STATE) is not writable"
+fi
+if [ -d "$STATE" ]; then
+    die_config "BACKUP_STATE ($STATE) is a directory, expected a file path"
+fi
+
 # Glob for the timestamp part of an archive name (YYYYmmddTHHMMSSZ).
 TS_GLOB='[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z'
 
@@ -143,14 +175,23 @@ prune() {
             log "pruned $DEST/$_n"
         else
             err "could not delete old archive $DEST/$_n"
+            # The run's error is the oldest undeletable archive: it stays the
+            # same from run to run, while the last one moves with every run.
+            [ "$_rc" = 0 ] && _prune_err=$RUN_ERR
             _rc=1
         fi
         _excess=$((_excess - 1))
     done
+    [ "$_rc" = 0 ] || RUN_ERR=$_prune_err
     return "$_rc"
 }
 
+# Archive name made by the last successful run, for the state file.
+RUN_ARCHIVE=''
+
 run_once() {
+    RUN_ERR=''
+    RUN_ARCHIVE=''
     if [ ! -d "$SRC" ]; then
         err "source directory $SRC (BACKUP_SOURCE) does not exist or is not a directory"
         return 1
@@ -177,7 +218,8 @@ run_once() {
         [ -e "$DEST/$_name" ] || [ -e "$DEST/.$_name.partial" ] || break
         _tries=$((_tries + 1))
         if [ "$_tries" -gt 5 ]; then
-            err "archive $DEST/$_name already exists and no free name was found"
+            # No name in the message: it would change on every run.
+            err "could not find a free archive name in $DEST after $_tries tries"
             return 1
         fi
         sleep 1
@@ -186,11 +228,12 @@ run_once() {
     _final="$DEST/$_name"
     PARTIAL="$DEST/.$_name.partial"
     # tar writes the archive itself, so its stdout is empty; capture stderr to
-    # report it as a single line.
+    # report it as a single line. tar may name the partial file; its timestamp
+    # is masked so the same cause gives the same text on every run.
     if ! _out=$(tar -czf "$PARTIAL" -C "$SRC" . 2>&1); then
         rm -f -- "$PARTIAL"
         PARTIAL=''
-        err "archiving $SRC into $DEST failed: $(printf '%s' "$_out" | tr '\n' ' ')"
+        err "archiving $SRC into $DEST failed: $(printf '%s' "$_out" | tr '\n' ' ' | sed "s/$_ts/YYYYmmddTHHMMSSZ/g")"
         return 1
     fi
     if [ -n "$_out" ]; then
@@ -199,10 +242,12 @@ run_once() {
     if ! mv -f -- "$PARTIAL" "$_final"; then
         rm -f -- "$PARTIAL"
         PARTIAL=''
-        err "could not move archive into place at $_final"
+        err "could not move the new archive into place in $DEST"
         return 1
     fi
     PARTIAL=''
+
+    RUN_ARCHIVE=$_name
 
     _size=$(wc -c <"$_final")
     log "created $_final ($((_size)) bytes)"
@@ -210,16 +255,40 @@ run_once() {
     prune
 }
 
+# Replace the state file with the outcome of the run whose status is $1.
+write_state() {
+    if [ "$1" = 0 ]; then
+        _line="ok $(date +%s) $RUN_ARCHIVE"
+    else
+        # Printable ASCII only, so the state stays one line and valid text.
+        _line="failed $(date +%s) $(printf '%s' "${RUN_ERR:-run failed}" | tr -c ' -~' '?' | cut -c 1-300)"
+    fi
+    # Write then rename, so the probe never reads a half-written file.
+    if printf '%s\n' "$_line" >"$STATE.tmp" && mv -f -- "$STATE.tmp" "$STATE"; then
+        return 0
+    fi
+    rm -f -- "$STATE.tmp"
+    err "could not write the state file $STATE (BACKUP_STATE)"
+    return 1
+}
+
 # ------------------------------------------------------------------- main ---
 
 if [ "$ONCE" = 1 ]; then
     run_once
-    exit $?
+    _rc=$?
+    write_state "$_rc" || exit 1
+    exit "$_rc"
 fi
 
 log "starting: source=$SRC dest=$DEST prefix=$PREFIX interval=${INTERVAL}s keep=$KEEP"
 while :; do
-    if ! run_once; then
+    # The state is written before "run failed" is printed: that line is not
+    # the run's error.
+    if run_once; then
+        write_state 0
+    else
+        write_state 1
         err "run failed; retrying in ${INTERVAL}s"
     fi
     # Sleep in the background and wait, so SIGTERM is handled promptly.

@@ -1,0 +1,365 @@
+"""The reconcile of a StatefulWebAppRestore: stop the web pods, run the Job, tell the result.
+
+A restore goes ``Pending`` (accepted: the web pods are stopping) -> ``Running`` (its Job runs)
+-> ``Succeeded`` or ``Failed``, once. From ``Pending`` on, its app renders its StatefulSet with
+no replicas (``AppSpec.restoring``), so no web pod serves a half-restored volume; the Job
+(``render.render_restore_job``) starts only once the StatefulSet reports no pod left. The
+Job's script keeps the volume's previous content until the archive is fully extracted and
+swaps it in a way a retry can finish, so a failed or killed restore loses nothing. Its result
+(the archive, the node, the candidates it considered) comes back as the pod's termination
+message.
+
+:func:`decide` is pure: from the restore, its app and what the cluster shows, what to do next.
+:func:`reconcile_restore` reads those and does it. A restore under way is passed again every
+:data:`POLL_SECONDS` (its Job is not watched: restores are rare and short), a finished one
+never again: a restore costs a handful of requests and a few status writes, an app with no
+restore nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pykube
+
+from statefulwebapp import kinds, kube, names
+from statefulwebapp.model import (
+    GROUP,
+    KIND,
+    VERSION,
+    AppSpec,
+    RestoreSpec,
+    SpecError,
+    parse,
+    parse_restore,
+)
+from statefulwebapp.render import render_restore_job
+
+Obj = dict[str, Any]
+
+PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
+ACTIVE = frozenset({"", PENDING, RUNNING})
+"""Phases of a restore that is not over: at most one per app goes on."""
+STARTED = frozenset({PENDING, RUNNING})
+"""Phases in which the app's web pods are stopped for the restore."""
+POLL_SECONDS = 2.0
+"""How often a running restore looks at its StatefulSet and Job."""
+MAX_CANDIDATES = 20
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What one pass of a restore knows of the cluster."""
+
+    app: Obj | None
+    """The restore's app as last seen, or None if there is none."""
+    apps: Sequence[str] = ()
+    """Names of the apps in the restore's namespace (for a message naming what exists)."""
+    first: str = ""
+    """The restore that came first among the app's unfinished ones (itself when it did)."""
+    statefulset: Obj | None = None
+    """The app's StatefulSet as last seen."""
+    job: Obj | None = None
+    """The restore's Job, or None before it is created."""
+    result: Mapping[str, Any] | None = None
+    """The Job's pod's result (:func:`parse_result`), once the Job has finished."""
+
+
+@dataclass
+class Action:
+    """What a pass does: each field empty means nothing of that kind."""
+
+    status: Obj | None = None
+    """The restore's new status, written by a merge patch."""
+    job: Obj | None = None
+    """The Job to apply."""
+    app_event: tuple[str, str, str] | None = None
+    """(type, reason, message) of an event posted on the app."""
+    wake_app: bool = False
+    """The app must be passed again: it starts or stops restoring."""
+    requeue_after: float | None = None
+    """Pass this restore again after so many seconds."""
+    adopt: Obj | None = None
+    """The owner reference to the app to put on the restore: deleting the app deletes it."""
+
+
+def phase(body: Mapping[str, Any]) -> str:
+    """The restore's phase as its status says ("" before the operator has seen it)."""
+    return str((body.get("status") or {}).get("phase") or "")
+
+
+def app_of(body: Mapping[str, Any]) -> str:
+    """The app a restore is for."""
+    return str((body.get("spec") or {}).get("appName") or "")
+
+
+def first_active(restores: Sequence[Mapping[str, Any]]) -> str:
+    """Among one app's unfinished restores, the one that goes: a started one, else the oldest.
+
+    Ties of creation time (one second) fall to the name, so every pass picks the same one.
+    """
+    active = [r for r in restores if phase(r) in ACTIVE]
+    if not active:
+        return ""
+    started = [r for r in active if phase(r) in STARTED]
+    chosen = min(
+        started or active,
+        key=lambda r: (
+            str((r.get("metadata") or {}).get("creationTimestamp") or ""),
+            str((r.get("metadata") or {}).get("name") or ""),
+        ),
+    )
+    return str(chosen["metadata"]["name"])
+
+
+def under_way(restores: Sequence[Mapping[str, Any]]) -> str:
+    """The restore that has stopped the app's web pods, or "" when none has."""
+    started = [r for r in restores if phase(r) in STARTED]
+    return first_active(started)
+
+
+def parse_result(message: str) -> dict[str, Any]:
+    """The restore script's ``key=value`` lines; ``candidate`` lines gathered in a list."""
+    result: dict[str, Any] = {"candidates": []}
+    for line in message.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        if key == "candidate":
+            result["candidates"].append(value)
+        else:
+            result[key] = value
+    return result
+
+
+def job_finished(job: Mapping[str, Any] | None) -> str:
+    """``Complete``, ``Failed`` or "" from the Job's conditions."""
+    for condition in (job or {}).get("status", {}).get("conditions") or []:
+        if condition.get("type") in {"Complete", "Failed"} and condition.get("status") == "True":
+            return str(condition["type"])
+    return ""
+
+
+def decide(restore: RestoreSpec, status: Mapping[str, Any], seen: Observed, now: str) -> Action:
+    """The next step of ``restore``, whose status is ``status``, given what is ``seen``."""
+    current = str(status.get("phase") or "")
+    if current in {SUCCEEDED, FAILED}:
+        return Action()
+    if seen.app is None:
+        if current in STARTED:
+            return Action()  # The app is being deleted: the garbage collector takes this too.
+        apps = ", ".join(sorted(seen.apps)) or "none"
+        return _fail(
+            status,
+            now,
+            "NoSuchApp",
+            f"no StatefulWebApp {restore.app_name!r} in namespace {restore.namespace} "
+            f"(apps there: {apps}); create a restore that names one of them",
+        )
+    try:
+        app = parse(seen.app)
+    except SpecError as err:
+        return _fail(status, now, "InvalidApp", f"app {restore.app_name}: {err}; fix the app first")
+    if current not in STARTED:
+        return _start(restore, app, status, seen, now)
+    return _run(restore, app, status, seen, now)
+
+
+def _start(
+    restore: RestoreSpec, app: AppSpec, status: Mapping[str, Any], seen: Observed, now: str
+) -> Action:
+    if app.restricted:
+        return _fail(
+            status,
+            now,
+            "NoArchives",
+            f"app {app.name} has podSecurity: restricted, which admits no hostPath: its agents "
+            "keep archives in their own pods, where no restore can read them",
+        )
+    if seen.first and seen.first != restore.name:
+        return _fail(
+            status,
+            now,
+            "AnotherRestoreRunning",
+            f"restore {seen.first} of app {app.name} came first and is not finished; "
+            "create this restore again once it has",
+        )
+    return Action(
+        status=_status(
+            status,
+            now,
+            PENDING,
+            "WaitingForWebPods",
+            f"stopping the web pods of {app.name} before restoring {restore.archive}",
+            startTime=now,
+        ),
+        adopt={
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "name": app.name,
+            "uid": app.uid,
+            "blockOwnerDeletion": True,
+        },
+        wake_app=True,
+        requeue_after=POLL_SECONDS,
+        app_event=(
+            "Normal",
+            "Restoring",
+            f"restore {restore.name}: web pods stopped until {restore.archive} is back",
+        ),
+    )
+
+
+def _run(
+    restore: RestoreSpec, app: AppSpec, status: Mapping[str, Any], seen: Observed, now: str
+) -> Action:
+    if seen.job is None:
+        sts_status = (seen.statefulset or {}).get("status") or {}
+        left = int(sts_status.get("replicas") or 0)
+        stopped = (
+            seen.statefulset is not None
+            and (seen.statefulset.get("spec") or {}).get("replicas") == 0
+            and left == 0
+            and not int(sts_status.get("readyReplicas") or 0)
+        )
+        if not stopped:
+            message = f"stopping the web pods of {app.name} ({left} left)"
+            return Action(
+                status=_status(status, now, PENDING, "WaitingForWebPods", message),
+                requeue_after=POLL_SECONDS,
+            )
+        job = render_restore_job(app, restore)
+        return Action(
+            status=_status(
+                status,
+                now,
+                RUNNING,
+                "Restoring",
+                f"restoring {restore.archive} into {names.claim(app)} "
+                f"(Job {job['metadata']['name']})",
+            ),
+            job=job,
+            requeue_after=POLL_SECONDS,
+        )
+    finished = job_finished(seen.job)
+    if not finished or seen.result is None:
+        return Action(requeue_after=POLL_SECONDS)
+    result = seen.result
+    extra: dict[str, Any] = {"candidates": list(result.get("candidates") or [])[:MAX_CANDIDATES]}
+    if result.get("archive"):
+        extra["archive"] = {"file": result["archive"], "node": result.get("node", "")}
+    if finished == "Complete" and result.get("result") == "restored":
+        message = str(result.get("message") or f"restored {result.get('archive')}")
+        return Action(
+            status=_status(
+                status, now, SUCCEEDED, "Restored", message, completionTime=now, **extra
+            ),
+            wake_app=True,
+            app_event=("Normal", "Restored", f"restore {restore.name}: {message}"),
+        )
+    message = str(result.get("message") or "the restore's pod failed without a result")
+    return _fail(status, now, "RestoreFailed", message, **extra)
+
+
+def _fail(status: Mapping[str, Any], now: str, reason: str, message: str, **extra: Any) -> Action:
+    return Action(
+        status=_status(status, now, FAILED, reason, message, completionTime=now, **extra),
+        wake_app=str(status.get("phase") or "") in STARTED,
+        app_event=("Warning", "RestoreFailed", message),
+    )
+
+
+def _status(
+    status: Mapping[str, Any], now: str, new_phase: str, reason: str, message: str, **extra: Any
+) -> Obj:
+    done = new_phase in {SUCCEEDED, FAILED}
+    conditions = status.get("conditions") or []
+    previous: Mapping[str, Any] = next((c for c in conditions if c.get("type") == "Complete"), {})
+    flag = "True" if new_phase == SUCCEEDED else "False"
+    condition = {
+        "type": "Complete",
+        "status": flag,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": previous.get("lastTransitionTime", now)
+        if previous.get("status") == flag
+        else now,
+    }
+    new = {"phase": new_phase, "message": message, "conditions": [condition], **extra}
+    if not done:
+        new.pop("completionTime", None)
+    return new
+
+
+def now_text() -> str:
+    """UTC now, as Kubernetes writes times."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pod_result(api: pykube.HTTPClient, restore: RestoreSpec) -> dict[str, Any] | None:
+    """The result the newest finished pod of the restore's Job left, or None if none has."""
+    p = f"{kinds.POD.api_base}/namespaces/{restore.namespace}/{kinds.POD.plural}"
+    finished: list[tuple[str, str]] = []
+    for page in kube.pages(api, p, selector=f"{names.LABEL_RESTORE}={restore.name}", limit=50):
+        for pod in page.get("items") or []:
+            for container in (pod.get("status") or {}).get("containerStatuses") or []:
+                ended = (container.get("state") or {}).get("terminated") or {}
+                if ended:
+                    finished.append(
+                        (str(ended.get("finishedAt") or ""), str(ended.get("message") or ""))
+                    )
+    if not finished:
+        return None
+    return parse_result(max(finished)[1])
+
+
+def reconcile_restore(
+    api: pykube.HTTPClient,
+    body: Mapping[str, Any],
+    *,
+    app: Obj | None,
+    apps: Sequence[str],
+    siblings: Sequence[Mapping[str, Any]],
+    statefulset: Obj | None,
+    post_event: Callable[[str, str, str], None],
+) -> Action:
+    """One pass of a restore: read what :func:`decide` needs, then do what it says.
+
+    ``siblings``: every restore of the same app (this one included), as last seen.
+    """
+    try:
+        restore = parse_restore(body)
+    except SpecError as err:  # The CRD's schema makes this a stale object at most.
+        return Action(status={"phase": FAILED, "message": str(err)})
+    status = body.get("status") or {}
+    if phase(body) in {SUCCEEDED, FAILED}:
+        return Action()
+    job = result = None
+    if phase(body) in STARTED:
+        job = kube.get(api, kinds.JOB.name, names.restore_job(restore), restore.namespace)
+        if job_finished(job):
+            result = pod_result(api, restore) or {}
+    seen = Observed(
+        app=app,
+        apps=apps,
+        first=first_active(siblings),
+        statefulset=statefulset,
+        job=job,
+        result=result,
+    )
+    action = decide(restore, status, seen, now_text())
+    if action.adopt is not None:
+        owners = (body.get("metadata") or {}).get("ownerReferences") or []
+        if not any(o.get("uid") == action.adopt["uid"] for o in owners):
+            patch = {"metadata": {"ownerReferences": [*owners, action.adopt]}}
+            kube.merge_patch(api, kinds.RESTORE.name, restore.name, restore.namespace, patch)
+    if action.job is not None:
+        kube.apply(api, action.job)
+    if action.status is not None and action.status != {k: status.get(k) for k in action.status}:
+        kube.patch_status(api, restore.namespace, restore.name, action.status, kinds.RESTORE.name)
+    if action.app_event is not None and app is not None:
+        post_event(*action.app_event)
+    return action

@@ -1,0 +1,364 @@
+"""Backups you can restore and trust, with real data on the real node and the real NFS mount.
+
+Content is written through a web pod, archived by the real node's backup agent (every 10 s
+here), overwritten, and put back by a StatefulWebAppRestore; the volume is compared byte for
+byte on the server's side of the export. A restore of a missing archive fails and changes
+nothing; a restore whose pod is killed mid-way loses nothing and finishes on its retry; an
+agent that cannot archive turns the app to ``BackupFailing`` and back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from statefulwebapp import names
+from tests.e2e.apps import apply, get_app, ready_condition, sample, wait_ready
+from tests.e2e.cluster import Cluster, Operator, make_namespace, wait_for
+from tests.e2e.realnode import (
+    ON_REAL_NODE,
+    TOLERATE_REAL_NODE,
+    exec_in,
+    export_dir,
+    http_get,
+    images,
+    pods,
+)
+
+pytestmark = pytest.mark.local_cluster(
+    reason="it reads the backup agents' hostPath archives and the export on this machine, "
+    "which only the local cluster's real node keeps here"
+)
+
+MOUNT_PATH = "/usr/share/nginx/html"
+INTERVAL = 10
+
+
+@dataclass
+class App:
+    namespace: str
+    body: dict[str, Any]
+    served: Path
+    """The exported directory, on the server's side."""
+    backups: Path
+    """The real node's backup directory (``backup.hostPath``), on this machine."""
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.namespace}-web-"
+
+
+@pytest.fixture(scope="module")
+def app(
+    cluster: Cluster, operator: Operator, real_node: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[App]:
+    namespace = make_namespace(cluster, "restore")
+    export, served = export_dir(cluster, namespace)
+    backups = tmp_path_factory.mktemp("restore-backups")
+    body = sample(
+        replicas=2,
+        image=images()["nginx"],
+        **ON_REAL_NODE,
+        storage={"nfs": export, "capacity": "1Gi", "request": "10Mi"},
+        backup={
+            "image": images()["busybox"],
+            "intervalSeconds": INTERVAL,
+            "keep": 50,
+            "hostPath": str(backups),
+            "tolerations": [dict(TOLERATE_REAL_NODE)],
+        },
+        dateLogger={"enabled": False},
+    )
+    apply(cluster, namespace, body)
+    try:
+        wait_ready(cluster, namespace, timeout=180)
+    except BaseException:
+        print(cluster.kubectl("get", "swa,pods,events", "-n", namespace, "-o", "wide"))
+        raise
+    yield App(namespace, body, served, backups)
+    cluster.kubectl("delete", "swa", "--all", "-n", namespace, "--wait=true", "--timeout=90s")
+    cluster.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=120s")
+    subprocess.run(["chattr", "-i", str(backups)], check=False)
+
+
+def web_pod(cluster: Cluster, app: App) -> str:
+    selector = f"{names.LABEL_INSTANCE}=web,{names.LABEL_COMPONENT}={names.WEB}"
+    running = [
+        p
+        for p in pods(cluster, app.namespace, selector)
+        if not p["metadata"].get("deletionTimestamp") and p["status"].get("phase") == "Running"
+    ]
+    assert running, "no web pod running"
+    return str(sorted(p["metadata"]["name"] for p in running)[0])
+
+
+def write_site(cluster: Cluster, app: App, token: str, blob_kib: int = 64) -> None:
+    """A small site through a web pod: a page, a subdirectory, a hidden file, a random blob."""
+    exec_in(
+        cluster,
+        app.namespace,
+        web_pod(cluster, app),
+        f"cd {MOUNT_PATH} && rm -rf ./* ./.[!.]* && mkdir -p docs/deep && "
+        f"printf %s '{token}' > index.html && printf %s 'deep {token}' > docs/deep/page.html && "
+        f"printf %s 'hidden {token}' > .hidden && : > empty && "
+        f"head -c {blob_kib * 1024} /dev/urandom > blob.bin",
+    )
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (hidden ones included, the restore's own work files not):
+    relative path -> sha256."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_file() and not rel.startswith(".swa-restore-"):
+            found[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def archive_tree(archive: Path) -> dict[str, str]:
+    found = {}
+    with tarfile.open(archive) as tar:
+        for member in tar.getmembers():
+            if member.isfile():
+                data = tar.extractfile(member)
+                rel = member.name.removeprefix("./")
+                found[rel] = hashlib.sha256(data.read() if data else b"").hexdigest()
+    return found
+
+
+def archives(app: App) -> list[Path]:
+    return sorted(app.backups.glob(f"{app.prefix}*.tar.gz"))
+
+
+def archive_of(app: App, expected: dict[str, str], timeout: float = 90) -> Path:
+    """The newest archive holding exactly ``expected``, waited for."""
+
+    def found() -> Path | None:
+        for archive in reversed(archives(app)):
+            try:
+                if archive_tree(archive) == expected:
+                    return archive
+            except (tarfile.TarError, EOFError, OSError):
+                continue
+        return None
+
+    return Path(wait_for(found, timeout, f"an archive in {app.backups} of the content written"))
+
+
+def restore(cluster: Cluster, app: App, name: str, **spec: Any) -> None:
+    body = {
+        "apiVersion": "apps.k8slab.io/v1alpha1",
+        "kind": "StatefulWebAppRestore",
+        "metadata": {"name": name},
+        "spec": {"appName": "web", **spec},
+    }
+    cluster.kubectl("apply", "-n", app.namespace, "-f", "-", stdin=json.dumps(body))
+
+
+def get_restore(cluster: Cluster, app: App, name: str) -> dict[str, Any]:
+    return dict(json.loads(cluster.kubectl("get", "swar", name, "-n", app.namespace, "-o", "json")))
+
+
+def finished(cluster: Cluster, app: App, name: str, timeout: float = 180) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        swar = get_restore(cluster, app, name)
+        return swar if swar.get("status", {}).get("phase") in {"Succeeded", "Failed"} else None
+
+    try:
+        return dict(wait_for(done, timeout, f"restore {name} to finish"))
+    except BaseException:
+        print(
+            cluster.kubectl("get", "swar,swa,jobs,pods,events", "-n", app.namespace, "-o", "wide")
+        )
+        raise
+
+
+def serves(cluster: Cluster, app: App, token: str) -> None:
+    """Every web pod serves ``token`` as its index page."""
+    wait_ready(cluster, app.namespace, timeout=180)
+    selector = f"{names.LABEL_INSTANCE}=web,{names.LABEL_COMPONENT}={names.WEB}"
+    for pod in pods(cluster, app.namespace, selector):
+        ip = pod["status"]["podIP"]
+        assert wait_for(lambda ip=ip: http_get(ip, 80) == token, 30, f"nginx at {ip} serving it")
+
+
+def test_a_restore_puts_the_archived_content_back_byte_for_byte(cluster: Cluster, app: App) -> None:
+    token = f"before {uuid.uuid4().hex}"
+    write_site(cluster, app, token)
+    written = tree(app.served)
+    assert set(written) == {"index.html", "docs/deep/page.html", ".hidden", "empty", "blob.bin"}
+    archive = archive_of(app, written)
+    write_site(cluster, app, f"after {uuid.uuid4().hex}", blob_kib=8)
+    exec_in(cluster, app.namespace, web_pod(cluster, app), f"echo extra > {MOUNT_PATH}/extra")
+    # The agent goes on archiving (the overwritten content too), so the archive is named.
+    restore(cluster, app, "exact", archive=archive.name)
+
+    saw_restoring = wait_for(
+        lambda: ready_condition(get_app(cluster, app.namespace)).get("reason") == "Restoring",
+        60,
+        "the app to say Restoring",
+    )
+    assert saw_restoring
+    swar = finished(cluster, app, "exact")
+    status = swar["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["archive"]["file"] == archive.name
+    assert status["archive"]["node"]
+    assert f"{status['archive']['node']}/{archive.name}" in status["candidates"]
+    assert status["conditions"][0]["status"] == "True"
+    assert tree(app.served) == written, "the volume is not the archive's content"
+    assert not list(app.served.glob(".swa-restore-*")), "work files left in the volume"
+    serves(cluster, app, token)
+    owners = swar["metadata"]["ownerReferences"]
+    assert [o["kind"] for o in owners] == ["StatefulWebApp"]
+    events = cluster.kubectl(
+        "get",
+        "events",
+        "-n",
+        app.namespace,
+        "--field-selector",
+        "involvedObject.kind=StatefulWebApp,reason=Restored",
+    )
+    assert "restore exact" in events, events
+
+
+def test_a_named_older_archive_and_the_default_latest(cluster: Cluster, app: App) -> None:
+    first = f"first {uuid.uuid4().hex}"
+    write_site(cluster, app, first)
+    old_content = tree(app.served)
+    old = archive_of(app, old_content)
+    second = f"second {uuid.uuid4().hex}"
+    write_site(cluster, app, second)
+    new_content = tree(app.served)
+    archive_of(app, new_content)
+
+    restore(cluster, app, "named", archive=old.name)
+    status = finished(cluster, app, "named")["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["archive"]["file"] == old.name
+    assert tree(app.served) == old_content
+    serves(cluster, app, first)
+
+    # The default, "latest": the newest archive there is, whatever it holds by now; taken
+    # while nothing is written, so it holds the named restore's content or the second's.
+    restore(cluster, app, "newest")
+    status = finished(cluster, app, "newest")["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["archive"]["file"] == status["candidates"][0].split("/", 1)[1]
+    restored = app.backups / status["archive"]["file"]
+    assert tree(app.served) == archive_tree(restored)
+
+
+def test_a_missing_archive_fails_naming_what_exists_and_changes_nothing(
+    cluster: Cluster, app: App
+) -> None:
+    token = f"untouched {uuid.uuid4().hex}"
+    write_site(cluster, app, token)
+    before = tree(app.served)
+    missing = f"{app.prefix}20200101T000000Z.tar.gz"
+    restore(cluster, app, "missing", archive=missing)
+    status = finished(cluster, app, "missing")["status"]
+    assert status["phase"] == "Failed", status
+    assert missing in status["message"], status["message"]
+    assert status["candidates"], "the candidates are listed"
+    existing = {a.name for a in archives(app)}
+    # Newest first; the agent may have made (not yet pruned) one more since.
+    assert status["candidates"][0].split("/", 1)[1] in existing
+    assert f"newest {status['candidates'][0].split('/', 1)[1]}" in status["message"]
+    assert tree(app.served) == before
+    serves(cluster, app, token)
+    # The spec is a record: it cannot change.
+    out = cluster.kubectl(
+        "patch",
+        "swar",
+        "missing",
+        "-n",
+        app.namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"archive":"latest"}}',
+        check=False,
+    )
+    assert "a restore's spec cannot change" in out, out
+    # No such app: failed at once, naming the apps there are.
+    body = {
+        "apiVersion": "apps.k8slab.io/v1alpha1",
+        "kind": "StatefulWebAppRestore",
+        "metadata": {"name": "nosuch"},
+        "spec": {"appName": "shop"},
+    }
+    cluster.kubectl("apply", "-n", app.namespace, "-f", "-", stdin=json.dumps(body))
+    status = finished(cluster, app, "nosuch", timeout=30)["status"]
+    assert status["phase"] == "Failed"
+    assert "no StatefulWebApp 'shop'" in status["message"]
+    assert "apps there: web" in status["message"]
+
+
+def test_a_killed_restore_loses_nothing_and_its_retry_finishes(cluster: Cluster, app: App) -> None:
+    big = f"big {uuid.uuid4().hex}"
+    write_site(cluster, app, big, blob_kib=200 * 1024)
+    big_content = tree(app.served)
+    archive = archive_of(app, big_content, timeout=180)
+    current = f"current {uuid.uuid4().hex}"
+    write_site(cluster, app, current)
+    current_content = tree(app.served)
+
+    restore(cluster, app, "killed", archive=archive.name)
+    selector = f"{names.LABEL_RESTORE}=killed"
+
+    def extracting() -> str | None:
+        partial = list(app.served.glob(".swa-restore-*.partial"))
+        running = [
+            p["metadata"]["name"]
+            for p in pods(cluster, app.namespace, selector)
+            if p["status"].get("phase") == "Running"
+        ]
+        return running[0] if partial and running else None
+
+    victim = wait_for(extracting, 120, "the restore pod extracting", interval=0.2)
+    cluster.kubectl("delete", "pod", victim, "-n", app.namespace, "--grace-period=0", "--force")
+    time.sleep(2)
+    # Killed mid-way: the volume still holds what it held.
+    visible = {k: v for k, v in tree(app.served).items() if not k.startswith(".swa-restore-")}
+    assert visible == current_content
+    status = finished(cluster, app, "killed", timeout=300)["status"]
+    assert status["phase"] == "Succeeded", status
+    assert tree(app.served) == big_content
+    assert not list(app.served.glob(".swa-restore-*")), "work files left in the volume"
+    serves(cluster, app, big)
+    write_site(cluster, app, f"small again {uuid.uuid4().hex}")
+
+
+def test_an_agent_that_cannot_archive_turns_the_app_backup_failing_and_back(
+    cluster: Cluster, app: App, real_node: str
+) -> None:
+    subprocess.run(["chattr", "+i", str(app.backups)], check=True)
+    try:
+        condition = wait_for(
+            lambda: (
+                (c := ready_condition(get_app(cluster, app.namespace))).get("reason")
+                == "BackupFailing"
+                and c
+            ),
+            120,
+            "Ready=False BackupFailing",
+        )
+    finally:
+        subprocess.run(["chattr", "-i", str(app.backups)], check=True)
+    print(f"BackupFailing: {condition['message']}")
+    assert condition["status"] == "False"
+    assert condition["message"].startswith(f"backup agent on node {real_node}: "), condition
+    assert "last archive run failed" in condition["message"]
+    assert "Operation not permitted" in condition["message"], condition
+    wait_ready(cluster, app.namespace, timeout=120)

@@ -1,0 +1,184 @@
+"""A restore's steps (restore.decide) and its Job (render.render_restore_job), without a cluster.
+
+The Job's manifest is pinned as a golden file (``UPDATE_GOLDEN=1 make unit`` rewrites it); the
+script it runs is tested under busybox in test_restore_script.py, and the whole restore on the
+real node in tests/e2e/test_restore.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import pytest
+import yaml
+
+from statefulwebapp import restore
+from statefulwebapp.model import RestoreSpec, parse
+from statefulwebapp.render import render_restore_job, render_statefulset
+from tests.unit.test_render import GOLDEN, SCENARIO
+
+NOW = "2026-12-02T03:00:00Z"
+SPEC = RestoreSpec(name="back", namespace="default", uid="0000-restore", app_name="web")
+APP = dict(SCENARIO, metadata={**SCENARIO["metadata"]})
+
+
+def sts(spec_replicas: int, replicas: int, ready: int = 0) -> dict[str, Any]:
+    return {
+        "spec": {"replicas": spec_replicas},
+        "status": {"replicas": replicas, "readyReplicas": ready},
+    }
+
+
+def job(condition: str = "") -> dict[str, Any]:
+    conditions = [{"type": condition, "status": "True"}] if condition else []
+    return {"metadata": {"name": "back"}, "status": {"conditions": conditions}}
+
+
+def test_the_job_is_pinned_and_owned_by_the_restore() -> None:
+    manifest = render_restore_job(parse(APP), SPEC)
+    path = GOLDEN / "restore-job.yaml"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    assert manifest == yaml.safe_load(path.read_text())
+    owner = manifest["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"]) == (
+        "StatefulWebAppRestore",
+        "back",
+        "0000-restore",
+    )
+    pod = manifest["spec"]["template"]["spec"]
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "web-data"
+    assert "nodeSelector" not in pod
+
+
+def test_a_named_node_pins_the_job_there() -> None:
+    pod = render_restore_job(parse(APP), dataclasses.replace(SPEC, node_name="n2"))["spec"][
+        "template"
+    ]["spec"]
+    assert pod["nodeSelector"] == {"kubernetes.io/hostname": "n2"}
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["RESTORE_NODE"] == "n2"
+    assert env["RESTORE_PREFIX"] == "default-web"
+
+
+def test_a_restoring_app_renders_no_web_pod() -> None:
+    app = parse(APP)
+    assert render_statefulset(app)["spec"]["replicas"] == 3
+    assert render_statefulset(dataclasses.replace(app, restoring="back"))["spec"]["replicas"] == 0
+
+
+def test_a_new_restore_is_accepted_adopted_and_stops_the_web_pods() -> None:
+    action = restore.decide(SPEC, {}, restore.Observed(app=APP, first="back"), NOW)
+    assert action.status is not None
+    assert (action.status["phase"], action.status["startTime"]) == ("Pending", NOW)
+    assert action.adopt is not None
+    assert action.adopt["uid"] == "0000-uid"
+    assert action.wake_app
+    assert action.requeue_after
+    assert action.job is None
+
+
+@pytest.mark.parametrize(
+    ("seen", "reason", "says"),
+    [
+        (
+            restore.Observed(app=None, apps=("shop", "blog")),
+            "NoSuchApp",
+            "no StatefulWebApp 'web' in namespace default (apps there: blog, shop)",
+        ),
+        (
+            restore.Observed(app=APP, first="earlier"),
+            "AnotherRestoreRunning",
+            "restore earlier of app web came first",
+        ),
+        (
+            restore.Observed(app={**APP, "spec": {**APP["spec"], "podSecurity": "restricted"}}),
+            "NoArchives",
+            "podSecurity: restricted",
+        ),
+    ],
+    ids=["no such app", "a second restore", "restricted"],
+)
+def test_what_cannot_be_restored_fails_at_once_saying_why(
+    seen: restore.Observed, reason: str, says: str
+) -> None:
+    action = restore.decide(SPEC, {}, seen, NOW)
+    assert action.status is not None
+    assert action.status["phase"] == "Failed"
+    assert action.status["conditions"][0]["reason"] == reason
+    assert says in action.status["message"]
+    assert action.job is None
+    assert not action.wake_app
+    assert action.app_event is not None or seen.app is None
+
+
+def test_the_job_starts_only_once_no_web_pod_is_left() -> None:
+    pending = {"phase": "Pending"}
+    for left in (sts(3, 3, 3), sts(0, 1), sts(0, 0, 1)):
+        waiting = restore.decide(SPEC, pending, restore.Observed(app=APP, statefulset=left), NOW)
+        assert waiting.job is None
+        assert waiting.requeue_after
+    go = restore.decide(SPEC, pending, restore.Observed(app=APP, statefulset=sts(0, 0)), NOW)
+    assert go.job is not None
+    assert go.status is not None
+    assert go.status["phase"] == "Running"
+
+
+def test_a_finished_job_is_told_with_the_scripts_result() -> None:
+    running = {"phase": "Running", "startTime": NOW}
+    result = restore.parse_result(
+        "result=restored\narchive=default-web-20261202T010203Z.tar.gz\nnode=n1\n"
+        "message=restored default-web-20261202T010203Z.tar.gz from node n1 (3 files)\n"
+        "candidate=n1/default-web-20261202T010203Z.tar.gz\n"
+        "candidate=n1/default-web-20261202T000203Z.tar.gz\n"
+    )
+    still = restore.decide(SPEC, running, restore.Observed(app=APP, job=job()), NOW)
+    assert still.status is None
+    assert still.requeue_after
+    done = restore.decide(
+        SPEC, running, restore.Observed(app=APP, job=job("Complete"), result=result), NOW
+    )
+    assert done.status is not None
+    assert done.status["phase"] == "Succeeded"
+    assert done.status["archive"] == {"file": "default-web-20261202T010203Z.tar.gz", "node": "n1"}
+    assert done.status["candidates"] == [
+        "n1/default-web-20261202T010203Z.tar.gz",
+        "n1/default-web-20261202T000203Z.tar.gz",
+    ]
+    assert done.status["conditions"][0]["status"] == "True"
+    assert done.wake_app
+    assert done.requeue_after is None
+    assert done.app_event is not None
+    assert done.app_event[1] == "Restored"
+    failed = restore.decide(
+        SPEC,
+        running,
+        restore.Observed(
+            app=APP,
+            job=job("Failed"),
+            result={"result": "failed", "message": "no archive x", "candidates": []},
+        ),
+        NOW,
+    )
+    assert failed.status is not None
+    assert (failed.status["phase"], failed.status["message"]) == ("Failed", "no archive x")
+    assert failed.wake_app  # The web pods come back either way.
+    # Finished is finished.
+    assert restore.decide(SPEC, done.status, restore.Observed(app=APP), NOW) == restore.Action()
+
+
+def test_one_restore_per_app_goes_the_started_one_else_the_oldest() -> None:
+    def r(name: str, created: str, phase: str = "") -> dict[str, Any]:
+        return {
+            "metadata": {"name": name, "creationTimestamp": created},
+            "status": {"phase": phase} if phase else {},
+        }
+
+    assert restore.first_active([]) == ""
+    assert restore.first_active([r("b", "T2"), r("a", "T2"), r("c", "T1")]) == "c"
+    assert restore.first_active([r("c", "T1"), r("z", "T3", "Pending")]) == "z"
+    assert restore.first_active([r("c", "T1", "Succeeded"), r("z", "T3")]) == "z"
+    assert restore.under_way([r("c", "T1"), r("z", "T3", "Running")]) == "z"
+    assert restore.under_way([r("c", "T1"), r("z", "T3", "Failed")]) == ""
