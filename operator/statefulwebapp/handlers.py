@@ -441,12 +441,19 @@ async def on_restore_event(
     logger: kopf.Logger,
     **kwargs: Any,
 ) -> None:
-    """A restore appeared, changed or was listed at start: take it a step further."""
+    """A restore appeared, changed, was listed at start or deleted: take it a step further."""
+    app_key = _key(namespace, restore.app_of(body))
     if event["type"] == "DELETED":
         PASSES.forget(("restore", namespace or "", name))
-        return
-    app_key = _key(namespace, restore.app_of(body))
-    PASSES.request(("restore", namespace or "", name), _restore_step(app_key, name, kwargs, logger))
+    else:
+        step = _restore_step(app_key, name, kwargs, logger)
+        PASSES.request(("restore", namespace or "", name), step)
+    # kopf has indexed this event before calling here, so the app's pass sees the phase the
+    # restore's own pass just wrote (a pass that pass asked for may run before the watch
+    # brings its write, and find nothing new): it stops the web pods or starts them again.
+    if _has(kwargs["idx_apps"], app_key):
+        app_logger = _AppLogger(_log, {"app": "/".join(app_key)})
+        PASSES.request(app_key, _step(app_key, kwargs, app_logger))
 
 
 def _restore_step(

@@ -264,6 +264,27 @@ def _failing_backups(app: AppSpec, failures: Sequence[Obj]) -> str:
     )
 
 
+def _failing_web_checks(app: AppSpec, failures: Sequence[Obj]) -> str:
+    """The kubelet's words for the first web pod whose check fails; "" if none fails.
+
+    For example ``web-1: Readiness probe failed: HTTP probe failed with statuscode: 404``.
+    """
+    by_pod: dict[str, str] = {}
+    for failure in failures:
+        pod = str(failure.get("pod") or "")
+        if names.pod_owner(pod) != (app.name, names.WEB):
+            continue
+        if int(pod.rsplit("-", 1)[1]) >= app.replicas:
+            continue  # A pod scaled away.
+        lines = str(failure.get("message") or "").strip().splitlines()
+        if lines:
+            by_pod.setdefault(pod, lines[0][:300])
+    if not by_pod:
+        return ""
+    first = min(by_pod, key=lambda pod: int(pod.rsplit("-", 1)[1]))
+    return f"{first}: {by_pod[first]}"
+
+
 def _readiness(  # noqa: PLR0911, PLR0912  (one early return per readiness gate, in order)
     app: AppSpec,
     children: Mapping[str, Obj | None],
@@ -304,10 +325,12 @@ def _readiness(  # noqa: PLR0911, PLR0912  (one early return per readiness gate,
         failing = _failing_mounts(app, mount_failures, names.WEB)
         if failing:
             return "VolumeMountFailed", failing
+        checks = _failing_web_checks(app, probe_failures)
         return (
             "WebPodsNotReady",
-            f"{ready}/{app.replicas} web pods ready ({updated} updated); "
-            f"see kubectl get pods -l {names.LABEL_INSTANCE}={app.name}",
+            f"{ready}/{app.replicas} web pods ready ({updated} updated)"
+            + (f"; {checks}" if checks else "")
+            + f"; see kubectl get pods -l {names.LABEL_INSTANCE}={app.name}",
         )
     if app.backup.enabled:
         if ds is None:

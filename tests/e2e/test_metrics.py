@@ -44,7 +44,7 @@ def test_a_leader_counts_the_passes_requests_and_ready_apps_of_a_new_app(
         )
         assert before.total(PASSES) == 0
         for source in watch.SOURCES:
-            assert before.value("statefulwebapp_watch_relists_total", kind=source.kind.name) == 0
+            assert before.value("statefulwebapp_watch_relists_total", kind=source.store) == 0
         apply(cluster, apps_ns, sample())
         wait_ready(cluster, apps_ns)
         after = wait_for(

@@ -220,6 +220,19 @@ def test_a_failing_readiness_check_keeps_the_app_not_ready(
         "Ready=False WebPodsNotReady with the rolled pod not ready",
     )
     assert condition["status"] == "False"
+    # The kubelet's own words for the failing check, from its Unhealthy event.
+    said = f"web-{REPLICAS - 1}: Readiness probe failed: HTTP probe failed with statuscode: 404"
+    condition = wait_for(
+        lambda: (
+            (c := ready_condition(get_app(cluster, nfs_app.namespace)))
+            .get("message", "")
+            .count(said)
+            and c
+        ),
+        60,
+        f"the condition to say {said!r}",
+    )
+    print(f"Ready=False WebPodsNotReady: {condition['message']}")
     time.sleep(10)  # Well past the check's 3 failures of 2 s: it stays not ready.
     assert ready_condition(get_app(cluster, nfs_app.namespace))["reason"] == "WebPodsNotReady"
     # Fixed: the StatefulSet controller does not replace a pod that never got ready in a

@@ -423,3 +423,27 @@ def test_a_restore_under_way_says_so_and_wins_over_the_stopped_pods() -> None:
         ]
         == "Forbidden"
     )
+
+
+def test_a_failing_web_check_is_named_with_the_kubelets_words() -> None:
+    said = "Readiness probe failed: HTTP probe failed with statuscode: 404"
+    failures = [
+        {"pod": "web-2", "node": "real", "message": said, "seen": "2026-11-25T10:19:30Z"},
+        {"pod": "web-1", "node": "real", "message": said, "seen": "2026-11-25T10:19:40Z"},
+        {"pod": "web-7", "node": "real", "message": "scaled away", "seen": "2026-11-25T10:19:40Z"},
+    ]
+    status = compute(APP, generation=1, children=web_waiting(), probe_failures=failures, now=NOW)
+    condition = ready(status)
+    assert condition["reason"] == "WebPodsNotReady"
+    assert condition["message"] == (
+        f"2/3 web pods ready (3 updated); web-1: {said}; "
+        "see kubectl get pods -l app.kubernetes.io/instance=web"
+    )
+    # Older than three checks: not said any more; ready pods: nothing to say.
+    old = [{**f, "seen": "2026-11-25T10:10:00Z"} for f in failures]
+    quiet = compute(APP, generation=1, children=web_waiting(), probe_failures=old, now=NOW)
+    assert "probe failed" not in ready(quiet)["message"]
+    healthy_status = compute(
+        APP, generation=1, children=healthy(), probe_failures=failures, now=NOW
+    )
+    assert ready(healthy_status)["reason"] == "Ready"
