@@ -241,7 +241,7 @@ its other answer, that no run has finished yet, is an agent still starting."""
 
 def _failing_backups(app: AppSpec, failures: Sequence[Obj]) -> str:
     """Which agents' checks say archiving fails, on which nodes, and why; "" if none do."""
-    by_node: dict[str, str] = {}
+    by_node: dict[str, tuple[str, str]] = {}
     pods: list[str] = []
     for failure in failures:
         pod = str(failure.get("pod") or "")
@@ -252,14 +252,16 @@ def _failing_backups(app: AppSpec, failures: Sequence[Obj]) -> str:
         said = said.removeprefix("backup: ")
         if not said.startswith(BACKUP_FAILURES):
             continue
-        by_node.setdefault(str(failure.get("node") or "?"), said)
+        node, seen = str(failure.get("node") or "?"), str(failure.get("seen"))
+        if node not in by_node or seen > by_node[node][0]:
+            by_node[node] = (seen, said)  # The newest of an agent's failures says it now.
         pods.append(pod)
     if not by_node:
         return ""
     nodes = sorted(by_node)
     return (
         f"backup agent{'s' if len(nodes) > 1 else ''} on node{'s' if len(nodes) > 1 else ''} "
-        f"{', '.join(nodes)}: {by_node[nodes[0]]}; see kubectl logs -n {app.namespace} "
+        f"{', '.join(nodes)}: {by_node[nodes[0]][1]}; see kubectl logs -n {app.namespace} "
         f"{min(pods)}"
     )
 
@@ -269,20 +271,25 @@ def _failing_web_checks(app: AppSpec, failures: Sequence[Obj]) -> str:
 
     For example ``web-1: Readiness probe failed: HTTP probe failed with statuscode: 404``.
     """
-    by_pod: dict[str, str] = {}
+    # A pod's check can fail in several ways over its life (connection refused while nginx
+    # starts, then 404), one event each: the one seen last says what fails now.
+    newest: dict[str, Obj] = {}
     for failure in failures:
         pod = str(failure.get("pod") or "")
         if names.pod_owner(pod) != (app.name, names.WEB):
             continue
         if int(pod.rsplit("-", 1)[1]) >= app.replicas:
             continue  # A pod scaled away.
-        lines = str(failure.get("message") or "").strip().splitlines()
-        if lines:
-            by_pod.setdefault(pod, lines[0][:300])
-    if not by_pod:
+        if not str(failure.get("message") or "").strip():
+            continue
+        held = newest.get(pod)
+        if held is None or str(failure.get("seen")) > str(held.get("seen")):
+            newest[pod] = failure
+    if not newest:
         return ""
-    first = min(by_pod, key=lambda pod: int(pod.rsplit("-", 1)[1]))
-    return f"{first}: {by_pod[first]}"
+    first = min(newest, key=lambda pod: int(pod.rsplit("-", 1)[1]))
+    said = str(newest[first]["message"]).strip().splitlines()[0][:300]
+    return f"{first}: {said}"
 
 
 def _readiness(  # noqa: PLR0911, PLR0912  (one early return per readiness gate, in order)

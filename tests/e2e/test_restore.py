@@ -348,14 +348,17 @@ def test_an_agent_that_cannot_archive_turns_the_app_backup_failing_and_back(
 ) -> None:
     subprocess.run(["chattr", "+i", str(app.backups)], check=True)
     try:
+        # A run still going when the directory froze ends in "no archive made in two
+        # intervals" first; the failed runs after it say why.
         condition = wait_for(
             lambda: (
                 (c := ready_condition(get_app(cluster, app.namespace))).get("reason")
                 == "BackupFailing"
+                and "last archive run failed" in c.get("message", "")
                 and c
             ),
-            120,
-            "Ready=False BackupFailing",
+            180,
+            "Ready=False BackupFailing: last archive run failed",
         )
         # A failure that lasts is no news: over two more checks and several failed runs
         # (each a kubelet event, each a pass) the app's status is not written again.

@@ -439,6 +439,12 @@ def test_a_failing_web_check_is_named_with_the_kubelets_words() -> None:
         f"2/3 web pods ready (3 updated); web-1: {said}; "
         "see kubectl get pods -l app.kubernetes.io/instance=web"
     )
+    # The check failing another way since (nginx was starting): the newest failure is said.
+    starting = "Readiness probe failed: Get http://10.0.0.7:80/: connect: connection refused"
+    earlier = {"pod": "web-1", "node": "real", "message": starting, "seen": "2026-11-25T10:19:00Z"}
+    for order in ([earlier, *failures], [*failures, earlier]):
+        status = compute(APP, generation=1, children=web_waiting(), probe_failures=order, now=NOW)
+        assert f"web-1: {said};" in ready(status)["message"]
     # Older than three checks: not said any more; ready pods: nothing to say.
     old = [{**f, "seen": "2026-11-25T10:10:00Z"} for f in failures]
     quiet = compute(APP, generation=1, children=web_waiting(), probe_failures=old, now=NOW)
