@@ -235,6 +235,9 @@ def render_daemonset(app: AppSpec) -> Manifest | None:
         # unreadable volume turns the agent unready, and the kubelet's event says why.
         "readinessProbe": {
             "exec": {"command": ["sh", "-c", BACKUP_CHECK_SCRIPT]},
+            # The first run starts with the container and takes well under a second for a
+            # small site: checked then, a new agent is ready at once, not one period later.
+            "initialDelaySeconds": 3,
             "periodSeconds": BACKUP_CHECK_SECONDS,
             "timeoutSeconds": 5,
             "failureThreshold": 1,
