@@ -227,13 +227,22 @@ run_once() {
 
     _final="$DEST/$_name"
     PARTIAL="$DEST/.$_name.partial"
-    # tar writes the archive itself, so its stdout is empty; capture stderr to
-    # report it as a single line. tar may name the partial file; its timestamp
-    # is masked so the same cause gives the same text on every run.
+    # A destination that takes no file (read-only, immutable, not ours) is said
+    # plainly: tar and its compressor would race to report it, in words that
+    # differ from run to run.
+    if ! touch -- "$PARTIAL" 2>/dev/null; then
+        PARTIAL=''
+        err "cannot create a file in $DEST (BACKUP_DEST): check that it is writable"
+        return 1
+    fi
+    # tar writes the archive itself, so its stdout is empty; capture stderr and
+    # report its first line, the cause (later lines are the pipe's aftermath,
+    # which vary). tar may name the partial file; its timestamp is masked so the
+    # same cause gives the same text on every run.
     if ! _out=$(tar -czf "$PARTIAL" -C "$SRC" . 2>&1); then
         rm -f -- "$PARTIAL"
         PARTIAL=''
-        err "archiving $SRC into $DEST failed: $(printf '%s' "$_out" | tr '\n' ' ' | sed "s/$_ts/YYYYmmddTHHMMSSZ/g")"
+        err "archiving $SRC into $DEST failed: $(printf '%s\n' "$_out" | sed -n "1{s/$_ts/YYYYmmddTHHMMSSZ/g;p;}")"
         return 1
     fi
     if [ -n "$_out" ]; then
