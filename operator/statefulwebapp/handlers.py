@@ -376,7 +376,7 @@ class ChildEvents:
 
     def _changed(self, child: kinds.Kind, key: tuple[str, str], event: str) -> None:
         """Repair the child if needed and recompute the app's status."""
-        logger = _AppLogger(_log, {"app": "/".join(key)})
+        logger = _app_logger(key)
         if child is kinds.PERSISTENT_VOLUME and (
             key in _gone or not _has(self.kwargs["idx_apps"], key)
         ):
@@ -386,6 +386,10 @@ class ChildEvents:
                 _collect(key, self.kwargs, logger)
             return
         PASSES.request(key, _step(key, self.kwargs, logger))
+
+
+def _app_logger(key: tuple[str, str]) -> _AppLogger:
+    return _AppLogger(_log, {"app": "/".join(key)})
 
 
 class _AppLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -452,8 +456,7 @@ async def on_restore_event(
     # restore's own pass just wrote (a pass that pass asked for may run before the watch
     # brings its write, and find nothing new): it stops the web pods or starts them again.
     if _has(kwargs["idx_apps"], app_key):
-        app_logger = _AppLogger(_log, {"app": "/".join(app_key)})
-        PASSES.request(app_key, _step(app_key, kwargs, app_logger))
+        PASSES.request(app_key, _step(app_key, kwargs, _app_logger(app_key)))
 
 
 def _restore_step(
@@ -495,9 +498,7 @@ def _restore_step(
             logger.error("restore %s: %s; retrying with backoff", name, err)
             return passes.Result(failed=True)
         if action.wake_app:
-            PASSES.request(
-                app_key, _step(app_key, kwargs, _AppLogger(_log, {"app": "/".join(app_key)}))
-            )
+            PASSES.request(app_key, _step(app_key, kwargs, _app_logger(app_key)))
         if action.status is not None and action.status.get("phase") in {
             restore.SUCCEEDED,
             restore.FAILED,

@@ -264,12 +264,7 @@ def render_daemonset(app: AppSpec) -> Manifest | None:
     }
     if app.restricted:
         _restricted(pod_spec, NOBODY)
-    tolerations = [t.to_k8s() for t in backup.tolerations]
-    if backup.tolerate_control_plane:
-        tolerations[:0] = [
-            {"key": taint, "operator": "Exists", "effect": "NoSchedule"}
-            for taint in CONTROL_PLANE_TAINTS
-        ]
+    tolerations = _agent_tolerations(app)
     if tolerations:
         pod_spec["tolerations"] = tolerations
     return {
@@ -284,6 +279,23 @@ def render_daemonset(app: AppSpec) -> Manifest | None:
             },
         },
     }
+
+
+def _agent_tolerations(app: AppSpec, *, with_web: bool = False) -> list[dict[str, Any]]:
+    """What the backup agents tolerate, the control plane first if asked.
+
+    ``with_web``: the web pods' tolerations too, for a pod that may run where either does.
+    """
+    backup = app.backup
+    tolerations = [
+        t.to_k8s() for t in (*(app.tolerations if with_web else ()), *backup.tolerations)
+    ]
+    if backup.tolerate_control_plane:
+        tolerations[:0] = [
+            {"key": taint, "operator": "Exists", "effect": "NoSchedule"}
+            for taint in CONTROL_PLANE_TAINTS
+        ]
+    return tolerations
 
 
 def render_cronjob(app: AppSpec) -> Manifest | None:
@@ -372,12 +384,7 @@ def render_restore_job(app: AppSpec, restore: RestoreSpec) -> Manifest:
         pod_spec["nodeSelector"] = {HOSTNAME: restore.node_name}
     elif app.node_selector:
         pod_spec["nodeSelector"] = dict(app.node_selector)
-    tolerations = [t.to_k8s() for t in (*app.tolerations, *backup.tolerations)]
-    if backup.tolerate_control_plane:
-        tolerations[:0] = [
-            {"key": taint, "operator": "Exists", "effect": "NoSchedule"}
-            for taint in CONTROL_PLANE_TAINTS
-        ]
+    tolerations = _agent_tolerations(app, with_web=True)
     if tolerations:
         pod_spec["tolerations"] = tolerations
     labels = {**names.labels(app, names.RESTORE), names.LABEL_RESTORE: restore.name}

@@ -7,7 +7,6 @@ the busybox image, so a GNU-only option in the script would fail here too.
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import tarfile
@@ -21,29 +20,6 @@ SCRIPT = SCRIPTS / "backup.sh"
 CHECK_SCRIPT = SCRIPTS / "backup-check.sh"
 PREFIX = "default-web"
 ARCHIVE_RE = re.compile(rf"^{re.escape(PREFIX)}-\d{{8}}T\d{{6}}Z\.tar\.gz$")
-
-
-@pytest.fixture(scope="session")
-def busybox() -> str:
-    path = shutil.which("busybox")
-    if path is None:
-        pytest.fail(
-            "busybox not found on PATH: run `make tools` or install it "
-            "(e.g. `apt-get install -y busybox`)"
-        )
-    return path
-
-
-@pytest.fixture(scope="session")
-def applet_path(busybox: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Directory with one symlink per busybox applet, to use as the only PATH entry."""
-    bindir = tmp_path_factory.mktemp("busybox-bin")
-    applets = subprocess.run(
-        [busybox, "--list"], capture_output=True, text=True, check=True
-    ).stdout.split()
-    for applet in applets:
-        (bindir / applet).symlink_to(busybox)
-    return str(bindir)
 
 
 @pytest.fixture
