@@ -50,6 +50,25 @@ def ready_condition(app: dict[str, Any]) -> dict[str, Any]:
     return next((c for c in conditions if c["type"] == "Ready"), {})
 
 
+def explain(cluster: Cluster, namespace: str) -> None:
+    """What a failed test saw: the app's condition, its pods and their events, in order."""
+    print(json.dumps(ready_condition(get_app(cluster, namespace)), indent=2))
+    print(cluster.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False))
+    print(
+        cluster.kubectl(
+            "get",
+            "events",
+            "-n",
+            namespace,
+            "--sort-by=.lastTimestamp",
+            "-o",
+            "custom-columns=LAST:.lastTimestamp,COUNT:.count,REASON:.reason,"
+            "OBJECT:.involvedObject.name,UID:.involvedObject.uid,MESSAGE:.message",
+            check=False,
+        )
+    )
+
+
 def wait_ready(cluster: Cluster, namespace: str, name: str = "web", timeout: float = 90) -> Any:
     def ready() -> Any:
         app = get_app(cluster, namespace, name)

@@ -32,7 +32,7 @@ import pytest
 
 from statefulwebapp import names
 from statefulwebapp.model import parse as parse_app
-from tests.e2e.apps import apply, child, get_app, ready_condition, sample, wait_ready
+from tests.e2e.apps import apply, child, explain, get_app, ready_condition, sample, wait_ready
 from tests.e2e.cluster import REPO, Cluster, Operator, make_namespace, tools_bin, wait_for
 from tests.e2e.realnode import (
     ON_REAL_NODE,
@@ -209,41 +209,46 @@ def test_a_failing_readiness_check_keeps_the_app_not_ready(
         "readiness": {"httpGet": {"path": "/missing.html"}, "periodSeconds": 2}
     }
     apply(cluster, nfs_app.namespace, body)
-    condition = wait_for(
-        lambda: (
-            (c := ready_condition(get_app(cluster, nfs_app.namespace))).get("reason")
-            == "WebPodsNotReady"
-            and "(1 updated)" in c.get("message", "")
-            and c
-        ),
-        60,
-        "Ready=False WebPodsNotReady with the rolled pod not ready",
-    )
-    assert condition["status"] == "False"
-    # The kubelet's own words for the failing check, from its Unhealthy event.
-    said = f"web-{REPLICAS - 1}: Readiness probe failed: HTTP probe failed with statuscode: 404"
-    condition = wait_for(
-        lambda: (
-            (c := ready_condition(get_app(cluster, nfs_app.namespace)))
-            .get("message", "")
-            .count(said)
-            and c
-        ),
-        60,
-        f"the condition to say {said!r}",
-    )
-    print(f"Ready=False WebPodsNotReady: {condition['message']}")
-    time.sleep(10)  # Well past the check's 3 failures of 2 s: it stays not ready.
-    assert ready_condition(get_app(cluster, nfs_app.namespace))["reason"] == "WebPodsNotReady"
-    # Fixed: the StatefulSet controller does not replace a pod that never got ready in a
-    # rollout (Kubernetes' "forced rollback"): the pod that tried the bad check is deleted by
-    # hand, as the README says, and comes back with the fixed one.
-    body["spec"]["probes"]["readiness"]["httpGet"]["path"] = "/index.html"
-    apply(cluster, nfs_app.namespace, body)
-    cluster.kubectl("delete", "pod", f"web-{REPLICAS - 1}", "-n", nfs_app.namespace)
-    wait_ready(cluster, nfs_app.namespace, timeout=120)
-    apply(cluster, nfs_app.namespace, nfs_app.body)
-    wait_ready(cluster, nfs_app.namespace, timeout=120)
+    try:
+        condition = wait_for(
+            lambda: (
+                (c := ready_condition(get_app(cluster, nfs_app.namespace))).get("reason")
+                == "WebPodsNotReady"
+                and "(1 updated)" in c.get("message", "")
+                and c
+            ),
+            60,
+            "Ready=False WebPodsNotReady with the rolled pod not ready",
+        )
+        assert condition["status"] == "False"
+        # The kubelet's own words for the failing check, from its Unhealthy event.
+        said = f"web-{REPLICAS - 1}: Readiness probe failed: HTTP probe failed with statuscode: 404"
+        condition = wait_for(
+            lambda: (
+                said
+                in (c := ready_condition(get_app(cluster, nfs_app.namespace))).get("message", "")
+                and c
+            ),
+            60,
+            f"the condition to say {said!r}",
+        )
+        print(f"Ready=False WebPodsNotReady: {condition['message']}")
+        time.sleep(10)  # Well past the check's 3 failures of 2 s: it stays not ready.
+        assert ready_condition(get_app(cluster, nfs_app.namespace))["reason"] == "WebPodsNotReady"
+    except BaseException:
+        explain(cluster, nfs_app.namespace)
+        raise
+    finally:
+        # Fixed: the StatefulSet controller does not replace a pod that never got ready in a
+        # rollout (Kubernetes' "forced rollback"): the pod that tried the bad check is deleted
+        # by hand, as the README says, and comes back with the fixed one. In `finally`, so
+        # that a failure here leaves the module's app as the next tests expect it.
+        body["spec"]["probes"]["readiness"]["httpGet"]["path"] = "/index.html"
+        apply(cluster, nfs_app.namespace, body)
+        cluster.kubectl("delete", "pod", f"web-{REPLICAS - 1}", "-n", nfs_app.namespace)
+        wait_ready(cluster, nfs_app.namespace, timeout=120)
+        apply(cluster, nfs_app.namespace, nfs_app.body)
+        wait_ready(cluster, nfs_app.namespace, timeout=120)
 
 
 def evict(cluster: Cluster, namespace: str, pod: str) -> str:
