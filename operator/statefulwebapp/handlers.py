@@ -310,6 +310,7 @@ def _reconcile(
         held=outcome.status_held or bool(outcome.rollouts_held),
         status_written=outcome.status_written,
         retry_after=outcome.retry_after,
+        requeue_after=outcome.recheck_after,
     )
 
 

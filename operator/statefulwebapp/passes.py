@@ -118,6 +118,9 @@ class Passes:
         self._busy: set[Hashable] = set()
         self._dirty: dict[Hashable, Step] = {}
         self._revisits: set[Hashable] = set()
+        self._requeues: dict[Hashable, float] = {}
+        """Per key, when its pending requeue is due: one at a time, the earliest (client-go's
+        ``AddAfter``), so that a pass per event does not pile up timers."""
         self._written: dict[Hashable, float] = {}
         self._failures: dict[Hashable, int] = {}
         self._waits: dict[Hashable, int] = {}
@@ -180,6 +183,7 @@ class Passes:
         with self._lock:
             self._written.pop(key, None)
             self._failures.pop(key, None)
+            self._requeues.pop(key, None)
 
     def backoff(self, failures: int) -> float:
         """Seconds to wait after ``failures`` failed passes in a row (jittered)."""
@@ -216,11 +220,19 @@ class Passes:
                 revisit = result.held and key not in self._revisits
                 if revisit:
                     self._revisits.add(key)
+                requeue = None
+                if result.requeue_after is not None and not result.failed:
+                    due = time.monotonic() + result.requeue_after
+                    if due < self._requeues.get(key, float("inf")):
+                        self._requeues[key] = requeue = due
                 trails = [(k, self._next_wait(k)) for k in (key, *recovered)]
             if revisit:
                 self._delays.call_later(self.progress_interval, lambda: self._revisit(key, step))
-            if result.requeue_after is not None and not result.failed:
-                self._delays.call_later(result.requeue_after, lambda: self.request(key, step))
+            if requeue is not None:
+                self._delays.call_later(
+                    result.requeue_after or 0.0,
+                    functools.partial(self._requeue, key, step, requeue),
+                )
             for k, wait in trails:
                 soon = delay if k == key else self.coalesce
                 self._delays.call_later(soon, functools.partial(self._trail, k, wait))
@@ -238,6 +250,13 @@ class Passes:
                 self._busy.discard(key)
                 return
         self._run(key, step)
+
+    def _requeue(self, key: Hashable, step: Step, due: float) -> None:
+        with self._lock:
+            if self._requeues.get(key) != due:
+                return  # Overtaken by an earlier requeue, or the app is gone.
+            del self._requeues[key]
+        self.request(key, step)
 
     def _revisit(self, key: Hashable, step: Step) -> None:
         with self._lock:

@@ -53,6 +53,9 @@ class Outcome:
     ready_reason: str | None = None
     """The reason of the Ready condition the pass computed (written or held back); None when
     it computed no status (the app gone, its namespace going away)."""
+    recheck_after: float | None = None
+    """The status the pass computed is not Ready and quotes the kubelet's reports: seconds
+    until the first of them ages out, when the status must be computed again."""
 
     @property
     def label(self) -> str:
@@ -194,6 +197,7 @@ def reconcile(
         outcome.problems.append(refusals.problem(kinds.APP, f"{app.namespace}/{app.name}", err))
     _warn_if_news(body, outcome, warn)
     # 5. The status, recomputed from the children as they now are.
+    now = _now()
     new = status.compute(
         app,
         generation=generation,
@@ -202,9 +206,11 @@ def reconcile(
         problem=status.combine(outcome.problems),
         mount_failures=mount_failures,
         probe_failures=probe_failures,
-        now=_now(),
+        now=now,
     )
     outcome.ready_reason = status.ready_condition(new).get("reason")
+    if outcome.ready_reason != "Ready":
+        outcome.recheck_after = status.recheck_after(app, mount_failures, probe_failures, now)
     _publish(api, body, new, outcome, progress_due=progress_due)
     return outcome
 

@@ -104,7 +104,7 @@ def compute(
         children,
         problem,
         _fresh_failures(mount_failures, now, MOUNT_FAILURE_SECONDS),
-        _fresh_failures(probe_failures, now, PROBE_FAILURE_SECONDS),
+        _fresh_failures(probe_failures, now, probe_failure_seconds(app)),
     )
     selector = ",".join(f"{k}={v}" for k, v in names.selector(app, names.WEB).items())
     status: dict[str, Any] = {
@@ -162,30 +162,64 @@ def date_log(app: AppSpec, cron: Obj | None, previous: str | None) -> str:
     return "failing"
 
 
-MOUNT_FAILURE_SECONDS = 300.0
-"""How long a FailedMount event counts after the kubelet last reported it. The kubelet reports
-again at every failed try (they are at most about two minutes apart) and stops once the mount
-works, and then the pod soon becomes ready; an older event says nothing of today's pods."""
+KUBELET_EVENT_REFILL_SECONDS = 300.0
+"""The kubelet tells at most 25 warnings of one pod at once, then one every five minutes
+(client-go's event spam filter): a failure that goes on is told again within this long and
+one more period of whatever fails (a check, a mount try)."""
+
+MOUNT_RETRY_SECONDS = 122.0
+"""The longest the kubelet waits between two tries of a failing mount (its backoff's cap)."""
+
+MOUNT_FAILURE_SECONDS = KUBELET_EVENT_REFILL_SECONDS + 2 * MOUNT_RETRY_SECONDS
+"""How long a FailedMount event counts after the kubelet last told it: it tells again, within
+this long, while the mount fails, and stops once it works (the pod then soon becomes ready);
+an older event says nothing of today's pods."""
 
 
-PROBE_FAILURE_SECONDS = 3.0 * BACKUP_CHECK_SECONDS
-"""How long a failed check of a backup agent counts: the kubelet reports one at every failed
-check, so an agent whose check last failed three periods ago has passed it since."""
+def probe_failure_seconds(app: AppSpec) -> float:
+    """How long a failed check (a backup agent's, a web pod's) counts after it was last told.
+
+    A check that keeps failing is told again within this long.
+    """
+    period = max(BACKUP_CHECK_SECONDS, app.probes.readiness.period_seconds)
+    return KUBELET_EVENT_REFILL_SECONDS + 2 * period
 
 
 def _fresh_failures(failures: Sequence[Obj], now: str, seconds: float) -> list[Obj]:
     if not failures or not now:
         return list(failures)
     cutoff = datetime.fromisoformat(now) - timedelta(seconds=seconds)
-    fresh = []
-    for failure in failures:
-        try:
-            seen = datetime.fromisoformat(str(failure.get("seen")))
-        except ValueError:
-            continue
-        if seen >= cutoff:
-            fresh.append(failure)
-    return fresh
+    return [f for f in failures if (seen := _seen(f)) is not None and seen >= cutoff]
+
+
+def _seen(failure: Obj) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(failure.get("seen")))
+    except ValueError:
+        return None
+
+
+def recheck_after(
+    app: AppSpec, mount_failures: Sequence[Obj], probe_failures: Sequence[Obj], now: str
+) -> float | None:
+    """Seconds until the first of the kubelet's reports that count now stops counting, or None.
+
+    Nothing is told when a report ages out, so a status that quotes one must be computed again
+    then, or it would go on quoting a failure that has ended.
+    """
+    if not now:
+        return None
+    at = datetime.fromisoformat(now)
+    ends = [
+        (seen - at).total_seconds() + seconds
+        for failures, seconds in (
+            (mount_failures, MOUNT_FAILURE_SECONDS),
+            (probe_failures, probe_failure_seconds(app)),
+        )
+        for failure in _fresh_failures(failures, now, seconds)
+        if (seen := _seen(failure)) is not None
+    ]
+    return max(1.0, min(ends)) if ends else None
 
 
 def _failing_mounts(app: AppSpec, failures: Sequence[Obj], component: str) -> str:
@@ -234,7 +268,11 @@ def kubelet_detail(message: str, limit: int = 400) -> str:
     return detail if len(detail) <= limit else detail[: limit - 3] + "..."
 
 
-BACKUP_FAILURES = ("last archive run failed", "no archive made in two intervals")
+BACKUP_FAILURES = (
+    "last archive run failed",
+    "no archive made in two intervals",
+    "paused for over",
+)
 """What a backup agent's check says when archiving went wrong (``scripts/backup-check.sh``);
 its other answer, that no run has finished yet, is an agent still starting."""
 
@@ -267,12 +305,13 @@ def _failing_backups(app: AppSpec, failures: Sequence[Obj]) -> str:
 
 
 def _failing_web_checks(app: AppSpec, failures: Sequence[Obj]) -> str:
-    """The kubelet's words for the first web pod whose check fails; "" if none fails.
+    """The kubelet's words for the web check that failed last; "" if none has lately.
 
     For example ``web-1: Readiness probe failed: HTTP probe failed with statuscode: 404``.
     """
-    # A pod's check can fail in several ways over its life (connection refused while nginx
-    # starts, then 404), one event each: the one seen last says what fails now.
+    # The one seen last says what fails now: a pod's check can fail in several ways over its
+    # life (connection refused while nginx starts, then 404), one event each, and a pod that
+    # failed a check while it started and is ready since has no newer failure.
     newest: dict[str, Obj] = {}
     for failure in failures:
         pod = str(failure.get("pod") or "")
@@ -287,9 +326,9 @@ def _failing_web_checks(app: AppSpec, failures: Sequence[Obj]) -> str:
             newest[pod] = failure
     if not newest:
         return ""
-    first = min(newest, key=lambda pod: int(pod.rsplit("-", 1)[1]))
-    said = str(newest[first]["message"]).strip().splitlines()[0][:300]
-    return f"{first}: {said}"
+    last = max(newest, key=lambda pod: (str(newest[pod].get("seen")), pod))
+    said = str(newest[last]["message"]).strip().splitlines()[0][:300]
+    return f"{last}: {said}"
 
 
 def _readiness(  # noqa: PLR0911, PLR0912  (one early return per readiness gate, in order)

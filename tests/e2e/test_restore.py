@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from statefulwebapp import names
+from statefulwebapp import names, render
 from tests.e2e.apps import apply, explain, get_app, ready_condition, sample, wait_ready
 from tests.e2e.cluster import Cluster, Operator, make_namespace, wait_for
 from tests.e2e.realnode import (
@@ -310,7 +310,9 @@ def test_a_missing_archive_fails_naming_what_exists_and_changes_nothing(
     assert "apps there: web" in status["message"]
 
 
-def test_a_killed_restore_loses_nothing_and_its_retry_finishes(cluster: Cluster, app: App) -> None:
+def test_a_killed_restore_loses_nothing_and_its_retry_finishes(
+    cluster: Cluster, app: App, real_node: str
+) -> None:
     big = f"big {uuid.uuid4().hex}"
     write_site(cluster, app, big, blob_kib=200 * 1024)
     big_content = tree(app.served)
@@ -319,6 +321,7 @@ def test_a_killed_restore_loses_nothing_and_its_retry_finishes(cluster: Cluster,
     write_site(cluster, app, current)
     current_content = tree(app.served)
 
+    began = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() - 1))
     restore(cluster, app, "killed", archive=archive.name)
     selector = f"{names.LABEL_RESTORE}=killed"
 
@@ -342,6 +345,23 @@ def test_a_killed_restore_loses_nothing_and_its_retry_finishes(cluster: Cluster,
     assert tree(app.served) == big_content
     assert not list(app.served.glob(".swa-restore-*")), "work files left in the volume"
     serves(cluster, app, big)
+    # No archive was made of the volume while it was being swapped (the newest, it would be
+    # what a restore of "latest" takes): each one made since holds the content before the
+    # restore or after it, whole. The agent paused its runs meanwhile, and said so.
+    made_since = [a for a in archives(app) if a.name.removeprefix(app.prefix) >= began]
+    for made in made_since:
+        assert archive_tree(made) in (current_content, big_content), f"{made.name} is half-swapped"
+    agent = next(
+        p["metadata"]["name"]
+        for p in pods(
+            cluster,
+            app.namespace,
+            f"{names.LABEL_INSTANCE}=web,{names.LABEL_COMPONENT}={names.BACKUP}",
+        )
+        if p["spec"].get("nodeName") == real_node
+    )
+    logs = cluster.kubectl("logs", "-n", app.namespace, agent)
+    assert f"paused: a restore is writing {render.BACKUP_SOURCE}" in logs, logs[-2000:]
     write_site(cluster, app, f"small again {uuid.uuid4().hex}")
 
 

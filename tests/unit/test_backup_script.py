@@ -544,7 +544,7 @@ def test_check_script_is_short() -> None:
         for line in CHECK_SCRIPT.read_text().splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
-    assert len(code) <= 25
+    assert len(code) <= 30
 
 
 def test_check_passes_after_successful_run(run, check, src: Path, dest: Path) -> None:
@@ -666,3 +666,93 @@ def test_a_destination_that_takes_no_file_is_said_plainly_and_the_same_each_run(
         == errors[1]
         == (f"cannot create a file in {dest} (BACKUP_DEST): check that it is writable")
     )
+
+
+def restore_starts_during_tar(src: Path, *, fails: bool) -> str:
+    """A ``tar`` during which a restore begins (its work directory appears in the source), then
+    archives what it was given or, ``fails``, fails as tar does when entries move under it."""
+    work = src / ".swa-restore-uid.work"
+    then = (
+        "echo 'tar: ./a: No such file or directory' >&2; return 1" if fails else 'command tar "$@"'
+    )
+    return f"tar() {{\n  mkdir '{work}'\n  {then}\n}}\n"
+
+
+@pytest.mark.parametrize(
+    "when", ["before-the-run", "during-a-run-that-succeeds", "during-a-run-that-fails"]
+)
+def test_a_restore_in_the_volume_pauses_the_runs_and_keeps_no_archive(
+    run, check, src: Path, dest: Path, state: Path, when: str
+) -> None:
+    """A restore's work entries (restore.sh) mean the content is being swapped: an archive of
+    it could be half old, half new, and the newest, the one a restore of "latest" takes."""
+    (src / "a").write_text("content")
+    fake_archive(dest, "20200101T000000Z")
+    before = snapshot(dest)
+    prelude = ""
+    if when == "before-the-run":
+        (src / ".swa-restore-uid.partial").mkdir()
+    else:
+        prelude = restore_starts_during_tar(src, fails=when.endswith("fails"))
+
+    started = int(time.time())
+    result = run(prelude, BACKUP_SOURCE=str(src), BACKUP_DEST=str(dest))
+
+    assert result.returncode == 3, result.stderr
+    assert "paused: a restore is writing" in result.stdout, result.stdout
+    assert result.stderr == ""
+    assert snapshot(dest) == before, "an archive or a partial file was left"
+    kind, epoch, since = read_state(state)
+    assert kind == "paused"
+    assert started <= epoch <= time.time()
+    assert int(since) == epoch
+    assert check().returncode == 0, "a restore is no failure of the agent"
+
+
+def test_a_pause_goes_on_from_its_start_and_ends_with_the_next_archive(
+    run, check, src: Path, dest: Path, state: Path
+) -> None:
+    work = src / ".swa-restore-uid.partial"
+    work.mkdir()
+    began = int(time.time()) - 600
+    state.write_text(f"paused {began} {began}\n")
+
+    assert run(BACKUP_SOURCE=str(src), BACKUP_DEST=str(dest)).returncode == 3
+
+    kind, _, since = read_state(state)
+    assert (kind, int(since)) == ("paused", began)
+    work.rmdir()
+    assert run(BACKUP_SOURCE=str(src), BACKUP_DEST=str(dest)).returncode == 0
+    kind, _, name = read_state(state)
+    assert kind == "ok"
+    assert archives(dest) == [name]
+
+
+@pytest.mark.parametrize(("interval", "limit"), [("10", 3600), ("3000", 6000)])
+def test_a_pause_longer_than_two_intervals_or_an_hour_fails_the_check(
+    check, state: Path, interval: str, limit: int
+) -> None:
+    """A restore that lasts that long has failed and left its work files: archiving must not
+    stop unseen."""
+    now = int(time.time())
+    state.write_text(f"paused {now} {now - limit + 5}\n")
+    assert check(BACKUP_INTERVAL_SECONDS=interval).returncode == 0
+
+    state.write_text(f"paused {now} {now - limit - 5}\n")
+    result = check(BACKUP_INTERVAL_SECONDS=interval)
+
+    assert result.returncode == 1
+    assert result.stdout == (
+        f"backup: paused for over {limit} s by restore work files (.swa-restore-*) in the "
+        "volume; a restore removes them when it ends (kubectl get swar)\n"
+    )
+
+
+@pytest.mark.parametrize("since", ["", "soon", "0123", "-5"])
+def test_a_garbled_pause_is_garbled(check, state: Path, since: str) -> None:
+    state.write_text(f"paused {int(time.time())} {since}\n")
+
+    result = check()
+
+    assert result.returncode == 1
+    assert "unreadable or garbled" in result.stdout

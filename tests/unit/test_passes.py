@@ -162,12 +162,40 @@ def test_a_requeued_pass_comes_back_until_it_asks_no_more() -> None:
     assert len(rec.ran) == 3
 
 
-def written(passes: Passes, key: str) -> None:
-    passes.request(key, lambda: Result(status_written=True))
+def test_requeues_of_one_key_keep_only_the_earliest() -> None:
+    """A pass per event, each asking to come back: one timer per key, as client-go's AddAfter
+    keeps one entry per item, at the earliest time asked."""
+    passes, rec = Passes(coalesce=0.01), Recorder()
+
+    def once(label: str, wait: float) -> Callable[[], Result]:
+        waits = iter([wait])
+
+        def step() -> Result:  # Asks to come back once: its requeued pass asks no more.
+            return rec.step(label, Result(requeue_after=next(waits, None)))()
+
+        return step
+
+    for label, wait in (("a", 0.3), ("b", 0.2), ("c", 0.25)):
+        passes.request("app", once(label, wait))
+        idle(passes, "app")
+    started = time.monotonic()
+    # The 0.2 s asked by the second pass, not the 0.3 s of the first or the third's 0.25 s.
+    assert rec.wait_for(4) == ["a", "b", "c", "b"]
+    assert time.monotonic() - started < 0.25
+    time.sleep(0.4)  # The overtaken timers fire to no effect.
+    assert len(rec.ran) == 4
+
+
+def idle(passes: Passes, key: str) -> None:
     deadline = time.monotonic() + TIMEOUT
     while not passes.idle(key):
         assert time.monotonic() < deadline
         time.sleep(0.01)
+
+
+def written(passes: Passes, key: str) -> None:
+    passes.request(key, lambda: Result(status_written=True))
+    idle(passes, key)
 
 
 def test_progress_writes_per_app_and_operator_wide() -> None:

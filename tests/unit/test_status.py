@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from statefulwebapp.model import parse
-from statefulwebapp.status import Problem, combine, compute, date_log, urgent
+from statefulwebapp.status import Problem, combine, compute, date_log, recheck_after, urgent
 from tests.unit.test_render import SCENARIO
 
 APP = parse(SCENARIO)
@@ -392,10 +392,18 @@ def test_a_starting_agent_or_an_old_failure_is_only_progress() -> None:
 
     stale = "no archive made in two intervals (7200 s); the newest is default-web-x.tar.gz"
     assert reason(unhealthy("web-backup-x7k2p", stale, "n1")) == "BackupFailing"
+    paused = (
+        "paused for over 3600 s by restore work files (.swa-restore-*) in the volume; a restore "
+        "removes them when it ends (kubectl get swar)"
+    )
+    assert reason(unhealthy("web-backup-x7k2p", paused, "n1")) == "BackupFailing"
     starting = "no archive run has finished yet"
     assert reason(unhealthy("web-backup-x7k2p", starting, "n1")) == "BackupNotReady"
-    # Older than three checks: the agent has passed its check since.
-    old = unhealthy("web-backup-x7k2p", stale, "n1", seen="2026-11-25T10:17:00Z")
+    # Told 330 s ago: past its 25 warnings, the kubelet tells a failing check once in 300 s.
+    quieted = unhealthy("web-backup-x7k2p", stale, "n1", seen="2026-11-25T10:14:30Z")
+    assert reason(quieted) == "BackupFailing"
+    # Not told for longer than that and two checks: the agent has passed its check since.
+    old = unhealthy("web-backup-x7k2p", stale, "n1", seen="2026-11-25T10:13:59Z")
     assert reason(old) == "BackupNotReady"
     # Another app's agent, a web pod's probe.
     assert reason(unhealthy("shop-backup-x7k2p", stale, "n1")) == "BackupNotReady"
@@ -445,7 +453,14 @@ def test_a_failing_web_check_is_named_with_the_kubelets_words() -> None:
     for order in ([earlier, *failures], [*failures, earlier]):
         status = compute(APP, generation=1, children=web_waiting(), probe_failures=order, now=NOW)
         assert f"web-1: {said};" in ready(status)["message"]
-    # Older than three checks: not said any more; ready pods: nothing to say.
+    # A pod that failed while it started and is ready since is not the one failing now.
+    started = {"pod": "web-0", "node": "real", "message": starting, "seen": "2026-11-25T10:19:35Z"}
+    status = compute(
+        APP, generation=1, children=web_waiting(), probe_failures=[started, *failures], now=NOW
+    )
+    assert f"web-1: {said};" in ready(status)["message"]
+    # Not told for longer than the kubelet's quiet spell: not said any more; ready pods:
+    # nothing to say.
     old = [{**f, "seen": "2026-11-25T10:10:00Z"} for f in failures]
     quiet = compute(APP, generation=1, children=web_waiting(), probe_failures=old, now=NOW)
     assert "probe failed" not in ready(quiet)["message"]
@@ -453,3 +468,22 @@ def test_a_failing_web_check_is_named_with_the_kubelets_words() -> None:
         APP, generation=1, children=healthy(), probe_failures=failures, now=NOW
     )
     assert ready(healthy_status)["reason"] == "Ready"
+
+
+def test_a_status_quoting_the_kubelet_is_computed_again_when_the_quote_ages_out() -> None:
+    """Nothing is told when a report stops counting: the pass asks to come back then."""
+    said = "Readiness probe failed: HTTP probe failed with statuscode: 404"
+    probe = {"pod": "web-1", "node": "real", "message": said, "seen": "2026-11-25T10:19:30Z"}
+    mount = {"pod": "web-2", "node": "real", "message": "MountVolume.SetUp failed", "seen": NOW}
+    # 10:19:30 + 360 s (300 s of the kubelet's quiet spell, two 30 s checks) is 10:25:30.
+    assert recheck_after(APP, [], [probe], NOW) == 330.0
+    # A mount failure counts 300 s and two of the kubelet's 122 s retry waits.
+    assert recheck_after(APP, [mount], [probe], NOW) == 330.0
+    assert recheck_after(APP, [mount], [], NOW) == 544.0
+    assert recheck_after(APP, [], [{**probe, "seen": "2026-11-25T10:10:00Z"}], NOW) is None
+    assert recheck_after(APP, [], [], NOW) is None
+    # A longer check period lengthens the window.
+    slow = parse(
+        {**SCENARIO, "spec": {**SCENARIO["spec"], "probes": {"readiness": {"periodSeconds": 60}}}}
+    )
+    assert recheck_after(slow, [], [probe], NOW) == 390.0

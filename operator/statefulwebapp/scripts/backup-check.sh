@@ -8,7 +8,10 @@
 #                            (default /tmp/backup.state)
 #   BACKUP_INTERVAL_SECONDS  seconds between runs (default 3600)
 #
-# Exit 0 when the last run succeeded at most two intervals ago. Otherwise print
+# Exit 0 when the last run succeeded at most two intervals ago, or was paused
+# by a restore (backup.sh) for at most two intervals or an hour, whichever is
+# longer: a restore longer than that has failed and left its work files, and
+# archiving must not stop unseen. Otherwise print
 # one line saying why and exit 1. The line holds no ages or times, so it stays
 # the same while the cause does (it ends up in a Kubernetes status).
 
@@ -27,11 +30,18 @@ s='' t='' m=''
 read -r s t m 2>/dev/null <"$f"
 # The epoch must be digits without a leading zero (sh would read it as octal).
 case $t in '' | 0* | *[!0-9]*) s='' ;; esac
+# So must a pause's start (backup.sh: "paused <epoch> <epoch it began>").
+case $s:$m in paused:0* | paused:*[!0-9]*) s='' ;; esac
 case $s:$m in
     failed:*) printf 'backup: last archive run failed: %s\n' "$m"; exit 1 ;;
     ok:?*)
         [ "$(($(date +%s) - t))" -le "$((2 * i))" ] && exit 0
         printf 'backup: no archive made in two intervals (%s s); the newest is %s\n' "$((2 * i))" "$m"
+        exit 1 ;;
+    paused:?*)
+        l=$((2 * i)) && [ "$l" -gt 3600 ] || l=3600
+        [ "$(($(date +%s) - m))" -le "$l" ] && exit 0
+        printf 'backup: paused for over %s s by restore work files (.swa-restore-*) in the volume; a restore removes them when it ends (kubectl get swar)\n' "$l"
         exit 1 ;;
 esac
 echo "backup: state file $f (BACKUP_STATE) is unreadable or garbled"

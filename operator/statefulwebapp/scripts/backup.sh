@@ -29,10 +29,18 @@
 # sorting by time. After a successful run only the newest BACKUP_KEEP archives
 # named ${BACKUP_PREFIX}-<timestamp>.tar.gz are kept; nothing else is touched.
 #
+# A restore (restore.sh) works through entries named .swa-restore-* at the top
+# of the volume, from before it touches the content until it has finished. An
+# archive taken meanwhile could hold a half-swapped volume and, being the
+# newest, be what the next restore of "latest" picks. So no run archives while
+# such an entry exists, and a run during which one appeared keeps no archive:
+# the run is "paused" (neither archive nor failure).
+#
 # After every run BACKUP_STATE is replaced (written to "$BACKUP_STATE.tmp",
 # then renamed) by one line that backup-check.sh, the readiness probe, reads:
 #   ok <unix epoch seconds> <archive file name>
 #   failed <unix epoch seconds> <error of the run>
+#   paused <unix epoch seconds> <unix epoch seconds the pause began>
 # The error is the last one the run printed, as one line of printable ASCII
 # (anything else becomes "?") of at most 300 characters. Error texts name no
 # times and not the run's new archive, so the same cause gives the same text
@@ -40,7 +48,7 @@
 # cost a status write per run.
 #
 # Exit status: 0 success, 1 failed run or state not written (once mode),
-# 2 invalid configuration.
+# 2 invalid configuration, 3 paused by a restore (once mode).
 # In loop mode a failed run is logged to stderr and retried next interval.
 
 set -u
@@ -189,6 +197,23 @@ prune() {
 # Archive name made by the last successful run, for the state file.
 RUN_ARCHIVE=''
 
+# Whether a restore is writing the source: any .swa-restore-* entry there.
+restoring() {
+    for _e in "$SRC"/.swa-restore-*; do
+        if [ -e "$_e" ] || [ -L "$_e" ]; then
+            return 0
+        fi
+    done
+    return 1
+}
+
+# Drop the run's partial archive, if any: a restore made the run moot.
+discard() {
+    [ -n "$PARTIAL" ] && rm -f -- "$PARTIAL"
+    PARTIAL=''
+    log "paused: a restore is writing $SRC (.swa-restore-* entries there); no archive this run"
+}
+
 run_once() {
     RUN_ERR=''
     RUN_ARCHIVE=''
@@ -203,6 +228,10 @@ run_once() {
     if [ ! -d "$DEST" ]; then
         err "destination $DEST (BACKUP_DEST) does not exist or is not a directory"
         return 1
+    fi
+    if restoring; then
+        discard
+        return 3
     fi
 
     sweep_partials
@@ -240,10 +269,19 @@ run_once() {
     # which vary). tar may name the partial file; its timestamp is masked so the
     # same cause gives the same text on every run.
     if ! _out=$(tar -czf "$PARTIAL" -C "$SRC" . 2>&1); then
+        # Entries a restore moved away under tar fail it: the restore's doing.
+        if restoring; then
+            discard
+            return 3
+        fi
         rm -f -- "$PARTIAL"
         PARTIAL=''
         err "archiving $SRC into $DEST failed: $(printf '%s\n' "$_out" | sed -n "1{s/$_ts/YYYYmmddTHHMMSSZ/g;p;}")"
         return 1
+    fi
+    if restoring; then
+        discard
+        return 3
     fi
     if [ -n "$_out" ]; then
         err "tar reported (archive kept): $(printf '%s' "$_out" | tr '\n' ' ')"
@@ -268,6 +306,16 @@ run_once() {
 write_state() {
     if [ "$1" = 0 ]; then
         _line="ok $(date +%s) $RUN_ARCHIVE"
+    elif [ "$1" = 3 ]; then
+        # A pause goes on from the one the state already tells, if any.
+        _now=$(date +%s)
+        _s='' _t='' _since=''
+        read -r _s _t _since 2>/dev/null <"$STATE"
+        case $_s:$_since in
+            paused:[1-9]*) case $_since in *[!0-9]*) _since=$_now ;; esac ;;
+            *) _since=$_now ;;
+        esac
+        _line="paused $_now $_since"
     else
         # Printable ASCII only, so the state stays one line and valid text.
         _line="failed $(date +%s) $(printf '%s' "${RUN_ERR:-run failed}" | tr -c ' -~' '?' | cut -c 1-300)"
@@ -294,12 +342,10 @@ log "starting: source=$SRC dest=$DEST prefix=$PREFIX interval=${INTERVAL}s keep=
 while :; do
     # The state is written before "run failed" is printed: that line is not
     # the run's error.
-    if run_once; then
-        write_state 0
-    else
-        write_state 1
-        err "run failed; retrying in ${INTERVAL}s"
-    fi
+    run_once
+    _rc=$?
+    write_state "$_rc"
+    [ "$_rc" = 1 ] && err "run failed; retrying in ${INTERVAL}s"
     # Sleep in the background and wait, so SIGTERM is handled promptly.
     sleep "$INTERVAL" &
     SLEEP_PID=$!
