@@ -22,7 +22,7 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from statefulwebapp import handlers, kube, lease
+from statefulwebapp import controller, handlers, kube, lease
 from statefulwebapp.metrics import Endpoint, Metrics
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -104,7 +104,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resync-seconds",
         type=float,
-        default=handlers.RESYNC_SECONDS,
+        default=controller.RESYNC_SECONDS,
         metavar="S",
         help=(
             "period of the full check that repairs what the watches missed in a gap "
@@ -114,7 +114,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-rollouts-per-minute",
         type=float,
-        default=handlers.PASSES.rollouts_per_minute,
+        default=controller.ROLLOUTS_PER_MINUTE,
         metavar="N",
         help=(
             "apps whose web pods or backup agents may roll per minute when a new operator "
@@ -142,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
         log_format=kopf.LogFormat[args.log_format.upper()],
     )
     assert handlers.APP  # The import registers the handlers; keep it visibly used.
-    handlers.PASSES.rollouts_per_minute = args.max_rollouts_per_minute
     namespace, _, name = args.lease.partition("/")
     if not namespace or not name:
         print(f"--lease {args.lease!r}: write NAMESPACE/NAME", file=sys.stderr)
@@ -178,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                     memo=kopf.Memo(
                         namespaces=frozenset(args.namespace or ()),
                         resync_seconds=args.resync_seconds,
+                        max_rollouts_per_minute=args.max_rollouts_per_minute,
                         metrics=metrics,
                     ),
                 )

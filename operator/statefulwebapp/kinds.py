@@ -2,7 +2,7 @@
 
 For each child it also says which spec field the API server's complaints point back to.
 
-Everything that iterates over the children (the watches in ``handlers.py``, the URLs in
+Everything that iterates over the children (the watches in ``watch.py``, the URLs in
 ``kube.py``, the reconcile's apply order) reads :data:`CHILDREN`, so adding a child kind is one
 entry here plus its renderer.
 """

@@ -70,7 +70,7 @@ USER_AGENT = f"{names.MANAGER}/{version('statefulwebapp-operator')}"
 
 
 POOL_SIZE = 16
-"""Kept connections: more than the pass workers (handlers.PASSES), the only threads that send
+"""Kept connections: more than the pass workers (controller.new_queue), the only threads that send
 requests, so a burst reuses connections instead of opening (and discarding) TLS sessions."""
 
 

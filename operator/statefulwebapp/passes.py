@@ -1,6 +1,6 @@
 """When an app gets a pass: per-app coalescing, retries, held status writes, a write budget.
 
-No kopf and no API here. ``handlers.py`` hands :meth:`Passes.request` a step (one reconcile of
+No kopf and no API here. ``controller.py`` hands :meth:`Passes.request` a step (one reconcile of
 one app, as a zero-argument callable) and everything about *when* steps run lives in this one
 class, so it can be tested without a cluster:
 

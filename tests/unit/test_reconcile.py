@@ -32,7 +32,7 @@ APPLY_ORDER = [PATHS[c.name] for c in kinds.CHILDREN]
 
 
 class Pass:
-    """Runs passes of one app the way handlers.py does: observed children from the server's
+    """Runs passes of one app the way controller.py does: observed children from the server's
     store, the app with the status last written, one Memory across passes."""
 
     def __init__(self, api: FakeApi) -> None:

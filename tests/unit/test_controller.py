@@ -1,0 +1,126 @@
+"""The controller without a cluster: kopf's indexes as dicts, empty informer caches, the fake API
+server of ``fakeapi.py``; what each event leads to, as the requests it sends."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from typing import Any
+
+import pytest
+
+from statefulwebapp import kinds, kube, render, watch
+from statefulwebapp.controller import Controller
+from statefulwebapp.metrics import Metrics
+from statefulwebapp.model import parse
+from statefulwebapp.passes import Passes
+from tests.unit.fakeapi import FakeApi, Obj
+from tests.unit.test_reconcile import PATHS
+from tests.unit.test_render import SCENARIO
+
+KEY = ("default", "web")
+APP = kube.path("StatefulWebApp", "web", "default")
+STATUS = APP + "/status"
+TIMEOUT = 10.0
+
+
+class Fixture:
+    def __init__(self) -> None:
+        self.api = FakeApi()
+        self.apps: dict[tuple[str, str], list[str]] = {}
+        self.queue = Passes(coalesce=0.01)
+        self.controller = Controller(
+            self.api,  # type: ignore[arg-type]
+            apps=self.apps,
+            restores={},
+            metrics=Metrics(),
+            queue=self.queue,
+            children={source.store: watch.Store() for source in watch.SOURCES},
+        )
+
+    def index(self, body: Obj) -> Obj:
+        """The app on the server and in kopf's index, as after its event."""
+        self.api.objects[APP] = copy.deepcopy(body)
+        self.apps[KEY] = [json.dumps(body)]
+        return body
+
+    def settle(self, *keys: Any) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while not all(self.queue.idle(key) for key in keys or (KEY,)):
+            assert time.monotonic() < deadline, "passes still running"
+            time.sleep(0.01)
+
+
+@pytest.fixture
+def fx() -> Fixture:
+    return Fixture()
+
+
+def app() -> Obj:
+    body = copy.deepcopy(SCENARIO)
+    body["metadata"].update(uid="uid-app", resourceVersion="1")
+    return body
+
+
+def test_an_app_event_applies_every_child_then_writes_the_status(fx: Fixture) -> None:
+    fx.controller.app_changed(KEY, fx.index(app()))
+    fx.settle()
+    assert fx.api.sent() == [PATHS[child.name] for child in kinds.CHILDREN] + [STATUS]
+
+
+def test_its_own_status_write_is_not_written_again_before_the_watch_shows_it(
+    fx: Fixture,
+) -> None:
+    """The index still holds the app without the status just written (its watch event has not
+    come): the next pass compares with what was written, not with the older status."""
+    fx.controller.app_changed(KEY, fx.index(app()))
+    fx.settle()
+    fx.api.requests.clear()
+    fx.controller.request(KEY)
+    fx.settle()
+    assert STATUS not in fx.api.sent()
+
+
+def test_child_events_before_kopf_lists_the_apps_wait_for_it(fx: Fixture) -> None:
+    fx.index(app())
+    fx.controller.tell(kinds.STATEFULSET, KEY, "DELETED")
+    time.sleep(0.1)
+    assert fx.api.requests == [], "a pass ran before kopf had listed the apps"
+    fx.controller.open()
+    fx.settle()
+    assert PATHS["StatefulSet"] in fx.api.sent()
+
+
+def test_a_volume_whose_app_is_gone_is_collected(fx: Fixture) -> None:
+    fx.controller.open()
+    volume = PATHS["PersistentVolume"]
+    fx.api.objects[volume] = render.render_volume(parse(SCENARIO))
+    fx.controller.tell(kinds.PERSISTENT_VOLUME, KEY, "ADDED")
+    fx.settle(("volume", *KEY))
+    assert ("DELETE", volume) in fx.api.requests
+    assert volume not in fx.api.objects
+
+
+def test_a_deleted_app_is_forgotten_and_its_volume_collected(fx: Fixture) -> None:
+    fx.controller.app_changed(KEY, fx.index(app()))
+    fx.settle()
+    assert fx.controller.last_status
+    del fx.apps[KEY], fx.api.objects[APP]
+    fx.controller.app_deleted(KEY)
+    fx.settle(("volume", *KEY))
+    assert ("DELETE", PATHS["PersistentVolume"]) in fx.api.requests
+    assert KEY not in fx.controller.last_status
+
+
+def test_an_app_found_gone_after_a_watch_gap_gets_no_pass(fx: Fixture) -> None:
+    body = fx.index(app())
+    fx.controller.open()
+    fx.controller.gone[KEY] = body["metadata"]["uid"]
+    fx.controller.request(KEY)
+    fx.settle()
+    assert fx.api.sent() == []
+    # Created again (a new uid): it is the user's new app.
+    fx.controller.app_changed(KEY, fx.index({**body, "metadata": {**body["metadata"], "uid": "2"}}))
+    fx.settle()
+    assert STATUS in fx.api.sent()
