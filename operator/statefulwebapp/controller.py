@@ -27,11 +27,9 @@ import pykube
 
 from statefulwebapp import kinds, kube, passes, refusals, restore, watch
 from statefulwebapp.metrics import Metrics
-from statefulwebapp.reconcile import Memory, Obj, collect_volume, reconcile
+from statefulwebapp.objects import Key, Obj
+from statefulwebapp.reconcile import Memory, collect_volume, reconcile
 from statefulwebapp.resync import Plan, Snapshot, compare, from_cluster, list_apps
-
-Key = tuple[str, str]
-"""An app's (namespace, name)."""
 
 Index = Mapping[Any, Any]
 """One of kopf's indexes (``idx_apps``, ``idx_restores``): key -> the packed objects stored."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from statefulwebapp import render
 from statefulwebapp.model import GROUP, KIND, PLURAL, VERSION, AppSpec
+from statefulwebapp.objects import Manifest
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class Kind:
 class Child(Kind):
     """A kind the operator renders and owns for each app."""
 
-    render: Callable[[AppSpec], render.Manifest | None]
+    render: Callable[[AppSpec], Manifest | None]
     """The pure renderer; None when the spec disables the child."""
     spec_fields: tuple[tuple[str, str], ...] = ()
     """(prefix of a field of the child, spec field it comes from): an invalid child is reported
@@ -191,6 +192,6 @@ def spec_field(kind: Kind, child_field: str) -> str:
     return next(matches, "spec")
 
 
-def render_all(app: AppSpec) -> dict[str, render.Manifest | None]:
+def render_all(app: AppSpec) -> dict[str, Manifest | None]:
     """Every child by kind, in apply order; None marks a child the spec disables."""
     return {child.name: child.render(app) for child in CHILDREN}

@@ -369,7 +369,7 @@ def patch_status(
     namespace: str,
     name: str,
     status: Mapping[str, Any],
-    kind: str = "StatefulWebApp",
+    kind: str = kinds.APP.name,
 ) -> dict[str, Any] | None:
     """Merge-patch the status subresource of an app (or a restore); lists are replaced whole.
 

@@ -25,13 +25,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import pykube
 import requests
 
-from statefulwebapp import kube
+from statefulwebapp import kinds, kube
+from statefulwebapp.objects import timestamp
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,6 @@ class Timing:
     """A leader that has not renewed for this long stops."""
     retry: float = 2.0
     """Between two attempts to take or renew."""
-
-
-def _micro_time(now: datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class NoLeaseNamespaceError(RuntimeError):
@@ -101,7 +97,7 @@ class Elector:
     def try_acquire(self) -> bool:
         """One attempt to take the lease, or renew it if ours; True if we hold it now."""
         now = self._clock()
-        lease = kube.get(self.api, "Lease", self.name, self.namespace)
+        lease = kube.get(self.api, kinds.LEASE.name, self.name, self.namespace)
         if lease is None:
             return self._write(self._record(None), create=True, now=now)
         spec = lease.get("spec") or {}
@@ -119,7 +115,7 @@ class Elector:
         return self._write(self._record(lease), create=False, now=now)
 
     def _record(self, lease: dict[str, Any] | None) -> dict[str, Any]:
-        now = _micro_time(datetime.now(UTC))
+        now = timestamp(micro=True)
         spec = (lease or {}).get("spec") or {}
         ours = spec.get("holderIdentity") == self.identity
         transitions = int(spec.get("leaseTransitions") or 0)
@@ -204,7 +200,7 @@ class Elector:
         """Stop renewing and, if the lease is still ours, hand it back at once."""
         self._stop.set()
         try:
-            lease = kube.get(self.api, "Lease", self.name, self.namespace)
+            lease = kube.get(self.api, kinds.LEASE.name, self.name, self.namespace)
             if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
                 return
             lease["spec"] = {**lease["spec"], "holderIdentity": None, "leaseDurationSeconds": 1}

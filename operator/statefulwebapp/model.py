@@ -272,14 +272,14 @@ def parse(body: Mapping[str, Any]) -> AppSpec:
         namespace=str(meta.get("namespace", "")),
         uid=str(meta.get("uid", "")),
         storage=_parse_storage(_obj(spec, "storage")),
-        replicas=_int(spec, "replicas", 1),
-        image=_str(spec, "image", "nginx"),
+        replicas=_int(spec, "replicas", AppSpec.replicas),
+        image=_str(spec, "image", AppSpec.image),
         service_name=_str(spec, "serviceName", name),
-        port=_int(spec, "port", 80),
+        port=_int(spec, "port", AppSpec.port),
         resources=_resources(spec, "resources", Resources()),
         probes=_probes(_obj(spec, "probes")),
         restricted=_str(spec, "podSecurity", "default") == "restricted",
-        run_as_user=_int(spec, "runAsUser", 101),
+        run_as_user=_int(spec, "runAsUser", AppSpec.run_as_user),
         disruption_budget=_disruption_budget(_obj(spec, "disruptionBudget")),
         topology_spread=_topology_spread(_obj(spec, "topologySpread")),
         node_selector=_str_map(spec, "nodeSelector"),
@@ -292,7 +292,7 @@ def parse(body: Mapping[str, Any]) -> AppSpec:
 def _parse_storage(raw: Mapping[str, Any]) -> Storage:
     p = "storage."
     nfs = _obj(raw, "nfs", p)
-    capacity = _str(raw, "capacity", "100Mi", p)
+    capacity = _str(raw, "capacity", Storage.capacity, p)
     return Storage(
         nfs=NfsSource(
             server=_str(nfs, "server", "", "storage.nfs."),
@@ -301,24 +301,26 @@ def _parse_storage(raw: Mapping[str, Any]) -> Storage:
         ),
         capacity=capacity,
         request=_str(raw, "request", capacity, p),
-        mount_path=_str(raw, "mountPath", "/usr/share/nginx/html", p),
+        mount_path=_str(raw, "mountPath", Storage.mount_path, p),
     )
 
 
 def _disruption_budget(raw: Mapping[str, Any]) -> DisruptionBudget:
     p = "disruptionBudget."
-    value = raw.get("maxUnavailable", 1)
+    value = raw.get("maxUnavailable", DisruptionBudget.max_unavailable)
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise SpecError(p + "maxUnavailable", f"{value!r} must be a number or a percentage")
-    return DisruptionBudget(enabled=_bool(raw, "enabled", True, p), max_unavailable=value)
+    return DisruptionBudget(
+        enabled=_bool(raw, "enabled", DisruptionBudget.enabled, p), max_unavailable=value
+    )
 
 
 def _topology_spread(raw: Mapping[str, Any]) -> TopologySpread:
     p = "topologySpread."
     return TopologySpread(
-        enabled=_bool(raw, "enabled", True, p),
-        max_skew=_int(raw, "maxSkew", 1, p),
-        when_unsatisfiable=_str(raw, "whenUnsatisfiable", "ScheduleAnyway", p),
+        enabled=_bool(raw, "enabled", TopologySpread.enabled, p),
+        max_skew=_int(raw, "maxSkew", TopologySpread.max_skew, p),
+        when_unsatisfiable=_str(raw, "whenUnsatisfiable", TopologySpread.when_unsatisfiable, p),
     )
 
 
@@ -345,12 +347,12 @@ def _probe(raw: Mapping[str, Any], enabled: bool, which: str) -> Probe:
 def _parse_backup(raw: Mapping[str, Any]) -> Backup:
     p = "backup."
     return Backup(
-        enabled=_bool(raw, "enabled", True, p),
-        image=_str(raw, "image", "busybox", p),
-        interval_seconds=_int(raw, "intervalSeconds", 3600, p),
-        keep=_int(raw, "keep", 24, p),
+        enabled=_bool(raw, "enabled", Backup.enabled, p),
+        image=_str(raw, "image", Backup.image, p),
+        interval_seconds=_int(raw, "intervalSeconds", Backup.interval_seconds, p),
+        keep=_int(raw, "keep", Backup.keep, p),
         host_path=_str(raw, "hostPath", Backup.host_path, p),
-        tolerate_control_plane=_bool(raw, "tolerateControlPlane", True, p),
+        tolerate_control_plane=_bool(raw, "tolerateControlPlane", Backup.tolerate_control_plane, p),
         tolerations=_tolerations(raw, "tolerations", p),
         resources=_resources(raw, "resources", Backup().resources, p),
     )
@@ -359,12 +361,16 @@ def _parse_backup(raw: Mapping[str, Any]) -> Backup:
 def _parse_date_logger(raw: Mapping[str, Any]) -> DateLogger:
     p = "dateLogger."
     return DateLogger(
-        enabled=_bool(raw, "enabled", True, p),
+        enabled=_bool(raw, "enabled", DateLogger.enabled, p),
         schedule=_str(raw, "schedule", DateLogger.schedule, p),
-        image=_str(raw, "image", "busybox", p),
-        suspend=_bool(raw, "suspend", False, p),
-        successful_jobs_history_limit=_int(raw, "successfulJobsHistoryLimit", 3, p),
-        failed_jobs_history_limit=_int(raw, "failedJobsHistoryLimit", 1, p),
+        image=_str(raw, "image", DateLogger.image, p),
+        suspend=_bool(raw, "suspend", DateLogger.suspend, p),
+        successful_jobs_history_limit=_int(
+            raw, "successfulJobsHistoryLimit", DateLogger.successful_jobs_history_limit, p
+        ),
+        failed_jobs_history_limit=_int(
+            raw, "failedJobsHistoryLimit", DateLogger.failed_jobs_history_limit, p
+        ),
     )
 
 

@@ -11,16 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 import pykube
 
 from statefulwebapp import drift, kinds, kube, names, refusals, status
 from statefulwebapp.model import AppSpec, SpecError, parse
+from statefulwebapp.objects import Key, Obj, timestamp
 
-Obj = Mapping[str, Any]
-Key = tuple[str, str]
 Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 Warn = Callable[[str, str], None]
 """Posts a Warning event on the app: ``warn(reason, message)``."""
@@ -110,7 +108,7 @@ class Memory:
 def owned(app: AppSpec, obj: Obj) -> bool:
     """Whether ``obj`` belongs to this app (owner reference, or labels for the PV)."""
     meta = obj.get("metadata", {})
-    if obj.get("kind") == "PersistentVolume":
+    if obj.get("kind") == kinds.PERSISTENT_VOLUME.name:
         return names.volume_belongs(meta.get("labels") or {}, app.namespace, app.name)
     return any(ref.get("uid") == app.uid for ref in meta.get("ownerReferences") or [])
 
@@ -197,7 +195,7 @@ def reconcile(
         outcome.problems.append(refusals.problem(kinds.APP, f"{app.namespace}/{app.name}", err))
     _warn_if_news(body, outcome, warn)
     # 5. The status, recomputed from the children as they now are.
-    now = _now()
+    now = timestamp()
     new = status.compute(
         app,
         generation=generation,
@@ -397,13 +395,9 @@ def _invalid_status(body: Obj, generation: int, problem: status.Problem) -> dict
         reason=problem.reason,
         message=problem.message,
         previous=previous,
-        now=_now(),
+        now=timestamp(),
     )
     return {"observedGeneration": generation, "conditions": [ready]}
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def collect_volume(api: pykube.HTTPClient, namespace: str, app_name: str) -> bool:
@@ -417,13 +411,13 @@ def collect_volume(api: pykube.HTTPClient, namespace: str, app_name: str) -> boo
     """
     # The caller's index may lag behind the cluster (a watch gap, a second instance): only a
     # direct read may say the app is gone.
-    if kube.get(api, "StatefulWebApp", app_name, namespace) is not None:
+    if kube.get(api, kinds.APP.name, app_name, namespace) is not None:
         return False
     name = names.volume_of(namespace, app_name)
-    live = kube.get(api, "PersistentVolume", name)
+    live = kube.get(api, kinds.PERSISTENT_VOLUME.name, name)
     if live is None or live.get("metadata", {}).get("deletionTimestamp"):
         return False
     if not names.volume_belongs(live.get("metadata", {}).get("labels") or {}, namespace, app_name):
         return False
-    kube.delete(api, "PersistentVolume", name)
+    kube.delete(api, kinds.PERSISTENT_VOLUME.name, name)
     return True

@@ -12,8 +12,7 @@ from typing import Any
 
 from statefulwebapp import names
 from statefulwebapp.model import GROUP, KIND, VERSION, AppSpec, RestoreSpec
-
-Manifest = dict[str, Any]
+from statefulwebapp.objects import Manifest
 
 _SCRIPTS = resources.files("statefulwebapp").joinpath("scripts")
 BACKUP_SCRIPT = _SCRIPTS.joinpath("backup.sh").read_text()

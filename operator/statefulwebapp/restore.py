@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import pykube
@@ -36,9 +35,8 @@ from statefulwebapp.model import (
     parse,
     parse_restore,
 )
+from statefulwebapp.objects import Manifest, timestamp
 from statefulwebapp.render import render_restore_job
-
-Obj = dict[str, Any]
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
 ACTIVE = frozenset({"", PENDING, RUNNING})
@@ -54,15 +52,15 @@ MAX_CANDIDATES = 20
 class Observed:
     """What one pass of a restore knows of the cluster."""
 
-    app: Obj | None
+    app: Manifest | None
     """The restore's app as last seen, or None if there is none."""
     apps: Sequence[str] = ()
     """Names of the apps in the restore's namespace (for a message naming what exists)."""
     first: str = ""
     """The restore that came first among the app's unfinished ones (itself when it did)."""
-    statefulset: Obj | None = None
+    statefulset: Manifest | None = None
     """The app's StatefulSet as last seen."""
-    job: Obj | None = None
+    job: Manifest | None = None
     """The restore's Job, or None before it is created."""
     result: Mapping[str, Any] | None = None
     """The Job's pod's result (:func:`parse_result`), once the Job has finished."""
@@ -72,9 +70,9 @@ class Observed:
 class Action:
     """What a pass does: each field empty means nothing of that kind."""
 
-    status: Obj | None = None
+    status: Manifest | None = None
     """The restore's new status, written by a merge patch."""
-    job: Obj | None = None
+    job: Manifest | None = None
     """The Job to apply."""
     app_event: tuple[str, str, str] | None = None
     """(type, reason, message) of an event posted on the app."""
@@ -82,7 +80,7 @@ class Action:
     """The app must be passed again: it starts or stops restoring."""
     requeue_after: float | None = None
     """Pass this restore again after so many seconds."""
-    adopt: Obj | None = None
+    adopt: Manifest | None = None
     """The owner reference to the app to put on the restore: deleting the app deletes it."""
 
 
@@ -274,7 +272,7 @@ def _fail(status: Mapping[str, Any], now: str, reason: str, message: str, **extr
 
 def _status(
     status: Mapping[str, Any], now: str, new_phase: str, reason: str, message: str, **extra: Any
-) -> Obj:
+) -> Manifest:
     done = new_phase in {SUCCEEDED, FAILED}
     conditions = status.get("conditions") or []
     previous: Mapping[str, Any] = next((c for c in conditions if c.get("type") == "Complete"), {})
@@ -292,11 +290,6 @@ def _status(
     if not done:
         new.pop("completionTime", None)
     return new
-
-
-def now_text() -> str:
-    """UTC now, as Kubernetes writes times."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def pod_result(api: pykube.HTTPClient, restore: RestoreSpec) -> dict[str, Any] | None:
@@ -320,10 +313,10 @@ def reconcile_restore(
     api: pykube.HTTPClient,
     body: Mapping[str, Any],
     *,
-    app: Obj | None,
+    app: Manifest | None,
     apps: Sequence[str],
     siblings: Sequence[Mapping[str, Any]],
-    statefulset: Obj | None,
+    statefulset: Manifest | None,
     post_event: Callable[[str, str, str], None],
 ) -> Action:
     """One pass of a restore: read what :func:`decide` needs, then do what it says.
@@ -350,7 +343,7 @@ def reconcile_restore(
         job=job,
         result=result,
     )
-    action = decide(restore, status, seen, now_text())
+    action = decide(restore, status, seen, timestamp())
     if action.adopt is not None:
         owners = (body.get("metadata") or {}).get("ownerReferences") or []
         if not any(o.get("uid") == action.adopt["uid"] for o in owners):

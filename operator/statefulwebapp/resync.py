@@ -24,9 +24,8 @@ from typing import Any
 import pykube
 
 from statefulwebapp import kinds, kube, names
+from statefulwebapp.objects import Key
 from statefulwebapp.watch import owner_key
-
-Key = tuple[str, str]
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from statefulwebapp import names
+from statefulwebapp import kinds, names
 from statefulwebapp.model import AppSpec
+from statefulwebapp.objects import Obj
 from statefulwebapp.render import BACKUP_CHECK_SECONDS, render_disruption_budget
-
-Obj = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -89,10 +88,10 @@ def compute(
     ``probe_failures`` their Unhealthy events: what a backup agent's check found wrong.
     """
     previous = previous or {}
-    sts = children.get("StatefulSet")
-    pvc = children.get("PersistentVolumeClaim")
-    ds = children.get("DaemonSet")
-    cron = children.get("CronJob")
+    sts = children.get(kinds.STATEFULSET.name)
+    pvc = children.get(kinds.PERSISTENT_VOLUME_CLAIM.name)
+    ds = children.get(kinds.DAEMONSET.name)
+    cron = children.get(kinds.CRONJOB.name)
 
     ready_replicas = int(_get(sts, "status", "readyReplicas", default=0))
     claim_phase = str(_get(pvc, "status", "phase", default="Missing"))
@@ -346,10 +345,10 @@ def _readiness(  # noqa: PLR0911, PLR0912  (one early return per readiness gate,
             f"restore {app.restoring} is running: the web pods are stopped until it has "
             f"finished (kubectl get swar {app.restoring} -n {app.namespace})",
         )
-    pvc = children.get("PersistentVolumeClaim")
-    sts = children.get("StatefulSet")
-    ds = children.get("DaemonSet")
-    cron = children.get("CronJob")
+    pvc = children.get(kinds.PERSISTENT_VOLUME_CLAIM.name)
+    sts = children.get(kinds.STATEFULSET.name)
+    ds = children.get(kinds.DAEMONSET.name)
+    cron = children.get(kinds.CRONJOB.name)
     phase = _get(pvc, "status", "phase", default="Missing")
     if phase != "Bound":
         return (
@@ -395,7 +394,10 @@ def _readiness(  # noqa: PLR0911, PLR0912  (one early return per readiness gate,
                 "BackupNotReady",
                 f"{ready_agents}/{desired} backup agents ready on eligible nodes",
             )
-    if children.get("PodDisruptionBudget") is None and render_disruption_budget(app) is not None:
+    if (
+        children.get(kinds.DISRUPTION_BUDGET.name) is None
+        and render_disruption_budget(app) is not None
+    ):
         return (
             "DisruptionBudgetMissing",
             f"PodDisruptionBudget {names.disruption_budget(app)} does not exist yet",

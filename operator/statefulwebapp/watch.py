@@ -36,10 +36,8 @@ import requests
 
 from statefulwebapp import drift, kinds, kube, names
 from statefulwebapp.metrics import Metrics
+from statefulwebapp.objects import Key, Manifest
 
-Key = tuple[str, str]
-"""(namespace, name) of the app an object belongs to."""
-Obj = dict[str, Any]
 Notify = Callable[[kinds.Kind, Key, str], None]
 """Told of a change: the object's kind, its app, the event (ADDED, MODIFIED, DELETED)."""
 
@@ -392,7 +390,7 @@ class ChildWatch:
                 if line:
                     self.event(json.loads(line))
 
-    def event(self, event: Obj) -> None:
+    def event(self, event: Manifest) -> None:
         """Take one watch event into the store and tell of it."""
         kind, body = event.get("type"), event.get("object") or {}
         meta = body.get("metadata") or {}
