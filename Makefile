@@ -78,8 +78,9 @@ lint: venv ## ruff and mypy --strict on the operator and the tests
 	$(VENV)/bin/mypy
 
 .PHONY: unit
-unit: venv tools ## Unit tests (no cluster)
-	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+unit: venv ## Unit tests: no cluster, no Go tools (the chart's tests need helm: make test runs them)
+	@hack/tools/packages.sh busybox
+	$(PY) -m pytest tests/unit -m "not helm" $(PYTEST_ARGS)
 
 .PHONY: e2e
 e2e: venv tools ## E2E tests on the local cluster with its real node (left running)

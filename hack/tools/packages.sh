@@ -6,7 +6,8 @@
 # serve it, hack/cluster/nfs.sh; fuse3 for the FUSE NFS client that mounts it), and for kind
 # (hack/kind): podman's dnsname plugin, through which kind's workers find the control plane,
 # and jq for the node image's runtime spec. Only what is
-# missing is installed; nothing is installed over a different build.
+# missing is installed; nothing is installed over a different build. With arguments, only
+# those packages (`make unit` needs busybox alone).
 set -euo pipefail
 say() { printf '[tools] %s\n' "$*" >&2; }
 die() { printf '[tools] error: %s\n' "$*" >&2; exit 1; }
@@ -16,6 +17,7 @@ die() { printf '[tools] error: %s\n' "$*" >&2; exit 1; }
 packages=(busybox podman runc containerd containernetworking-plugins mmdebstrap iptables
   iproute2 curl gcc libc6-dev nfs-ganesha nfs-ganesha-vfs rpcbind fuse3
   golang-github-containernetworking-plugin-dnsname jq)
+[ $# -gt 0 ] && packages=("$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

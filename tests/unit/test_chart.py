@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+pytestmark = pytest.mark.helm
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy/statefulwebapp-operator"
 CRD_NAME = "statefulwebapps.apps.k8slab.io.yaml"
