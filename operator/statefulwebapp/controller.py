@@ -1,8 +1,8 @@
 """The controller: what the operator holds while it runs, and what it does with each event.
 
 One object, built when the operator starts (``handlers.configure``) and kept in kopf's memo:
-the API client, the work queue of passes (``passes.Passes``), the children's informers and
-their caches (``watch.py``), kopf's indexes of the apps and restores, what passes remember of
+the API client, the work queue of passes (``workqueue.WorkQueue``), the children's informers and
+their caches (``informer.py``), kopf's indexes of the apps and restores, what passes remember of
 each app (``reconcile.Memory``) and the bookkeeping of apps that are gone. kopf's handlers
 (``handlers.py``) only hand it their events.
 
@@ -25,7 +25,7 @@ from typing import Any, cast
 import kopf
 import pykube
 
-from statefulwebapp import kinds, kube, passes, refusals, restore, watch
+from statefulwebapp import informer, kinds, kube, refusals, restore, workqueue
 from statefulwebapp.metrics import Metrics
 from statefulwebapp.objects import Key, Obj
 from statefulwebapp.reconcile import Memory, collect_volume, reconcile
@@ -46,7 +46,7 @@ differently, the spec unchanged, that may roll per minute."""
 log = logging.getLogger(__name__)
 
 
-def new_queue(rollouts_per_minute: float = ROLLOUTS_PER_MINUTE) -> passes.Passes:
+def new_queue(rollouts_per_minute: float = ROLLOUTS_PER_MINUTE) -> workqueue.WorkQueue:
     """The work queue of passes.
 
     Eight workers, within kube.POOL_SIZE connections: kopf's handlers only hand work over, so
@@ -56,7 +56,7 @@ def new_queue(rollouts_per_minute: float = ROLLOUTS_PER_MINUTE) -> passes.Passes
     app every 30 s, operator-wide one per second, so that a burst of new apps costs each its
     applies and two status writes (acknowledged, Ready); those two are never held.
     """
-    return passes.Passes(
+    return workqueue.WorkQueue(
         workers=8,
         coalesce=0.5,
         retry=2.0,
@@ -107,8 +107,8 @@ class Controller:
         restores: Index,
         metrics: Metrics,
         namespaces: frozenset[str] = frozenset(),
-        queue: passes.Passes | None = None,
-        children: Mapping[str, watch.Store] | None = None,
+        queue: workqueue.WorkQueue | None = None,
+        children: Mapping[str, informer.Store] | None = None,
     ) -> None:
         """A controller on kopf's indexes ``apps`` and ``restores``.
 
@@ -124,11 +124,11 @@ class Controller:
         """The namespaces served (empty: all). Volumes are cluster-scoped: an operator serving
         some namespaces must not collect the volumes of apps in the others."""
         self.queue = queue or new_queue()
-        self.children: Mapping[str, watch.Store] = children or {}
+        self.children: Mapping[str, informer.Store] = children or {}
         """The informers' caches, by store name (a child kind, or a source's name)."""
         self.memory = Memory()
         """Per app, what passes remember of its children (stored forms, refusals)."""
-        self.resume = passes.Resume()
+        self.resume = workqueue.Resume()
         self.gone: dict[Key, str] = {}
         """Apps found deleted although kopf's index still holds them (a watch gap: kopf relists
         without DELETED events), with the uid of that stale entry: they get no more passes."""
@@ -149,8 +149,8 @@ class Controller:
         handlers, so the first pass of an app finds its children there.
         """
         # Watches hold a connection each for minutes: a client of their own.
-        streams = len(watch.SOURCES) * max(1, len(self.namespaces))
-        self.children = watch.start(
+        streams = len(informer.SOURCES) * max(1, len(self.namespaces))
+        self.children = informer.start(
             kube.connect(pool=streams, metrics=self.metrics),
             self.namespaces,
             self.tell,
@@ -177,7 +177,7 @@ class Controller:
         self._unseen_status(key, body)  # Forget the last write as soon as the watch shows it.
         if self.gone.get(key) != body.get("metadata", {}).get("uid"):
             self.gone.pop(key, None)  # A new app of that name.
-        self.request(key, logger)
+        self.enqueue(key, logger)
 
     def app_deleted(self, key: Key, logger: kopf.Logger | None = None) -> None:
         """The app is gone: forget it and collect its volume."""
@@ -185,7 +185,7 @@ class Controller:
         self.forget(key)
         self.collect(key, logger)
 
-    def request(
+    def enqueue(
         self,
         key: Key,
         logger: kopf.Logger | None = None,
@@ -195,7 +195,7 @@ class Controller:
 
         ``missing``: child kinds a resync found gone although the cache still shows them.
         """
-        self.queue.request(key, self._step(key, logger or app_logger(key), missing))
+        self.queue.add(key, self._step(key, logger or app_logger(key), missing))
 
     def forget(self, key: Key) -> None:
         """Drop what is remembered of an app that is gone."""
@@ -235,7 +235,7 @@ class Controller:
             if event != "DELETED":
                 self.collect(key)
             return
-        self.request(key)
+        self.enqueue(key)
 
     # ------------------------------------------------------------------------- passes ----
 
@@ -244,15 +244,15 @@ class Controller:
         key: Key,
         logger: kopf.Logger,
         missing: frozenset[str],
-    ) -> passes.Step:
+    ) -> workqueue.Step:
         """One pass for the app, as the work queue runs it (now, or later in another thread)."""
         # The copied context carries kopf's settings and event queue (for kopf.warn) into
         # whichever thread runs the step.
         context = contextvars.copy_context()
 
-        def step() -> passes.Result:
+        def step() -> workqueue.Result:
             app = first(self.apps, key)
-            result = passes.Result()
+            result = workqueue.Result()
             # No app, one going away, or one found gone after a watch gap: recreating its
             # children would fight the deletion.
             if (
@@ -296,12 +296,12 @@ class Controller:
         body: Obj,
         logger: kopf.Logger,
         missing: frozenset[str],
-    ) -> passes.Result:
+    ) -> workqueue.Result:
         started = time.monotonic()
         observed = self._observed(key)
         observed.update(dict.fromkeys(missing))
-        failures = self.children[watch.MOUNT_FAILURES.store].get(key, ())
-        unhealthy = self.children[watch.PROBE_FAILURES.store].get(key, ())
+        failures = self.children[informer.MOUNT_FAILURES.store].get(key, ())
+        unhealthy = self.children[informer.PROBE_FAILURES.store].get(key, ())
         restores = [json.loads(packed) for packed in self.restores.get(key, ())]
 
         def warn(reason: str, message: str) -> None:
@@ -329,7 +329,7 @@ class Controller:
             # The status write is the one request outside reconcile's own handling of failures.
             trouble = isinstance(err, (kube.ApiError, *refusals.TRANSIENT))
             self.metrics.passed("retry" if trouble else "error", time.monotonic() - started)
-            return passes.Result(failed=True)
+            return workqueue.Result(failed=True)
         self.metrics.passed(outcome.label, time.monotonic() - started)
         self.metrics.app_ready(key, outcome.ready_reason)
         if outcome.app_gone:
@@ -337,7 +337,7 @@ class Controller:
             self.forget(key)
             self.gone[key] = str(body["metadata"].get("uid"))
             self.collect(key, logger)
-            return passes.Result()
+            return workqueue.Result()
         if outcome.written_status is not None:
             self.last_status[key] = (outcome.written_version, outcome.written_status)
         # Logged when the status changes or a retry follows, not on every event of a child that
@@ -350,7 +350,7 @@ class Controller:
                 problem.message,
                 "" if problem.retry else "; not retried",
             )
-        return passes.Result(
+        return workqueue.Result(
             failed=outcome.retry,
             held=outcome.status_held or bool(outcome.rollouts_held),
             status_written=outcome.status_written,
@@ -370,20 +370,20 @@ class Controller:
             return
         say = logger or log
 
-        def step() -> passes.Result:
+        def step() -> workqueue.Result:
             # An app of the same name may be back (deleted and re-applied in quick succession):
             # the volume is then its own. collect_volume confirms with a direct read anyway.
             if has(self.apps, key) and key not in self.gone:
-                return passes.Result()
+                return workqueue.Result()
             try:
                 if collect_volume(self.api, *key):
                     say.info("deleted the volume of deleted app %s/%s", *key)
             except kube.ApiError as err:
                 say.error("could not delete the volume of deleted app %s/%s: %s", *key, err)
-                return passes.Result(failed=True)
-            return passes.Result()
+                return workqueue.Result(failed=True)
+            return workqueue.Result()
 
-        self.queue.request(("volume", *key), step)
+        self.queue.add(("volume", *key), step)
 
     def collect_orphans(self) -> None:
         """Collect the volumes whose app was deleted while the operator was not running."""
@@ -418,7 +418,7 @@ class Controller:
                 sorted(f"{ns}/{name}" for ns, name in plan.orphans) or "-",
             )
         for key, missing in plan.repair.items():
-            self.request(key, log, missing)
+            self.enqueue(key, log, missing)
         for key in plan.gone:
             stale = first(self.apps, key)
             self.gone[key] = str((stale or {}).get("metadata", {}).get("uid"))
@@ -452,20 +452,20 @@ class Controller:
         if deleted:
             self.queue.forget(queued)
         else:
-            self.queue.request(queued, self._restore_step(app_key, name))
+            self.queue.add(queued, self._restore_step(app_key, name))
         if has(self.apps, app_key):
-            self.request(app_key)
+            self.enqueue(app_key)
 
-    def _restore_step(self, app_key: Key, name: str) -> passes.Step:
+    def _restore_step(self, app_key: Key, name: str) -> workqueue.Step:
         """One pass of restore ``name`` of the app ``app_key``, as the work queue runs it."""
         context = contextvars.copy_context()
         logger = app_logger(app_key)
 
-        def step() -> passes.Result:
+        def step() -> workqueue.Result:
             siblings = [json.loads(packed) for packed in self.restores.get(app_key, ())]
             body = next((r for r in siblings if r["metadata"]["name"] == name), None)
             if body is None:
-                return passes.Result()  # Deleted, or its app renamed: nothing to do.
+                return workqueue.Result()  # Deleted, or its app renamed: nothing to do.
             app = first(self.apps, app_key)
             namespace = app_key[0]
 
@@ -494,14 +494,14 @@ class Controller:
                 )
             except (kube.ApiError, *refusals.TRANSIENT) as err:
                 logger.error("restore %s: %s; retrying with backoff", name, err)
-                return passes.Result(failed=True)
+                return workqueue.Result(failed=True)
             if action.wake_app:
-                self.request(app_key)
+                self.enqueue(app_key)
             if action.status is not None and action.status.get("phase") in {
                 restore.SUCCEEDED,
                 restore.FAILED,
             }:
                 logger.info("restore %s: %s", action.status["phase"], action.status.get("message"))
-            return passes.Result(requeue_after=action.requeue_after)
+            return workqueue.Result(requeue_after=action.requeue_after)
 
         return lambda: context.run(step)

@@ -3,7 +3,7 @@
 Every event ends up in one place, :func:`statefulwebapp.reconcile.reconcile`: the app's own
 (its creation, any change, the listing at the operator's start) and any event of a labelled
 child (a deletion included, which is how a deleted child comes back within seconds). kopf
-watches the apps; the children are watched by ``watch.py`` (packed on arrival, no per-object
+watches the apps; the children are watched by ``informer.py`` (packed on arrival, no per-object
 worker), with a server-side label selector, so the operator never lists the cluster's other
 StatefulSets or Services. What the operator holds while it runs, and what it does with an
 event, is :class:`statefulwebapp.controller.Controller`, built at start and kept in kopf's memo:
@@ -26,7 +26,7 @@ from typing import Any
 
 import kopf
 
-from statefulwebapp import kinds, kube, restore, watch
+from statefulwebapp import informer, kinds, kube, restore
 from statefulwebapp.controller import (
     RESYNC_SECONDS,
     ROLLOUTS_PER_MINUTE,
@@ -50,8 +50,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
     command's, which it serves); kopf passes its indexes to startup handlers too.
     """
     # Watches that silently stop are kopf's best-known failure; bound them on both ends.
-    settings.watching.server_timeout = watch.SERVER_TIMEOUT
-    settings.watching.connect_timeout, settings.watching.client_timeout = watch.CLIENT_TIMEOUT
+    settings.watching.server_timeout = informer.SERVER_TIMEOUT
+    settings.watching.connect_timeout, settings.watching.client_timeout = informer.CLIENT_TIMEOUT
     # The CRD is installed before the operator starts (the chart and `make run` do it), so
     # kopf need not follow CRDs and namespaces at run time: that saves two cluster-wide
     # watches and their RBAC rules. Namespace globs need scanning, hence exact names only.
@@ -75,7 +75,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
 @kopf.index(*APP, id="idx_apps")
 async def index_apps(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
     """Apps by (namespace, name), so a child's event finds its app without a request."""
-    return {key_of(namespace, name): watch.pack(body)}
+    return {key_of(namespace, name): informer.pack(body)}
 
 
 @kopf.on.event(*APP, id="app")

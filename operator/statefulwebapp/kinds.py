@@ -2,7 +2,7 @@
 
 For each child it also says which spec field the API server's complaints point back to.
 
-Everything that iterates over the children (the watches in ``watch.py``, the URLs in
+Everything that iterates over the children (the watches in ``informer.py``, the URLs in
 ``kube.py``, the reconcile's apply order) reads :data:`CHILDREN`, so adding a child kind is one
 entry here plus its renderer.
 """
@@ -170,8 +170,8 @@ APP = Kind(KIND, GROUP, VERSION, PLURAL, namespaced=True)
 LEASE = Kind("Lease", "coordination.k8s.io", "v1", "leases", namespaced=True)
 """The leader election's lock (lease.py)."""
 EVENT = Kind("Event", "", "v1", "events", namespaced=True)
-"""Watched for the kubelet's FailedMount and Unhealthy events only (watch.MOUNT_FAILURES,
-watch.PROBE_FAILURES): they say why a pod waits for its volume, why an agent is not ready."""
+"""Watched for the kubelet's FailedMount and Unhealthy events only (informer.MOUNT_FAILURES,
+informer.PROBE_FAILURES): they say why a pod waits for its volume, why an agent is not ready."""
 
 RESTORE = Kind("StatefulWebAppRestore", GROUP, VERSION, "statefulwebapprestores", namespaced=True)
 """A request to put an archive back into an app's volume (restore.py)."""

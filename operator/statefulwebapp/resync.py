@@ -24,8 +24,8 @@ from typing import Any
 import pykube
 
 from statefulwebapp import kinds, kube, names
+from statefulwebapp.informer import owner_key
 from statefulwebapp.objects import Key
-from statefulwebapp.watch import owner_key
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ A watch gap, made for real: the operator is frozen (SIGSTOP), the API server res
 watch connections die), a child and an app deleted, and etcd compacted past the deletions, so
 the watches cannot resume where they stopped: they get 410 Gone and list again. kopf's relist
 of the apps carries no DELETED events: the resync finds the deleted app. The children's own
-watches (watch.py) compare their relist with what they held: they report the deleted child.
+watches (informer.py) compare their relist with what they held: they report the deleted child.
 The operator must repair the child and collect the volume.
 """
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from statefulwebapp import kinds, watch
+from statefulwebapp import informer, kinds
 from tests.e2e.apps import apply, sample, wait_ready
 from tests.e2e.cluster import Cluster, Operator, run_operator, wait_for
 from tests.e2e.metrics import Scrape, health, scrape
@@ -36,14 +36,14 @@ def test_a_leader_counts_the_passes_requests_and_ready_apps_of_a_new_app(
         before = wait_for(
             lambda: (
                 (s := of(operator)).total("statefulwebapp_api_requests_total", verb="list")
-                >= len(watch.SOURCES)
+                >= len(informer.SOURCES)
                 and s
             ),
             30,
             "a list of every watched kind",
         )
         assert before.total(PASSES) == 0
-        for source in watch.SOURCES:
+        for source in informer.SOURCES:
             assert before.value("statefulwebapp_watch_relists_total", kind=source.store) == 0
         apply(cluster, apps_ns, sample())
         wait_ready(cluster, apps_ns)
@@ -65,7 +65,7 @@ def test_a_leader_counts_the_passes_requests_and_ready_apps_of_a_new_app(
         assert after.value(requests, verb="apply", code="201") == len(kinds.CHILDREN)
         assert after.total(requests, verb="apply") == len(kinds.CHILDREN), after.text
         assert after.value(requests, verb="patch", code="200") >= 2  # type: ignore[operator]
-        assert after.total(requests, verb="watch") >= len(watch.SOURCES)
+        assert after.total(requests, verb="watch") >= len(informer.SOURCES)
         # The lease: looked for (404), created, then renewed every 2 s.
         assert after.value(requests, verb="create", code="201") == 1
         wait_for(lambda: of(operator).value(requests, verb="update", code="200"), 10, "a renewal")

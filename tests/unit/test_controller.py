@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from statefulwebapp import kinds, kube, render, watch
+from statefulwebapp import informer, kinds, kube, render
 from statefulwebapp.controller import Controller
 from statefulwebapp.metrics import Metrics
 from statefulwebapp.model import parse
-from statefulwebapp.passes import Passes
+from statefulwebapp.workqueue import WorkQueue
 from tests.unit.fakeapi import FakeApi, Obj
 from tests.unit.test_reconcile import PATHS
 from tests.unit.test_render import SCENARIO
@@ -29,14 +29,14 @@ class Fixture:
     def __init__(self) -> None:
         self.api = FakeApi()
         self.apps: dict[tuple[str, str], list[str]] = {}
-        self.queue = Passes(coalesce=0.01)
+        self.queue = WorkQueue(coalesce=0.01)
         self.controller = Controller(
             self.api,  # type: ignore[arg-type]
             apps=self.apps,
             restores={},
             metrics=Metrics(),
             queue=self.queue,
-            children={source.store: watch.Store() for source in watch.SOURCES},
+            children={source.store: informer.Store() for source in informer.SOURCES},
         )
 
     def index(self, body: Obj) -> Obj:
@@ -77,7 +77,7 @@ def test_its_own_status_write_is_not_written_again_before_the_watch_shows_it(
     fx.controller.app_changed(KEY, fx.index(app()))
     fx.settle()
     fx.api.requests.clear()
-    fx.controller.request(KEY)
+    fx.controller.enqueue(KEY)
     fx.settle()
     assert STATUS not in fx.api.sent()
 
@@ -117,7 +117,7 @@ def test_an_app_found_gone_after_a_watch_gap_gets_no_pass(fx: Fixture) -> None:
     body = fx.index(app())
     fx.controller.open()
     fx.controller.gone[KEY] = body["metadata"]["uid"]
-    fx.controller.request(KEY)
+    fx.controller.enqueue(KEY)
     fx.settle()
     assert fx.api.sent() == []
     # Created again (a new uid): it is the user's new app.

@@ -22,7 +22,7 @@ import requests
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from statefulwebapp import kinds, kube, passes, watch
+from statefulwebapp import informer, kinds, kube, workqueue
 from statefulwebapp.metrics import OUTCOMES, PASS_BUCKETS, Endpoint, Metrics
 
 
@@ -296,21 +296,21 @@ def test_every_request_of_a_counting_client_is_counted_by_verb_and_code() -> Non
 
 
 def test_queue_depth_counts_passes_waiting_not_those_running() -> None:
-    scheduler = passes.Passes(workers=1, coalesce=0.05, retry=0.05)
+    scheduler = workqueue.WorkQueue(workers=1, coalesce=0.05, retry=0.05)
     release = threading.Event()
     running = threading.Event()
 
-    def slow() -> passes.Result:
+    def slow() -> workqueue.Result:
         running.set()
         release.wait(5)
-        return passes.Result()
+        return workqueue.Result()
 
     assert scheduler.depth() == 0
-    scheduler.request("a", slow)
+    scheduler.add("a", slow)
     assert running.wait(5)
     assert scheduler.depth() == 0  # "a" runs.
-    scheduler.request("b", passes.Result)  # Waits for the one worker.
-    scheduler.request("a", passes.Result)  # Waits for a's pass to end.
+    scheduler.add("b", workqueue.Result)  # Waits for the one worker.
+    scheduler.add("a", workqueue.Result)  # Waits for a's pass to end.
     assert scheduler.depth() == 2
     release.set()
 
@@ -333,16 +333,16 @@ class Stop(BaseException):
 
 def test_a_relist_after_410_gone_is_counted_by_kind_and_the_start_list_is_not() -> None:
     metrics = Metrics()
-    one = watch.ChildWatch(
+    one = informer.Informer(
         cast(Any, None),
-        watch.child_source(kinds.SERVICE),
-        watch.Store(),
+        informer.child_source(kinds.SERVICE),
+        informer.Store(),
         lambda *_: None,
         metrics=metrics,
     )
     relists = "statefulwebapp_watch_relists_total"
     assert value(metrics, relists, kind="Service") == 0
-    answers: list[BaseException] = [watch.VersionGoneError(), Stop()]
+    answers: list[BaseException] = [informer.VersionGoneError(), Stop()]
 
     def watched() -> None:
         raise answers.pop(0)

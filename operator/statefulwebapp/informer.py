@@ -1,4 +1,4 @@
-"""The children's watches: a paged list, then a watch, each object packed as it arrives.
+"""The children's informers: a paged list, then a watch, each object packed as it arrives.
 
 kopf gives every object it watches a queue and a worker of its own, fed with the object's full
 body (managed fields included). At a thousand apps that is seven thousand bodies alive at once
@@ -7,7 +7,7 @@ arenas back. A pass needs far less of a child: the fields :func:`pack` keeps, an
 pass. So kopf watches the apps (its handlers and their index) and the children are watched
 here: one thread per kind (and per served namespace) lists page by page, then watches from the
 list's resourceVersion; every object is packed and its parsed body dropped as soon as it is
-read. Passes read the packed children from a :class:`Store`, shaped like kopf's indexes.
+read. WorkQueue read the packed children from a :class:`Store`, shaped like kopf's indexes.
 
 The kubelet's FailedMount events are watched the same way (:data:`MOUNT_FAILURES`): a pod
 waiting for its volume says only ``ContainerCreating``; the event says why, and the status
@@ -250,7 +250,7 @@ def changes(
             yield ("MODIFIED" if uid in before else "ADDED"), uid, *after[uid]
 
 
-class ChildWatch:
+class Informer:
     """Lists, then watches, one source (a child kind) in one scope (a namespace, or all)."""
 
     def __init__(
@@ -436,12 +436,12 @@ def start(
     whose list failed is listed again by its thread, with backoff, until it succeeds.
     """
     stores: dict[str, Store] = {}
-    watches: list[ChildWatch] = []
+    watches: list[Informer] = []
     for source in SOURCES:
         store = stores[source.store] = Store()
         scopes = sorted(namespaces) if source.kind.namespaced and namespaces else [""]
         watches += [
-            ChildWatch(api, source, store, notify, scope, metrics=metrics) for scope in scopes
+            Informer(api, source, store, notify, scope, metrics=metrics) for scope in scopes
         ]
     unlisted: set[str] = set()
     failure: Exception | None = None

@@ -1,6 +1,8 @@
-"""When an app gets a pass: per-app coalescing, retries, held status writes, a write budget.
+"""The work queue: when an app gets a pass (a reconcile), with client-go's workqueue in mind.
 
-No kopf and no API here. ``controller.py`` hands :meth:`Passes.request` a step (one reconcile of
+Per-app coalescing, retries with backoff, requeues, held status writes, a write budget.
+
+No kopf and no API here. ``controller.py`` hands :meth:`WorkQueue.add` a step (one reconcile of
 one app, as a zero-argument callable) and everything about *when* steps run lives in this one
 class, so it can be tested without a cluster:
 
@@ -14,9 +16,9 @@ class, so it can be tested without a cluster:
   no app is ever left without a pass;
 - a step that held back a status write (only progress, see ``status.urgent``) is run again once
   that write is due;
-- :meth:`Passes.progress_due` is the budget for those writes: per app at most one every
+- :meth:`WorkQueue.progress_due` is the budget for those writes: per app at most one every
   ``progress_interval`` seconds, across the operator at most ``progress_rate`` per second;
-- :meth:`Passes.rollout_due` is the budget for re-rendered workloads nobody asked for (a new
+- :meth:`WorkQueue.rollout_due` is the budget for re-rendered workloads nobody asked for (a new
   operator version rendering a pod template differently): at most ``rollouts_per_minute``
   apps roll across the fleet per minute; a pass that had to wait is run again later.
 
@@ -90,7 +92,7 @@ class Delays:
             self._pool.submit(call)
 
 
-class Passes:
+class WorkQueue:
     """Per-app pass scheduling; see the module's docstring for the rules."""
 
     def __init__(
@@ -130,7 +132,7 @@ class Passes:
         self._queued = 0
         """First passes handed to the pool that no worker has started yet."""
 
-    def request(self, key: Hashable, step: Step) -> None:
+    def add(self, key: Hashable, step: Step) -> None:
         """A pass for ``key`` now, or, if one ran within ``coalesce`` seconds, one soon.
 
         Never blocks: the pass runs on the pool.
@@ -256,12 +258,12 @@ class Passes:
             if self._requeues.get(key) != due:
                 return  # Overtaken by an earlier requeue, or the app is gone.
             del self._requeues[key]
-        self.request(key, step)
+        self.add(key, step)
 
     def _revisit(self, key: Hashable, step: Step) -> None:
         with self._lock:
             self._revisits.discard(key)
-        self.request(key, step)
+        self.add(key, step)
 
 
 class Resume:

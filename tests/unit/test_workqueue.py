@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from statefulwebapp.passes import Passes, Result, Resume
+from statefulwebapp.workqueue import Result, Resume, WorkQueue
 
 TIMEOUT = 10.0
 
@@ -42,38 +42,38 @@ class Recorder:
 
 
 def test_a_lone_request_runs_at_once_on_the_pool_never_blocking_the_caller() -> None:
-    passes, rec = Passes(coalesce=0.05), Recorder()
+    passes, rec = WorkQueue(coalesce=0.05), Recorder()
     release = threading.Event()
 
     def slow() -> Result:
         assert release.wait(TIMEOUT)
         return rec.step("first")()
 
-    passes.request("a", slow)  # Returns while the step still waits: the caller is not blocked.
+    passes.add("a", slow)  # Returns while the step still waits: the caller is not blocked.
     release.set()
     assert rec.wait_for(1) == ["first"]
     assert rec.threads[0].startswith("pass")
 
 
 def test_a_burst_shares_one_trailing_pass_with_the_newest_step() -> None:
-    passes, rec = Passes(coalesce=0.2), Recorder()
-    passes.request("a", rec.step("lead"))
+    passes, rec = WorkQueue(coalesce=0.2), Recorder()
+    passes.add("a", rec.step("lead"))
     for i in range(5):
-        passes.request("a", rec.step(f"burst-{i}"))
+        passes.add("a", rec.step(f"burst-{i}"))
     assert rec.wait_for(2) == ["lead", "burst-4"]
     time.sleep(0.5)  # Two windows later: still no third pass, nothing was left over.
     assert rec.ran == ["lead", "burst-4"]
 
 
 def test_apps_do_not_wait_for_each_other() -> None:
-    passes, rec = Passes(coalesce=5), Recorder()
-    passes.request("a", rec.step("a"))
-    passes.request("b", rec.step("b"))
+    passes, rec = WorkQueue(coalesce=5), Recorder()
+    passes.add("a", rec.step("a"))
+    passes.add("b", rec.step("b"))
     assert sorted(rec.wait_for(2)) == ["a", "b"]  # Long before a's 5 s window closes.
 
 
 def test_a_failed_pass_is_tried_again() -> None:
-    passes, rec = Passes(coalesce=0.01, retry=0.05), Recorder()
+    passes, rec = WorkQueue(coalesce=0.01, retry=0.05), Recorder()
     attempts: list[int] = []
 
     def flaky() -> Result:
@@ -82,13 +82,13 @@ def test_a_failed_pass_is_tried_again() -> None:
             raise RuntimeError("the API server said no")
         return rec.step("ok", Result(failed=len(attempts) < 3))()
 
-    passes.request("a", flaky)
+    passes.add("a", flaky)
     rec.wait_for(2)
     assert len(attempts) == 3  # Raised, then reported failure, then succeeded.
 
 
 def test_retries_back_off_exponentially_with_jitter_up_to_a_ceiling() -> None:
-    passes = Passes(retry=2.0, retry_max=60.0)
+    passes = WorkQueue(retry=2.0, retry_max=60.0)
     for failures, ceiling in [(1, 2.0), (2, 4.0), (3, 8.0), (5, 32.0), (6, 60.0), (20, 60.0)]:
         delays = [passes.backoff(failures) for _ in range(200)]
         assert all(ceiling / 2 <= d <= ceiling for d in delays), (failures, min(delays))
@@ -96,20 +96,20 @@ def test_retries_back_off_exponentially_with_jitter_up_to_a_ceiling() -> None:
 
 
 def test_a_retry_waits_at_least_what_the_server_asked() -> None:
-    passes, rec = Passes(coalesce=0.01, retry=0.01), Recorder()
+    passes, rec = WorkQueue(coalesce=0.01, retry=0.01), Recorder()
     started = time.monotonic()
     outcomes = iter([Result(failed=True, retry_after=0.5), Result()])
 
     def step() -> Result:
         return rec.step("run", next(outcomes))()
 
-    passes.request("a", step)
+    passes.add("a", step)
     rec.wait_for(2)
     assert time.monotonic() - started >= 0.5
 
 
 def test_when_the_server_answers_again_long_backoffs_are_cut_short() -> None:
-    passes, rec = Passes(coalesce=0.01, retry=0.05), Recorder()
+    passes, rec = WorkQueue(coalesce=0.01, retry=0.05), Recorder()
     b_results = iter([Result(failed=True), Result(failed=True, retry_after=60.0), Result()])
     a_results = iter([Result(failed=True), Result()])
 
@@ -119,9 +119,9 @@ def test_when_the_server_answers_again_long_backoffs_are_cut_short() -> None:
     def a() -> Result:
         return rec.step("a", next(a_results))()
 
-    passes.request("b", b)
+    passes.add("b", b)
     rec.wait_for(2)  # "b" failed twice; its next try is a minute away.
-    passes.request("a", a)
+    passes.add("a", a)
     # "a" fails, then goes through: the server answers again, so "b" is tried at once.
     ran = rec.wait_for(5)
     assert ran.count("b") == 3
@@ -129,34 +129,34 @@ def test_when_the_server_answers_again_long_backoffs_are_cut_short() -> None:
 
 
 def test_rollouts_nobody_asked_for_are_paced_across_the_fleet() -> None:
-    passes = Passes(rollouts_per_minute=60)
+    passes = WorkQueue(rollouts_per_minute=60)
     assert passes.rollout_due()
     assert not passes.rollout_due()  # The next one in a second, not now.
 
 
 def test_a_held_status_write_comes_back_until_written() -> None:
-    passes, rec = Passes(coalesce=0.01, progress_interval=0.05), Recorder()
+    passes, rec = WorkQueue(coalesce=0.01, progress_interval=0.05), Recorder()
     holds = iter([True, True, True, False])
 
     def step() -> Result:
         held = next(holds)
         return rec.step("held" if held else "written", Result(held=held))()
 
-    passes.request("a", step)
-    passes.request("a", step)  # Held again in the trailing pass: still one revisit pending.
+    passes.add("a", step)
+    passes.add("a", step)  # Held again in the trailing pass: still one revisit pending.
     assert rec.wait_for(4) == ["held", "held", "held", "written"]
     time.sleep(0.2)  # Written: nothing more comes back.
     assert len(rec.ran) == 4
 
 
 def test_a_requeued_pass_comes_back_until_it_asks_no_more() -> None:
-    passes, rec = Passes(coalesce=0.01), Recorder()
+    passes, rec = WorkQueue(coalesce=0.01), Recorder()
     waits = iter([0.05, 0.05, None])
 
     def step() -> Result:
         return rec.step("pass", Result(requeue_after=next(waits)))()
 
-    passes.request("restore", step)
+    passes.add("restore", step)
     assert rec.wait_for(3) == ["pass"] * 3
     time.sleep(0.2)  # The third asked for no requeue: nothing more comes back.
     assert len(rec.ran) == 3
@@ -165,7 +165,7 @@ def test_a_requeued_pass_comes_back_until_it_asks_no_more() -> None:
 def test_requeues_of_one_key_keep_only_the_earliest() -> None:
     """A pass per event, each asking to come back: one timer per key, as client-go's AddAfter
     keeps one entry per item, at the earliest time asked."""
-    passes, rec = Passes(coalesce=0.01), Recorder()
+    passes, rec = WorkQueue(coalesce=0.01), Recorder()
 
     def once(label: str, wait: float) -> Callable[[], Result]:
         waits = iter([wait])
@@ -176,7 +176,7 @@ def test_requeues_of_one_key_keep_only_the_earliest() -> None:
         return step
 
     for label, wait in (("a", 0.3), ("b", 0.2), ("c", 0.25)):
-        passes.request("app", once(label, wait))
+        passes.add("app", once(label, wait))
         idle(passes, "app")
     started = time.monotonic()
     # The 0.2 s asked by the second pass, not the 0.3 s of the first or the third's 0.25 s.
@@ -186,32 +186,32 @@ def test_requeues_of_one_key_keep_only_the_earliest() -> None:
     assert len(rec.ran) == 4
 
 
-def idle(passes: Passes, key: str) -> None:
+def idle(passes: WorkQueue, key: str) -> None:
     deadline = time.monotonic() + TIMEOUT
     while not passes.idle(key):
         assert time.monotonic() < deadline
         time.sleep(0.01)
 
 
-def written(passes: Passes, key: str) -> None:
-    passes.request(key, lambda: Result(status_written=True))
+def written(passes: WorkQueue, key: str) -> None:
+    passes.add(key, lambda: Result(status_written=True))
     idle(passes, key)
 
 
 def test_progress_writes_per_app_and_operator_wide() -> None:
-    passes = Passes(coalesce=0.01, progress_interval=60, progress_rate=1000)
+    passes = WorkQueue(coalesce=0.01, progress_interval=60, progress_rate=1000)
     assert passes.progress_due("a")
     written(passes, "a")
     assert not passes.progress_due("a")  # Written just now: the app waits its interval.
     time.sleep(0.002)
     assert passes.progress_due("b")  # Another app, the budget allows it.
-    slow = Passes(progress_interval=0, progress_rate=0.001)
+    slow = WorkQueue(progress_interval=0, progress_rate=0.001)
     assert slow.progress_due("a")
     assert not slow.progress_due("b")  # The operator-wide budget is spent.
 
 
 def test_forgotten_apps_start_afresh() -> None:
-    passes = Passes(coalesce=0.01, progress_interval=60, progress_rate=1000)
+    passes = WorkQueue(coalesce=0.01, progress_interval=60, progress_rate=1000)
     written(passes, "a")
     passes.forget("a")
     assert passes.progress_due("a")

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import pytest
 
-from statefulwebapp import drift, kinds, names, watch
+from statefulwebapp import drift, informer, kinds, names
 
 
 def service(uid: str, app: str, version: str = "1", **extra: Any) -> dict[str, Any]:
@@ -41,15 +41,15 @@ class Told:
         self.events.append((child.name, key, event))
 
 
-def make_watch() -> tuple[watch.ChildWatch, Told]:
+def make_watch() -> tuple[informer.Informer, Told]:
     told = Told()
-    return watch.ChildWatch(
-        cast(Any, None), watch.child_source(kinds.SERVICE), watch.Store(), told, "ns"
+    return informer.Informer(
+        cast(Any, None), informer.child_source(kinds.SERVICE), informer.Store(), told, "ns"
     ), told
 
 
 def test_pack_keeps_what_a_pass_reads_and_drops_the_rest() -> None:
-    packed = json.loads(watch.pack(service("u1", "web")))
+    packed = json.loads(informer.pack(service("u1", "web")))
     assert packed["metadata"]["annotations"] == {drift.DIGEST: "abc"}
     assert "managedFields" not in packed["metadata"]
     assert packed["spec"] == {"clusterIP": "None"}
@@ -58,13 +58,13 @@ def test_pack_keeps_what_a_pass_reads_and_drops_the_rest() -> None:
 
 def test_owner_key_of_namespaced_children_and_volumes() -> None:
     labels = {names.LABEL_INSTANCE: "web"}
-    assert watch.owner_key({"namespace": "ns", "labels": labels}) == ("ns", "web")
+    assert informer.owner_key({"namespace": "ns", "labels": labels}) == ("ns", "web")
     volume = {"labels": {**labels, names.LABEL_APP_NAMESPACE: "ns"}}
-    assert watch.owner_key(volume) == ("ns", "web")
+    assert informer.owner_key(volume) == ("ns", "web")
 
 
 def test_store_is_a_mapping_of_apps_to_packed_objects() -> None:
-    store = watch.Store()
+    store = informer.Store()
     assert store.put("u1", ("ns", "web"), "a") is None
     assert store.put("u2", ("ns", "web"), "b") is None
     assert sorted(store[("ns", "web")]) == ["a", "b"]
@@ -81,12 +81,12 @@ def test_store_is_a_mapping_of_apps_to_packed_objects() -> None:
 def test_a_relist_reports_what_changed_appeared_and_vanished() -> None:
     before = {"same": (("ns", "a"), "x"), "edited": (("ns", "b"), "1"), "gone": (("ns", "c"), "z")}
     after = {"same": (("ns", "a"), "x"), "edited": (("ns", "b"), "2"), "new": (("ns", "d"), "w")}
-    assert list(watch.changes(before, after)) == [
+    assert list(informer.changes(before, after)) == [
         ("DELETED", "gone", ("ns", "c"), None),
         ("MODIFIED", "edited", ("ns", "b"), "2"),
         ("ADDED", "new", ("ns", "d"), "w"),
     ]
-    assert list(watch.changes(after, after)) == []
+    assert list(informer.changes(after, after)) == []
 
 
 def test_events_fill_the_store_and_are_told() -> None:
@@ -122,7 +122,7 @@ def test_a_bookmark_moves_the_version_and_tells_nothing() -> None:
 
 def test_an_expired_version_asks_for_a_relist_and_other_errors_fail_the_watch() -> None:
     one, _ = make_watch()
-    with pytest.raises(watch.VersionGoneError):
+    with pytest.raises(informer.VersionGoneError):
         one.event({"type": "ERROR", "object": {"kind": "Status", "code": 410}})
     with pytest.raises(RuntimeError, match="too many"):
         one.event({"type": "ERROR", "object": {"code": 429, "message": "too many"}})
@@ -153,7 +153,7 @@ def test_pod_names_tell_their_app_and_component() -> None:
 
 def test_a_mount_failure_is_kept_under_its_app_and_others_are_dropped() -> None:
     told = Told()
-    one = watch.ChildWatch(cast(Any, None), watch.MOUNT_FAILURES, watch.Store(), told, "ns")
+    one = informer.Informer(cast(Any, None), informer.MOUNT_FAILURES, informer.Store(), told, "ns")
     one.event({"type": "ADDED", "object": failed_mount("web-1")})
     one.event({"type": "ADDED", "object": failed_mount("other", uid="e2")})
     assert told.events == [("Event", ("ns", "web"), "ADDED")]
@@ -172,5 +172,5 @@ def test_a_mount_failure_is_kept_under_its_app_and_others_are_dropped() -> None:
 
 def test_a_mount_failure_series_is_seen_at_its_last_observation() -> None:
     series = {"series": {"lastObservedTime": "2026-11-25T10:09:00.000000Z"}}
-    packed = json.loads(watch.pack_pod_event(failed_mount("web-0", **series)))
+    packed = json.loads(informer.pack_pod_event(failed_mount("web-0", **series)))
     assert packed["seen"] == "2026-11-25T10:09:00.000000Z"
