@@ -105,6 +105,45 @@ class Memory:
         self.refused.pop(key, None)
 
 
+@dataclass(frozen=True)
+class Seen:
+    """The app's object as the pass found it, read once (its spec is parsed into an AppSpec).
+
+    Which generation of the spec it is at, and what its status, last written by this operator,
+    says: the pass compares with these, never with the raw object again.
+    """
+
+    namespace: str
+    """The app's namespace."""
+    name: str
+    """The app's name."""
+    generation: int
+    """``metadata.generation``: the version of its spec."""
+    status: Obj
+    """The status as last written (empty for a new app)."""
+
+    @classmethod
+    def of(cls, body: Obj) -> Seen:
+        """Read ``body`` (an app's object) once."""
+        meta = body.get("metadata") or {}
+        return cls(
+            namespace=str(meta.get("namespace", "")),
+            name=str(meta.get("name", "")),
+            generation=int(meta.get("generation", 0)),
+            status=body.get("status") or {},
+        )
+
+    @property
+    def acknowledged(self) -> bool:
+        """Whether the status already answers this generation of the spec."""
+        return self.status.get("observedGeneration") == self.generation
+
+    @property
+    def ready(self) -> Obj:
+        """The Ready condition last written; empty if none."""
+        return status.ready_condition(self.status)
+
+
 def owned(app: AppSpec, obj: Obj) -> bool:
     """Whether ``obj`` belongs to this app (owner reference, or labels for the PV)."""
     meta = obj.get("metadata", {})
@@ -142,8 +181,7 @@ def reconcile(
     the web pods are stopped while it runs.
     """
     outcome = Outcome()
-    meta = body.get("metadata", {})
-    generation = int(meta.get("generation", 0))
+    seen = Seen.of(body)
     children = dict(observed)
     # 1. Parse the spec once into the typed model.
     try:
@@ -152,12 +190,12 @@ def reconcile(
             app = replace(app, restoring=restoring)
     except SpecError as err:
         outcome.problems.append(status.Problem("InvalidSpec", f"{err}; fix the field and re-apply"))
-        _warn_if_news(body, outcome, warn)
+        _warn_if_news(seen, outcome, warn)
         # Without a valid spec there is no model to compute a status from: report the
         # problem alone and touch no child.
-        invalid = _invalid_status(body, generation, outcome.problems[0])
+        invalid = _invalid_status(seen, outcome.problems[0])
         outcome.ready_reason = status.ready_condition(invalid).get("reason")
-        _publish(api, body, invalid, outcome, progress_due=progress_due)
+        _publish(api, seen, invalid, outcome, progress_due=progress_due)
         return outcome
     # 2. Render every child, stamped with the digest of its rendering.
     desired = {
@@ -177,7 +215,6 @@ def reconcile(
             outcome.problems.append(conflict)
         else:
             # 4. Converge each child on its own: one refusal freezes no other.
-            acknowledged = (body.get("status") or {}).get("observedGeneration") == generation
             _converge(
                 api,
                 app=app,
@@ -186,21 +223,21 @@ def reconcile(
                 outcome=outcome,
                 memory=memory,
                 logger=logger,
-                rollout_due=rollout_due if acknowledged else lambda: True,
+                rollout_due=rollout_due if seen.acknowledged else lambda: True,
             )
     except (kube.ApiError, *refusals.TRANSIENT) as err:
         if isinstance(err, kube.ApiError) and err.terminating:
             # The namespace, and the app with it, is going away: nothing to repair or report.
             return outcome
         outcome.problems.append(refusals.problem(kinds.APP, f"{app.namespace}/{app.name}", err))
-    _warn_if_news(body, outcome, warn)
+    _warn_if_news(seen, outcome, warn)
     # 5. The status, recomputed from the children as they now are.
     now = timestamp()
     new = status.compute(
         app,
-        generation=generation,
+        generation=seen.generation,
         children=children,
-        previous=body.get("status") or {},
+        previous=seen.status,
         problem=status.combine(outcome.problems),
         mount_failures=mount_failures,
         probe_failures=probe_failures,
@@ -209,7 +246,7 @@ def reconcile(
     outcome.ready_reason = status.ready_condition(new).get("reason")
     if outcome.ready_reason != "Ready":
         outcome.recheck_after = status.recheck_after(app, mount_failures, probe_failures, now)
-    _publish(api, body, new, outcome, progress_due=progress_due)
+    _publish(api, seen, new, outcome, progress_due=progress_due)
     return outcome
 
 
@@ -242,7 +279,7 @@ def _where(kind: str, name: str, app: AppSpec) -> str:
     return name if not kinds.BY_NAME[kind].namespaced else f"{app.namespace}/{name}"
 
 
-def _warn_if_news(body: Obj, outcome: Outcome, warn: Warn) -> None:
+def _warn_if_news(seen: Seen, outcome: Outcome, warn: Warn) -> None:
     """Post a Warning event when the app's Ready condition does not already tell of it.
 
     Events are for changes: repeating the same Warning on every child event would flood the
@@ -253,8 +290,7 @@ def _warn_if_news(body: Obj, outcome: Outcome, warn: Warn) -> None:
         # Server trouble is retried with backoff: a log line and the condition tell of it,
         # a Warning event per retry would add load to a server already in trouble.
         return
-    ready = status.ready_condition(body.get("status") or {})
-    if (ready.get("reason"), ready.get("message")) != (problem.reason, problem.message):
+    if (seen.ready.get("reason"), seen.ready.get("message")) != (problem.reason, problem.message):
         warn(problem.reason, problem.message)
 
 
@@ -367,28 +403,26 @@ def _released(volume: Obj | None) -> bool:
 
 def _publish(
     api: pykube.HTTPClient,
-    body: Obj,
+    seen: Seen,
     new: dict[str, Any],
     outcome: Outcome,
     *,
     progress_due: Callable[[], bool],
 ) -> None:
-    current = body.get("status") or {}
-    if all(current.get(name) == value for name, value in new.items()):
+    if all(seen.status.get(name) == value for name, value in new.items()):
         return
-    if not status.urgent(current, new) and not progress_due():
+    if not status.urgent(seen.status, new) and not progress_due():
         outcome.status_held = True
         return
-    meta = body["metadata"]
-    written = kube.patch_status(api, meta["namespace"], meta["name"], new)
+    written = kube.patch_status(api, seen.namespace, seen.name, new)
     outcome.status_written = True
     if written is not None:
         outcome.written_version = written.get("metadata", {}).get("resourceVersion")
         outcome.written_status = written.get("status")
 
 
-def _invalid_status(body: Obj, generation: int, problem: status.Problem) -> dict[str, Any]:
-    previous = (body.get("status") or {}).get("conditions") or []
+def _invalid_status(seen: Seen, problem: status.Problem) -> dict[str, Any]:
+    previous = seen.status.get("conditions") or []
     ready = status.condition(
         "Ready",
         ok=False,
@@ -397,7 +431,7 @@ def _invalid_status(body: Obj, generation: int, problem: status.Problem) -> dict
         previous=previous,
         now=timestamp(),
     )
-    return {"observedGeneration": generation, "conditions": [ready]}
+    return {"observedGeneration": seen.generation, "conditions": [ready]}
 
 
 def collect_volume(api: pykube.HTTPClient, namespace: str, app_name: str) -> bool:
