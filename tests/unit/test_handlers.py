@@ -1,0 +1,82 @@
+"""kopf's handlers called as kopf calls them (keyword arguments, the memo holding the
+controller), without kopf or a cluster: they only hand events over."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import kopf
+
+from statefulwebapp import handlers
+from tests.unit.test_controller import APP, KEY, STATUS, Fixture, app
+
+
+def memo(fx: Fixture) -> kopf.Memo:
+    return kopf.Memo(controller=fx.controller)
+
+
+def test_the_apps_index_holds_each_app_packed_under_its_key() -> None:
+    body = app()
+    entry = asyncio.run(
+        handlers.index_apps(body=kopf.Body(body), namespace="default", name="web", uid="u")
+    )
+    ((key, packed),) = entry.items()
+    assert key == KEY
+    assert json.loads(packed)["spec"] == body["spec"]
+
+
+def test_an_app_event_reaches_the_controller_and_its_deletion_collects() -> None:
+    fx = Fixture()
+    body = fx.index(app())
+    logger = logging.getLogger("test")
+    asyncio.run(
+        handlers.on_app_event(
+            event={"type": "ADDED", "object": body},
+            body=kopf.Body(body),
+            namespace="default",
+            name="web",
+            logger=logger,
+            memo=memo(fx),
+            retry=0,
+        )
+    )
+    fx.settle()
+    assert STATUS in fx.api.sent()
+    del fx.apps[KEY], fx.api.objects[APP]
+    asyncio.run(
+        handlers.on_app_event(
+            event={"type": "DELETED", "object": body},
+            body=kopf.Body(body),
+            namespace="default",
+            name="web",
+            logger=logger,
+            memo=memo(fx),
+        )
+    )
+    fx.settle(("volume", *KEY))
+    assert ("DELETE", "/api/v1/persistentvolumes/default-web-data") in fx.api.requests
+
+
+def test_a_restore_event_wakes_its_app() -> None:
+    fx = Fixture()
+    fx.index(app())
+    fx.controller.open()
+    restore = {
+        "apiVersion": "apps.k8slab.io/v1alpha1",
+        "kind": "StatefulWebAppRestore",
+        "metadata": {"name": "back", "namespace": "default", "uid": "r1"},
+        "spec": {"appName": "web"},
+    }
+    asyncio.run(
+        handlers.on_restore_event(
+            event={"type": "ADDED", "object": restore},
+            body=kopf.Body(restore),
+            namespace="default",
+            name="back",
+            memo=memo(fx),
+        )
+    )
+    fx.settle(KEY, ("restore", "default", "back"))
+    assert STATUS in fx.api.sent(), "the app's pass did not run"
