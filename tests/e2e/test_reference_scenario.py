@@ -289,17 +289,24 @@ def test_cronjob_runs_one_job_per_minute_and_keeps_three(
     ns = scenario.namespace
     seen: dict[str, dict[str, Any]] = {}
     most_successful = 0
+    over_since: float | None = None
+    longest_over = 0.0
 
     def jobs() -> list[dict[str, Any]]:
         return [j.obj for j in pykube.Job.objects(cluster.api, namespace=ns)]
 
     def four_jobs_done() -> bool:
-        nonlocal most_successful
+        nonlocal most_successful, over_since, longest_over
         current = jobs()
         for job in current:
             seen[job["metadata"]["name"]] = job
         succeeded = [j for j in current if j.get("status", {}).get("succeeded") == 1]
         most_successful = max(most_successful, len(succeeded))
+        if len(succeeded) > 3:
+            over_since = over_since or time.monotonic()
+            longest_over = max(longest_over, time.monotonic() - over_since)
+        else:
+            over_since = None
         done = [j for j in seen.values() if j.get("status", {}).get("succeeded") == 1]
         return len(done) >= 4 and len(current) <= 3
 
@@ -312,7 +319,11 @@ def test_cronjob_runs_one_job_per_minute_and_keeps_three(
         minutes.append(minute)
         assert job["status"].get("succeeded") == 1 or name == max(seen), f"{name} did not complete"
     assert minutes == list(range(minutes[0], minutes[0] + len(minutes))), "not one Job per minute"
-    assert most_successful <= 3, f"{most_successful} successful Jobs were kept at once (limit 3)"
+    # The CronJob controller trims the history at its next sync after a Job completes: a
+    # fourth successful Job may be seen for a moment (it was, in a CI run), never a fifth and
+    # never for long.
+    assert most_successful <= 4, f"{most_successful} successful Jobs were kept at once (limit 3)"
+    assert longest_over < 20, f"4 successful Jobs were kept for {longest_over:.0f} s (limit 3)"
 
 
 @pytest.mark.kind_cluster(
