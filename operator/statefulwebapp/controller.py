@@ -216,7 +216,10 @@ class Controller:
         """
         with self._lock:
             if self._held is not None:
-                self._held[child.name, key] = (child, event)
+                self._held[child.key if isinstance(child, kinds.Child) else child.name, key] = (
+                    child,
+                    event,
+                )
                 return
         self._child_changed(child, key, event)
 
@@ -229,7 +232,8 @@ class Controller:
 
     def _child_changed(self, child: kinds.Kind, key: Key, event: str) -> None:
         """Repair the child if needed and recompute the app's status."""
-        if child is kinds.PERSISTENT_VOLUME and (key in self.gone or not has(self.apps, key)):
+        volume = isinstance(child, kinds.Child) and not child.namespaced
+        if volume and (key in self.gone or not has(self.apps, key)):
             # A volume whose app is gone: its deletion event was handled before the volume
             # could go, or it was deleted during a watch gap.
             if event != "DELETED":
@@ -288,7 +292,7 @@ class Controller:
         return app if status is None else {**app, "status": status}
 
     def _observed(self, key: Key) -> dict[str, Obj | None]:
-        return {child.name: first(self.children[child.name], key) for child in kinds.CHILDREN}
+        return {child.key: first(self.children[child.key], key) for child in kinds.CHILDREN}
 
     def _reconcile(
         self,
@@ -392,7 +396,8 @@ class Controller:
         except kube.ApiError as err:  # The resync tries again.
             log.error("could not list the apps to find orphaned volumes: %s", err)
             return
-        for key in set(self.children[kinds.PERSISTENT_VOLUME.name]) - apps:
+        volumes = (c for c in kinds.CHILDREN if not c.namespaced)
+        for key in set().union(*(self.children[c.key] for c in volumes)) - apps:
             self.collect(key)
 
     # ---------------------------------------------------------------------- resync ----
@@ -433,10 +438,10 @@ class Controller:
         apps = frozenset(key for key in self.apps if has(self.apps, key) and key not in self.gone)
         children: dict[Key, set[str]] = {}
         for child in kinds.CHILDREN:
-            cache = self.children[child.name]
+            cache = self.children[child.key]
             for key in list(cache):
                 if has(cache, key):
-                    children.setdefault(key, set()).add(child.name)
+                    children.setdefault(key, set()).add(child.key)
         return Snapshot(apps, {key: frozenset(k) for key, k in children.items()})
 
     # --------------------------------------------------------------------- restores ----

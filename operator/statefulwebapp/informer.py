@@ -151,8 +151,8 @@ class Source:
 
 
 def child_source(child: kinds.Child) -> Source:
-    """A child kind, watched by the operator's label."""
-    return Source(child, labels=names.MANAGED_SELECTOR)
+    """A child, watched by the operator's label (and its role's), stored by its key."""
+    return Source(child, labels=child.selector, name=child.key)
 
 
 MOUNT_FAILURES = Source(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from statefulwebapp import render
+from statefulwebapp import names, render
 from statefulwebapp.model import GROUP, KIND, PLURAL, VERSION, AppSpec
 from statefulwebapp.objects import Manifest
 
@@ -50,10 +50,33 @@ class Child(Kind):
     validates: bool = False
     """Applied before the others because only the API server can check what it carries: when it
     is refused as invalid, the spec is invalid and nothing else is written."""
+    role: str = ""
+    """The child's name among an app's children when two children share a kind (the data's
+    volume and the archives'); empty: the kind's name. See :attr:`key`."""
+    labels: str = ""
+    """What tells this child's objects from another role's of the same kind: a label selector
+    added to the operator's own (``names.MANAGED_SELECTOR``) by the watches and the resync."""
+
+    @property
+    def key(self) -> str:
+        """The child's key in every map of an app's children (rendered, observed, stored)."""
+        return self.role or self.name
+
+    @property
+    def selector(self) -> str:
+        """The label selector of this child's objects, every app's (watches, resync)."""
+        return ",".join(filter(None, (names.MANAGED_SELECTOR, self.labels)))
 
 
 _POD = "spec.template.spec"
+_DATA = f"{names.LABEL_COMPONENT}!={names.BACKUP_TARGET}"
+_ARCHIVES = f"{names.LABEL_COMPONENT}={names.BACKUP_TARGET}"
 _JOB_POD = "spec.jobTemplate.spec.template.spec"
+
+
+def _kind(kind: Kind) -> tuple[str, str, str, str, bool]:
+    return kind.name, kind.group, kind.version, kind.plural, kind.namespaced
+
 
 CRONJOB = Child(
     "CronJob",
@@ -84,6 +107,7 @@ PERSISTENT_VOLUME = Child(
         ("spec.mountOptions", "spec.storage.nfs.mountOptions"),
         ("", "spec.storage"),
     ),
+    labels=_DATA,
 )
 PERSISTENT_VOLUME_CLAIM = Child(
     "PersistentVolumeClaim",
@@ -93,6 +117,25 @@ PERSISTENT_VOLUME_CLAIM = Child(
     namespaced=True,
     render=render.render_claim,
     spec_fields=(("spec.resources", "spec.storage.request"), ("", "spec.storage")),
+    labels=_DATA,
+)
+BACKUP_VOLUME = Child(
+    *_kind(PERSISTENT_VOLUME),
+    render=render.render_backup_volume,
+    spec_fields=(
+        ("spec.nfs", "spec.backup.target.nfs"),
+        ("spec.mountOptions", "spec.backup.target.nfs.mountOptions"),
+        ("", "spec.backup.target"),
+    ),
+    role="BackupVolume",
+    labels=_ARCHIVES,
+)
+BACKUP_CLAIM = Child(
+    *_kind(PERSISTENT_VOLUME_CLAIM),
+    render=render.render_backup_claim,
+    spec_fields=(("", "spec.backup.target"),),
+    role="BackupClaim",
+    labels=_ARCHIVES,
 )
 SERVICE = Child(
     "Service",
@@ -149,6 +192,7 @@ DAEMONSET = Child(
         (f"{_POD}.containers[0].resources", "spec.backup.resources"),
         (f"{_POD}.containers[0].image", "spec.backup.image"),
         (f"{_POD}.volumes[1].hostPath", "spec.backup.hostPath"),
+        (f"{_POD}.volumes[1].persistentVolumeClaim", "spec.backup.target"),
         (f"{_POD}.tolerations", "spec.backup.tolerations"),
         ("", "spec.backup"),
     ),
@@ -158,6 +202,8 @@ CHILDREN: tuple[Child, ...] = (
     CRONJOB,
     PERSISTENT_VOLUME,
     PERSISTENT_VOLUME_CLAIM,
+    BACKUP_VOLUME,
+    BACKUP_CLAIM,
     SERVICE,
     STATEFULSET,
     DISRUPTION_BUDGET,
@@ -181,8 +227,12 @@ POD = Kind("Pod", "", "v1", "pods", namespaced=True)
 """A restore Job's pods: listed once when the Job has finished, for their result."""
 
 BY_NAME: dict[str, Kind] = {
-    kind.name: kind for kind in (*CHILDREN, APP, LEASE, EVENT, RESTORE, JOB, POD)
+    kind.name: kind
+    for kind in (*(c for c in CHILDREN if not c.role), APP, LEASE, EVENT, RESTORE, JOB, POD)
 }
+"""Every kind by its name, for its API location (a role's child shares its kind's)."""
+BY_KEY: dict[str, Child] = {child.key: child for child in CHILDREN}
+"""Every child by :attr:`Child.key`."""
 
 
 def spec_field(kind: Kind, child_field: str) -> str:
@@ -193,5 +243,5 @@ def spec_field(kind: Kind, child_field: str) -> str:
 
 
 def render_all(app: AppSpec) -> dict[str, Manifest | None]:
-    """Every child by kind, in apply order; None marks a child the spec disables."""
-    return {child.name: child.render(app) for child in CHILDREN}
+    """Every child by :attr:`Child.key`, in apply order; None marks a child the spec disables."""
+    return {child.key: child.render(app) for child in CHILDREN}

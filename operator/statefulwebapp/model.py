@@ -176,6 +176,16 @@ class Storage:
 
 
 @dataclass(frozen=True)
+class BackupTarget:
+    """Where the backup agents write their archives."""
+
+    nfs: NfsSource | None = None
+    """An NFS export receiving every node's archives, each node's in a directory of its own
+    (``<export>/<node>/``), so that a lost node loses none; None: each node's own
+    ``Backup.host_path``."""
+
+
+@dataclass(frozen=True)
 class Backup:
     """The per-node backup agent (a DaemonSet) archiving the claim's content."""
 
@@ -188,7 +198,9 @@ class Backup:
     keep: int = 24
     """How many archives each node keeps."""
     host_path: str = "/var/backups/statefulwebapp"
-    """Node-local directory receiving the archives."""
+    """Node-local directory receiving the archives, unless ``target.nfs`` is set."""
+    target: BackupTarget = BackupTarget()
+    """Where archives go: the node's ``host_path`` (the default) or an NFS export."""
     tolerate_control_plane: bool = True
     """Also run on control-plane nodes (tolerates the master and control-plane taints)."""
     tolerations: tuple[Toleration, ...] = ()
@@ -289,16 +301,19 @@ def parse(body: Mapping[str, Any]) -> AppSpec:
     )
 
 
+def _parse_nfs(raw: Mapping[str, Any], prefix: str) -> NfsSource:
+    return NfsSource(
+        server=_str(raw, "server", "", prefix),
+        path=_str(raw, "path", "", prefix),
+        mount_options=_strs(raw, "mountOptions", prefix),
+    )
+
+
 def _parse_storage(raw: Mapping[str, Any]) -> Storage:
     p = "storage."
-    nfs = _obj(raw, "nfs", p)
     capacity = _str(raw, "capacity", Storage.capacity, p)
     return Storage(
-        nfs=NfsSource(
-            server=_str(nfs, "server", "", "storage.nfs."),
-            path=_str(nfs, "path", "", "storage.nfs."),
-            mount_options=_strs(nfs, "mountOptions", "storage.nfs."),
-        ),
+        nfs=_parse_nfs(_obj(raw, "nfs", p), "storage.nfs."),
         capacity=capacity,
         request=_str(raw, "request", capacity, p),
         mount_path=_str(raw, "mountPath", Storage.mount_path, p),
@@ -352,10 +367,17 @@ def _parse_backup(raw: Mapping[str, Any]) -> Backup:
         interval_seconds=_int(raw, "intervalSeconds", Backup.interval_seconds, p),
         keep=_int(raw, "keep", Backup.keep, p),
         host_path=_str(raw, "hostPath", Backup.host_path, p),
+        target=_parse_backup_target(_obj(raw, "target", p)),
         tolerate_control_plane=_bool(raw, "tolerateControlPlane", Backup.tolerate_control_plane, p),
         tolerations=_tolerations(raw, "tolerations", p),
         resources=_resources(raw, "resources", Backup().resources, p),
     )
+
+
+def _parse_backup_target(raw: Mapping[str, Any]) -> BackupTarget:
+    p = "backup.target."
+    nfs = _obj(raw, "nfs", p)
+    return BackupTarget(nfs=_parse_nfs(nfs, f"{p}nfs.") if nfs else None)
 
 
 def _parse_date_logger(raw: Mapping[str, Any]) -> DateLogger:

@@ -34,6 +34,8 @@ ANNOTATION_PREFIX = "apps.k8slab.io"
 """Prefix of the operator's own annotations on children."""
 
 WEB, STORAGE, BACKUP, DATELOG, RESTORE = "web", "storage", "backup", "datelog", "restore"
+BACKUP_TARGET = "backup-target"
+"""Component of the volume and claim of the archives' NFS export (``backup.target.nfs``)."""
 LABEL_RESTORE = "apps.k8slab.io/restore"
 """On a restore's Job and pod: the StatefulWebAppRestore it runs for."""
 
@@ -71,6 +73,21 @@ def volume(app: AppSpec) -> str:
 def volume_of(namespace: str, name: str) -> str:
     """The volume name from the app's identity alone (cleanup may face an invalid spec)."""
     return f"{namespace}-{name}-data"
+
+
+def backup_claim(app: AppSpec) -> str:
+    """The claim of the archives' NFS export, which the backup agents and restores mount."""
+    return f"{app.name}-backups"
+
+
+def backup_volume(app: AppSpec) -> str:
+    """The cluster-scoped PersistentVolume of the archives' NFS export."""
+    return backup_volume_of(app.namespace, app.name)
+
+
+def backup_volume_of(namespace: str, name: str) -> str:
+    """The archives' volume name from the app's identity alone, as :func:`volume_of`."""
+    return f"{namespace}-{name}-backups"
 
 
 def volume_belongs(labels: Mapping[str, str], namespace: str, name: str) -> bool:

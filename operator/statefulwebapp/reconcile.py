@@ -168,7 +168,7 @@ def reconcile(
 ) -> Outcome:
     """Bring the app's children in line with its spec and publish the recomputed status.
 
-    ``observed`` maps each child kind to the object last seen by the watches (None if not
+    ``observed`` maps each child (its ``key``) to the object last seen by the watches (None if not
     seen). A missing child is looked up once before creating it, so an object of the same
     name that belongs to someone else is reported, never overwritten. A status change that is
     only progress (:func:`status.urgent`) is written if ``progress_due()`` says so (it is
@@ -256,15 +256,16 @@ def _find_conflict(
     desired: Mapping[str, Obj | None],
     children: dict[str, Obj | None],
 ) -> status.Problem | None:
-    for kind, manifest in desired.items():
+    for key, manifest in desired.items():
         if manifest is None:
             continue
-        live = children.get(kind)
+        live = children.get(key)
+        kind = kinds.BY_KEY[key].name
         name = manifest["metadata"]["name"]
         if live is None:
             # The watches only see our labelled objects; a foreign one needs a direct look.
             live = kube.get(api, kind, name, app.namespace, cached=True)
-            children[kind] = live
+            children[key] = live
         if live is not None and not owned(app, live):
             return status.Problem(
                 "NameConflict",
@@ -309,10 +310,10 @@ def _converge(
     stored = memory.stored.setdefault(key, {})
     refused = memory.refused.setdefault(key, {})
     for child in kinds.CHILDREN:
-        manifest = desired[child.name]
-        live = children.get(child.name)
+        manifest = desired[child.key]
+        live = children.get(child.key)
         try:
-            if manifest is None or (child is kinds.PERSISTENT_VOLUME and _released(live)):
+            if manifest is None or (not child.namespaced and _released(live)):
                 # Disabled by the spec; or a Released volume, whose claim was deleted (by
                 # hand, or with an earlier app of this name): it never binds again, so it goes
                 # and its deletion event brings the pass that recreates it. Retain keeps the
@@ -329,7 +330,7 @@ def _converge(
             name = (manifest or live or {}).get("metadata", {}).get("name", "")
             problem = refusals.problem(child, _where(child.name, name, app), err)
             if not problem.retry and manifest is not None:
-                refused[child.name] = (drift.stamp_of(manifest) or "", problem)
+                refused[child.key] = (drift.stamp_of(manifest) or "", problem)
         if problem is None:
             continue
         outcome.problems.append(problem)
@@ -356,12 +357,12 @@ def _delete(
     children: dict[str, Obj | None],
     outcome: Outcome,
 ) -> None:
-    live = children.get(child.name)
+    live = children.get(child.key)
     if live is None:
         return
     name = live["metadata"]["name"]
     kube.delete(api, child.name, name, app.namespace if child.namespaced else "")
-    children[child.name] = None
+    children[child.key] = None
     outcome.deleted.append(f"{child.name}/{name}")
 
 
@@ -377,22 +378,22 @@ def _apply(  # noqa: PLR0917  (the pass's state, each piece used)
 ) -> status.Problem | None:
     """Apply ``manifest`` unless the child is up to date or this rendering was refused."""
     digest = drift.stamp_of(manifest) or ""
-    form = stored.get(child.name)
+    form = stored.get(child.key)
     if drift.up_to_date(manifest, live, form[1] if form and form[0] == digest else None):
-        refused.pop(child.name, None)
+        refused.pop(child.key, None)
         return None
-    before = refused.get(child.name)
+    before = refused.get(child.key)
     if before is not None and before[0] == digest:
         # Refused as it is: sending it again would be refused again.
         return before[1]
     answer = kube.apply(api, manifest)
-    refused.pop(child.name, None)
-    children[child.name] = answer
+    refused.pop(child.key, None)
+    children[child.key] = answer
     form_now = drift.stored_form(manifest, answer)
     if form_now is None:
-        stored.pop(child.name, None)
+        stored.pop(child.key, None)
     else:
-        stored[child.name] = (digest, form_now)
+        stored[child.key] = (digest, form_now)
     outcome.applied.append(f"{child.name}/{manifest['metadata']['name']}")
     return None
 
@@ -435,7 +436,7 @@ def _invalid_status(seen: Seen, problem: status.Problem) -> dict[str, Any]:
 
 
 def collect_volume(api: pykube.HTTPClient, namespace: str, app_name: str) -> bool:
-    """Delete the cluster-scoped volume of an app that no longer exists; True if deleted.
+    """Delete the cluster-scoped volumes (data, archives) of an app that is gone; True if any.
 
     No owner reference can tie a PersistentVolume to a namespaced app, so the operator
     collects it itself, from the app's deletion event or, if it was not running then, from the
@@ -447,11 +448,13 @@ def collect_volume(api: pykube.HTTPClient, namespace: str, app_name: str) -> boo
     # direct read may say the app is gone.
     if kube.get(api, kinds.APP.name, app_name, namespace) is not None:
         return False
-    name = names.volume_of(namespace, app_name)
-    live = kube.get(api, kinds.PERSISTENT_VOLUME.name, name)
-    if live is None or live.get("metadata", {}).get("deletionTimestamp"):
-        return False
-    if not names.volume_belongs(live.get("metadata", {}).get("labels") or {}, namespace, app_name):
-        return False
-    kube.delete(api, kinds.PERSISTENT_VOLUME.name, name)
-    return True
+    deleted = False
+    for name in (names.volume_of(namespace, app_name), names.backup_volume_of(namespace, app_name)):
+        live = kube.get(api, kinds.PERSISTENT_VOLUME.name, name)
+        if live is None or live.get("metadata", {}).get("deletionTimestamp"):
+            continue
+        meta = live.get("metadata", {})
+        if names.volume_belongs(meta.get("labels") or {}, namespace, app_name):
+            kube.delete(api, kinds.PERSISTENT_VOLUME.name, name)
+            deleted = True
+    return deleted

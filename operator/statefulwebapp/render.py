@@ -11,7 +11,7 @@ from importlib import resources
 from typing import Any
 
 from statefulwebapp import names
-from statefulwebapp.model import GROUP, KIND, VERSION, AppSpec, RestoreSpec
+from statefulwebapp.model import GROUP, KIND, VERSION, AppSpec, NfsSource, RestoreSpec
 from statefulwebapp.objects import Manifest
 
 _SCRIPTS = resources.files("statefulwebapp").joinpath("scripts")
@@ -89,6 +89,10 @@ def render_service(app: AppSpec) -> Manifest:
     }
 
 
+BACKUP_TARGET_CAPACITY = "1Gi"
+"""The archives' volume and claim size: required by the API, enforced by no NFS server."""
+
+
 def render_volume(app: AppSpec) -> Manifest:
     """The NFS PersistentVolume, pre-bound to the app's claim.
 
@@ -97,38 +101,75 @@ def render_volume(app: AppSpec) -> Manifest:
     NFS server whatever happens to the claim. No storageClassName: the API server drops an
     empty one, and an absent class is already the "no class" the claim asks for.
     """
-    labels = names.labels(app, names.STORAGE) | {names.LABEL_APP_NAMESPACE: app.namespace}
-    nfs = app.storage.nfs
+    storage = app.storage
+    return _nfs_volume(
+        app, (names.volume(app), names.claim(app), names.STORAGE), storage.nfs, storage.capacity
+    )
+
+
+def render_claim(app: AppSpec) -> Manifest:
+    """The claim the web pods and the backup agents mount, bound to exactly our volume."""
+    return _claim(app, (names.volume(app), names.claim(app), names.STORAGE), app.storage.request)
+
+
+def render_backup_volume(app: AppSpec) -> Manifest | None:
+    """The archives' NFS PersistentVolume (``backup.target.nfs``), as :func:`render_volume`.
+
+    None when the archives stay on the nodes or backups are disabled.
+    """
+    nfs = app.backup.target.nfs
+    if not app.backup.enabled or nfs is None:
+        return None
+    return _nfs_volume(app, _backup_target(app), nfs, BACKUP_TARGET_CAPACITY)
+
+
+def render_backup_claim(app: AppSpec) -> Manifest | None:
+    """The claim of the archives' volume, which the agents and restore Jobs mount."""
+    if not app.backup.enabled or app.backup.target.nfs is None:
+        return None
+    return _claim(app, _backup_target(app), BACKUP_TARGET_CAPACITY)
+
+
+def _backup_target(app: AppSpec) -> tuple[str, str, str]:
+    return names.backup_volume(app), names.backup_claim(app), names.BACKUP_TARGET
+
+
+def _nfs_volume(
+    app: AppSpec, which: tuple[str, str, str], nfs: NfsSource, capacity: str
+) -> Manifest:
+    """A PersistentVolume of ``nfs`` pre-bound to a claim; ``which``: (volume, claim, component)."""
+    volume, claim, component = which
     spec: dict[str, Any] = {
-        "capacity": {"storage": app.storage.capacity},
+        "capacity": {"storage": capacity},
         "accessModes": ["ReadWriteMany"],
         "persistentVolumeReclaimPolicy": "Retain",
-        "claimRef": {"namespace": app.namespace, "name": names.claim(app)},
+        "claimRef": {"namespace": app.namespace, "name": claim},
         "nfs": {"server": nfs.server, "path": nfs.path},
     }
     if nfs.mount_options:
         # Unlike the NFS source, mountOptions may change on a live volume; the kubelet uses
         # them at the next mount.
         spec["mountOptions"] = list(nfs.mount_options)
+    labels = names.labels(app, component) | {names.LABEL_APP_NAMESPACE: app.namespace}
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
-        "metadata": {"name": names.volume(app), "labels": labels},
+        "metadata": {"name": volume, "labels": labels},
         "spec": spec,
     }
 
 
-def render_claim(app: AppSpec) -> Manifest:
-    """The claim the web pods and the backup agents mount, bound to exactly our volume."""
+def _claim(app: AppSpec, which: tuple[str, str, str], request: str) -> Manifest:
+    volume, claim, component = which
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": _meta(app, names.claim(app), names.STORAGE),
+        "metadata": _meta(app, claim, component),
         "spec": {
             "accessModes": ["ReadWriteMany"],
             "storageClassName": "",
-            "volumeName": names.volume(app),
-            "resources": {"requests": {"storage": app.storage.request}},
+            "volumeName": volume,
+            "resources": {"requests": {"storage": request}},
         },
     }
 
@@ -212,10 +253,14 @@ def render_daemonset(app: AppSpec) -> Manifest | None:
     backup = app.backup
     if not backup.enabled:
         return None
+    shared = backup.target.nfs is not None
     env = {
         "BACKUP_SOURCE": BACKUP_SOURCE,
-        "BACKUP_DEST": BACKUP_DEST,
-        "BACKUP_PREFIX": f"{app.namespace}-{app.name}",
+        # On the shared export each node has its directory, made by the agent itself (as its
+        # own user: a directory the kubelet made for a subPath would be root's).
+        "BACKUP_DEST": f"{BACKUP_DEST}/$({NODE_NAME_ENV})" if shared else BACKUP_DEST,
+        "BACKUP_CREATE_DEST": "true" if shared else "",  # left out when empty
+        "BACKUP_PREFIX": names.backup_prefix(app),
         "BACKUP_INTERVAL_SECONDS": str(backup.interval_seconds),
         "BACKUP_KEEP": str(backup.keep),
         "BACKUP_STATE": BACKUP_STATE,
@@ -224,7 +269,8 @@ def render_daemonset(app: AppSpec) -> Manifest | None:
         "name": "backup",
         "image": backup.image,
         "command": ["sh", "-c", BACKUP_SCRIPT],
-        "env": [{"name": k, "value": v} for k, v in env.items()],
+        # The node's name first: BACKUP_DEST refers to it.
+        "env": [_NODE_NAME] * shared + [{"name": k, "value": v} for k, v in env.items() if v],
         "volumeMounts": [
             {"name": DATA_VOLUME, "mountPath": BACKUP_SOURCE, "readOnly": True},
             {"name": BACKUP_VOLUME, "mountPath": BACKUP_DEST},
@@ -251,13 +297,7 @@ def render_daemonset(app: AppSpec) -> Manifest | None:
                 "name": DATA_VOLUME,
                 "persistentVolumeClaim": {"claimName": names.claim(app), "readOnly": True},
             },
-            # "restricted" admits no hostPath: archives then live as long as the agent pod.
-            {"name": BACKUP_VOLUME, "emptyDir": {}}
-            if app.restricted
-            else {
-                "name": BACKUP_VOLUME,
-                "hostPath": {"path": backup.host_path, "type": "DirectoryOrCreate"},
-            },
+            _archives_volume(app, read_only=False),
             {"name": BACKUP_STATE_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
         ],
     }
@@ -277,6 +317,28 @@ def render_daemonset(app: AppSpec) -> Manifest | None:
                 "spec": pod_spec,
             },
         },
+    }
+
+
+NODE_NAME_ENV = "NODE_NAME"
+_NODE_NAME: dict[str, Any] = {
+    "name": NODE_NAME_ENV,
+    "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}},
+}
+"""The pod's node, from the downward API."""
+
+
+def _archives_volume(app: AppSpec, *, read_only: bool) -> dict[str, Any]:
+    """Where the archives are: the shared export's claim, or the node's directory."""
+    if app.backup.target.nfs is not None:
+        claim = {"claimName": names.backup_claim(app)} | ({"readOnly": True} if read_only else {})
+        return {"name": BACKUP_VOLUME, "persistentVolumeClaim": claim}
+    if app.restricted:
+        # "restricted" admits no hostPath: archives then live as long as the agent pod.
+        return {"name": BACKUP_VOLUME, "emptyDir": {}}
+    return {
+        "name": BACKUP_VOLUME,
+        "hostPath": {"path": app.backup.host_path, "type": "DirectoryOrCreate"},
     }
 
 
@@ -349,11 +411,11 @@ def render_restore_job(app: AppSpec, restore: RestoreSpec) -> Manifest:
             "RESTORE_NODE": restore.node_name,
             "RESTORE_TARGET": BACKUP_SOURCE,
             "RESTORE_ID": restore.uid or restore.name,
+            # The shared export holds one directory per node; a node's own directory is flat.
+            "RESTORE_LAYOUT": "flat" if backup.target.nfs is None else "nodes",
         }.items()
     ]
-    env.append(
-        {"name": "RESTORE_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
-    )
+    env.append({**_NODE_NAME, "name": "RESTORE_NODE_NAME"})
     container: dict[str, Any] = {
         "name": "restore",
         "image": backup.image,
@@ -373,13 +435,10 @@ def render_restore_job(app: AppSpec, restore: RestoreSpec) -> Manifest:
         "containers": [container],
         "volumes": [
             {"name": DATA_VOLUME, "persistentVolumeClaim": {"claimName": names.claim(app)}},
-            {
-                "name": BACKUP_VOLUME,
-                "hostPath": {"path": backup.host_path, "type": "DirectoryOrCreate"},
-            },
+            _archives_volume(app, read_only=True),
         ],
     }
-    if restore.node_name:
+    if restore.node_name and backup.target.nfs is None:
         pod_spec["nodeSelector"] = {HOSTNAME: restore.node_name}
     elif app.node_selector:
         pod_spec["nodeSelector"] = dict(app.node_selector)

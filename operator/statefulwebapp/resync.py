@@ -23,7 +23,7 @@ from typing import Any
 
 import pykube
 
-from statefulwebapp import kinds, kube, names
+from statefulwebapp import kinds, kube
 from statefulwebapp.informer import owner_key
 from statefulwebapp.objects import Key
 
@@ -62,7 +62,8 @@ def compare(index: Snapshot, cluster: Snapshot) -> Plan:
         if missing:
             plan.repair[key] = missing
     for key, present in cluster.children.items():
-        if kinds.PERSISTENT_VOLUME.name in present and key not in cluster.apps:
+        volumes = {child.key for child in kinds.CHILDREN if not child.namespaced}
+        if volumes & present and key not in cluster.apps:
             plan.orphans.add(key)
     plan.orphans -= plan.gone
     return plan
@@ -84,7 +85,7 @@ def from_cluster(api: pykube.HTTPClient, namespaces: Iterable[str]) -> Snapshot:
     children: dict[Key, set[str]] = {}
     for child in kinds.CHILDREN:
         for meta in _listed(api, child, scopes):
-            children.setdefault(owner_key(meta), set()).add(child.name)
+            children.setdefault(owner_key(meta), set()).add(child.key)
     if scopes != [""]:
         children = {key: kinds_ for key, kinds_ in children.items() if key[0] in scopes}
     return Snapshot(apps, {key: frozenset(present) for key, present in children.items()})
@@ -92,6 +93,4 @@ def from_cluster(api: pykube.HTTPClient, namespaces: Iterable[str]) -> Snapshot:
 
 def _listed(api: pykube.HTTPClient, child: kinds.Child, scopes: list[str]) -> Iterator[Any]:
     for scope in scopes if child.namespaced else [""]:
-        yield from kube.list_metadata(
-            api, child.name, namespace=scope, selector=names.MANAGED_SELECTOR
-        )
+        yield from kube.list_metadata(api, child.name, namespace=scope, selector=child.selector)

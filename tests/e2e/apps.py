@@ -10,7 +10,7 @@ from typing import Any
 import pykube
 import yaml
 
-from statefulwebapp import drift
+from statefulwebapp import drift, kinds
 from statefulwebapp.kinds import render_all
 from statefulwebapp.model import parse
 from tests.e2e.cluster import Cluster, local_images, wait_for
@@ -140,11 +140,11 @@ def apply(cluster: Cluster, namespace: str, body: dict[str, Any]) -> str:
 
 
 def child(cluster: Cluster, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
-    plural = {"persistentvolume": "pv", "persistentvolumeclaim": "pvc"}.get(
-        kind.lower(), kind.lower()
-    )
+    """The child ``name`` of ``kind`` (a kind's name, or a child's key such as BackupVolume)."""
+    known = kinds.BY_KEY.get(kind) or kinds.BY_NAME.get(kind)
+    plural = known.plural if known else kind.lower()
     args = ["get", plural, name, "-o", "json", "--ignore-not-found", "--show-managed-fields"]
-    if plural != "pv":
+    if known is None or known.namespaced:
         args += ["-n", namespace]
     out = cluster.kubectl(*args)
     return json.loads(out) if out.strip() else None

@@ -23,7 +23,16 @@ from typing import Any
 import pytest
 
 from statefulwebapp import names, render
-from tests.e2e.apps import apply, explain, get_app, ready_condition, sample, wait_ready
+from tests.e2e.apps import (
+    apply,
+    child,
+    children_match_the_rendering,
+    explain,
+    get_app,
+    ready_condition,
+    sample,
+    wait_ready,
+)
 from tests.e2e.cluster import Cluster, Operator, make_namespace, wait_for
 from tests.e2e.realnode import (
     ON_REAL_NODE,
@@ -404,3 +413,96 @@ def test_an_agent_that_cannot_archive_turns_the_app_backup_failing_and_back(
     assert condition["message"].startswith(f"backup agent on node {real_node}: "), condition
     assert "last archive run failed" in condition["message"]
     wait_ready(cluster, app.namespace, timeout=120)
+
+
+def archives_in(directory: Path, app: App) -> list[Path]:
+    return sorted(directory.glob(f"{app.prefix}*.tar.gz"))
+
+
+def newest_holding(directory: Path, app: App, expected: dict[str, str]) -> Path:
+    """The newest archive in ``directory`` holding exactly ``expected``, waited for."""
+
+    def found() -> Path | None:
+        for archive in reversed(archives_in(directory, app)):
+            try:
+                if archive_tree(archive) == expected:
+                    return archive
+            except (tarfile.TarError, EOFError, OSError):
+                continue
+        return None
+
+    return Path(wait_for(found, 120, f"an archive in {directory} of the content written"))
+
+
+def test_archives_move_to_an_nfs_export_and_back_as_live_edits(
+    cluster: Cluster, app: App, real_node: str
+) -> None:
+    """``backup.target.nfs`` set on the live app: the agents write to the export, each node in
+    its own directory, and a restore reads from there; removed: back to the node directory,
+    the export's archives kept."""
+    target, shared = export_dir(cluster, f"{app.namespace}-archives")
+    wait_ready(cluster, app.namespace, timeout=120)
+    token = f"shared {uuid.uuid4().hex}"
+    write_site(cluster, app, token)
+    written = tree(app.served)
+    patch = {"spec": {"backup": {"target": {"nfs": target}}}}
+    cluster.kubectl(
+        "patch", "swa", "web", "-n", app.namespace, "--type=merge", "-p", json.dumps(patch)
+    )
+    try:
+        wait_ready(cluster, app.namespace, timeout=180)
+        children = children_match_the_rendering(cluster, app.namespace)
+        volume, claim = children["BackupVolume"], children["BackupClaim"]
+        assert volume is not None
+        assert claim is not None
+        assert volume["spec"]["nfs"] == {"server": target["server"], "path": target["path"]}
+        assert claim["status"]["phase"] == "Bound"
+        # The real node's agent makes its directory on the export and archives there.
+        node_dir = shared / real_node
+        archive = newest_holding(node_dir, app, written)
+        on_node = set(archives_in(app.backups, app))  # The node's agent writes there no more.
+        assert sorted(p.name for p in shared.iterdir()) == [real_node], "one directory per node"
+        write_site(cluster, app, f"overwritten {uuid.uuid4().hex}", blob_kib=8)
+        restore(cluster, app, "from-export")
+        status = finished(cluster, app, "from-export")["status"]
+        assert status["phase"] == "Succeeded", status
+        assert status["archive"]["node"] == real_node
+        # "latest": the agent may have archived the overwritten content since; the restore
+        # took the newest, whichever it was, and the volume holds exactly that archive.
+        restored = node_dir / status["archive"]["file"]
+        assert restored.name >= archive.name
+        assert tree(app.served) == archive_tree(restored)
+        assert f"{real_node}/{restored.name}" in status["candidates"]
+    except BaseException:
+        explain(cluster, app.namespace)
+        raise
+    finally:
+        cluster.kubectl(
+            "patch",
+            "swa",
+            "web",
+            "-n",
+            app.namespace,
+            "--type=json",
+            "-p",
+            json.dumps([{"op": "remove", "path": "/spec/backup/target"}]),
+        )
+    on_export = archives_in(shared / real_node, app)
+    wait_ready(cluster, app.namespace, timeout=180)
+    children = children_match_the_rendering(cluster, app.namespace)
+    assert children["BackupVolume"] is None
+    assert children["BackupClaim"] is None
+    assert (
+        child(cluster, "PersistentVolume", names.backup_volume_of(app.namespace, "web"), "") is None
+    )
+    # Back on the node: a new archive there, of the content as it is now.
+    now = tree(app.served)
+    wait_for(
+        lambda: any(
+            archive_tree(a) == now for a in archives_in(app.backups, app) if a not in on_node
+        ),
+        120,
+        f"a new archive in {app.backups}",
+    )
+    # The export's archives stay where they are (Retain: nothing on the export is deleted).
+    assert set(on_export) <= set(archives_in(shared / real_node, app))

@@ -756,3 +756,28 @@ def test_a_garbled_pause_is_garbled(check, state: Path, since: str) -> None:
 
     assert result.returncode == 1
     assert "unreadable or garbled" in result.stdout
+
+
+def test_a_nodes_own_directory_is_made_only_when_asked(run, src: Path, tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    export.mkdir()
+    (src / "index.html").write_text("hello")
+    node_dir = export / "node-a"
+    # Not asked: a missing destination is a failed run, as it always was.
+    missing = run(BACKUP_SOURCE=str(src), BACKUP_DEST=str(node_dir))
+    assert missing.returncode == 1
+    assert "does not exist or is not a directory" in missing.stderr
+    assert not node_dir.exists()
+    # Asked (the agents of a shared export): the node's directory is made, its parent is not.
+    made = run(BACKUP_SOURCE=str(src), BACKUP_DEST=str(node_dir), BACKUP_CREATE_DEST="true")
+    assert made.returncode == 0, made.stderr
+    assert f"created {node_dir}\n" in made.stdout
+    assert len(archives(node_dir)) == 1
+    again = run(BACKUP_SOURCE=str(src), BACKUP_DEST=str(node_dir), BACKUP_CREATE_DEST="true")
+    assert again.returncode == 0, again.stderr
+    assert f"created {node_dir}\n" not in again.stdout
+    no_parent = tmp_path / "gone" / "node-a"
+    failed = run(BACKUP_SOURCE=str(src), BACKUP_DEST=str(no_parent), BACKUP_CREATE_DEST="true")
+    assert failed.returncode == 1
+    assert f"could not create destination {no_parent} (BACKUP_DEST)" in failed.stderr
+    assert not no_parent.parent.exists()

@@ -16,7 +16,7 @@ from statefulwebapp.metrics import Metrics
 from statefulwebapp.model import parse
 from statefulwebapp.workqueue import WorkQueue
 from tests.unit.fakeapi import FakeApi, Obj
-from tests.unit.test_reconcile import PATHS
+from tests.unit.test_reconcile import APPLY_ORDER, PATHS
 from tests.unit.test_render import SCENARIO
 
 KEY = ("default", "web")
@@ -66,7 +66,7 @@ def app() -> Obj:
 def test_an_app_event_applies_every_child_then_writes_the_status(fx: Fixture) -> None:
     fx.controller.app_changed(KEY, fx.index(app()))
     fx.settle()
-    assert fx.api.sent() == [PATHS[child.name] for child in kinds.CHILDREN] + [STATUS]
+    assert fx.api.sent() == [*APPLY_ORDER, STATUS]
 
 
 def test_its_own_status_write_is_not_written_again_before_the_watch_shows_it(

@@ -13,6 +13,7 @@ import requests
 
 from statefulwebapp import kinds, kube
 from statefulwebapp.drift import DIGEST
+from statefulwebapp.model import parse
 from statefulwebapp.reconcile import Memory, Outcome, collect_volume, reconcile
 from tests.unit.fakeapi import FakeApi, Obj, error
 from tests.unit.test_render import SCENARIO
@@ -23,12 +24,16 @@ PATHS = {
     "CronJob": kube.path("CronJob", "web-datelog", NS),
     "PersistentVolume": kube.path("PersistentVolume", "default-web-data"),
     "PersistentVolumeClaim": kube.path("PersistentVolumeClaim", "web-data", NS),
+    "BackupVolume": kube.path("PersistentVolume", "default-web-backups"),
+    "BackupClaim": kube.path("PersistentVolumeClaim", "web-backups", NS),
     "Service": kube.path("Service", "nginx", NS),
     "StatefulSet": kube.path("StatefulSet", "web", NS),
     "PodDisruptionBudget": kube.path("PodDisruptionBudget", "web", NS),
     "DaemonSet": kube.path("DaemonSet", "web-backup", NS),
 }
-APPLY_ORDER = [PATHS[c.name] for c in kinds.CHILDREN]
+RENDERED = [c for c in kinds.CHILDREN if c.render(parse(SCENARIO)) is not None]
+"""The children of the scenario (its archives stay on the nodes: no archives' volume)."""
+APPLY_ORDER = [PATHS[c.key] for c in RENDERED]
 
 
 class Pass:
@@ -113,9 +118,7 @@ def test_a_new_app_gets_every_child_in_order_then_one_status(app: Pass) -> None:
     assert app.api.sent("GET") == [APP_PATH, *APPLY_ORDER]
     assert app.api.sent("PATCH") == [*APPLY_ORDER, f"{APP_PATH}/status"]
     assert outcome.problems == []
-    assert outcome.applied == [
-        f"{c.name}/{PATHS[c.name].rsplit('/', 1)[1]}" for c in kinds.CHILDREN
-    ]
+    assert outcome.applied == [f"{c.name}/{PATHS[c.key].rsplit('/', 1)[1]}" for c in RENDERED]
 
 
 def test_nothing_changed_sends_nothing(app: Pass) -> None:
@@ -304,7 +307,49 @@ def test_a_volume_is_collected_only_after_a_direct_read_says_its_app_is_gone(app
         ("GET", APP_PATH),
         ("GET", PATHS["PersistentVolume"]),
         ("DELETE", PATHS["PersistentVolume"]),
+        ("GET", PATHS["BackupVolume"]),
     ]
+
+
+ARCHIVES_NFS = {"server": "nfs.example.com", "path": "/archives", "mountOptions": ["port=2049"]}
+
+
+def test_archives_on_nfs_add_their_volume_and_claim_and_go_with_the_switch_back(
+    app: Pass,
+) -> None:
+    ready(app)
+    app.edit(backup={"target": {"nfs": ARCHIVES_NFS}})
+    outcome = app.run()
+    assert outcome.applied == [
+        "PersistentVolume/default-web-backups",
+        "PersistentVolumeClaim/web-backups",
+        "DaemonSet/web-backup",
+    ]
+    volume = app.api.objects[PATHS["BackupVolume"]]
+    assert volume["spec"]["nfs"] == {"server": "nfs.example.com", "path": "/archives"}
+    assert volume["spec"]["mountOptions"] == ["port=2049"]
+    # The data's volume is not the archives': each role is its own child.
+    assert app.api.objects[PATHS["PersistentVolume"]]["spec"]["nfs"]["path"] == "/shared"
+    ready(app)
+    app.run()
+    assert app.api.requests == []
+    app.edit(backup=None)
+    outcome = app.run()
+    assert outcome.deleted == [
+        "PersistentVolume/default-web-backups",
+        "PersistentVolumeClaim/web-backups",
+    ]
+    assert outcome.applied == ["DaemonSet/web-backup"]
+    assert PATHS["BackupVolume"] not in app.api.objects
+
+
+def test_both_volumes_of_a_gone_app_are_collected(app: Pass) -> None:
+    app.edit(backup={"target": {"nfs": ARCHIVES_NFS}})
+    ready(app)
+    del app.api.objects[APP_PATH]
+    app.api.requests.clear()
+    assert collect_volume(app.api, NS, "web")  # type: ignore[arg-type]
+    assert app.api.sent("DELETE") == [PATHS["PersistentVolume"], PATHS["BackupVolume"]]
 
 
 def test_server_trouble_is_retried_after_what_the_server_asked_without_an_event(

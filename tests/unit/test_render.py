@@ -33,30 +33,88 @@ SCENARIO = {
 }
 
 
+ARCHIVED = {
+    **SCENARIO,
+    "spec": {
+        **SCENARIO["spec"],
+        "backup": {
+            "target": {
+                "nfs": {
+                    "server": "10.0.0.9",
+                    "path": "/archives",
+                    "mountOptions": ["port=20049", "mountport=20048"],
+                }
+            }
+        },
+    },
+}
+"""The scenario with its archives on an NFS export of their own (``backup.target.nfs``)."""
+
+
 @pytest.fixture
 def app() -> AppSpec:
     return parse(SCENARIO)
 
 
-@pytest.mark.parametrize("child", CHILDREN, ids=[c.name for c in CHILDREN])
-def test_renderer_matches_golden(app: AppSpec, child: Child) -> None:
-    rendered = child.render(app)
-    kind = child.name
-    path = GOLDEN / f"{kind.lower()}.yaml"
+def _golden(path: Path, rendered: object) -> None:
     if os.environ.get("UPDATE_GOLDEN"):
+        path.parent.mkdir(exist_ok=True)
         path.write_text(yaml.safe_dump(rendered, sort_keys=False))
-    assert rendered == yaml.safe_load(path.read_text()), f"{kind} differs from {path}"
+    assert rendered == yaml.safe_load(path.read_text()), f"differs from {path}"
 
 
-def test_every_namespaced_child_is_owned_and_labelled(app: AppSpec) -> None:
-    for kind, manifest in render_all(app).items():
+@pytest.mark.parametrize("child", CHILDREN, ids=[c.key for c in CHILDREN])
+def test_renderer_matches_golden(app: AppSpec, child: Child) -> None:
+    # A role's child (the archives' volume and claim) exists only with the archives on NFS.
+    _golden(
+        GOLDEN / f"{child.key.lower()}.yaml", child.render(parse(ARCHIVED) if child.role else app)
+    )
+
+
+def test_archives_on_nfs_match_golden() -> None:
+    _golden(GOLDEN / "archived" / "daemonset.yaml", render_all(parse(ARCHIVED))["DaemonSet"])
+
+
+def test_archives_on_nfs_are_each_nodes_directory_of_the_claim() -> None:
+    ds = render_all(parse(ARCHIVED))["DaemonSet"]
+    assert ds is not None
+    pod = ds["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    # The node's name comes first: BACKUP_DEST refers to it.
+    assert container["env"][0]["name"] == "NODE_NAME"
+    assert env["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert env["BACKUP_DEST"] == "/backup/$(NODE_NAME)"
+    assert env["BACKUP_CREATE_DEST"] == "true"
+    assert {"name": "backups", "persistentVolumeClaim": {"claimName": "web-backups"}} in pod[
+        "volumes"
+    ]
+    plain = render_all(parse(SCENARIO))
+    assert plain["BackupVolume"] is None
+    assert plain["BackupClaim"] is None
+    plain_env = {
+        e["name"] for e in plain["DaemonSet"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }  # type: ignore[index]
+    assert "NODE_NAME" not in plain_env
+    assert "BACKUP_CREATE_DEST" not in plain_env
+    off = {
+        **ARCHIVED,
+        "spec": {**ARCHIVED["spec"], "backup": {**ARCHIVED["spec"]["backup"], "enabled": False}},
+    }  # type: ignore[dict-item]
+    assert all(
+        render_all(parse(off))[k] is None for k in ("DaemonSet", "BackupVolume", "BackupClaim")
+    )
+
+
+def test_every_namespaced_child_is_owned_and_labelled() -> None:
+    for kind, manifest in render_all(parse(ARCHIVED)).items():
         assert manifest is not None
         labels = manifest["metadata"]["labels"]
         assert labels[names.LABEL_MANAGED_BY] == names.MANAGER
         assert labels[names.LABEL_INSTANCE] == "web"
         assert {names.LABEL_NAME, names.LABEL_COMPONENT} <= labels.keys()
         refs = manifest["metadata"].get("ownerReferences")
-        if kind == "PersistentVolume":
+        if kind in ("PersistentVolume", "BackupVolume"):
             assert refs is None  # Cluster-scoped: tied by labels; the operator collects it.
             assert labels[names.LABEL_APP_NAMESPACE] == "default"
         else:
@@ -135,12 +193,7 @@ PLACED = {
 
 @pytest.mark.parametrize("kind", ["PersistentVolume", "StatefulSet", "DaemonSet"])
 def test_placed_renderer_matches_golden(kind: str) -> None:
-    rendered = render_all(parse(PLACED))[kind]
-    path = GOLDEN / "placed" / f"{kind.lower()}.yaml"
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(yaml.safe_dump(rendered, sort_keys=False))
-    assert rendered == yaml.safe_load(path.read_text()), f"{kind} differs from {path}"
+    _golden(GOLDEN / "placed" / f"{kind.lower()}.yaml", render_all(parse(PLACED))[kind])
 
 
 def test_mount_options_go_to_the_volume_in_order_and_only_when_set() -> None:

@@ -17,7 +17,7 @@ import yaml
 from statefulwebapp import restore
 from statefulwebapp.model import RestoreSpec, parse
 from statefulwebapp.render import render_restore_job, render_statefulset
-from tests.unit.test_render import GOLDEN, SCENARIO
+from tests.unit.test_render import ARCHIVED, GOLDEN, SCENARIO
 
 NOW = "2026-12-02T03:00:00Z"
 SPEC = RestoreSpec(name="back", namespace="default", uid="0000-restore", app_name="web")
@@ -61,6 +61,24 @@ def test_a_named_node_pins_the_job_there() -> None:
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["RESTORE_NODE"] == "n2"
     assert env["RESTORE_PREFIX"] == "default-web"
+
+
+def test_archives_on_nfs_are_read_from_every_nodes_directory_wherever_the_job_runs() -> None:
+    archived = parse(ARCHIVED)
+    pod = render_restore_job(archived, dataclasses.replace(SPEC, node_name="n2"))["spec"][
+        "template"
+    ]["spec"]
+    # Every node's archives are on the export: the Job need not run where they were made.
+    assert "nodeSelector" not in pod
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert (env["RESTORE_LAYOUT"], env["RESTORE_NODE"]) == ("nodes", "n2")
+    assert pod["volumes"][1] == {
+        "name": "backups",
+        "persistentVolumeClaim": {"claimName": "web-backups", "readOnly": True},
+    }
+    plain = render_restore_job(parse(APP), SPEC)["spec"]["template"]["spec"]
+    assert {"name": "RESTORE_LAYOUT", "value": "flat"} in plain["containers"][0]["env"]
+    assert plain["volumes"][1]["hostPath"]["path"] == "/var/backups/statefulwebapp"
 
 
 def test_a_restoring_app_renders_no_web_pod() -> None:

@@ -11,6 +11,9 @@
 #   BACKUP_SOURCE            directory to archive (default /data)
 #   BACKUP_DEST              existing directory archives are written to
 #                            (default /backup)
+#   BACKUP_CREATE_DEST       "true": create BACKUP_DEST (not its parents) when
+#                            it is missing, as this agent's user (a node's own
+#                            directory on a shared export); else it must exist
 #   BACKUP_INTERVAL_SECONDS  seconds between runs in loop mode, >= 1
 #                            (default 3600)
 #   BACKUP_KEEP              number of archives with this prefix to keep, >= 1
@@ -224,6 +227,13 @@ run_once() {
     if [ ! -r "$SRC" ] || [ ! -x "$SRC" ]; then
         err "source directory $SRC (BACKUP_SOURCE) is not readable"
         return 1
+    fi
+    if [ ! -e "$DEST" ] && [ "${BACKUP_CREATE_DEST:-}" = true ]; then
+        if ! _out=$(mkdir -- "$DEST" 2>&1); then
+            err "could not create destination $DEST (BACKUP_DEST): $_out"
+            return 1
+        fi
+        log "created $DEST"
     fi
     if [ ! -d "$DEST" ]; then
         err "destination $DEST (BACKUP_DEST) does not exist or is not a directory"
