@@ -169,13 +169,25 @@ def decide(restore: RestoreSpec, status: Mapping[str, Any], seen: Observed, now:
 def _start(
     restore: RestoreSpec, app: AppSpec, status: Mapping[str, Any], seen: Observed, now: str
 ) -> Action:
-    if app.restricted:
+    shared = app.backup.target.nfs
+    if app.restricted and shared is None:
         return _fail(
             status,
             now,
             "NoArchives",
             f"app {app.name} has podSecurity: restricted, which admits no hostPath: its agents "
             "keep archives in their own pods, where no restore can read them",
+        )
+    if app.restricted and shared is not None:
+        # The Job swaps the volume's content whoever owns it: it runs as root, which a
+        # "restricted" namespace does not admit.
+        return _fail(
+            status,
+            now,
+            "PodSecurityRestricted",
+            f"app {app.name} has podSecurity: restricted: a restore's Job runs as root, which "
+            "that profile does not admit; its archives are on "
+            f"{shared.server}:{shared.path}, one directory per node",
         )
     if seen.first and seen.first != restore.name:
         return _fail(

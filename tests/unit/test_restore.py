@@ -116,8 +116,19 @@ def test_a_new_restore_is_accepted_adopted_and_stops_the_web_pods() -> None:
             "NoArchives",
             "podSecurity: restricted",
         ),
+        (
+            restore.Observed(
+                app={
+                    **ARCHIVED,
+                    "spec": {**ARCHIVED["spec"], "podSecurity": "restricted"},  # type: ignore[dict-item]
+                }
+            ),
+            "PodSecurityRestricted",
+            "runs as root, which that profile does not admit; its archives are on "
+            "10.0.0.9:/archives",
+        ),
     ],
-    ids=["no such app", "a second restore", "restricted"],
+    ids=["no such app", "a second restore", "restricted", "restricted, archives on NFS"],
 )
 def test_what_cannot_be_restored_fails_at_once_saying_why(
     seen: restore.Observed, reason: str, says: str
