@@ -30,6 +30,7 @@ from tests.e2e.apps import (
     warnings,
 )
 from tests.e2e.cluster import Cluster, Operator, wait_for
+from tests.e2e.realnode import export_dir
 
 
 def pods(cluster: Cluster, namespace: str, component: str) -> list[dict[str, Any]]:
@@ -165,6 +166,43 @@ def test_disabling_a_part_removes_its_child(cluster: Cluster, fresh_ns: str) -> 
     apply(cluster, fresh_ns, sample(dateLogger={"enabled": False}))
     wait_for(lambda: child(cluster, "CronJob", "web-datelog", fresh_ns) is None, 30, "CronJob gone")
     wait_ready(cluster, fresh_ns)
+
+
+def test_archives_go_to_an_export_of_their_own_and_come_back_to_the_nodes(
+    cluster: Cluster, fresh_ns: str
+) -> None:
+    """``backup.target.nfs`` set, then removed, on a live app. On kind every node's agent
+    really archives, each into its node's directory of the export; on the local cluster the
+    kwok nodes' agents run nothing (tests/e2e/test_restore.py covers the real node's)."""
+    target, shared = export_dir(cluster, f"{fresh_ns}-archives")
+    apply(cluster, fresh_ns, sample())
+    wait_ready(cluster, fresh_ns)
+    apply(cluster, fresh_ns, sample(backup={"target": {"nfs": target}}))
+    wait_ready(cluster, fresh_ns, timeout=180)
+    found = children_match_the_rendering(cluster, fresh_ns)
+    claim = found["BackupClaim"]
+    assert claim is not None
+    assert claim["status"]["phase"] == "Bound"
+    agents = pods(cluster, fresh_ns, names.BACKUP)
+    volumes = {v["name"]: v for v in agents[0]["spec"]["volumes"]}
+    assert volumes["backups"]["persistentVolumeClaim"]["claimName"] == names.backup_claim(
+        parse(get_app(cluster, fresh_ns))
+    )
+    archiving = set(scenario_nodes(cluster)) if cluster.kind == "kind" else set()
+
+    def every_node_archived() -> bool:
+        made = {d.name for d in shared.iterdir() if list(d.glob(f"{fresh_ns}-web-*.tar.gz"))}
+        return made == archiving
+
+    wait_for(every_node_archived, 120, f"one directory with an archive per node in {shared}")
+    kept = sorted(shared.rglob("*.tar.gz"))
+    apply(cluster, fresh_ns, sample())
+    wait_ready(cluster, fresh_ns, timeout=180)
+    found = children_match_the_rendering(cluster, fresh_ns)
+    assert found["BackupVolume"] is None
+    assert found["BackupClaim"] is None
+    assert child(cluster, "PersistentVolume", names.backup_volume_of(fresh_ns, "web"), "") is None
+    assert set(kept) <= set(shared.rglob("*.tar.gz")), "archives on the export were deleted"
 
 
 # -- deletion, conflicts, bad input -------------------------------------------------------
