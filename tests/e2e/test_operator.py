@@ -201,7 +201,15 @@ def test_archives_go_to_an_export_of_their_own_and_come_back_to_the_nodes(
     found = children_match_the_rendering(cluster, fresh_ns)
     assert found["BackupVolume"] is None
     assert found["BackupClaim"] is None
-    assert child(cluster, "PersistentVolume", names.backup_volume_of(fresh_ns, "web"), "") is None
+    # Deleted by the pass; the claim goes once no agent mounts it, the volume after it.
+    wait_for(
+        lambda: (
+            child(cluster, "PersistentVolume", names.backup_volume_of(fresh_ns, "web"), "") is None
+            and child(cluster, "PersistentVolumeClaim", "web-backups", fresh_ns) is None
+        ),
+        90,
+        "the archives' volume and claim gone",
+    )
     assert set(kept) <= set(shared.rglob("*.tar.gz")), "archives on the export were deleted"
 
 
