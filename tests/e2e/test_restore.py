@@ -148,15 +148,19 @@ def archive_tree(archive: Path) -> dict[str, str]:
     return found
 
 
-def archives(app: App) -> list[Path]:
-    return sorted(app.backups.glob(f"{app.prefix}*.tar.gz"))
+def archives(app: App, directory: Path | None = None) -> list[Path]:
+    """The app's archives in ``directory`` (default: the real node's ``backup.hostPath``)."""
+    return sorted((directory or app.backups).glob(f"{app.prefix}*.tar.gz"))
 
 
-def archive_of(app: App, expected: dict[str, str], timeout: float = 90) -> Path:
-    """The newest archive holding exactly ``expected``, waited for."""
+def archive_of(
+    app: App, expected: dict[str, str], timeout: float = 90, directory: Path | None = None
+) -> Path:
+    """The newest archive in ``directory`` (as :func:`archives`) holding exactly ``expected``,
+    waited for."""
 
     def found() -> Path | None:
-        for archive in reversed(archives(app)):
+        for archive in reversed(archives(app, directory)):
             try:
                 if archive_tree(archive) == expected:
                     return archive
@@ -164,7 +168,8 @@ def archive_of(app: App, expected: dict[str, str], timeout: float = 90) -> Path:
                 continue
         return None
 
-    return Path(wait_for(found, timeout, f"an archive in {app.backups} of the content written"))
+    where = directory or app.backups
+    return Path(wait_for(found, timeout, f"an archive in {where} of the content written"))
 
 
 def restore(cluster: Cluster, app: App, name: str, **spec: Any) -> None:
@@ -414,25 +419,6 @@ def test_an_agent_that_cannot_archive_turns_the_app_backup_failing_and_back(
     wait_ready(cluster, app.namespace, timeout=120)
 
 
-def archives_in(directory: Path, app: App) -> list[Path]:
-    return sorted(directory.glob(f"{app.prefix}*.tar.gz"))
-
-
-def newest_holding(directory: Path, app: App, expected: dict[str, str]) -> Path:
-    """The newest archive in ``directory`` holding exactly ``expected``, waited for."""
-
-    def found() -> Path | None:
-        for archive in reversed(archives_in(directory, app)):
-            try:
-                if archive_tree(archive) == expected:
-                    return archive
-            except (tarfile.TarError, EOFError, OSError):
-                continue
-        return None
-
-    return Path(wait_for(found, 120, f"an archive in {directory} of the content written"))
-
-
 def test_archives_move_to_an_nfs_export_and_back_as_live_edits(
     cluster: Cluster, app: App, real_node: str
 ) -> None:
@@ -458,8 +444,8 @@ def test_archives_move_to_an_nfs_export_and_back_as_live_edits(
         assert claim["status"]["phase"] == "Bound"
         # The real node's agent makes its directory on the export and archives there.
         node_dir = shared / real_node
-        archive = newest_holding(node_dir, app, written)
-        on_node = set(archives_in(app.backups, app))  # The node's agent writes there no more.
+        archive = archive_of(app, written, timeout=120, directory=node_dir)
+        on_node = set(archives(app))  # The node's agent writes there no more.
         assert sorted(p.name for p in shared.iterdir()) == [real_node], "one directory per node"
         write_site(cluster, app, f"overwritten {uuid.uuid4().hex}", blob_kib=8)
         restore(cluster, app, "from-export")
@@ -486,7 +472,7 @@ def test_archives_move_to_an_nfs_export_and_back_as_live_edits(
             "-p",
             json.dumps([{"op": "remove", "path": "/spec/backup/target"}]),
         )
-    on_export = archives_in(shared / real_node, app)
+    on_export = archives(app, shared / real_node)
     wait_ready(cluster, app.namespace, timeout=180)
     children = children_match_the_rendering(cluster, app.namespace)
     assert children["BackupVolume"] is None
@@ -496,11 +482,9 @@ def test_archives_move_to_an_nfs_export_and_back_as_live_edits(
     # Back on the node: a new archive there, of the content as it is now.
     now = tree(app.served)
     wait_for(
-        lambda: any(
-            archive_tree(a) == now for a in archives_in(app.backups, app) if a not in on_node
-        ),
+        lambda: any(archive_tree(a) == now for a in archives(app) if a not in on_node),
         120,
         f"a new archive in {app.backups}",
     )
     # The export's archives stay where they are (Retain: nothing on the export is deleted).
-    assert set(on_export) <= set(archives_in(shared / real_node, app))
+    assert set(on_export) <= set(archives(app, shared / real_node))
