@@ -360,9 +360,13 @@ def _delete(
     live = children.get(child.key)
     if live is None:
         return
+    children[child.key] = None
+    if live["metadata"].get("deletionTimestamp"):
+        # Deleted already, waiting on a finalizer (a claim still mounted, a volume still
+        # bound): asking again on every pass would change nothing.
+        return
     name = live["metadata"]["name"]
     kube.delete(api, child.name, name, app.namespace if child.namespaced else "")
-    children[child.key] = None
     outcome.deleted.append(f"{child.name}/{name}")
 
 

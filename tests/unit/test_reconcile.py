@@ -411,3 +411,12 @@ def test_each_pass_says_how_it_ended_and_the_ready_reason_it_computed(app: Pass)
     app.edit(replicas=3)
     gone = app.run()
     assert (gone.label, gone.ready_reason) == ("gone", None)
+
+
+def test_a_child_already_being_deleted_is_not_asked_again(app: Pass) -> None:
+    ready(app)
+    app.api.objects[PATHS["CronJob"]]["metadata"]["deletionTimestamp"] = "2026-12-02T00:00:00Z"
+    app.edit(dateLogger={"enabled": False})
+    outcome = app.run()
+    assert app.api.sent("DELETE") == []
+    assert outcome.deleted == []
