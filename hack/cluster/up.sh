@@ -71,8 +71,10 @@ kc apply --server-side --field-manager=statefulwebapp-cluster -f "$repo/hack/clu
 kc wait --for=condition=Ready node --all --timeout=60s >/dev/null \
   || die "the kwok nodes did not become Ready; see $KWOK_WORKDIR/clusters/$CLUSTER_NAME/logs/kwok-controller.log."
 # Pods need the namespace's default ServiceAccount; wait for its controller once here so the
-# first test does not race it.
-for _ in $(seq 60); do kc get serviceaccount default >/dev/null 2>&1 && break; sleep 0.5; done
+# first test does not race it. Without it no pod of any namespace is ever admitted.
+sa_ready() { kc get serviceaccount default >/dev/null 2>&1; }
+for _ in $(seq 60); do sa_ready && break; sleep 0.5; done
+sa_ready || die "the default ServiceAccount never appeared in 30s: the controller manager's serviceaccount controller is not running; see $KWOK_WORKDIR/clusters/$CLUSTER_NAME/logs/kube-controller-manager.log."
 
 "$repo/hack/cluster/dns.sh" start
 if [ "${REAL_NODE:-0}" = 1 ]; then

@@ -30,20 +30,24 @@ proxy_check() {
 }
 
 # Runs one build, showing a live count of compiled packages, and records its wall time and peak
-# memory (from GNU time) in logs/build-times.tsv.
+# memory (from GNU time) in logs/build-times.tsv. The build runs in a process group of its own
+# (a script's background job ignores Ctrl-C), stopped whole when this script is interrupted.
 build() {
   local name=$1; shift
   local start end n=0 log="$root/logs/$name.log"
   start=$(date +%s)
   say "building $name ..."
-  /usr/bin/time -f '%M' -o "$root/logs/$name.maxrss" "$@" >"$log" 2>&1 &
+  setsid /usr/bin/time -f '%M' -o "$root/logs/$name.maxrss" "$@" >"$log" 2>&1 </dev/null &
   local pid=$!
+  # shellcheck disable=SC2064 # the pid and name are those of this build
+  trap "kill -TERM -- -$pid 2>/dev/null; wait $pid; printf '\\n' >&2; die 'interrupted: stopped the build of $name'" INT TERM HUP
   while kill -0 "$pid" 2>/dev/null; do
     n=$(grep -vc '^go: downloading' "$log" 2>/dev/null || true)
     printf '\r[tools]   %s: %s packages compiled, %ss' "$name" "$n" "$(( $(date +%s) - start ))" >&2
     sleep 5
   done
   printf '\n' >&2
+  trap - INT TERM HUP
   if ! wait "$pid"; then
     tail -n 30 "$log" >&2
     die "building $name failed; the full log is $log."
