@@ -22,7 +22,7 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from statefulwebapp import controller, handlers, kube, lease
+from statefulwebapp import controller, handlers, kube, lease, workqueue
 from statefulwebapp.metrics import Endpoint, Metrics
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -114,7 +114,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-rollouts-per-minute",
         type=float,
-        default=controller.ROLLOUTS_PER_MINUTE,
+        default=workqueue.ROLLOUTS_PER_MINUTE,
         metavar="N",
         help=(
             "apps whose web pods or backup agents may roll per minute when a new operator "

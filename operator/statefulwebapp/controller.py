@@ -39,14 +39,12 @@ RESYNC_SECONDS = 30.0
 watch gap stays unrepaired. Its cost is a few metadata-only list requests per period and no
 write when in sync."""
 
-ROLLOUTS_PER_MINUTE = 30.0
-"""Default of ``--max-rollouts-per-minute``: apps whose workloads a new operator version renders
-differently, the spec unchanged, that may roll per minute."""
-
 log = logging.getLogger(__name__)
 
 
-def new_queue(rollouts_per_minute: float = ROLLOUTS_PER_MINUTE) -> workqueue.WorkQueue:
+def new_queue(
+    rollouts_per_minute: float = workqueue.ROLLOUTS_PER_MINUTE,
+) -> workqueue.WorkQueue:
     """The work queue of passes.
 
     Eight workers, within kube.POOL_SIZE connections: kopf's handlers only hand work over, so

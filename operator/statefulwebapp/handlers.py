@@ -27,14 +27,9 @@ from typing import Any
 import kopf
 
 from statefulwebapp import informer, kinds, kube, restore
-from statefulwebapp.controller import (
-    RESYNC_SECONDS,
-    ROLLOUTS_PER_MINUTE,
-    Controller,
-    key_of,
-    new_queue,
-)
+from statefulwebapp.controller import RESYNC_SECONDS, Controller, key_of, new_queue
 from statefulwebapp.metrics import Metrics
+from statefulwebapp.workqueue import ROLLOUTS_PER_MINUTE
 
 APP = (kinds.APP.group, kinds.APP.version, kinds.APP.plural)
 RESTORE = (kinds.RESTORE.group, kinds.RESTORE.version, kinds.RESTORE.plural)

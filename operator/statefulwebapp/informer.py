@@ -155,22 +155,21 @@ def child_source(child: kinds.Child) -> Source:
     return Source(child, labels=child.selector, name=child.key)
 
 
-MOUNT_FAILURES = Source(
-    kinds.EVENT,
-    fields="reason=FailedMount,involvedObject.kind=Pod",
-    key=pod_event_key,
-    pack=pack_pod_event,
-    name="MountFailures",
-)
+def _pod_events(reason: str, name: str) -> Source:
+    """The kubelet's ``reason`` events of pods, selected by the server."""
+    return Source(
+        kinds.EVENT,
+        fields=f"reason={reason},involvedObject.kind=Pod",
+        key=pod_event_key,
+        pack=pack_pod_event,
+        name=name,
+    )
+
+
+MOUNT_FAILURES = _pod_events("FailedMount", "MountFailures")
 """The kubelet's FailedMount events of pods, selected by the server: none while mounts work."""
 
-PROBE_FAILURES = Source(
-    kinds.EVENT,
-    fields="reason=Unhealthy,involvedObject.kind=Pod",
-    key=pod_event_key,
-    pack=pack_pod_event,
-    name="ProbeFailures",
-)
+PROBE_FAILURES = _pod_events("Unhealthy", "ProbeFailures")
 """The kubelet's failed probes of pods (``Unhealthy``), selected by the server: none while
 every check passes, so a healthy fleet costs this watch nothing."""
 

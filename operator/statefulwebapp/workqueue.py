@@ -92,6 +92,11 @@ class Delays:
             self._pool.submit(call)
 
 
+ROLLOUTS_PER_MINUTE = 30.0
+"""Default of ``--max-rollouts-per-minute``: apps whose workloads a new operator version renders
+differently, the spec unchanged, that may roll per minute."""
+
+
 class WorkQueue:
     """Per-app pass scheduling; see the module's docstring for the rules."""
 
@@ -104,7 +109,7 @@ class WorkQueue:
         retry_max: float = 300.0,
         progress_interval: float = 30.0,
         progress_rate: float = 1.0,
-        rollouts_per_minute: float = 30.0,
+        rollouts_per_minute: float = ROLLOUTS_PER_MINUTE,
     ) -> None:
         """Timings in seconds; ``progress_rate`` in writes per second."""
         self.coalesce = coalesce

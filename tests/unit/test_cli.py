@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from statefulwebapp import cli, controller
+from statefulwebapp import cli, controller, workqueue
 
 
 def test_the_defaults_are_the_controllers() -> None:
     args = cli.parser().parse_args([])
     assert args.resync_seconds == controller.RESYNC_SECONDS
-    assert args.max_rollouts_per_minute == controller.ROLLOUTS_PER_MINUTE
+    assert args.max_rollouts_per_minute == workqueue.ROLLOUTS_PER_MINUTE
     assert args.namespace in (None, [])
 
 
