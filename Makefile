@@ -91,11 +91,14 @@ e2e: venv tools ## E2E tests on the local cluster with its real node (left runni
 test: venv tools lint kind-image ## Everything CI runs: lint, unit and e2e on a fresh local cluster with a real node, then e2e on a fresh kind cluster; both torn down after
 	@hack/cluster/down.sh >/dev/null 2>&1 || true
 	@hack/kind/kind.sh down >/dev/null 2>&1 || true
-	@# Each teardown's own check (nothing left running, mounted or configured) fails the run too.
+	@# Each teardown's own check (nothing left running, mounted or configured) fails the run too,
+	@# and so does a foreign chain, cgroup, namespace or bridge it removed (neighbours.sh).
 	@# The local cluster is stopped before kind starts: two cores do not hold both at once.
-	@trap 'status=$$?; hack/cluster/down.sh || status=1; hack/kind/kind.sh down || status=1; exit $$status' EXIT; \
-	  REAL_NODE=1 hack/cluster/up.sh >/dev/null && $(PY) -m pytest tests $(PYTEST_ARGS) \
-	  && hack/cluster/down.sh && $(PY) -m pytest tests/e2e --cluster=kind -rs $(PYTEST_ARGS)
+	@trap 'status=$$?; hack/cluster/down.sh || status=1; hack/cluster/neighbours.sh remove; hack/kind/kind.sh down || status=1; exit $$status' EXIT; \
+	  hack/cluster/neighbours.sh plant && REAL_NODE=1 hack/cluster/up.sh >/dev/null \
+	  && $(PY) -m pytest tests $(PYTEST_ARGS) \
+	  && hack/cluster/down.sh && hack/cluster/neighbours.sh check \
+	  && $(PY) -m pytest tests/e2e --cluster=kind -rs $(PYTEST_ARGS)
 
 .PHONY: crd
 crd: cluster-up ## Install the CRDs (StatefulWebApp, StatefulWebAppRestore) into the local cluster

@@ -5,9 +5,12 @@
 #   hack/cluster/node.sh stop    remove its pods through the CRI, stop it, and leave no process,
 #                                mount, network device, iptables chain, cgroup or sysctl change
 # The node is tainted (k8slab.io/real-node=true:NoSchedule) and labelled: only pods that ask
-# for it land there. Everything it owns lives in .cluster/node, except what the kernel keeps
-# globally (network namespaces, the bridge, iptables chains, cgroups, sysctls), which `stop`
-# removes or restores by name.
+# for it land there. Everything it owns lives in .cluster/node (the pods' network namespaces
+# too), except what the kernel keeps globally: a bridge and a cgroup root named after this
+# clone, the iptables chains and rules its kubelet and kube-proxy add (their names are fixed
+# upstream, so `start` records what the machine had and `stop` removes only what was added),
+# and sysctls (saved, then put back). Another clone's node, another Kubernetes or a foreign
+# `KUBE-*` chain on the machine is never touched.
 set -euo pipefail
 # shellcheck source=/dev/null
 . "$(dirname "$0")/env.sh"
@@ -15,7 +18,10 @@ set -euo pipefail
 NODE_NAME=real
 NODE_DIR=$CLUSTER_DIR/node
 POD_CIDR=10.250.0.0/24
-BRIDGE=swa0
+# Named after this clone's cluster directory, so that two clones never share one.
+NODE_ID=$(printf '%s' "$CLUSTER_DIR" | sha256sum | cut -c1-8)
+BRIDGE=swa-$NODE_ID
+CGROUP_ROOT=swa-$NODE_ID
 TAINT_KEY=k8slab.io/real-node
 SOCK=$NODE_DIR/run/containerd.sock
 PKI=$KWOK_WORKDIR/clusters/$CLUSTER_NAME/pki
@@ -71,6 +77,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+  # The pods' network namespaces under the state directory, not the machine's /run/netns.
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$NODE_DIR/cni/net.d"
@@ -97,6 +105,8 @@ containerRuntimeEndpoint: unix://$SOCK
 # This machine has only the cgroup v1 hierarchy and no systemd as PID 1.
 failCgroupV1: false
 cgroupDriver: cgroupfs
+# The pods' cgroups under a root of this node's own (created by start_cgroups), not /kubepods.
+cgroupRoot: /$CGROUP_ROOT
 failSwapOn: false
 # Without CAP_SYS_RESOURCE the kubelet cannot lower its own OOM score.
 oomScoreAdj: 0
@@ -156,10 +166,18 @@ start() {
   PAUSE=$(sed -n 's/^pause=//p' <<<"$images")
   write_configs "$ip"
 
+  local route
+  route=$(ip -4 route show "$POD_CIDR")
+  case "$route" in
+    "" | *" dev $BRIDGE "*) ;;
+    *) die "the pod range $POD_CIDR is already routed ($route): is another clone's real node running? Stop it first ('make cluster-down' there)." ;;
+  esac
   if [ ! -f "$NODE_DIR/sysctl.saved" ]; then
     for kv in $SYSCTLS; do echo "${kv%%=*}=$(sysctl -n "${kv%%=*}")"; done >"$NODE_DIR/sysctl.saved"
   fi
   for kv in $SYSCTLS; do sysctl -qw "$kv"; done
+  [ -f "$RULES_BEFORE" ] || kube_rules >"$RULES_BEFORE"
+  start_cgroups
 
   alive containerd || launch containerd containerd --config "$NODE_DIR/containerd/config.toml"
   wait_for containerd "$NODE_DIR/logs/containerd.log" 60 ctr --address "$SOCK" version
@@ -209,8 +227,7 @@ stop() {
   fi
   stop_process containerd
   stop_process kube-proxy
-  kube-proxy --cleanup >/dev/null 2>&1 || true
-  remove_kubelet_chains
+  remove_added_rules
   # Whatever survived a crash: shims of this containerd, then mounts under the node's folder.
   pkill -KILL -f -- "containerd-shim-runc-v2 .*-address $SOCK" 2>/dev/null || true
   { grep -o " $NODE_DIR[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do
@@ -220,38 +237,60 @@ stop() {
   pkill -f -- "swa-nfs-mount .*$NODE_DIR/" 2>/dev/null || true
   for _ in $(seq 25); do pgrep -f -- "swa-nfs-mount .*$NODE_DIR/" >/dev/null || break; sleep 0.2; done
   pkill -KILL -f -- "swa-nfs-mount .*$NODE_DIR/" 2>/dev/null || true
-  # Network namespaces of pods whose sandbox was not removed through the CRI.
-  for ns in /run/netns/cni-*; do
-    [ -e "$ns" ] || continue
-    [ -n "$(ip netns pids "$(basename "$ns")" 2>/dev/null)" ] && continue
-    ip netns delete "$(basename "$ns")" 2>/dev/null || true
-  done
   ip link delete "$BRIDGE" 2>/dev/null || true
-  # The kubelet's QoS cgroups in every v1 hierarchy, deepest first.
+  # The node's cgroup root in every hierarchy (the kubelet's QoS cgroups within), deepest first.
   for hierarchy in /sys/fs/cgroup/*/; do
-    [ -d "$hierarchy/kubepods" ] && find "$hierarchy/kubepods" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    [ -d "$hierarchy$CGROUP_ROOT" ] && find "$hierarchy$CGROUP_ROOT" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
   if [ -f "$NODE_DIR/sysctl.saved" ]; then
     while read -r kv; do sysctl -qw "$kv" || true; done <"$NODE_DIR/sysctl.saved"
   fi
-  rm -rf "$NODE_DIR"
   left_behind
+  rm -rf "$NODE_DIR"
   say "node $NODE_NAME stopped"
 }
 
-# The kubelet's own iptables chains (KUBE-FIREWALL, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT),
-# which kube-proxy --cleanup leaves: first the rules that jump to them, then the chains.
-remove_kubelet_chains() {
-  local ipt table rule chain
+# The kubelet's cgroup root must exist in every hierarchy before it starts; a new cpuset cgroup
+# has no CPUs or memory nodes until given its parent's.
+start_cgroups() {
+  local hierarchy
+  for hierarchy in /sys/fs/cgroup/*/; do
+    [ -d "$hierarchy$CGROUP_ROOT" ] || mkdir "$hierarchy$CGROUP_ROOT" 2>/dev/null || true
+  done
+  local cpuset=/sys/fs/cgroup/cpuset
+  if [ -f "$cpuset/cpuset.cpus" ] && [ -z "$(cat "$cpuset/$CGROUP_ROOT/cpuset.cpus")" ]; then
+    cat "$cpuset/cpuset.cpus" >"$cpuset/$CGROUP_ROOT/cpuset.cpus"
+    cat "$cpuset/cpuset.mems" >"$cpuset/$CGROUP_ROOT/cpuset.mems"
+  fi
+}
+
+# The machine's KUBE-* iptables chains and the rules in them or jumping to them, one per line
+# ("iptables nat -A KUBE-SERVICES ...", "iptables filter :KUBE-FIREWALL").
+kube_rules() {
+  local ipt table
   for ipt in iptables ip6tables; do
-    command -v "$ipt" >/dev/null || continue
+    command -v "$ipt-save" >/dev/null || continue
     for table in filter nat mangle; do
-      { "$ipt-save" -t "$table" 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' || true; } \
-        | sed 's/^-A/-D/' | while read -r rule; do eval "$ipt -t $table $rule" || true; done
-      for chain in $("$ipt-save" -t "$table" 2>/dev/null | sed -n 's/^:\(KUBE-[^ ]*\).*/\1/p'); do
-        "$ipt" -t "$table" -F "$chain" && "$ipt" -t "$table" -X "$chain" || true
-      done
+      "$ipt-save" -t "$table" 2>/dev/null \
+        | sed -n -e 's/^\(:KUBE-[^ ]*\).*/\1/p' -e t -e '/^-A KUBE-/{p;d}' -e '/^-A .* -[jg] KUBE-/p' \
+        | sed "s/^/$ipt $table /"
     done
+  done
+}
+
+# Only what was added since start (kube_rules before and now, as multisets): the node's
+# kubelet and kube-proxy made it. Rules first, then the chains, which nothing jumps to any more.
+remove_added_rules() {
+  [ -f "$RULES_BEFORE" ] || return 0
+  local added ipt table rule chain step
+  added=$(comm -13 <(sort "$RULES_BEFORE") <(kube_rules | sort))
+  while read -r ipt table rule; do
+    eval "$ipt -t $table -D ${rule#-A }" 2>/dev/null || true
+  done < <(grep -E '^[a-z0-9]+ [a-z]+ -A ' <<<"$added" || true)
+  for step in -F -X; do
+    while read -r ipt table chain; do
+      "$ipt" -t "$table" "$step" "${chain#:}" 2>/dev/null || true
+    done < <(grep -E '^[a-z0-9]+ [a-z]+ :' <<<"$added" || true)
   done
 }
 
@@ -261,12 +300,16 @@ left_behind() {
   pgrep -f -- "$NODE_DIR/" >/dev/null && left+=("processes: $(pgrep -f -- "$NODE_DIR/" | tr '\n' ' ')")
   grep -q " $NODE_DIR" /proc/mounts && left+=("mounts: $(grep -c " $NODE_DIR" /proc/mounts)")
   ip link show "$BRIDGE" >/dev/null 2>&1 && left+=("network device $BRIDGE")
-  { iptables-save; ip6tables-save; } 2>/dev/null | grep -q '^:KUBE-' && left+=("iptables chains KUBE-*")
-  compgen -G "/sys/fs/cgroup/*/kubepods" >/dev/null && left+=("cgroups kubepods")
+  local chains=
+  [ -f "$RULES_BEFORE" ] && chains=$(comm -13 <(sort "$RULES_BEFORE") <(kube_rules | sort) \
+    | sed -n 's/^[a-z0-9]* \([a-z]*\) :\(.*\)/\1:\2/p' | paste -sd ' ')
+  [ -z "$chains" ] || left+=("iptables chains $chains")
+  compgen -G "/sys/fs/cgroup/*/$CGROUP_ROOT" >/dev/null && left+=("cgroups $CGROUP_ROOT")
   [ ${#left[@]} -eq 0 ] || die "the real node left behind: ${left[*]}"
 }
 
 IMAGES_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/statefulwebapp-operator/images/archives"
+RULES_BEFORE=$NODE_DIR/iptables.before
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
