@@ -30,13 +30,17 @@ tools: ## Build the pinned cluster tools (kube, etcd, kwok, CoreDNS, helm, crict
 	@hack/tools/packages.sh
 	@hack/tools/build.sh >/dev/null
 
+.PHONY: tools-kwok
+tools-kwok: ## Build only what the kwok-only cluster of make demo runs (kube, etcd, kwok, CoreDNS): no Debian package, no root
+	@hack/tools/build.sh kube etcd kwok kwokctl coredns >/dev/null
+
 .PHONY: image
 image: tools ## Build the operator image and the real node's images with podman, no registry needed
 	@hack/images/build.sh
 
 REAL_NODE ?= 0
 .PHONY: cluster-up
-cluster-up: tools ## Start the local cluster (idempotent; REAL_NODE=1 adds a real kubelet node and a loopback NFS server); prints the kubeconfig path
+cluster-up: $(if $(filter 1,$(REAL_NODE)),tools,tools-kwok) ## Start the local cluster (idempotent; REAL_NODE=1 adds a real kubelet node and a loopback NFS server); prints the kubeconfig path
 	@REAL_NODE=$(REAL_NODE) hack/cluster/up.sh
 
 .PHONY: cluster-down
@@ -72,7 +76,7 @@ kubeconfig: ## Print the local cluster's kubeconfig path
 	@echo $(KUBECONFIG_PATH)
 
 .PHONY: lint
-lint: venv ## ruff and mypy --strict on the operator and the tests
+lint: venv ## ruff on the operator, the tests and the benchmark; mypy --strict on the operator
 	$(VENV)/bin/ruff check operator tests bench
 	$(VENV)/bin/ruff format --check operator tests bench
 	$(VENV)/bin/mypy
@@ -111,7 +115,7 @@ run: venv crd ## Run the operator in the foreground (a standby if the chart's op
 	KUBECONFIG=$(KUBECONFIG_PATH) $(VENV)/bin/statefulwebapp-operator --health none
 
 .PHONY: demo
-demo: venv tools ## Local cluster + CRD + operator + the sample app, waits until Ready and shows it
+demo: venv tools-kwok ## Local cluster + CRD + operator + the sample app, waits until Ready and shows it
 	@hack/demo.sh
 
 BENCH_ARGS ?=

@@ -5,7 +5,8 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
-kubeconfig=$(hack/cluster/up.sh)
+# kwok's nodes only: the demo needs no container runtime, package or root (make tools-kwok).
+kubeconfig=$(REAL_NODE=0 hack/cluster/up.sh)
 kc() { "$(hack/tools/build.sh --dir)/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 step() { printf '[demo] %s\n' "$*" >&2; }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Any
 
 import kopf
 
@@ -15,6 +16,21 @@ from tests.unit.test_controller import APP, KEY, STATUS, Fixture, app
 
 def memo(fx: Fixture) -> kopf.Memo:
     return kopf.Memo(controller=fx.controller)
+
+
+def app_event(fx: Fixture, kind: str, body: dict[str, Any], **extra: Any) -> None:
+    """The app's event ``kind`` (ADDED, DELETED) handed over as kopf hands it."""
+    asyncio.run(
+        handlers.on_app_event(
+            event={"type": kind, "object": body},
+            body=kopf.Body(body),
+            namespace="default",
+            name="web",
+            logger=logging.getLogger("test"),
+            memo=memo(fx),
+            **extra,
+        )
+    )
 
 
 def test_the_apps_index_holds_each_app_packed_under_its_key() -> None:
@@ -30,31 +46,11 @@ def test_the_apps_index_holds_each_app_packed_under_its_key() -> None:
 def test_an_app_event_reaches_the_controller_and_its_deletion_collects() -> None:
     fx = Fixture()
     body = fx.index(app())
-    logger = logging.getLogger("test")
-    asyncio.run(
-        handlers.on_app_event(
-            event={"type": "ADDED", "object": body},
-            body=kopf.Body(body),
-            namespace="default",
-            name="web",
-            logger=logger,
-            memo=memo(fx),
-            retry=0,
-        )
-    )
+    app_event(fx, "ADDED", body, retry=0)
     fx.settle()
     assert STATUS in fx.api.sent()
     del fx.apps[KEY], fx.api.objects[APP]
-    asyncio.run(
-        handlers.on_app_event(
-            event={"type": "DELETED", "object": body},
-            body=kopf.Body(body),
-            namespace="default",
-            name="web",
-            logger=logger,
-            memo=memo(fx),
-        )
-    )
+    app_event(fx, "DELETED", body)
     fx.settle(("volume", *KEY))
     assert ("DELETE", "/api/v1/persistentvolumes/default-web-data") in fx.api.requests
 
