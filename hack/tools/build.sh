@@ -3,6 +3,9 @@
 # cache's bin directory. Versions live in versions.env; the cache directory is named after a hash
 # of this folder, so a version bump builds afresh and an unchanged pin is never rebuilt.
 #   hack/tools/build.sh          build what is missing, print the bin directory
+#   hack/tools/build.sh TOOL...  only those (kube etcd swa-nfs-mount kubeadm kwok kwokctl coredns
+#                                crictl helm): `make tools-kwok` builds what the kwok-only
+#                                cluster of `make demo` runs, nothing for the real node or kind
 #   hack/tools/build.sh --dir    print the bin directory only (no build)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,6 +17,13 @@ hash=$(cd "$here" && cat versions.env kube/go.mod kube/go.sum kube/main.go \
 root="${XDG_CACHE_HOME:-$HOME/.cache}/statefulwebapp-operator/tools/$hash"
 bin="$root/bin"
 if [ "${1:-}" = "--dir" ]; then echo "$bin"; exit 0; fi
+TOOLS="kube etcd swa-nfs-mount kubeadm kwok kwokctl coredns crictl helm"
+only=" $* "
+for tool in "$@"; do
+  case " $TOOLS " in *" $tool "*) ;; *) printf '[tools] error: no tool %s: choose among %s\n' "$tool" "$TOOLS" >&2; exit 2 ;; esac
+done
+# Whether TOOL is to be built: every tool when none is named.
+want() { [ "$only" = "  " ] || [[ $only == *" $1 "* ]]; }
 
 say() { printf '[tools] %s\n' "$*" >&2; }
 die() { printf '[tools] error: %s\n' "$*" >&2; exit 1; }
@@ -30,17 +40,19 @@ proxy_check() {
 }
 
 # Runs one build, showing a live count of compiled packages, and records its wall time and peak
-# memory (from GNU time) in logs/build-times.tsv. The build runs in a process group of its own
-# (a script's background job ignores Ctrl-C), stopped whole when this script is interrupted.
+# memory (from GNU time) in logs/build-times.tsv.
+#   build NAME DIR COMMAND...
+# The build runs in DIR in a process group of its own, stopped whole when this script is
+# interrupted or terminated (a script's background job ignores Ctrl-C, so it would go on).
 build() {
-  local name=$1; shift
+  local name=$1 dir=$2; shift 2
   local start end n=0 log="$root/logs/$name.log"
   start=$(date +%s)
   say "building $name ..."
-  setsid /usr/bin/time -f '%M' -o "$root/logs/$name.maxrss" "$@" >"$log" 2>&1 </dev/null &
+  (cd "$dir" && exec setsid /usr/bin/time -f '%M' -o "$root/logs/$name.maxrss" "$@") >"$log" 2>&1 </dev/null &
   local pid=$!
   # shellcheck disable=SC2064 # the pid and name are those of this build
-  trap "kill -TERM -- -$pid 2>/dev/null; wait $pid; printf '\\n' >&2; die 'interrupted: stopped the build of $name'" INT TERM HUP
+  trap "kill -TERM -- -$pid 2>/dev/null; wait $pid || true; printf '\\n' >&2; die 'interrupted: stopped the build of $name'" INT TERM HUP
   while kill -0 "$pid" 2>/dev/null; do
     n=$(grep -vc '^go: downloading' "$log" 2>/dev/null || true)
     printf '\r[tools]   %s: %s packages compiled, %ss' "$name" "$n" "$(( $(date +%s) - start ))" >&2
@@ -57,7 +69,7 @@ build() {
   say "built $name in $(( end - start ))s (peak RSS $(( $(tail -n1 "$root/logs/$name.maxrss") / 1024 )) MiB)"
 }
 
-need() { for f in "$@"; do [ -x "$bin/$f" ] || return 0; done; return 1; }
+need() { want "$1" || return 1; for f in "$@"; do [ -x "$bin/$f" ] || return 0; done; return 1; }
 checked=
 ensure_proxy() { [ -n "$checked" ] || { proxy_check; checked=1; }; }
 
@@ -75,13 +87,15 @@ kube_ldflags() {
 export GOFLAGS=-mod=mod
 if need kube; then
   ensure_proxy
-  (cd "$here/kube" && build kube go build -v -trimpath -ldflags "$(kube_ldflags)" -o "$bin/kube" .)
+  build kube "$here/kube" go build -v -trimpath -ldflags "$(kube_ldflags)" -o "$bin/kube" .
 fi
-for n in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do ln -sf kube "$bin/$n"; done
+if [ -x "$bin/kube" ]; then
+  for n in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do ln -sf kube "$bin/$n"; done
+fi
 
 if need etcd; then
   ensure_proxy
-  (cd "$here/etcd" && build etcd go build -v -trimpath -ldflags "-s -w" -o "$bin/etcd" .)
+  build etcd "$here/etcd" go build -v -trimpath -ldflags "-s -w" -o "$bin/etcd" .
 fi
 
 # The real node's mount helper (--experimental-mounter-path): the guard against foreign
@@ -89,9 +103,9 @@ fi
 # Rebuilt whenever its own sources change (a stamp of their hash), without touching the
 # cache of the Kubernetes build above, which takes many times longer.
 nfs_hash=$(cd "$here/nfs-mount" && cat go.mod go.sum ./*.go | sha256sum | cut -c1-12)
-if need swa-nfs-mount || [ "$(cat "$root/swa-nfs-mount.hash" 2>/dev/null)" != "$nfs_hash" ]; then
+if need swa-nfs-mount || { want swa-nfs-mount && [ "$(cat "$root/swa-nfs-mount.hash" 2>/dev/null)" != "$nfs_hash" ]; }; then
   ensure_proxy
-  (cd "$here/nfs-mount" && build swa-nfs-mount go build -v -trimpath -ldflags "-s -w" -o "$bin/swa-nfs-mount" .)
+  build swa-nfs-mount "$here/nfs-mount" go build -v -trimpath -ldflags "-s -w" -o "$bin/swa-nfs-mount" .
   echo "$nfs_hash" >"$root/swa-nfs-mount.hash"
 fi
 
@@ -99,9 +113,9 @@ fi
 # like the mount helper, so that the multi-call build above stays cached; the Go build cache
 # already holds every package the two share. Same version stamps as the multi-call build.
 kubeadm_hash=$(cd "$here" && cat versions.env kubeadm/go.mod kubeadm/go.sum kubeadm/main.go | sha256sum | cut -c1-12)
-if need kubeadm || [ "$(cat "$root/kubeadm.hash" 2>/dev/null)" != "$kubeadm_hash" ]; then
+if need kubeadm || { want kubeadm && [ "$(cat "$root/kubeadm.hash" 2>/dev/null)" != "$kubeadm_hash" ]; }; then
   ensure_proxy
-  (cd "$here/kubeadm" && build kubeadm go build -v -trimpath -ldflags "$(kube_ldflags)" -o "$bin/kubeadm" .)
+  build kubeadm "$here/kubeadm" go build -v -trimpath -ldflags "$(kube_ldflags)" -o "$bin/kubeadm" .
   echo "$kubeadm_hash" >"$root/kubeadm.hash"
 fi
 
@@ -111,7 +125,7 @@ install() {
   local name=$1 pkg=$2 ld=${3:-}
   if need "$name"; then
     ensure_proxy
-    (cd "$root" && GOFLAGS= GOBIN="$bin" build "$name" go install -v -trimpath -ldflags "-s -w $ld" "$pkg")
+    GOFLAGS='' GOBIN=$bin build "$name" "$root" go install -v -trimpath -ldflags "-s -w $ld" "$pkg"
   fi
 }
 install kwok "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}" "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${KUBE_VERSION}"
