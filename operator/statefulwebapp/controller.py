@@ -50,13 +50,17 @@ def new_queue(
     Eight workers, within kube.POOL_SIZE connections: kopf's handlers only hand work over, so
     kopf's event loop never waits on the API and its per-object queues (full bodies, managed
     fields included) drain as fast as events come; a burst waits as keys in the queue instead.
-    A 0.5 s window absorbs a child's burst of status updates. Progress-only status writes: per
+    A 0.5 s window absorbs a child's burst of status updates while more apps than workers are in
+    a pass or a window; with fewer, 50 ms, so that a lone app's children ready are passed at
+    once rather than half a second later (a burst from one kwok or kubelet update is over in
+    milliseconds). Progress-only status writes: per
     app every 30 s, operator-wide one per second, so that a burst of new apps costs each its
     applies and two status writes (acknowledged, Ready); those two are never held.
     """
     return workqueue.WorkQueue(
         workers=8,
         coalesce=0.5,
+        coalesce_idle=0.05,
         retry=2.0,
         retry_max=300.0,
         progress_interval=30.0,

@@ -8,8 +8,11 @@ class, so it can be tested without a cluster:
 
 - the first request for an app runs at once on the pool, never in the caller's thread (kopf's
   event loop must not wait on the API): a deleted child is repaired without waiting;
-- requests arriving while that pass runs, or within ``coalesce`` seconds after it, share one
-  trailing pass: a DaemonSet reporting 0/4 ... 4/4 within a second costs two passes, not five;
+- requests arriving while that pass runs, or within the coalescing window after it, share one
+  trailing pass: a DaemonSet reporting 0/4 ... 4/4 within a second costs two passes, not five.
+  The window is ``coalesce`` seconds under load (more apps in a pass or a window than there
+  are workers) and ``coalesce_idle`` otherwise: a lone app is not kept waiting for a burst
+  that is not coming, and a fleet still shares its passes;
 - a step that fails (server trouble, anything unexpected) is tried again with exponential
   backoff and jitter: ``retry`` seconds, doubling per failure in a row up to ``retry_max``,
   each delay drawn from its upper half so that apps failing together do not retry together;
@@ -105,14 +108,20 @@ class WorkQueue:
         *,
         workers: int = 4,
         coalesce: float = 0.5,
+        coalesce_idle: float | None = None,
         retry: float = 10.0,
         retry_max: float = 300.0,
         progress_interval: float = 30.0,
         progress_rate: float = 1.0,
         rollouts_per_minute: float = ROLLOUTS_PER_MINUTE,
     ) -> None:
-        """Timings in seconds; ``progress_rate`` in writes per second."""
+        """Timings in seconds; ``progress_rate`` in writes per second.
+
+        ``coalesce_idle``: the window while the queue is not loaded (default: ``coalesce``).
+        """
+        self.workers = workers
         self.coalesce = coalesce
+        self.coalesce_idle = coalesce if coalesce_idle is None else coalesce_idle
         self.retry = retry
         self.retry_max = retry_max
         self.progress_interval = progress_interval
@@ -202,8 +211,11 @@ class WorkQueue:
             self._queued -= 1
         self._run(key, step)
 
+    def _window(self) -> float:
+        """The coalescing window now (under the lock): long only while apps outnumber workers."""
+        return self.coalesce if len(self._busy) > self.workers else self.coalesce_idle
+
     def _run(self, key: Hashable, step: Step) -> None:
-        delay = self.coalesce
         result = Result(failed=True)
         try:
             result = step()
@@ -211,6 +223,7 @@ class WorkQueue:
             log.exception("pass for %s failed; retrying with backoff", key)
         finally:
             with self._lock:
+                delay = window = self._window()
                 if result.status_written:
                     self._written[key] = time.monotonic()
                 recovered: list[Hashable] = []
@@ -241,7 +254,7 @@ class WorkQueue:
                     functools.partial(self._requeue, key, step, requeue),
                 )
             for k, wait in trails:
-                soon = delay if k == key else self.coalesce
+                soon = delay if k == key else window
                 self._delays.call_later(soon, functools.partial(self._trail, k, wait))
 
     def _next_wait(self, key: Hashable) -> int:

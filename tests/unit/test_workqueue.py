@@ -65,6 +65,28 @@ def test_a_burst_shares_one_trailing_pass_with_the_newest_step() -> None:
     assert rec.ran == ["lead", "burst-4"]
 
 
+def test_a_lone_app_waits_only_the_idle_window() -> None:
+    """No load: the burst after a pass is passed after ``coalesce_idle``, not ``coalesce``."""
+    passes, rec = WorkQueue(workers=1, coalesce=60, coalesce_idle=0.01), Recorder()
+    passes.add("a", rec.step("lead"))
+    rec.wait_for(1)
+    for i in range(3):
+        passes.add("a", rec.step(f"burst-{i}"))
+    assert rec.wait_for(2) == ["lead", "burst-2"]  # Long before the 60 s window would close.
+
+
+def test_under_load_a_burst_waits_the_whole_window() -> None:
+    """More apps in a pass or a window than workers: the long window, so passes are shared."""
+    passes, rec = WorkQueue(workers=1, coalesce=1.0, coalesce_idle=0.01), Recorder()
+    for key in ("b", "c", "a"):  # One worker: b runs while c and a wait, all three busy.
+        passes.add(key, rec.step(key))
+    assert sorted(rec.wait_for(3)) == ["a", "b", "c"]
+    passes.add("a", rec.step("a-burst"))
+    time.sleep(0.3)
+    assert "a-burst" not in rec.ran, "a loaded queue passed a burst before its window closed"
+    assert rec.wait_for(4)[-1] == "a-burst"
+
+
 def test_apps_do_not_wait_for_each_other() -> None:
     passes, rec = WorkQueue(coalesce=5), Recorder()
     passes.add("a", rec.step("a"))
