@@ -16,8 +16,9 @@ from statefulwebapp.metrics import Metrics
 from statefulwebapp.model import parse
 from statefulwebapp.workqueue import WorkQueue
 from tests.unit.fakeapi import FakeApi, Obj
-from tests.unit.test_reconcile import APPLY_ORDER, PATHS
+from tests.unit.test_reconcile import APPLY_ORDER, PATHS, RENDERED
 from tests.unit.test_render import SCENARIO
+from tests.unit.test_status import healthy
 
 KEY = ("default", "web")
 APP = kube.path("StatefulWebApp", "web", "default")
@@ -26,10 +27,10 @@ TIMEOUT = 10.0
 
 
 class Fixture:
-    def __init__(self) -> None:
+    def __init__(self, queue: WorkQueue | None = None) -> None:
         self.api = FakeApi()
         self.apps: dict[tuple[str, str], list[str]] = {}
-        self.queue = WorkQueue(coalesce=0.01)
+        self.queue = queue or WorkQueue(coalesce=0.01)
         self.controller = Controller(
             self.api,  # type: ignore[arg-type]
             apps=self.apps,
@@ -124,3 +125,35 @@ def test_an_app_found_gone_after_a_watch_gap_gets_no_pass(fx: Fixture) -> None:
     fx.controller.app_changed(KEY, fx.index({**body, "metadata": {**body["metadata"], "uid": "2"}}))
     fx.settle()
     assert STATUS in fx.api.sent()
+
+
+def test_a_daemonset_counting_up_to_ready_costs_the_ready_write_alone() -> None:
+    """0/4 ... 4/4, each report passed at once (one app: the short window), costs one status
+    write, Ready's: the counts between are progress, held (``status.urgent``)."""
+    fx = Fixture(WorkQueue(workers=8, coalesce=0.5, coalesce_idle=0.01))
+    fx.controller.app_changed(KEY, fx.index(app()))
+    fx.settle()
+    observed = healthy()
+    for child in RENDERED:  # Every child as the cluster reports it: what was applied, healthy.
+        body = fx.api.objects[PATHS[child.key]]
+        body["status"] = copy.deepcopy(observed.get(child.key, {}).get("status", {}))
+        if "observedGeneration" in body["status"]:
+            body["status"]["observedGeneration"] = body["metadata"]["generation"]
+        fx.controller.children[child.key].put(body["metadata"]["uid"], KEY, informer.pack(body))
+    daemonset = fx.api.objects[PATHS["DaemonSet"]]
+    fx.api.requests.clear()
+    registry = fx.controller.metrics.registry
+    count = "statefulwebapp_reconcile_duration_seconds_count"
+    before = registry.get_sample_value(count) or 0
+    for ready in range(5):
+        daemonset["status"]["numberReady"] = ready
+        store = fx.controller.children[kinds.DAEMONSET.key]
+        store.put(daemonset["metadata"]["uid"], KEY, informer.pack(daemonset))
+        fx.controller.tell(kinds.DAEMONSET, KEY, "MODIFIED")
+        fx.settle()
+        time.sleep(0.05)  # Past the short window: the next report gets a pass of its own.
+        fx.settle()
+    assert (registry.get_sample_value(count) or 0) - before == 5, "a report waited for another"
+    assert fx.api.sent().count(STATUS) == 1, fx.api.requests
+    written = fx.api.objects[APP]["status"]
+    assert next(c for c in written["conditions"] if c["type"] == "Ready")["status"] == "True"
