@@ -127,7 +127,8 @@ down() {
   mapfile -t v < <(podman volume ls --format '{{.Name}} {{.Labels}}' | awk -v n="map[$NAME-" 'index($2, n) == 1 {print $1}')
   [ ${#c[@]} -eq 0 ] || left+=("containers: ${c[*]}")
   [ ${#v[@]} -eq 0 ] || left+=("volumes: ${v[*]}")
-  podman network exists kind && left+=("network: kind")
+  # Another kind cluster's containers keep the network: it is theirs then, not left behind.
+  podman network exists kind && [ -z "$(podman ps -aq --filter network=kind)" ] && left+=("network: kind")
   [ ${#left[@]} -eq 0 ] || die "the kind cluster $NAME left behind ${left[*]}"
   rm -rf "$DIR"
   say "kind cluster $NAME deleted"
