@@ -41,6 +41,7 @@ from typing import Any
 import pykube
 import requests
 
+from bench.profile import Recording
 from bench.timeline import tail_timeline, timelines
 from statefulwebapp import names
 from statefulwebapp.kinds import render_all
@@ -420,7 +421,13 @@ def wait_quiet(since: str, seconds: float) -> Counter[str]:
 
 
 def measure(
-    ns: list[int], soak_s: float, steady_s: float, workers: int, repeats: int, out: Path
+    ns: list[int],
+    soak_s: float,
+    steady_s: float,
+    workers: int,
+    repeats: int,
+    out: Path,
+    profile: bool = False,
 ) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     operator_log = out / "operator.log"
@@ -449,8 +456,10 @@ def measure(
         log(f"N={n} #{rep + 1}: operator idle at {rss_idle:.0f} MiB; creating {n} apps")
         mark = audit_mark()
         cpu0 = operator.cpu_seconds()
+        spy = Recording(operator.process.pid, out / "profile.raw") if profile and largest else None
         fleet = run_operator_fleet(api, namespace, n, workers)
         time.sleep(2)  # Let the last status writes land in the audit log.
+        profiled = spy.stop() if spy else None
         created_counts = operator_requests(mark)
         tail = fleet_timeline(mark, namespace, fleet)
         cpu_fleet = operator.cpu_seconds() - cpu0
@@ -478,6 +487,7 @@ def measure(
             "operator_cpu_s": round(cpu_fleet, 1),
             "cpu_s_per_100_apps": round(cpu_fleet / n * 100, 2),
             "tail_timeline": tail,
+            **({"profile": profiled} if profiled else {}),
             "latencies_s": [round(x, 3) for x in sorted(fleet.latencies)],
             "floor_latencies_s": [round(x, 3) for x in sorted(floor.latencies)],
         }
@@ -686,6 +696,11 @@ def main(argv: Iterable[str] | None = None) -> int:
         ),
     )
     p.add_argument("--out", type=Path, default=REPO / "bench/results", help="results folder")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the operator with py-spy while the largest fleet is created (profile key)",
+    )
     args = p.parse_args(list(argv) if argv is not None else None)
     SPEC["replicas"] = args.replicas
     ns = [int(x) for x in args.n.split(",")]
@@ -697,7 +712,9 @@ def main(argv: Iterable[str] | None = None) -> int:
         log(f"error: statefulwebapp-operator already running (pid {', '.join(others)}); stop it")
         return 2
     started = time.time()
-    result = measure(ns, args.soak, args.steady, args.workers, args.repeats, args.out)
+    result = measure(
+        ns, args.soak, args.steady, args.workers, args.repeats, args.out, profile=args.profile
+    )
     result["versions"] = versions()
     result["machine"] = machine()
     result["duration_s"] = round(time.time() - started)
