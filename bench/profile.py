@@ -54,7 +54,7 @@ def summarise(lines: list[str], top: int) -> dict[str, Any]:
         frames = [_function(frame) for frame in stack.split(";")]
         total += n
         own[frames[-1]] += n
-        for frame in set(frames):
+        for frame in dict.fromkeys(frames):  # Each once, outermost first (ties keep it).
             inclusive[frame] += n
 
     def ranked(counts: Counter[str]) -> list[dict[str, Any]]:
