@@ -278,12 +278,17 @@ kube_rules() {
   done
 }
 
-# Only what was added since start (kube_rules before and now, as multisets): the node's
-# kubelet and kube-proxy made it. Rules first, then the chains, which nothing jumps to any more.
-remove_added_rules() {
+# What kube_rules shows now and did not at start (as multisets): the node's kubelet and
+# kube-proxy made it. Nothing without the record of the start.
+added_rules() {
   [ -f "$RULES_BEFORE" ] || return 0
+  comm -13 <(sort "$RULES_BEFORE") <(kube_rules | sort)
+}
+
+# Rules first, then the chains, which nothing jumps to any more.
+remove_added_rules() {
   local added ipt table rule chain step
-  added=$(comm -13 <(sort "$RULES_BEFORE") <(kube_rules | sort))
+  added=$(added_rules)
   while read -r ipt table rule; do
     eval "$ipt -t $table -D ${rule#-A }" 2>/dev/null || true
   done < <(grep -E '^[a-z0-9]+ [a-z]+ -A ' <<<"$added" || true)
@@ -300,9 +305,8 @@ left_behind() {
   pgrep -f -- "$NODE_DIR/" >/dev/null && left+=("processes: $(pgrep -f -- "$NODE_DIR/" | tr '\n' ' ')")
   grep -q " $NODE_DIR" /proc/mounts && left+=("mounts: $(grep -c " $NODE_DIR" /proc/mounts)")
   ip link show "$BRIDGE" >/dev/null 2>&1 && left+=("network device $BRIDGE")
-  local chains=
-  [ -f "$RULES_BEFORE" ] && chains=$(comm -13 <(sort "$RULES_BEFORE") <(kube_rules | sort) \
-    | sed -n 's/^[a-z0-9]* \([a-z]*\) :\(.*\)/\1:\2/p' | paste -sd ' ')
+  local chains
+  chains=$(added_rules | sed -n 's/^[a-z0-9]* \([a-z]*\) :\(.*\)/\1:\2/p' | paste -sd ' ')
   [ -z "$chains" ] || left+=("iptables chains $chains")
   compgen -G "/sys/fs/cgroup/*/$CGROUP_ROOT" >/dev/null && left+=("cgroups $CGROUP_ROOT")
   [ ${#left[@]} -eq 0 ] || die "the real node left behind: ${left[*]}"

@@ -119,7 +119,8 @@ down() {
     SWA_NFS_DIR=$NFS_DIR SWA_NFS_BIND=${SWA_NFS_BIND:-127.0.0.1} "$repo/hack/cluster/nfs.sh" stop
   fi
   # The kind network is kind's to keep between clusters, but it is ours when no cluster uses it.
-  if podman network exists kind && [ -z "$(podman ps -aq --filter network=kind)" ]; then
+  unused_network() { podman network exists kind && [ -z "$(podman ps -aq --filter network=kind)" ]; }
+  if unused_network; then
     podman network rm kind >/dev/null
   fi
   mapfile -t c < <(podman ps -a --filter "label=io.x-k8s.kind.cluster=$NAME" --format '{{.Names}}')
@@ -128,7 +129,7 @@ down() {
   [ ${#c[@]} -eq 0 ] || left+=("containers: ${c[*]}")
   [ ${#v[@]} -eq 0 ] || left+=("volumes: ${v[*]}")
   # Another kind cluster's containers keep the network: it is theirs then, not left behind.
-  podman network exists kind && [ -z "$(podman ps -aq --filter network=kind)" ] && left+=("network: kind")
+  unused_network && left+=("network: kind")
   [ ${#left[@]} -eq 0 ] || die "the kind cluster $NAME left behind ${left[*]}"
   rm -rf "$DIR"
   say "kind cluster $NAME deleted"

@@ -53,9 +53,9 @@ def new_queue(
     A 0.5 s window absorbs a child's burst of status updates while more apps than workers are in
     a pass or a window; with fewer, 50 ms, so that a lone app's children ready are passed at
     once rather than half a second later (a burst from one kwok or kubelet update is over in
-    milliseconds). Progress-only status writes: per
-    app every 30 s, operator-wide one per second, so that a burst of new apps costs each its
-    applies and two status writes (acknowledged, Ready); those two are never held.
+    milliseconds). Progress-only status writes: per app every 30 s, operator-wide one per
+    second, so that a burst of new apps costs each its applies and two status writes
+    (acknowledged, Ready); those two are never held.
     """
     return workqueue.WorkQueue(
         workers=8,
