@@ -1,9 +1,11 @@
 """Where the operator's CPU goes during a fleet: py-spy samples, summed per function.
 
 ``make bench BENCH_ARGS='--profile'`` records the operator while the largest fleet is created
-(py-spy attached to the running process, 100 samples a second, idle threads left out) and
-writes ``profile.json``: the functions that were on the CPU most, by their own samples and by
-the samples of everything they called, and the share of each among all samples.
+(py-spy attached to the running process, 100 samples a second) and writes ``profile.json``: the
+functions that were on the CPU most, by their own samples and by the samples of everything they
+called, and the share of each among all samples. Only the thread holding the GIL is sampled: a
+thread waiting on a socket or a lock is not the operator's CPU (sampling every thread not idle
+counted them, a third of the samples in ``SSLSocket.read``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ class Recording:
         spy = Path(sys.executable).with_name("py-spy")
         args = ["--pid", str(pid), "--rate", "100", "--format", "raw", "--output", str(raw)]
         self.process = subprocess.Popen(
-            [spy, "record", *args, "--nonblocking"],
+            [spy, "record", *args, "--gil", "--nonblocking"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

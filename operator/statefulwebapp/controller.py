@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import kopf
@@ -38,6 +39,10 @@ RESYNC_SECONDS = 30.0
 """Default period of the full check (``--resync-seconds``): the longest a change missed in a
 watch gap stays unrepaired. Its cost is a few metadata-only list requests per period and no
 write when in sync."""
+
+LOOKUPS = 8
+"""Threads for the looks before creating children: with the eight pass workers, within
+kube.POOL_SIZE connections (a worker waiting for its looks holds none)."""
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +131,8 @@ class Controller:
         """The namespaces served (empty: all). Volumes are cluster-scoped: an operator serving
         some namespaces must not collect the volumes of apps in the others."""
         self.queue = queue or new_queue()
+        self.lookups = ThreadPoolExecutor(LOOKUPS, thread_name_prefix="lookup")
+        """Where a pass's looks before creating children go at once (reconcile._look_up)."""
         self.children: Mapping[str, informer.Store] = children or {}
         """The informers' caches, by store name (a child kind, or a source's name)."""
         self.memory = Memory()
@@ -329,6 +336,7 @@ class Controller:
                 mount_failures=[json.loads(packed) for packed in failures],
                 probe_failures=[json.loads(packed) for packed in unhealthy],
                 restoring=restore.under_way(restores),
+                lookups=self.lookups,
             )
         except Exception as err:
             logger.error("reconcile failed, retrying with backoff: %s", err)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -98,11 +99,32 @@ class Memory:
     """App -> kind -> (digest, stored form)."""
     refused: dict[Key, dict[str, tuple[str, status.Problem]]] = field(default_factory=dict)
     """App -> kind -> (digest, why it was refused)."""
+    rendered: dict[Key, tuple[AppSpec, Mapping[str, Obj | None]]] = field(default_factory=dict)
+    """App -> (the spec last rendered, its stamped children): most passes come from a child's
+    event and find the spec unchanged, so rendering and digesting it again would only cost
+    the CPU the control plane shares."""
+
+    def rendering(self, app: AppSpec) -> Mapping[str, Obj | None]:
+        """The stamped children of ``app`` by kind (None: disabled), rendered once per spec.
+
+        The result is shared between passes: nobody may change it.
+        """
+        key = (app.namespace, app.name)
+        last = self.rendered.get(key)
+        if last is not None and last[0] == app:
+            return last[1]
+        desired: dict[str, Obj | None] = {
+            kind: None if manifest is None else drift.stamp(manifest)
+            for kind, manifest in kinds.render_all(app).items()
+        }
+        self.rendered[key] = (app, desired)
+        return desired
 
     def forget(self, key: Key) -> None:
         """The app is gone."""
         self.stored.pop(key, None)
         self.refused.pop(key, None)
+        self.rendered.pop(key, None)
 
 
 @dataclass(frozen=True)
@@ -165,6 +187,7 @@ def reconcile(
     mount_failures: Sequence[Obj] = (),
     probe_failures: Sequence[Obj] = (),
     restoring: str = "",
+    lookups: Executor | None = None,
 ) -> Outcome:
     """Bring the app's children in line with its spec and publish the recomputed status.
 
@@ -178,7 +201,8 @@ def reconcile(
     once. ``mount_failures`` and ``probe_failures``: the kubelet's FailedMount and Unhealthy
     events of the app's pods, packed (``informer.pack_pod_event``), for the status.
     ``restoring``: the StatefulWebAppRestore under way for the app, if one is (restore.py):
-    the web pods are stopped while it runs.
+    the web pods are stopped while it runs. ``lookups``: a pool for the looks before
+    creating missing children, which then go at once.
     """
     outcome = Outcome()
     seen = Seen.of(body)
@@ -197,20 +221,19 @@ def reconcile(
         outcome.ready_reason = status.ready_condition(invalid).get("reason")
         _publish(api, seen, invalid, outcome, progress_due=progress_due)
         return outcome
-    # 2. Render every child, stamped with the digest of its rendering.
-    desired = {
-        kind: None if manifest is None else drift.stamp(manifest)
-        for kind, manifest in kinds.render_all(app).items()
-    }
+    # 2. Render every child, stamped with the digest of its rendering (once per spec).
+    desired = memory.rendering(app)
     try:
         # 3. Before creating a missing child: the app must really exist (an index entry can
         #    outlive a watch gap), and no object of ours may be in the way of a child's name.
-        if any(desired[kind] is not None and children.get(kind) is None for kind in desired):
-            current = kube.get(api, kinds.APP.name, app.name, app.namespace, cached=True)
+        missing = [k for k, manifest in desired.items() if manifest and children.get(k) is None]
+        if missing:
+            current, found = _look_up(api, app, desired, missing, lookups)
             if current is None or current["metadata"].get("uid") != app.uid:
                 outcome.app_gone = True
                 return outcome
-        conflict = _find_conflict(api, app, desired, children)
+            children.update(found)
+        conflict = _find_conflict(app, desired, children)
         if conflict is not None:
             outcome.problems.append(conflict)
         else:
@@ -250,11 +273,34 @@ def reconcile(
     return outcome
 
 
-def _find_conflict(
+def _look_up(
     api: pykube.HTTPClient,
     app: AppSpec,
     desired: Mapping[str, Obj | None],
-    children: dict[str, Obj | None],
+    missing: Sequence[str],
+    lookups: Executor | None,
+) -> tuple[Obj | None, dict[str, Obj | None]]:
+    """The app and the ``missing`` children as the API server's watch cache has them.
+
+    The watches only see our labelled objects: a foreign object in a child's way needs a
+    direct look. With a pool the looks go at once, so a new app waits one round trip for them
+    rather than one per child.
+    """
+    wanted = [(kinds.APP.name, app.name)] + [
+        (kinds.BY_KEY[key].name, (desired[key] or {})["metadata"]["name"]) for key in missing
+    ]
+
+    def look(kind_name: tuple[str, str]) -> Obj | None:
+        return kube.get(api, *kind_name, app.namespace, cached=True)
+
+    found = list(lookups.map(look, wanted)) if lookups else [look(w) for w in wanted]
+    return found[0], dict(zip(missing, found[1:], strict=True))
+
+
+def _find_conflict(
+    app: AppSpec,
+    desired: Mapping[str, Obj | None],
+    children: Mapping[str, Obj | None],
 ) -> status.Problem | None:
     for key, manifest in desired.items():
         if manifest is None:
@@ -262,10 +308,6 @@ def _find_conflict(
         live = children.get(key)
         kind = kinds.BY_KEY[key].name
         name = manifest["metadata"]["name"]
-        if live is None:
-            # The watches only see our labelled objects; a foreign one needs a direct look.
-            live = kube.get(api, kind, name, app.namespace, cached=True)
-            children[key] = live
         if live is not None and not owned(app, live):
             return status.Problem(
                 "NameConflict",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ import requests
 
 from statefulwebapp import kinds, kube
 from statefulwebapp.drift import DIGEST
-from statefulwebapp.model import parse
+from statefulwebapp.model import AppSpec, parse
 from statefulwebapp.reconcile import Memory, Outcome, collect_volume, reconcile
 from tests.unit.fakeapi import FakeApi, Obj, error
 from tests.unit.test_render import SCENARIO
@@ -55,7 +56,7 @@ class Pass:
                 self.body["spec"][key] = value
         self.body["metadata"]["generation"] += 1
 
-    def run(self, rollout_due: bool = True) -> Outcome:
+    def run(self, rollout_due: bool = True, lookups: Executor | None = None) -> Outcome:
         self.api.requests.clear()
         observed = {kind: self.api.objects.get(path) for kind, path in PATHS.items()}
         outcome = reconcile(
@@ -66,6 +67,7 @@ class Pass:
             logger=logging.getLogger("test"),
             memory=self.memory,
             rollout_due=lambda: rollout_due,
+            lookups=lookups,
         )
         if outcome.written_status is not None:
             self.body = {**self.body, "status": outcome.written_status}
@@ -109,6 +111,15 @@ def ready(app: Pass) -> None:
     ready_children(app.api)
     app.run()
     assert app.body["status"]["conditions"][0]["reason"] == "Ready"
+
+
+def test_a_new_app_looks_for_its_children_at_once_with_a_pool(app: Pass) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        outcome = app.run(lookups=pool)
+    # The same looks as one at a time, in any order; the applies still one by one, in order.
+    assert sorted(app.api.sent("GET")) == sorted([APP_PATH, *APPLY_ORDER])
+    assert app.api.sent("PATCH") == [*APPLY_ORDER, f"{APP_PATH}/status"]
+    assert outcome.problems == []
 
 
 def test_a_new_app_gets_every_child_in_order_then_one_status(app: Pass) -> None:
@@ -274,7 +285,8 @@ def test_an_app_gone_from_the_cluster_gets_nothing_created(app: Pass) -> None:
     del app.api.objects[APP_PATH]
     outcome = app.run()
     assert outcome.app_gone
-    assert app.api.sent("GET") == [APP_PATH]
+    # Only looks (the app and, at the same time, its children's names): nothing written.
+    assert app.api.sent("GET") == [APP_PATH, *APPLY_ORDER]
     assert app.api.sent("PATCH") == []
 
 
@@ -420,3 +432,27 @@ def test_a_child_already_being_deleted_is_not_asked_again(app: Pass) -> None:
     outcome = app.run()
     assert app.api.sent("DELETE") == []
     assert outcome.deleted == []
+
+
+def test_a_spec_is_rendered_once_whatever_the_passes(
+    app: Pass, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    renders: list[str] = []
+    render_all = kinds.render_all
+
+    def counted(spec: AppSpec) -> dict[str, Obj | None]:
+        renders.append(spec.image)
+        return render_all(spec)
+
+    monkeypatch.setattr(kinds, "render_all", counted)
+    ready(app)
+    app.run()
+    # Three passes (new, children ready, in sync), one rendering.
+    assert renders == ["nginx"]
+    app.edit(image="nginx:1.27")
+    outcome = app.run()
+    assert renders == ["nginx", "nginx:1.27"]
+    assert outcome.applied == ["StatefulSet/web"]
+    app.memory.forget(("default", "web"))
+    app.run()
+    assert len(renders) == 3
