@@ -19,6 +19,7 @@ Run it with ``make bench``; options: ``--help``.
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
 import json
 import os
@@ -133,6 +134,9 @@ class OperatorProcess:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+        # A run that fails half-way must not leave it serving the cluster: the next run would
+        # refuse to start (two operators would double every figure).
+        atexit.register(_end, process)
         time.sleep(2)
         if process.poll() is not None:
             raise RuntimeError(f"the operator exited: see {log_path}")
@@ -150,12 +154,19 @@ class OperatorProcess:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        _end(self.process)
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    """Stop an operator process (SIGINT, as a user would), killed if it takes over a minute."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def audit_mark() -> str:
@@ -702,6 +713,8 @@ def main(argv: Iterable[str] | None = None) -> int:
         help="sample the operator with py-spy while the largest fleet is created (profile key)",
     )
     args = p.parse_args(list(argv) if argv is not None else None)
+    if args.soak <= 0 or args.steady <= 0:
+        p.error("--soak and --steady must be over 0 s: requests per minute are measured over them")
     SPEC["replicas"] = args.replicas
     ns = [int(x) for x in args.n.split(",")]
     others = subprocess.run(
