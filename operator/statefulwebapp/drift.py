@@ -35,10 +35,13 @@ def digest(manifest: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def stamp(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """``manifest`` with its own digest among its annotations, ready to apply."""
+def stamp(manifest: Mapping[str, Any], known: str | None = None) -> dict[str, Any]:
+    """``manifest`` with its own digest among its annotations, ready to apply.
+
+    ``known``: that digest, computed before for this same rendering.
+    """
     meta = dict(manifest["metadata"])
-    meta["annotations"] = {**(meta.get("annotations") or {}), DIGEST: digest(manifest)}
+    meta["annotations"] = {**(meta.get("annotations") or {}), DIGEST: known or digest(manifest)}
     return {**manifest, "metadata": meta}
 
 

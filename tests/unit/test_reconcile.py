@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 import pytest
 import requests
 
-from statefulwebapp import kinds, kube
+from statefulwebapp import drift, kinds, kube
 from statefulwebapp.drift import DIGEST
-from statefulwebapp.model import AppSpec, parse
+from statefulwebapp.model import parse
 from statefulwebapp.reconcile import Memory, Outcome, collect_volume, reconcile
 from tests.unit.fakeapi import FakeApi, Obj, error
 from tests.unit.test_render import SCENARIO
@@ -434,25 +435,31 @@ def test_a_child_already_being_deleted_is_not_asked_again(app: Pass) -> None:
     assert outcome.deleted == []
 
 
-def test_a_spec_is_rendered_once_whatever_the_passes(
+def test_a_spec_is_digested_once_whatever_the_passes(
     app: Pass, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    renders: list[str] = []
-    render_all = kinds.render_all
+    digested: list[str] = []
+    digest = drift.digest
 
-    def counted(spec: AppSpec) -> dict[str, Obj | None]:
-        renders.append(spec.image)
-        return render_all(spec)
+    def counted(manifest: Mapping[str, Any]) -> str:
+        digested.append(manifest["kind"])
+        return digest(manifest)
 
-    monkeypatch.setattr(kinds, "render_all", counted)
+    monkeypatch.setattr(drift, "digest", counted)
+    kinds_rendered = sorted(c.name for c in RENDERED)
     ready(app)
     app.run()
-    # Three passes (new, children ready, in sync), one rendering.
-    assert renders == ["nginx"]
+    # Three passes (new, children ready, in sync), one digest of each child.
+    assert sorted(digested) == kinds_rendered
     app.edit(image="nginx:1.27")
     outcome = app.run()
-    assert renders == ["nginx", "nginx:1.27"]
+    assert sorted(digested[len(RENDERED) :]) == kinds_rendered
     assert outcome.applied == ["StatefulSet/web"]
+    # The stamps are those a fresh digest gives.
+    live = app.api.objects[PATHS["StatefulSet"]]
+    assert live["metadata"]["annotations"][DIGEST] == digest(
+        kinds.STATEFULSET.render(parse(app.body))
+    )
     app.memory.forget(("default", "web"))
     app.run()
-    assert len(renders) == 3
+    assert len(digested) == 3 * len(RENDERED)
