@@ -80,10 +80,20 @@ def percentile(values: list[float], q: float) -> float:
 
 def fresh_cluster() -> pykube.HTTPClient:
     """Stop the local cluster and start a new one with audit logging; a client for it."""
-    subprocess.run([REPO / "hack/cluster/down.sh"], check=True, capture_output=True)
     env = {**os.environ, "CLUSTER_AUDIT": "1"}
     env.pop("REAL_NODE", None)  # The fleet's pods are kwok's: the measure is the control plane.
-    subprocess.run([REPO / "hack/cluster/up.sh"], check=True, capture_output=True, env=env)
+    for script, script_env in (("down.sh", None), ("up.sh", env)):
+        done = subprocess.run(
+            [REPO / "hack/cluster" / script],
+            capture_output=True,
+            text=True,
+            env=script_env,
+            check=False,
+        )
+        if done.returncode != 0:
+            # Its output says why (a port taken, a component that did not start).
+            sys.stderr.write(done.stdout + done.stderr)
+            raise RuntimeError(f"hack/cluster/{script} failed ({done.returncode}): see above")
     kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
     kubectl(
         "wait",
