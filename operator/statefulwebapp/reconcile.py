@@ -293,7 +293,7 @@ def _look_up(
     def look(kind_name: tuple[str, str]) -> Obj | None:
         return kube.get(api, *kind_name, app.namespace, cached=True)
 
-    found = list(lookups.map(look, wanted)) if lookups else [look(w) for w in wanted]
+    found = list(lookups.map(look, wanted)) if lookups is not None else [look(w) for w in wanted]
     return found[0], dict(zip(missing, found[1:], strict=True))
 
 
