@@ -12,7 +12,27 @@ case "${1:-}" in
 start)
   running && exit 0
   mkdir -p "$DNS_DIR"
-  port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  # CoreDNS serves UDP and TCP on one port. A port the kernel hands out for bind(0) is an
+  # ephemeral one, which any client's connection (the components' to the API server) may take
+  # before CoreDNS binds it: that made one start in a bench's dozens fail with "address
+  # already in use". So: a port below the ephemeral range, free for both protocols.
+  port=$(python3 - <<'PY'
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(200):
+    port = random.randrange(20000 if low > 21000 else 1024, min(low, 32768))
+    try:
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            with socket.socket(socket.AF_INET, kind) as s:
+                s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    print(port)
+    break
+else:
+    raise SystemExit("no free loopback port for CoreDNS in 20000-32767")
+PY
+)
   cat >"$DNS_DIR/Corefile" <<COREFILE
 cluster.local:$port {
     bind 127.0.0.1
