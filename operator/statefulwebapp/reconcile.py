@@ -99,6 +99,11 @@ class Memory:
     """App -> kind -> (digest, stored form)."""
     refused: dict[Key, dict[str, tuple[str, status.Problem]]] = field(default_factory=dict)
     """App -> kind -> (digest, why it was refused)."""
+    synced: dict[Key, dict[str, tuple[str, str]]] = field(default_factory=dict)
+    """App -> kind -> (digest, resourceVersion) of the child last found up to date. Most passes
+    come from one child's event: the others are the very objects checked last time, and
+    comparing them again field by field was 6 % of the operator's CPU in a 300-app fleet.
+    Any write to a child (its status included) changes its resourceVersion."""
     digests: dict[Key, tuple[AppSpec, dict[str, str]]] = field(default_factory=dict)
     """App -> (the spec last rendered, the digest of each child's rendering). Most passes come
     from a child's event and find the spec unchanged: rendering it again is cheap (0.14 ms for
@@ -124,6 +129,7 @@ class Memory:
         """The app is gone."""
         self.stored.pop(key, None)
         self.refused.pop(key, None)
+        self.synced.pop(key, None)
         self.digests.pop(key, None)
 
 
@@ -349,8 +355,11 @@ def _converge(
     rollout_due: Callable[[], bool],
 ) -> None:
     key = (app.namespace, app.name)
-    stored = memory.stored.setdefault(key, {})
-    refused = memory.refused.setdefault(key, {})
+    known = _Known(
+        stored=memory.stored.setdefault(key, {}),
+        refused=memory.refused.setdefault(key, {}),
+        synced=memory.synced.setdefault(key, {}),
+    )
     for child in kinds.CHILDREN:
         manifest = desired[child.key]
         live = children.get(child.key)
@@ -365,14 +374,14 @@ def _converge(
             if _unasked_rollout(child, manifest, live) and not rollout_due():
                 outcome.rollouts_held.append(f"{child.name}/{manifest['metadata']['name']}")
                 continue
-            problem = _apply(api, child, manifest, live, stored, refused, children, outcome)
+            problem = _apply(api, child, manifest, live, known, children, outcome)
         except (kube.ApiError, *refusals.TRANSIENT) as err:
             if isinstance(err, kube.ApiError) and err.terminating:
                 raise
             name = (manifest or live or {}).get("metadata", {}).get("name", "")
             problem = refusals.problem(child, _where(child.name, name, app), err)
             if not problem.retry and manifest is not None:
-                refused[child.key] = (drift.stamp_of(manifest) or "", problem)
+                known.refused[child.key] = (drift.stamp_of(manifest) or "", problem)
         if problem is None:
             continue
         outcome.problems.append(problem)
@@ -412,34 +421,48 @@ def _delete(
     outcome.deleted.append(f"{child.name}/{name}")
 
 
+@dataclass(frozen=True)
+class _Known:
+    """What :class:`Memory` holds of one app's children, by kind, for one pass."""
+
+    stored: dict[str, tuple[str, dict[str, Any]]]
+    refused: dict[str, tuple[str, status.Problem]]
+    synced: dict[str, tuple[str, str]]
+
+
 def _apply(  # noqa: PLR0917  (the pass's state, each piece used)
     api: pykube.HTTPClient,
     child: kinds.Child,
     manifest: Obj,
     live: Obj | None,
-    stored: dict[str, tuple[str, dict[str, Any]]],
-    refused: dict[str, tuple[str, status.Problem]],
+    known: _Known,
     children: dict[str, Obj | None],
     outcome: Outcome,
 ) -> status.Problem | None:
     """Apply ``manifest`` unless the child is up to date or this rendering was refused."""
     digest = drift.stamp_of(manifest) or ""
-    form = stored.get(child.key)
-    if drift.up_to_date(manifest, live, form[1] if form and form[0] == digest else None):
-        refused.pop(child.key, None)
+    version = str((live or {}).get("metadata", {}).get("resourceVersion") or "")
+    if version and known.synced.get(child.key) == (digest, version):
         return None
-    before = refused.get(child.key)
+    form = known.stored.get(child.key)
+    if drift.up_to_date(manifest, live, form[1] if form and form[0] == digest else None):
+        known.refused.pop(child.key, None)
+        if version:
+            known.synced[child.key] = (digest, version)
+        return None
+    known.synced.pop(child.key, None)
+    before = known.refused.get(child.key)
     if before is not None and before[0] == digest:
         # Refused as it is: sending it again would be refused again.
         return before[1]
     answer = kube.apply(api, manifest)
-    refused.pop(child.key, None)
+    known.refused.pop(child.key, None)
     children[child.key] = answer
     form_now = drift.stored_form(manifest, answer)
     if form_now is None:
-        stored.pop(child.key, None)
+        known.stored.pop(child.key, None)
     else:
-        stored[child.key] = (digest, form_now)
+        known.stored[child.key] = (digest, form_now)
     outcome.applied.append(f"{child.name}/{manifest['metadata']['name']}")
     return None
 

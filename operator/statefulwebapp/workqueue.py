@@ -80,11 +80,16 @@ class Delays:
     def call_later(self, delay: float, call: Callable[[], object]) -> None:
         """Run ``call`` on the pool in ``delay`` seconds."""
         with self._wake:
-            heapq.heappush(self._due, (time.monotonic() + delay, next(self._seq), call))
+            entry = (time.monotonic() + delay, next(self._seq), call)
+            heapq.heappush(self._due, entry)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="delays", daemon=True)
                 self._thread.start()
-            self._wake.notify()
+            # The thread sleeps until the earliest entry: only a new earliest one changes
+            # that. Waking it for every entry (a pass's trail each) cost 3 % of the operator's
+            # CPU in a 300-app fleet, a thread switch for nothing.
+            if self._due[0] is entry:
+                self._wake.notify()
 
     def _loop(self) -> None:
         while True:

@@ -82,6 +82,7 @@ class FakeApi:
     """How the server rewrites an applied object before storing it."""
     session: FakeSession = field(init=False)
     _version: int = 0
+    _contents: dict[str, tuple[Any, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.session = FakeSession(self)
@@ -141,6 +142,21 @@ class FakeApi:
         self._version += 1
         obj["metadata"]["resourceVersion"] = str(self._version)
         return obj
+
+    def versioned(self) -> None:
+        """Give each object changed in place since the last call a new resourceVersion.
+
+        Tests play the other writers (controllers, users) by editing ``objects`` directly; the
+        API server gives every write a new resourceVersion, which the operator relies on.
+        """
+        for path, obj in self.objects.items():
+            meta = obj.setdefault("metadata", {})
+            content = json.dumps({**obj, "metadata": {**meta, "resourceVersion": None}})
+            version, before = meta.get("resourceVersion"), self._contents.get(path)
+            edited = before is not None and before[0] == version and before[1] != content
+            if version is not None and edited:
+                self._bump(obj)  # Changed in place by a test, not by a request.
+            self._contents[path] = (meta.get("resourceVersion"), content)
 
     def sent(self, verb: str = "PATCH") -> list[str]:
         """Paths of the requests of ``verb``, in order."""

@@ -59,6 +59,7 @@ class Pass:
 
     def run(self, rollout_due: bool = True, lookups: Executor | None = None) -> Outcome:
         self.api.requests.clear()
+        self.api.versioned()
         observed = {kind: self.api.objects.get(path) for kind, path in PATHS.items()}
         outcome = reconcile(
             self.api,  # type: ignore[arg-type]
@@ -433,6 +434,29 @@ def test_a_child_already_being_deleted_is_not_asked_again(app: Pass) -> None:
     outcome = app.run()
     assert app.api.sent("DELETE") == []
     assert outcome.deleted == []
+
+
+def test_a_child_checked_before_is_not_compared_again_until_it_changes(
+    app: Pass, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compared: list[str] = []
+    up_to_date = drift.up_to_date
+
+    def counted(stamped: Mapping[str, Any], live: Any, stored: Any = None) -> bool:
+        compared.append(stamped["kind"])
+        return up_to_date(stamped, live, stored)
+
+    ready(app)
+    monkeypatch.setattr(drift, "up_to_date", counted)
+    # A pass from the StatefulSet's status event: only that child changed since last time.
+    app.api.objects[PATHS["StatefulSet"]]["status"]["readyReplicas"] = 2
+    assert app.run().applied == []
+    assert compared == ["StatefulSet"]
+    # Someone edits a child compared and found in sync before: it is repaired.
+    compared.clear()
+    app.api.objects[PATHS["Service"]]["spec"]["clusterIP"] = "10.0.0.9"
+    assert app.run().applied == ["Service/nginx"]
+    assert compared == ["Service"]
 
 
 def test_a_spec_is_digested_once_whatever_the_passes(

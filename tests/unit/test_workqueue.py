@@ -6,13 +6,14 @@ tests check order and counts, never speed.
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import time
 from collections.abc import Callable
 
 import pytest
 
-from statefulwebapp.workqueue import Result, Resume, WorkQueue
+from statefulwebapp.workqueue import Delays, Result, Resume, WorkQueue
 
 TIMEOUT = 10.0
 
@@ -251,3 +252,27 @@ def test_resume_says_once_when_every_app_known_at_start_had_its_pass(
     assert resume.passed("c", lambda: set(known)) is not None
     assert resume.passed("c", lambda: set(known)) is None
     assert [r.getMessage().split(" in ")[0] for r in caplog.records] == ["resumed 3 apps"]
+
+
+def test_delays_run_in_due_order_whichever_came_first() -> None:
+    # The delays thread is woken only by a new earliest entry: a later entry must still run
+    # once due, and an earlier one added after it must not wait for it.
+    pool = concurrent.futures.ThreadPoolExecutor(2)
+    delays, rec = Delays(pool), Recorder()
+    start = time.monotonic()
+    early_ran = threading.Event()
+    ran_at: list[float] = []
+
+    def early() -> Result:
+        ran_at.append(time.monotonic())
+        early_ran.set()
+        return rec.step("early")()
+
+    delays.call_later(2.0, rec.step("late"))
+    delays.call_later(2.5, rec.step("latest"))
+    time.sleep(0.2)  # The thread now sleeps until the late entry is due.
+    delays.call_later(0.05, early)
+    assert early_ran.wait(TIMEOUT)
+    assert ran_at[0] - start < 2.0, "the early entry waited for the later one"
+    assert rec.wait_for(3) == ["early", "late", "latest"]
+    pool.shutdown()
