@@ -43,8 +43,19 @@ import yaml
 from tests.e2e.cluster import compact_etcd
 from tests.e2e.test_admission import REFUSED
 
-from bench.fleet import CLUSTER, REPO, SPEC, OperatorProcess, app_body, app_ready, kubectl, log
-from statefulwebapp import kinds, names
+from bench.fleet import (
+    CLUSTER,
+    REPO,
+    SPEC,
+    OperatorProcess,
+    app_body,
+    app_ready,
+    floor_ready,
+    kubectl,
+    log,
+)
+from statefulwebapp import kinds, kube, names
+from statefulwebapp.model import parse
 
 OUT = REPO / "bench/results"
 OPERATOR_LOG = OUT / "faults-operator.log"
@@ -116,6 +127,86 @@ def create_apps(ns: str, apps: Iterable[str], spec: dict[str, Any] | None = None
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(create, apps))
+
+
+def create_floor_apps(ns: str, apps: Iterable[str]) -> None:
+    """The bench's floor for a burst: each app and its children applied directly, no operator.
+
+    Retried like :func:`create_apps`, so that the same burst goes through the same outage.
+    """
+    client = api()
+    swa = pykube.object_factory(client, "apps.k8slab.io/v1alpha1", "StatefulWebApp")
+
+    def create(name: str) -> None:
+        while True:
+            try:
+                app = swa(client, app_body(name, ns))
+                if not app.exists():
+                    app.create()
+                app.reload()
+                for manifest in kinds.render_all(parse(app.obj)).values():
+                    if manifest is not None:
+                        kube.apply(client, manifest)
+                return
+            except (pykube.exceptions.HTTPError, kube.ApiError, requests.RequestException):
+                time.sleep(1)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(create, apps))
+
+
+def listed(ns: str, *kinds_: str) -> list[dict[str, Any]]:
+    out = kubectl("get", ",".join(kinds_), "-n", ns, "-o", "json", check=False)
+    return list(json.loads(out)["items"]) if out.strip() else []
+
+
+def instance_of(obj: dict[str, Any]) -> str:
+    return str((obj["metadata"].get("labels") or {}).get(names.LABEL_INSTANCE, ""))
+
+
+FLOOR_PARTS = {
+    "StatefulSet": "sts",
+    "PersistentVolumeClaim": "pvc",
+    "DaemonSet": "ds",
+    "CronJob": "cron",
+}
+
+
+def floor_ready_apps(ns: str) -> set[str]:
+    """The floor's apps whose children pass the operator's Ready gates (bench.fleet)."""
+    parts: dict[str, dict[str, Any]] = defaultdict(dict)
+    for obj in listed(ns, "statefulsets", "persistentvolumeclaims", "daemonsets", "cronjobs"):
+        parts[instance_of(obj)][FLOOR_PARTS[obj["kind"]]] = obj
+    return {app for app, found in parts.items() if floor_ready(found)}
+
+
+def stale_statuses(ns: str, apps: Iterable[str]) -> dict[str, str]:
+    """Per app: what its StatefulSet and DaemonSet report ready against their pods' own Ready.
+
+    Says whose view is stale when an app is not Ready: the pods (the simulated kubelets) or
+    the workloads' status (the controller manager's).
+    """
+    objs = listed(ns, "pods", "statefulsets", "daemonsets")
+    pods: dict[tuple[str, str], list[bool]] = defaultdict(list)
+    for pod in (o for o in objs if o["kind"] == "Pod"):
+        owner = next(iter(pod["metadata"].get("ownerReferences") or []), {}).get("kind", "")
+        conditions = (pod.get("status") or {}).get("conditions") or []
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+        pods[(instance_of(pod), owner)].append(ready)
+    out: dict[str, str] = {}
+    workloads = {(instance_of(o), o["kind"]): o for o in objs if o["kind"] != "Pod"}
+    for app in apps:
+        said = []
+        for kind, field in (("StatefulSet", "readyReplicas"), ("DaemonSet", "numberReady")):
+            workload = workloads.get((app, kind))
+            if workload is None:
+                said.append(f"no {kind}")
+                continue
+            ready = (workload.get("status") or {}).get(field, 0)
+            seen = pods[(app, kind)]
+            said.append(f"{kind} says {ready} ready, its pods {sum(seen)}/{len(seen)} Ready")
+        out[app] = "; ".join(said)
+    return out
 
 
 def apps_in(ns: str) -> dict[str, dict[str, Any]]:
@@ -273,10 +364,15 @@ converge."""
 
 def outage(what: str, seconds: float, n: int) -> dict[str, Any]:
     ns = namespace(f"faults-{what}-{int(seconds)}")
+    # The same burst without the operator, through the same outage: what the cluster alone
+    # makes of the children it already had (the bare StatefulSet below starts after).
+    floor_ns = namespace(f"faults-{what}-{int(seconds)}-floor")
     operator = Supervised(ns, lease=f"default/faults-{what}-{int(seconds)}")
     apps = app_names("o", n)
     creator = threading.Thread(target=create_apps, args=(ns, apps))
+    floor_creator = threading.Thread(target=create_floor_apps, args=(floor_ns, apps))
     creator.start()
+    floor_creator.start()
     time.sleep(5)  # In the middle of the burst.
     log(f"{what}: down for {seconds:.0f}s in the middle of a {n}-app burst")
     component("stop", what)
@@ -290,6 +386,9 @@ def outage(what: str, seconds: float, n: int) -> dict[str, Any]:
         raise
     floor = threading.Thread(target=cluster_recovery, args=(ns, back, recovered := {}))
     floor.start()
+    burst: dict[str, Any] = {}
+    burst_floor = threading.Thread(target=burst_recovery, args=(floor_ns, apps, back, burst))
+    burst_floor.start()
     # A scenario that does not converge is a figure with its reason, never a crash that loses
     # the others' figures (or leaves the supervised operator running).
     took: float | None = None
@@ -303,21 +402,39 @@ def outage(what: str, seconds: float, n: int) -> dict[str, Any]:
         stuck = not_ready(ns, apps)
     finally:
         floor.join()
+        floor_creator.join()
+        burst_floor.join()
         restarts = operator.restarts
         operator.stop()
-    floor_s = recovered.get("s")
+    floor_s, burst_s = recovered.get("s"), burst.get("s")
     log(
-        f"{what} {seconds:.0f}s: all Ready {took}s after it was back, the floor {floor_s}s "
-        f"({restarts} restarts; {len(stuck)} not Ready)"
+        f"{what} {seconds:.0f}s: all Ready {took}s after it was back, the floor {floor_s}s, "
+        f"the burst's floor {burst_s}s ({restarts} restarts; {len(stuck)} not Ready, "
+        f"{len(burst.get('not_ready', {}))} of the burst's floor)"
     )
     return {
         "down_s": seconds,
         "converge_s": took,
         "cluster_recovery_s": floor_s,
         "converge_ratio": round(took / floor_s, 2) if took is not None and floor_s else None,
+        "burst_floor_s": burst_s,
+        "burst_floor_ratio": round(took / burst_s, 2) if took is not None and burst_s else None,
         "operator_restarts": restarts,
         "not_converged": stuck,
+        "not_converged_children": stale_statuses(ns, stuck) if stuck else {},
+        "burst_floor_not_ready": burst.get("not_ready", {}),
     }
+
+
+def burst_recovery(ns: str, apps: list[str], since: float, out: dict[str, Any]) -> None:
+    """The burst's floor: when every app of the operator-less burst passes the Ready gates."""
+    try:
+        wait(lambda: floor_ready_apps(ns) >= set(apps), OUTAGE_LIMIT_S, "the burst's floor Ready")
+    except RuntimeError as err:
+        log(f"burst floor: {err}")
+        out["not_ready"] = stale_statuses(ns, sorted(set(apps) - floor_ready_apps(ns)))
+        return
+    out["s"] = round(time.monotonic() - since, 1)
 
 
 def not_ready(ns: str, apps: list[str]) -> dict[str, str]:
@@ -722,6 +839,10 @@ def outages(lengths: list[float], n: int) -> dict[str, Any]:
         result[f"converge_after_{key}_ratio"] = (
             max(ratios) if all(x is not None for x in ratios) else None
         )
+        burst = [r["burst_floor_ratio"] for r in runs]
+        result[f"converge_after_{key}_burst_ratio"] = (
+            max(burst) if all(x is not None for x in burst) else None
+        )
     return result
 
 
@@ -750,8 +871,11 @@ def report(result: dict[str, Any]) -> str:
         met = "yes" if value is not None and ok(value) else "no"
         lines.append(f"| {key} | {target} | {value} | {met} |")
     lines.append("")
-    lines.append("| outage | down (s) | every app Ready (s) | the floor (s) | ratio | not Ready |")
-    lines.append("|---|---|---|---|---|---|")
+    lines.append(
+        "| outage | down (s) | every app Ready (s) | the floor (s) | ratio "
+        "| the burst's floor (s) | ratio | not Ready | the burst's floor not Ready |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|---|")
     for key in ("apiserver", "etcd"):
         for run in result.get(f"{key}_outages", []):
             stuck = run.get("not_converged") or {}
@@ -759,12 +883,19 @@ def report(result: dict[str, Any]) -> str:
             lines.append(
                 f"| {key} | {run['down_s']:.0f} | {run['converge_s']} | "
                 f"{run['cluster_recovery_s']} | {run.get('converge_ratio')} | "
-                f"{len(stuck)}{' (' + ', '.join(reasons) + ')' if reasons else ''} |"
+                f"{run.get('burst_floor_s')} | {run.get('burst_floor_ratio')} | "
+                f"{len(stuck)}{' (' + ', '.join(reasons) + ')' if reasons else ''} | "
+                f"{len(run.get('burst_floor_not_ready') or {})} |"
             )
     lines.append("")
     lines.append(
         "The floor is a bare StatefulSet (no operator) applied when the server answers again: "
-        "the cluster's own controllers' recovery, which the operator's convergence includes."
+        "the cluster's own controllers' recovery, which the operator's convergence includes. "
+        "The burst's floor is the same burst of apps made without the operator (each app's "
+        "children applied directly, as `make bench`'s floor does) through the same outage: "
+        "what the cluster alone makes of children it already had. For an app not Ready, "
+        "`not_converged_children` (and `burst_floor_not_ready`) in faults.json say what its "
+        "StatefulSet and DaemonSet report against their pods' own Ready."
     )
     lines.append("")
     lines.append(f"Measured by `{result['command']}` in {result['duration_s']} s.")
