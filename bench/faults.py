@@ -855,6 +855,8 @@ TARGETS = [
     ("converge_after_apiserver_ratio", "<= 1.2", lambda v: v <= 1.2),
     ("etcd_down_max_s", ">= 120", lambda v: v >= 120),
     ("converge_after_etcd_ratio", "<= 1.2", lambda v: v <= 1.2),
+    ("converge_after_apiserver_burst_ratio", "<= 1.2", lambda v: v <= 1.2),
+    ("converge_after_etcd_burst_ratio", "<= 1.2", lambda v: v <= 1.2),
     ("watch_gap_repaired_s", "<= 60", lambda v: v <= 60),
     ("delete_while_down_s", "<= 30", lambda v: v <= 30),
     ("upgrade_rollouts", "= 0", lambda v: v == 0),
