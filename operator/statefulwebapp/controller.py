@@ -41,8 +41,8 @@ watch gap stays unrepaired. Its cost is a few metadata-only list requests per pe
 write when in sync."""
 
 LOOKUPS = 8
-"""Threads for the looks before creating children, and for creating them: with the eight pass
-workers, within kube.POOL_SIZE connections (a worker waiting on them holds none)."""
+"""Threads for the looks before creating children: with the eight pass workers, within
+kube.POOL_SIZE connections (a worker waiting for its looks holds none)."""
 
 log = logging.getLogger(__name__)
 

@@ -210,9 +210,7 @@ CHILDREN: tuple[Child, ...] = (
     DAEMONSET,
 )
 """Every child, in the order a pass applies them: the one the API server validates first, then
-storage before the workloads that mount it. A new app's children after the first are created at
-once (reconcile._converge): the order is what a pass reports and repairs in, not a need of the
-cluster's (a claim waits for its volume, a pod for its claim)."""
+storage before the workloads that mount it."""
 
 APP = Kind(KIND, GROUP, VERSION, PLURAL, namespaced=True)
 LEASE = Kind("Lease", "coordination.k8s.io", "v1", "leases", namespaced=True)

@@ -208,8 +208,7 @@ def reconcile(
     events of the app's pods, packed (``informer.pack_pod_event``), for the status.
     ``restoring``: the StatefulWebAppRestore under way for the app, if one is (restore.py):
     the web pods are stopped while it runs. ``lookups``: a pool for the looks before
-    creating missing children, which then go at once, and for creating them (the CronJob
-    first: the API server validates it, and an invalid spec creates nothing else).
+    creating missing children, which then go at once.
     """
     outcome = Outcome()
     seen = Seen.of(body)
@@ -254,7 +253,6 @@ def reconcile(
                 memory=memory,
                 logger=logger,
                 rollout_due=rollout_due if seen.acknowledged else lambda: True,
-                pool=lookups,
             )
     except (kube.ApiError, *refusals.TRANSIENT) as err:
         if isinstance(err, kube.ApiError) and err.terminating:
@@ -355,7 +353,6 @@ def _converge(
     memory: Memory,
     logger: Log,
     rollout_due: Callable[[], bool],
-    pool: Executor | None = None,
 ) -> None:
     key = (app.namespace, app.name)
     known = _Known(
@@ -363,10 +360,7 @@ def _converge(
         refused=memory.refused.setdefault(key, {}),
         synced=memory.synced.setdefault(key, {}),
     )
-
-    def converge(child: kinds.Child) -> Outcome:
-        """One child, on its own: what it wrote and what went wrong, in an Outcome of its own."""
-        done = Outcome()
+    for child in kinds.CHILDREN:
         manifest = desired[child.key]
         live = children.get(child.key)
         try:
@@ -375,12 +369,12 @@ def _converge(
                 # hand, or with an earlier app of this name): it never binds again, so it goes
                 # and its deletion event brings the pass that recreates it. Retain keeps the
                 # NFS data either way.
-                _delete(api, child, app, children, done)
-                return done
+                _delete(api, child, app, children, outcome)
+                continue
             if _unasked_rollout(child, manifest, live) and not rollout_due():
-                done.rollouts_held.append(f"{child.name}/{manifest['metadata']['name']}")
-                return done
-            problem = _apply(api, child, manifest, live, known, children, done)
+                outcome.rollouts_held.append(f"{child.name}/{manifest['metadata']['name']}")
+                continue
+            problem = _apply(api, child, manifest, live, known, children, outcome)
         except (kube.ApiError, *refusals.TRANSIENT) as err:
             if isinstance(err, kube.ApiError) and err.terminating:
                 raise
@@ -388,32 +382,13 @@ def _converge(
             problem = refusals.problem(child, _where(child.name, name, app), err)
             if not problem.retry and manifest is not None:
                 known.refused[child.key] = (drift.stamp_of(manifest) or "", problem)
-        if problem is not None:
-            done.problems.append(problem)
-        return done
-
-    done: list[Outcome] = []
-    for child in (c for c in kinds.CHILDREN if c.validates):
-        done.append(converge(child))
-        if any(p.reason == "InvalidSpec" for p in done[-1].problems):
+        if problem is None:
+            continue
+        outcome.problems.append(problem)
+        if child.validates and problem.reason == "InvalidSpec":
             # Only the API server could check this child, and it says the spec is invalid:
             # an invalid spec is never half applied.
             break
-    else:
-        rest = [c for c in kinds.CHILDREN if not c.validates]
-        creating = sum(desired[c.key] is not None and children.get(c.key) is None for c in rest)
-        # The others once the spec is known valid. Children to create (a new app's) go at
-        # once on the pool, each on its own: a new app waits one round trip for them, not one
-        # per child, and they need no order (a claim waits for its volume, a pod for its
-        # claim). A pass that only checks or repairs one child stays in its own thread.
-        done += (
-            pool.map(converge, rest) if pool is not None and creating > 1 else map(converge, rest)
-        )
-    for one in done:  # In CHILDREN order, whichever finished first.
-        outcome.applied += one.applied
-        outcome.deleted += one.deleted
-        outcome.rollouts_held += one.rollouts_held
-        outcome.problems += one.problems
     if outcome.applied or outcome.deleted:
         logger.info("applied %s; deleted %s", outcome.applied or "-", outcome.deleted or "-")
 

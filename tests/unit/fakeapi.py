@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,26 +80,14 @@ class FakeApi:
     """Scripted answers for (verb, path), returned instead of the normal behaviour."""
     canonical: Callable[[Obj], Obj] = lambda obj: obj
     """How the server rewrites an applied object before storing it."""
-    arrived: Callable[[str, str], None] | None = None
-    """Called with (verb, path) as each request arrives, before it is served (in the sender's
-    thread, with no lock held: it may wait for other requests)."""
     session: FakeSession = field(init=False)
     _version: int = 0
     _contents: dict[str, tuple[Any, str]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.session = FakeSession(self)
 
     def handle(self, verb: str, path: str, body: Any, headers: dict[str, str]) -> requests.Response:
-        if self.arrived is not None:
-            self.arrived(verb, path)
-        with self._lock:  # Passes may send requests from several threads at once.
-            return self._handle(verb, path, body, headers)
-
-    def _handle(
-        self, verb: str, path: str, body: Any, headers: dict[str, str]
-    ) -> requests.Response:
         self.requests.append((verb, path))
         scripted = self.answers.get((verb, path))
         if isinstance(scripted, Exception):

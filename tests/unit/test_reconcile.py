@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import threading
 from collections.abc import Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
@@ -35,7 +34,6 @@ PATHS = {
     "DaemonSet": kube.path("DaemonSet", "web-backup", NS),
 }
 RENDERED = [c for c in kinds.CHILDREN if c.render(parse(SCENARIO)) is not None]
-TIMEOUT = 10.0
 """The children of the scenario (its archives stay on the nodes: no archives' volume)."""
 APPLY_ORDER = [PATHS[c.key] for c in RENDERED]
 
@@ -117,57 +115,13 @@ def ready(app: Pass) -> None:
     assert app.body["status"]["conditions"][0]["reason"] == "Ready"
 
 
-def test_a_new_app_looks_for_and_creates_its_children_at_once_with_a_pool(app: Pass) -> None:
-    # Every look, then every apply but the CronJob's, waits here until all of its kind have
-    # arrived: sent one at a time, they would never all arrive.
-    looks = threading.Barrier(len(APPLY_ORDER) + 1, timeout=TIMEOUT)
-    applies = threading.Barrier(len(APPLY_ORDER) - 1, timeout=TIMEOUT)
-
-    def arrived(verb: str, path: str) -> None:
-        if verb == "GET":
-            looks.wait()
-        elif verb == "PATCH" and path in APPLY_ORDER[1:]:
-            applies.wait()
-
-    app.api.arrived = arrived
+def test_a_new_app_looks_for_its_children_at_once_with_a_pool(app: Pass) -> None:
     with ThreadPoolExecutor(8) as pool:
         outcome = app.run(lookups=pool)
+    # The same looks as one at a time, in any order; the applies still one by one, in order.
     assert sorted(app.api.sent("GET")) == sorted([APP_PATH, *APPLY_ORDER])
-    # The CronJob first (the API server validates it), then the others, then the status.
-    patches = app.api.sent("PATCH")
-    assert patches[0] == PATHS["CronJob"] == APPLY_ORDER[0]
-    assert sorted(patches[1:-1]) == sorted(APPLY_ORDER[1:])
-    assert patches[-1] == f"{APP_PATH}/status"
-    # What the pass reports keeps the children's order, whichever answer came first.
-    assert outcome.applied == [
-        f"{c.name}/{c.render(parse(app.body))['metadata']['name']}" for c in RENDERED
-    ]
+    assert app.api.sent("PATCH") == [*APPLY_ORDER, f"{APP_PATH}/status"]
     assert outcome.problems == []
-
-
-def test_an_invalid_spec_creates_nothing_else_with_a_pool(app: Pass) -> None:
-    app.edit(dateLogger={"schedule": "* * * * 7"})
-    app.api.answers[("PATCH", PATHS["CronJob"])] = error(422, "Invalid", "bad", "spec.schedule")
-    with ThreadPoolExecutor(8) as pool:
-        outcome = app.run(lookups=pool)
-    assert app.api.sent("PATCH") == [PATHS["CronJob"], f"{APP_PATH}/status"]
-    assert [p.reason for p in outcome.problems] == ["InvalidSpec"]
-
-
-def test_a_pass_repairing_one_child_uses_no_pool(app: Pass) -> None:
-    ready(app)
-    del app.api.objects[PATHS["Service"]]
-    used: list[str] = []
-
-    class Watched(ThreadPoolExecutor):
-        def submit(self, *args: Any, **kwargs: Any) -> Any:
-            used.append(threading.current_thread().name)
-            return super().submit(*args, **kwargs)
-
-    with Watched(8) as pool:
-        outcome = app.run(lookups=pool)
-    assert outcome.applied == ["Service/nginx"]
-    assert len(used) == 2  # The two looks (the app, the Service's name); the apply in place.
 
 
 def test_a_new_app_gets_every_child_in_order_then_one_status(app: Pass) -> None:
