@@ -53,6 +53,7 @@ from bench.fleet import (
     floor_ready,
     kubectl,
     log,
+    make_namespace,
 )
 from statefulwebapp import kinds, kube, names
 from statefulwebapp.model import parse
@@ -91,16 +92,6 @@ def wait(check: Callable[[], Any], timeout: float, what: str, interval: float = 
             pass  # The API server may be on its way back.
         time.sleep(interval)
     raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def namespace(name: str) -> str:
-    kubectl("create", "namespace", name)
-    wait(
-        lambda: kubectl("get", "serviceaccount", "default", "-n", name, check=False),
-        60,
-        "a default ServiceAccount",
-    )
-    return name
 
 
 def app_names(prefix: str, n: int) -> list[str]:
@@ -291,7 +282,7 @@ class ChildUids:
 
 
 def kill9(runs: int, n: int) -> dict[str, Any]:
-    ns = namespace("faults-kill9")
+    ns = make_namespace("faults-kill9")
     uids = ChildUids(ns)
     apps = app_names("k", n)
     deleted = apps[: max(1, n // 10)]
@@ -363,10 +354,10 @@ converge."""
 
 
 def outage(what: str, seconds: float, n: int) -> dict[str, Any]:
-    ns = namespace(f"faults-{what}-{int(seconds)}")
+    ns = make_namespace(f"faults-{what}-{int(seconds)}")
     # The same burst without the operator, through the same outage: what the cluster alone
     # makes of the children it already had (the bare StatefulSet below starts after).
-    floor_ns = namespace(f"faults-{what}-{int(seconds)}-floor")
+    floor_ns = make_namespace(f"faults-{what}-{int(seconds)}-floor")
     operator = Supervised(ns, lease=f"default/faults-{what}-{int(seconds)}")
     apps = app_names("o", n)
     creator = threading.Thread(target=create_apps, args=(ns, apps))
@@ -490,7 +481,7 @@ def cluster_recovery(ns: str, since: float, out: dict[str, float]) -> None:
 
 
 def watch_gap() -> dict[str, Any]:
-    ns = namespace("faults-gap")
+    ns = make_namespace("faults-gap")
     operator = OperatorProcess.start(OPERATOR_LOG, quiet=False, extra=("--namespace", ns))
     apps = app_names("g", 10)
     create_apps(ns, apps)
@@ -529,7 +520,7 @@ def watch_gap() -> dict[str, Any]:
 
 
 def delete_while_down() -> dict[str, Any]:
-    ns = namespace("faults-down")
+    ns = make_namespace("faults-down")
     operator = OperatorProcess.start(OPERATOR_LOG, extra=("--namespace", ns))
     apps = app_names("d", 20)
     create_apps(ns, apps)
@@ -565,7 +556,7 @@ def workload_generations(ns: str) -> dict[str, int]:
 
 
 def upgrade(n: int) -> dict[str, Any]:
-    ns = namespace("faults-upgrade")
+    ns = make_namespace("faults-upgrade")
     old = OperatorProcess.start(OPERATOR_LOG, extra=("--namespace", ns))
     apps = app_names("u", n)
     create_apps(ns, apps)
@@ -586,7 +577,7 @@ def upgrade(n: int) -> dict[str, Any]:
 
 
 def failover() -> dict[str, Any]:
-    ns = namespace("faults-failover")
+    ns = make_namespace("faults-failover")
     lease = "default/faults-failover"
     leader = OperatorProcess.start(
         OPERATOR_LOG, quiet=False, lease=lease, extra=("--namespace", ns)
@@ -678,7 +669,7 @@ def _merged(base: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def bad_inputs() -> dict[str, Any]:
-    ns = namespace("faults-bad")
+    ns = make_namespace("faults-bad")
     kubectl("create", "service", "clusterip", "taken", "--tcp=80:80", "-n", ns)
     operator = OperatorProcess.start(OPERATOR_LOG, extra=("--namespace", ns))
     cases = bad_specs()

@@ -328,6 +328,21 @@ class Fleet:
     """When each app's create was sent (epoch seconds)."""
 
 
+def make_namespace(name: str, timeout: float = 60) -> str:
+    """Create the namespace ``name`` and wait for its default ServiceAccount.
+
+    The controller manager makes it just after the namespace; until then no pod of the
+    namespace can be created, and the workload controllers retry with backoff.
+    """
+    kubectl("create", "namespace", name)
+    deadline = time.monotonic() + timeout
+    while not kubectl("get", "serviceaccount", "default", "-n", name, check=False):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no default ServiceAccount in {name} after {timeout:.0f}s")
+        time.sleep(0.2)
+    return name
+
+
 def app_body(name: str, namespace: str) -> dict[str, Any]:
     return {
         "apiVersion": "apps.k8slab.io/v1alpha1",
@@ -466,11 +481,11 @@ def measure(
         namespace = f"bench-{n}-{rep}"
         log(f"N={n} #{rep + 1}: a fresh cluster; the floor: {n} apps and children, no operator")
         api = fresh_cluster()
-        kubectl("create", "namespace", namespace)
+        make_namespace(namespace)
         floor = run_floor_fleet(api, namespace, n, workers)
         log(f"N={n} #{rep + 1}: floor {floor.fleet_s:.1f}s; a fresh cluster for the operator")
         api = fresh_cluster()
-        kubectl("create", "namespace", namespace)
+        make_namespace(namespace)
         operator = OperatorProcess.start(operator_log)
         time.sleep(3)
         rss_idle = operator.rss_mib()
