@@ -107,7 +107,8 @@ def parser() -> argparse.ArgumentParser:
         default=controller.RESYNC_SECONDS,
         metavar="S",
         help=(
-            "period of the full check that repairs what the watches missed in a gap "
+            "period of the full check that repairs what the watches missed in a gap, "
+            "longer when one check would take more than 1%% of a core "
             "(default: %(default)s; 0 turns it off)"
         ),
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from statefulwebapp import informer, kinds, kube, render
+from statefulwebapp import controller, informer, kinds, kube, render
 from statefulwebapp.controller import Controller
 from statefulwebapp.metrics import Metrics
 from statefulwebapp.model import parse
@@ -157,3 +157,14 @@ def test_a_daemonset_counting_up_to_ready_costs_the_ready_write_alone() -> None:
     assert fx.api.sent().count(STATUS) == 1, fx.api.requests
     written = fx.api.objects[APP]["status"]
     assert next(c for c in written["conditions"] if c["type"] == "Ready")["status"] == "True"
+
+
+def test_the_full_check_waits_longer_when_it_costs_more_than_its_share() -> None:
+    period = controller.RESYNC_SECONDS
+    # A check cheaper than its share keeps the period; a dearer one stretches it so that it
+    # takes RESYNC_CPU_SHARE of a core, no more.
+    assert controller.resync_wait(period, 0.05) == period
+    assert controller.resync_wait(period, period * controller.RESYNC_CPU_SHARE) == period
+    dear = 1.3  # CPU seconds, about a check of a thousand apps.
+    assert controller.resync_wait(period, dear) == pytest.approx(dear / controller.RESYNC_CPU_SHARE)
+    assert controller.resync_wait(period, dear) > period
