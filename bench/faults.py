@@ -45,11 +45,13 @@ from tests.e2e.test_admission import REFUSED
 
 from bench.fleet import (
     CLUSTER,
+    FLOOR_PARTS,
     REPO,
     SPEC,
     OperatorProcess,
     app_body,
     app_ready,
+    create_floor_app,
     floor_ready,
     kubectl,
     log,
@@ -126,18 +128,11 @@ def create_floor_apps(ns: str, apps: Iterable[str]) -> None:
     Retried like :func:`create_apps`, so that the same burst goes through the same outage.
     """
     client = api()
-    swa = pykube.object_factory(client, "apps.k8slab.io/v1alpha1", "StatefulWebApp")
 
     def create(name: str) -> None:
         while True:
             try:
-                app = swa(client, app_body(name, ns))
-                if not app.exists():
-                    app.create()
-                app.reload()
-                for manifest in kinds.render_all(parse(app.obj)).values():
-                    if manifest is not None:
-                        kube.apply(client, manifest)
+                create_floor_app(client, name, ns)
                 return
             except (pykube.exceptions.HTTPError, kube.ApiError, requests.RequestException):
                 time.sleep(1)
@@ -155,19 +150,12 @@ def instance_of(obj: dict[str, Any]) -> str:
     return str((obj["metadata"].get("labels") or {}).get(names.LABEL_INSTANCE, ""))
 
 
-FLOOR_PARTS = {
-    "StatefulSet": "sts",
-    "PersistentVolumeClaim": "pvc",
-    "DaemonSet": "ds",
-    "CronJob": "cron",
-}
-
-
 def floor_ready_apps(ns: str) -> set[str]:
     """The floor's apps whose children pass the operator's Ready gates (bench.fleet)."""
+    part_of = {kind.kind: part for part, kind in FLOOR_PARTS.items()}
     parts: dict[str, dict[str, Any]] = defaultdict(dict)
-    for obj in listed(ns, "statefulsets", "persistentvolumeclaims", "daemonsets", "cronjobs"):
-        parts[instance_of(obj)][FLOOR_PARTS[obj["kind"]]] = obj
+    for obj in listed(ns, *(kind.endpoint for kind in FLOOR_PARTS.values())):
+        parts[instance_of(obj)][part_of[obj["kind"]]] = obj
     return {app for app, found in parts.items() if floor_ready(found)}
 
 
@@ -724,8 +712,6 @@ def kubectl_path() -> str:
 
 
 def parse_or_none(obj: dict[str, Any]) -> Any:
-    from statefulwebapp.model import parse  # noqa: PLC0415
-
     return parse(obj)
 
 

@@ -401,6 +401,34 @@ def progress(tracker: Tracker, n: int, what: str, timeout: float = 1800) -> None
             raise RuntimeError(f"only {len(tracker.ready)}/{n} {what} after {timeout}s")
 
 
+FLOOR_PARTS: dict[str, type[pykube.objects.APIObject]] = {
+    "sts": pykube.StatefulSet,
+    "pvc": pykube.PersistentVolumeClaim,
+    "ds": pykube.DaemonSet,
+    "cron": pykube.CronJob,
+}
+"""The children :func:`floor_ready` reads, by the name it gives each."""
+
+
+def create_floor_app(api: pykube.HTTPClient, name: str, namespace: str) -> None:
+    """One app of the floor: the objects the operator makes, made without it.
+
+    The app (no operator runs to act on it), then its children, owner references to it
+    included, so the garbage collector tracks the same ownership on both sides. An app that
+    exists already (a retry) is read back, not made again.
+    """
+    app = pykube.object_factory(api, "apps.k8slab.io/v1alpha1", "StatefulWebApp")(
+        api, app_body(name, namespace)
+    )
+    if app.exists():
+        app.reload()
+    else:
+        app.create()
+    for manifest in render_all(parse(app.obj)).values():
+        if manifest is not None:
+            apply(api, manifest)
+
+
 def run_floor_fleet(api: pykube.HTTPClient, namespace: str, n: int, workers: int) -> Fleet:
     names_ = [f"app-{i:04d}" for i in range(n)]
     tracker = Tracker(set(names_))
@@ -417,30 +445,15 @@ def run_floor_fleet(api: pykube.HTTPClient, namespace: str, n: int, workers: int
 
         return seen
 
-    kinds = {
-        "sts": pykube.StatefulSet,
-        "pvc": pykube.PersistentVolumeClaim,
-        "ds": pykube.DaemonSet,
-        "cron": pykube.CronJob,
-    }
-    for part, kind in kinds.items():
+    for part, kind in FLOOR_PARTS.items():
         args = (api, kind, namespace, seen_as(part), stop)
         threading.Thread(target=watch, args=args, daemon=True).start()
     time.sleep(1)
     created: dict[str, float] = {}
 
-    swa = pykube.object_factory(api, "apps.k8slab.io/v1alpha1", "StatefulWebApp")
-
     def create(name: str) -> None:
-        # The same objects the operator makes: the app (no operator runs to act on it), then
-        # its children, owner references to it included, so the garbage collector tracks
-        # the same ownership on both sides.
         created[name] = time.time()
-        app = swa(api, app_body(name, namespace))
-        app.create()
-        for manifest in render_all(parse(app.obj)).values():
-            if manifest is not None:
-                apply(api, manifest)
+        create_floor_app(api, name, namespace)
 
     try:
         return launch(names_, create, created, tracker, workers, "apps Ready (floor)")
