@@ -10,6 +10,13 @@ TOOLS_BIN = $(shell hack/tools/build.sh --dir)
 KUBECONFIG_PATH := $(CURDIR)/.cluster/kubeconfig
 KUBECTL = $(TOOLS_BIN)/kubectl --kubeconfig $(KUBECONFIG_PATH)
 PYTEST_ARGS ?=
+RESULTS := .test-results
+# Each suite writes its JUnit file (every test's duration) to $(RESULTS) and prints its slowest
+# 25. A hung test fails after E2E_TIMEOUT seconds, and a run stops after MAXFAIL failures: a
+# broken operator fails the run in minutes, not at CI's limit.
+E2E_TIMEOUT ?= 1200
+MAXFAIL ?= 5
+PYTEST_E2E = --timeout=$(E2E_TIMEOUT) --maxfail=$(MAXFAIL) -rs --durations=25
 
 .PHONY: help
 help: ## List the targets with what they do
@@ -69,7 +76,9 @@ kind-nfs-export: ## Print, as one line of JSON, the kind cluster's test NFS expo
 
 .PHONY: e2e-kind
 e2e-kind: venv kind-image ## E2E tests on the kind cluster through pytest-kind (created if missing, left running)
-	$(PY) -m pytest tests/e2e --cluster=kind -rs $(PYTEST_ARGS)
+	@mkdir -p $(RESULTS)
+	$(PY) -m pytest tests/e2e --cluster=kind $(PYTEST_E2E) --junitxml=$(RESULTS)/e2e-kind.xml \
+	  $(PYTEST_ARGS)
 
 .PHONY: kubeconfig
 kubeconfig: ## Print the local cluster's kubeconfig path
@@ -77,32 +86,42 @@ kubeconfig: ## Print the local cluster's kubeconfig path
 
 .PHONY: lint
 lint: venv ## ruff on the operator, the tests and the benchmark; mypy --strict on the operator
-	$(VENV)/bin/ruff check operator tests bench
-	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/ruff check operator tests bench hack/durations.py
+	$(VENV)/bin/ruff format --check operator tests bench hack/durations.py
 	$(VENV)/bin/mypy
 
 .PHONY: unit
 unit: venv ## Unit tests: no cluster, no Go tools (the chart's tests need helm: make test runs them)
 	@hack/tools/packages.sh busybox
-	$(PY) -m pytest tests/unit -m "not helm" $(PYTEST_ARGS)
+	@mkdir -p $(RESULTS)
+	$(PY) -m pytest tests/unit -m "not helm" --timeout=120 --durations=25 \
+	  --junitxml=$(RESULTS)/unit.xml $(PYTEST_ARGS)
+
+.PHONY: durations
+durations: venv ## Per-module tests and seconds of the last make test, from the JUnit files in .test-results/
+	@$(PY) hack/durations.py $(RESULTS)/*.xml
 
 .PHONY: e2e
 e2e: venv tools ## E2E tests on the local cluster with its real node (left running)
 	@REAL_NODE=1 hack/cluster/up.sh >/dev/null
-	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+	@mkdir -p $(RESULTS)
+	$(PY) -m pytest tests/e2e $(PYTEST_E2E) --junitxml=$(RESULTS)/e2e-local.xml $(PYTEST_ARGS)
 
 .PHONY: test
-test: venv tools lint kind-image ## Everything CI runs: lint, unit and e2e on a fresh local cluster with a real node, then e2e on a fresh kind cluster; both torn down after
+test: venv lint unit tools kind-image ## Everything CI runs: lint, unit tests, then e2e on a fresh local cluster with a real node and on a fresh kind cluster, both torn down after; durations in .test-results/
+	@rm -f $(RESULTS)/e2e-*.xml $(RESULTS)/unit-helm.xml
+	$(PY) -m pytest tests/unit -m helm --timeout=120 --junitxml=$(RESULTS)/unit-helm.xml $(PYTEST_ARGS)
 	@hack/cluster/down.sh >/dev/null 2>&1 || true
 	@hack/kind/kind.sh down >/dev/null 2>&1 || true
 	@# Each teardown's own check (nothing left running, mounted or configured) fails the run too,
 	@# and so does a foreign chain, cgroup, namespace or bridge it removed (neighbours.sh).
 	@# The local cluster is stopped before kind starts: two cores do not hold both at once.
-	@trap 'status=$$?; hack/cluster/down.sh || status=1; hack/cluster/neighbours.sh remove; hack/kind/kind.sh down || status=1; exit $$status' EXIT; \
+	@trap 'status=$$?; hack/cluster/down.sh || status=1; hack/cluster/neighbours.sh remove; hack/kind/kind.sh down || status=1; $(PY) hack/durations.py $(RESULTS)/*.xml || true; exit $$status' EXIT; \
 	  hack/cluster/neighbours.sh plant && REAL_NODE=1 hack/cluster/up.sh >/dev/null \
-	  && $(PY) -m pytest tests $(PYTEST_ARGS) \
+	  && $(PY) -m pytest tests/e2e $(PYTEST_E2E) --junitxml=$(RESULTS)/e2e-local.xml $(PYTEST_ARGS) \
 	  && hack/cluster/down.sh && hack/cluster/neighbours.sh check \
-	  && $(PY) -m pytest tests/e2e --cluster=kind -rs $(PYTEST_ARGS)
+	  && $(PY) -m pytest tests/e2e --cluster=kind $(PYTEST_E2E) --junitxml=$(RESULTS)/e2e-kind.xml \
+	    $(PYTEST_ARGS)
 
 .PHONY: crd
 crd: cluster-up ## Install the CRDs (StatefulWebApp, StatefulWebAppRestore) into the local cluster
@@ -134,4 +153,4 @@ faults: venv tools ## Fault suite on a fresh cluster (kill -9, outages, watch ga
 
 .PHONY: clean
 clean: cluster-down kind-down ## Remove the venv and caches in the clone (the tool cache stays)
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(RESULTS)

@@ -5,10 +5,17 @@
 - ``kind``: a kind cluster through pytest-kind, shaped by ``tests/e2e/kind.yaml`` (one tainted
   control plane, three workers), on podman with the node image built here
   (``hack/kind/kind.sh``); kept for the next run, ``make kind-down`` deletes it. Names are
-  resolved from inside the cluster with a one-shot busybox pod. Tests marked
-  ``local_cluster`` need the local cluster and say why; on kind they are skipped with that
-  reason, never silently.
+  resolved from inside the cluster with a one-shot busybox pod.
 - ``existing``: whatever ``$KUBECONFIG`` points at, used as it is (DNS as for kind).
+
+Each proof runs once, on the cluster where it is real. Every e2e module (or test) says where
+with a marker and why in its reason: ``kind_cluster`` for what needs real containers on several
+kubeadm nodes (the scenario, DNS and NFS content, the chart's pods and ``helm test``, drift on
+real pods), ``local_cluster`` for what the API server decides (admission, RBAC, leases, the
+operator's own behaviour on kwok's pods) or what needs this machine's processes (the real
+node's export, etcd, the API server restarted). A test runs where its closest marker says;
+on the other cluster it is skipped with the marker's reason (``-rs`` prints it), never
+silently. A module's docstring says the same in words.
 
 Every test gets its own namespace, deleted afterwards. A cluster that cannot be reached is an
 error, never a skip.
@@ -40,28 +47,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "local_cluster(reason): needs the local cluster (its real node, its processes); "
-        "skipped with that reason on any other cluster",
-    )
-    config.addinivalue_line(
-        "markers",
-        "kind_cluster(reason): needs every node to run containers (kind); skipped with that "
-        "reason on the local cluster",
-    )
+PLACEMENTS = ("local_cluster", "kind_cluster")
+E2E = Path(__file__).resolve().parent
+
+
+def placement_of(item: pytest.Item) -> pytest.Mark | None:
+    """The test's closest placement marker: a test's own overrides its module's."""
+    return next((m for m in item.iter_markers() if m.name in PLACEMENTS), None)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # The other cluster's tests are skipped with the reason their marker gives, never silently.
     other = "kind_cluster" if config.getoption("--cluster") == "local" else "local_cluster"
     for item in items:
-        marker = item.get_closest_marker(other)
-        if marker is not None:
-            reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
-            if not reason:
-                raise pytest.UsageError(f"{item.nodeid}: {other} needs a reason")
+        marker = placement_of(item)
+        if marker is None:
+            if E2E in item.path.parents:
+                raise pytest.UsageError(
+                    f"{item.nodeid}: say where it runs: a local_cluster or kind_cluster marker "
+                    "with the reason (tests/e2e/conftest.py)"
+                )
+            continue
+        reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+        if not reason:
+            raise pytest.UsageError(f"{item.nodeid}: {marker.name} needs a reason")
+        if marker.name == other:
             where = "kind" if other == "kind_cluster" else "the local cluster"
             item.add_marker(pytest.mark.skip(reason=f"runs on {where} only: {reason}"))
 

@@ -4,6 +4,9 @@ The CRD's schema and CEL rules are the only statement of a valid spec; these cas
 harmful inputs they close (a root agent writing into a system directory, a mount hiding the
 whole image, resources a container refuses) and that each refusal says what to write instead,
 next to look-alikes that must still pass.
+
+Runs on the local cluster only: every case is the API server's answer, and kind runs the same
+Kubernetes build.
 """
 
 from __future__ import annotations
@@ -14,6 +17,11 @@ import pytest
 
 from tests.e2e.apps import dry_run, get_app, sample
 from tests.e2e.cluster import Cluster, Operator
+
+pytestmark = pytest.mark.local_cluster(
+    reason="the API server decides (schema, CEL, admission): kind serves the same build, so "
+    "one cluster proves it"
+)
 
 
 def with_spec(**spec: Any) -> dict[str, Any]:

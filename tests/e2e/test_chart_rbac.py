@@ -9,6 +9,10 @@ reports (in the app's Ready condition or its log), or the rule is not needed.
 Here kwok plays the chart's operator pods (nothing runs inside them), so the Deployment is
 checked for shape and readiness only and the identity is exercised by the local process; the
 pod itself runs for real on the real node in tests/e2e/test_real_node.py.
+
+Runs on the local cluster only: the evidence must come from the operator under test, and on
+the local cluster no other operator runs (the chart's is also installed serving only its own
+namespace). The chart's pods running for real are tests/e2e/test_real_node.py's, on kind.
 """
 
 from __future__ import annotations
@@ -35,6 +39,11 @@ from tests.e2e.cluster import (
     make_namespace,
     tools_bin,
     wait_for,
+)
+
+pytestmark = pytest.mark.local_cluster(
+    reason="RBAC is the API server's decision; here the chart's pods are kwok's (nothing runs "
+    "in them), so the only operator serving the namespace under test is the one under test"
 )
 
 

@@ -2,6 +2,9 @@
 
 Real processes against the real API server: the leader is killed with SIGKILL (no release),
 stopped cleanly (released), and robbed of its lease (it must stop writing at once).
+
+Runs on the local cluster only: leases are API objects and the operators are processes of
+this machine on either cluster.
 """
 
 from __future__ import annotations
@@ -14,8 +17,15 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.apps import apply, sample, wait_ready
 from tests.e2e.cluster import Cluster, Operator, run_operator, wait_for
+
+pytestmark = pytest.mark.local_cluster(
+    reason="leases are API objects and the operators run on this machine on either cluster: "
+    "one proves it"
+)
 
 FAILOVER_LIMIT = 30.0
 """The issue's bound; the design gives duration (15 s) + retry (2 s)."""

@@ -4,17 +4,26 @@ A leader reconciles an app and its scrape counts the passes, the applies and sta
 watches and the app's Ready reason; a standby with the same lease serves its metrics too,
 leader state 0 and no pass, until it takes over. The chart's pods are scraped on the real
 node (tests/e2e/test_real_node.py).
+
+Runs on the local cluster only: the operators are processes of this machine on either cluster.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from statefulwebapp import informer, kinds
 from statefulwebapp.model import parse
 from tests.e2e.apps import apply, get_app, sample, wait_ready
 from tests.e2e.cluster import Cluster, Operator, run_operator, wait_for
 from tests.e2e.metrics import Scrape, health, scrape
+
+pytestmark = pytest.mark.local_cluster(
+    reason="the scrape is of processes on this machine, the same on either cluster (the chart's "
+    "pods are scraped on kind in test_real_node)"
+)
 
 PASSES = "statefulwebapp_reconcile_passes_total"
 

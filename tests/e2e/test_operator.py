@@ -2,6 +2,13 @@
 
 Expectations come from the project's own renderers (``render_all``), so these tests check
 that the cluster shows what the operator promised, not a second hand-written copy of it.
+
+Where they run: what needs real pods on several kubeadm nodes (the sample Ready with its pods
+really serving, stable DNS names from CoreDNS, an agent on every node including the tainted
+control plane, the date logger's Jobs, children deleted or edited by hand and put back while
+pods run, archives on an export of their own) runs on kind; what the API server and the
+operator decide alone (deletion, a name taken, bad input, invalid schedules, a part turned off,
+the scale subresource) runs on the local cluster, whose kwok pods are Ready at once.
 """
 
 from __future__ import annotations
@@ -32,6 +39,15 @@ from tests.e2e.apps import (
 from tests.e2e.cluster import Cluster, Operator, wait_for
 from tests.e2e.realnode import export_dir
 
+pytestmark = pytest.mark.local_cluster(
+    reason="what the API server and the operator decide without a running container: the "
+    "same Kubernetes build serves kind, so one cluster proves it"
+)
+
+ON_REAL_PODS = pytest.mark.kind_cluster(
+    reason="it needs real pods on several kubeadm nodes (readiness, DNS, every node's agent)"
+)
+
 
 def pods(cluster: Cluster, namespace: str, component: str) -> list[dict[str, Any]]:
     selector = {names.LABEL_INSTANCE: "web", names.LABEL_COMPONENT: component}
@@ -44,6 +60,7 @@ def pods(cluster: Cluster, namespace: str, component: str) -> list[dict[str, Any
 # -- the reference scenario through one StatefulWebApp ------------------------------------
 
 
+@ON_REAL_PODS
 def test_every_child_matches_its_rendering(cluster: Cluster, app_ns: str) -> None:
     found = children_match_the_rendering(cluster, app_ns)
     # The sample keeps its archives on the nodes: only backup.target.nfs renders their volume.
@@ -51,6 +68,7 @@ def test_every_child_matches_its_rendering(cluster: Cluster, app_ns: str) -> Non
     assert absent == {BACKUP_VOLUME.key, BACKUP_CLAIM.key}, found
 
 
+@ON_REAL_PODS
 def test_sample_status_reads_three_of_three(cluster: Cluster, app_ns: str) -> None:
     status = get_app(cluster, app_ns)["status"]
     assert status["ready"] == "3/3"
@@ -62,6 +80,7 @@ def test_sample_status_reads_three_of_three(cluster: Cluster, app_ns: str) -> No
     assert row.split()[1:4] == ["3/3", "Bound", f"{len(nodes)}/{len(nodes)}"]
 
 
+@ON_REAL_PODS
 def test_web_pods_have_stable_names_and_dns(cluster: Cluster, app_ns: str) -> None:
     web = {p["metadata"]["name"]: p["status"]["podIP"] for p in pods(cluster, app_ns, names.WEB)}
     assert sorted(web) == ["web-0", "web-1", "web-2"]
@@ -74,6 +93,7 @@ def test_web_pods_have_stable_names_and_dns(cluster: Cluster, app_ns: str) -> No
     wait_for(lambda: cluster.resolve(every) == sorted(web.values()), 30, f"{every} -> all three")
 
 
+@ON_REAL_PODS
 def test_backup_agent_on_every_node_including_the_control_plane(
     cluster: Cluster, app_ns: str
 ) -> None:
@@ -85,6 +105,7 @@ def test_backup_agent_on_every_node_including_the_control_plane(
     assert mounts["/data"].get("readOnly") is True
 
 
+@ON_REAL_PODS
 def test_date_logger_jobs_complete(cluster: Cluster, app_ns: str) -> None:
     """Waits for two schedules, so up to two minutes."""
 
@@ -100,6 +121,7 @@ def test_date_logger_jobs_complete(cluster: Cluster, app_ns: str) -> None:
 # -- drift, scale, update ------------------------------------------------------------------
 
 
+@ON_REAL_PODS
 def test_deleted_children_come_back(cluster: Cluster, fresh_ns: str) -> None:
     apply(cluster, fresh_ns, sample())
     wait_ready(cluster, fresh_ns)
@@ -116,6 +138,7 @@ def test_deleted_children_come_back(cluster: Cluster, fresh_ns: str) -> None:
     wait_ready(cluster, fresh_ns)
 
 
+@ON_REAL_PODS
 def test_hand_edits_of_managed_fields_are_reverted_others_kept(
     cluster: Cluster, fresh_ns: str
 ) -> None:
@@ -154,6 +177,7 @@ def test_scale_subresource_and_image_update_roll_through(cluster: Cluster, fresh
     assert images == {"nginx:1.27"}
 
 
+@ON_REAL_PODS
 def test_backup_can_skip_the_control_plane(cluster: Cluster, fresh_ns: str) -> None:
     body = sample(backup={"tolerateControlPlane": False})
     apply(cluster, fresh_ns, body)
@@ -170,12 +194,13 @@ def test_disabling_a_part_removes_its_child(cluster: Cluster, fresh_ns: str) -> 
     wait_ready(cluster, fresh_ns)
 
 
+@ON_REAL_PODS
 def test_archives_go_to_an_export_of_their_own_and_come_back_to_the_nodes(
     cluster: Cluster, fresh_ns: str
 ) -> None:
-    """``backup.target.nfs`` set, then removed, on a live app. On kind every node's agent
-    really archives, each into its node's directory of the export; on the local cluster the
-    kwok nodes' agents run nothing (tests/e2e/test_restore.py covers the real node's)."""
+    """``backup.target.nfs`` set, then removed, on a live app: every node's agent really
+    archives, each into its node's directory of the export (the local cluster's real node's
+    agent is tests/e2e/test_restore.py's)."""
     target, shared = export_dir(cluster, f"{fresh_ns}-archives")
     apply(cluster, fresh_ns, sample())
     wait_ready(cluster, fresh_ns)
@@ -190,7 +215,8 @@ def test_archives_go_to_an_export_of_their_own_and_come_back_to_the_nodes(
     assert volumes["backups"]["persistentVolumeClaim"]["claimName"] == names.backup_claim(
         parse(get_app(cluster, fresh_ns))
     )
-    archiving = set(scenario_nodes(cluster)) if cluster.kind == "kind" else set()
+    archiving = set(scenario_nodes(cluster))
+    assert len(archiving) == 4, f"the scenario's four nodes, each with an agent: {archiving}"
 
     def every_node_archived() -> bool:
         made = {d.name for d in shared.iterdir() if list(d.glob(f"{fresh_ns}-web-*.tar.gz"))}
@@ -264,14 +290,55 @@ def test_foreign_object_in_the_way_is_reported_not_overwritten(
     assert child(cluster, "StatefulSet", "web", fresh_ns) is None  # Nothing half-applied.
 
 
-@pytest.mark.parametrize(
-    "schedule", ["*/5 25 * * *", "* * * * 7", "5-1 * * * *", "1-/2 * * * *", "@HOURLY"]
-)
-def test_invalid_schedule_is_reported_and_nothing_is_created(
-    cluster: Cluster, fresh_ns: str, schedule: str
+INVALID_SCHEDULES = ["*/5 25 * * *", "* * * * 7", "5-1 * * * *", "1-/2 * * * *", "@HOURLY"]
+"""Schedules the CRD lets through (five fields, or a macro) and the API server's cron parser
+refuses."""
+
+
+@pytest.fixture(scope="module")
+def cron_answers(cluster: Cluster) -> dict[str, str]:
+    """The API server's answer to the CronJob the operator renders for each invalid schedule,
+    all asked in one server-side dry run (a List): the parser is the API server's, one call
+    exercises it for every string."""
+    cronjobs = []
+    for i, schedule in enumerate(INVALID_SCHEDULES):
+        body = sample(dateLogger={"schedule": schedule})
+        body["metadata"]["namespace"] = "default"
+        cronjob = render_all(parse(body))["CronJob"]
+        assert cronjob is not None
+        cronjob["metadata"] = {"name": f"cron-{i}"}
+        cronjobs.append(cronjob)
+    out = cluster.kubectl(
+        "apply",
+        "--dry-run=server",
+        "-n",
+        "default",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": cronjobs}),
+        check=False,
+    )
+    return {
+        schedule: "\n".join(line for line in out.splitlines() if f'"cron-{i}"' in line)
+        for i, schedule in enumerate(INVALID_SCHEDULES)
+    }
+
+
+@pytest.mark.parametrize("schedule", INVALID_SCHEDULES)
+def test_the_api_servers_cron_parser_refuses_the_schedule(
+    cron_answers: dict[str, str], schedule: str
 ) -> None:
-    # The CRD lets these through (five fields, or a macro); the API server's own cron parser,
-    # asked by applying the CronJob first, refuses them.
+    answer = cron_answers[schedule]
+    assert "is invalid" in answer, answer
+    assert "spec.schedule" in answer, answer
+
+
+def test_invalid_schedule_is_reported_and_nothing_is_created(
+    cluster: Cluster, fresh_ns: str
+) -> None:
+    # The CRD lets it through; the API server's own cron parser, asked by applying the
+    # CronJob first, refuses it (each string's refusal: the test above).
+    schedule = INVALID_SCHEDULES[0]
     apply(cluster, fresh_ns, sample(dateLogger={"schedule": schedule}))
     condition = wait_reason(cluster, fresh_ns, "InvalidSpec")
     assert condition["message"].startswith("spec.dateLogger.schedule: the API server refused")

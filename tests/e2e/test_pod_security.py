@@ -12,6 +12,8 @@ With ``podSecurity: default`` (the reference scenario), two children cannot meet
 The date-logger CronJob always meets it. ``podSecurity: restricted`` makes every child meet
 it: the web container runs as ``runAsUser`` (use a non-root image), and the backup agents keep
 their archives in an emptyDir that lives as long as the agent pod.
+
+Runs on the local cluster only: the answers are the API server's, to dry runs.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ import pytest
 from statefulwebapp.kinds import render_all
 from statefulwebapp.model import parse
 from tests.e2e.cluster import Cluster, make_namespace
+
+pytestmark = pytest.mark.local_cluster(
+    reason="Pod Security admission is the API server's, asked with dry runs: one cluster proves it"
+)
 
 
 @pytest.fixture(scope="module")

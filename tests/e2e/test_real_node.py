@@ -11,6 +11,9 @@ server's PodNodeSelector and PodTolerationRestriction admission).
 Here the backup agent and the web server run from their rendered pod templates with an
 emptyDir in place of the claim, to test the script and the image on their own; the app's real
 NFS volume, mounted by this node's kubelet, is tests/e2e/test_nfs.py's.
+
+Runs on kind, whose workers run every pod for real, except the web image over a volume of
+this machine, which runs on the local cluster's real node (its own marker says why).
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ from tests.e2e.apps import REAL_NODE, apply, delete_namespace, get_app, sample, 
 from tests.e2e.cluster import CHART, Cluster, helm, make_namespace, wait_for
 from tests.e2e.metrics import Scrape, health, scrape, scrape_through_api
 from tests.e2e.realnode import ON_REAL_NODE, Placement, exec_in, export_dir, http_get, images, pods
+
+pytestmark = pytest.mark.kind_cluster(
+    reason="the chart's pods, `helm test`, the date logger's Job and the agent's script need "
+    "real containers, on kind's kubeadm workers"
+)
 
 NODE = "real"
 DATE = re.compile(r"^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d UTC (\d{4})$", re.MULTILINE)

@@ -2,6 +2,9 @@
 
 These tests prove the cluster, not the operator: the objects come from ``data/scenario.yaml``
 (written by hand, as the lab did), and each test checks one behaviour of SCENARIO.md.
+
+Runs on kind only: the lab's four nodes are kind's kubeadm nodes, where every pod runs for
+real (on the local cluster kwok would only pretend).
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ import yaml
 from tests.e2e.apps import scenario_nodes
 from tests.e2e.cluster import Cluster, local_images, make_namespace, wait_for
 from tests.e2e.realnode import exec_in, export_dir
+
+pytestmark = pytest.mark.kind_cluster(
+    reason="the scenario needs real pods on several kubeadm nodes: readiness in order, DNS "
+    "from CoreDNS, an agent on the tainted control plane, Jobs that really run"
+)
 
 DATA = Path(__file__).parent / "data"
 CONTROL_PLANE = "node-role.kubernetes.io/control-plane"

@@ -4,6 +4,9 @@ The operator keeps no state on the apps (no finalizer), so an app deleted while 
 at once, children included (owner references), except its cluster-scoped volume: that one the
 operator must collect when it starts again. An app re-created meanwhile finds its old volume
 Released, which never binds again, and must get a fresh one.
+
+Runs on the local cluster only: volumes, claims and owner references are API objects, and
+the operator is a process of this machine on either cluster.
 """
 
 from __future__ import annotations
@@ -17,6 +20,11 @@ from statefulwebapp import names
 from statefulwebapp.model import parse
 from tests.e2e.apps import apply, child, get_app, sample, wait_ready
 from tests.e2e.cluster import CRD_NAMES, CRDS, Cluster, Operator, make_namespace, wait_for
+
+pytestmark = pytest.mark.local_cluster(
+    reason="what the operator does about objects while it is stopped and started is API-level: "
+    "one cluster proves it"
+)
 
 
 @pytest.fixture
