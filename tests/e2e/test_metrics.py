@@ -74,7 +74,9 @@ def test_a_leader_counts_the_passes_requests_and_ready_apps_of_a_new_app(
         requests = "statefulwebapp_api_requests_total"
         rendered = [m for m in kinds.render_all(parse(get_app(cluster, apps_ns))).values() if m]
         assert after.value(requests, verb="apply", code="201") == len(rendered)
-        assert after.total(requests, verb="apply") == len(rendered), after.text
+        # Creations are counted exactly (each child created once); how many applies in all
+        # a loaded machine needs (a retry after a timeout) is the benchmark's figure.
+        assert after.total(requests, verb="apply") >= len(rendered), after.text
         assert after.value(requests, verb="patch", code="200") >= 2  # type: ignore[operator]
         assert after.total(requests, verb="watch") >= len(informer.SOURCES)
         # The lease: looked for (404), created, then renewed every 2 s.
