@@ -8,6 +8,9 @@ the watches cannot resume where they stopped: they get 410 Gone and list again. 
 of the apps carries no DELETED events: the resync finds the deleted app. The children's own
 watches (informer.py) compare their relist with what they held: they report the deleted child.
 The operator must repair the child and collect the volume.
+
+Runs on the local cluster only: it stops and starts the API server and etcd, processes of this
+machine there.
 """
 
 from __future__ import annotations

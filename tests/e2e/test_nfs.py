@@ -12,6 +12,9 @@ of this machine, and logs the refusal; the session fails if anything was refused
 The web pods and the real node's backup agent are placed there with the app's own fields
 (``nodeSelector``, ``tolerations``, ``backup.tolerations``); the kwok nodes' agents mount
 nothing.
+
+Runs on the local cluster only: it reads the export and the agents' hostPath archives on this
+machine (on kind the scenario's web pods serve the kind export: test_reference_scenario).
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ once between mounts, create, rename, remove, mkdir, readdir, truncate, symlinks,
 owners, a non-root reader, 50 MB byte for byte after unmount, a killed daemon cleaned up by a
 plain ``umount``, a clear error when the server is down, and the guard refusing a server that
 is not an address of this machine (before any packet is sent).
+
+Runs on the local cluster only: it mounts this machine's export with the client itself.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ here), overwritten, and put back by a StatefulWebAppRestore; the volume is compa
 byte on the server's side of the export. A restore of a missing archive fails and changes
 nothing; a restore whose pod is killed mid-way loses nothing and finishes on its retry; an
 agent that cannot archive turns the app to ``BackupFailing`` and back.
+
+Runs on the local cluster only: it reads the export and the real node's hostPath archives on
+this machine. The agents' CPU limit is the test's own (``AGENT_LIMITS``): what a run does is
+the proof, not how long the default limit makes it take.
 """
 
 from __future__ import annotations
