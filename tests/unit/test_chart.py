@@ -3,9 +3,9 @@
 No cluster is needed: every test renders the chart locally (a few tens of milliseconds each).
 What is pinned here is what matters operationally: the CRD copy matches crds/, kopf runs as a
 single instance with the restricted Pod Security settings, the RBAC is least-privilege (no
-wildcards, exactly the verbs the operator uses, persistentvolumes the only cluster-scoped write),
-watchNamespaces turns the namespaced grant into RoleBindings, and bad values fail with the field
-named in the message.
+wildcards, exactly the verbs the operator uses as its own code shows against the fake API server
+of fakeapi.py, persistentvolumes the only cluster-scoped write), watchNamespaces turns the
+namespaced grant into RoleBindings, and bad values fail with the field named in the message.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ from typing import Any
 
 import pytest
 import yaml
+
+from statefulwebapp import kinds
+from tests.unit import api_usage
+from tests.unit.api_usage import Rule
 
 pytestmark = pytest.mark.helm
 
@@ -31,27 +35,7 @@ Manifest = dict[str, Any]
 
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 
-# The whole RBAC of the chart, (apiGroup, resource) -> verbs, per ClusterRole. Any change to the
-# operator's API calls must show up here, and here only after a look at why it is needed.
-CLUSTER_RULES = {
-    ("", "persistentvolumes"): {"get", "list", "watch", "create", "patch", "delete"},
-}
-NAMESPACED_RULES = {
-    ("apps.k8slab.io", "statefulwebapps"): {"get", "list", "watch"},
-    ("apps.k8slab.io", "statefulwebapps/status"): {"patch"},
-    ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "patch"},
-    ("", "services"): {"get", "list", "watch", "create", "patch"},
-    ("apps", "statefulsets"): {"get", "list", "watch", "create", "patch"},
-    ("apps", "daemonsets"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("batch", "cronjobs"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "events"): {"create", "list", "watch"},
-    ("apps.k8slab.io", "statefulwebapprestores"): {"list", "watch", "patch"},
-    ("apps.k8slab.io", "statefulwebapprestores/status"): {"patch"},
-    ("batch", "jobs"): {"get", "create", "patch"},
-    ("", "pods"): {"list"},
-}
-LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
+# The helm test hook's own role (`kubectl get crd`, `kubectl api-resources`), not the operator's.
 TEST_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list"}}
 
 
@@ -282,17 +266,81 @@ def test_rbac_has_no_wildcards() -> None:
             assert "resourceNames" not in rule or rule["resourceNames"]
 
 
+def grants(role: Manifest) -> set[Rule]:
+    return {
+        (group, resource, verb)
+        for (group, resource), verbs in rule_table(role).items()
+        for verb in verbs
+    }
+
+
+NAMESPACED = {(kind.group, kind.plural): kind.namespaced for kind in kinds.BY_NAME.values()}
+"""Whether each kind the operator knows is namespaced, by (apiGroup, resource)."""
+
+
+def role_for(rule: Rule) -> str:
+    """The chart's role that must grant ``rule``: the chart's layout, which no request tells.
+
+    The lease lives in the release's namespace only: a Role there. Cluster-scoped kinds: the
+    "-cluster" ClusterRole, always bound cluster-wide. The rest: the "-namespaced" ClusterRole,
+    bound once per watched namespace when watchNamespaces is set.
+    """
+    group, resource, _verb = rule
+    if (group, resource) == (kinds.LEASE.group, kinds.LEASE.plural):
+        return f"{FULLNAME}-lease"
+    namespaced = NAMESPACED[group, resource.split("/", 1)[0]]
+    return f"{FULLNAME}-namespaced" if namespaced else f"{FULLNAME}-cluster"
+
+
+def differences(role: str, needed: set[Rule], granted: set[Rule]) -> list[str]:
+    """What ``role`` lacks and what it grants for nothing, a line each; empty when equal."""
+    lines = []
+    for title, rules in (
+        (
+            "missing from the chart (the operator sends it: a cluster would refuse it)",
+            needed - granted,
+        ),
+        (
+            "granted but never used (drop it, or drive its request in api_usage.py)",
+            granted - needed,
+        ),
+    ):
+        if rules:
+            lines.append(f"{role}: {title}:")
+            lines += [
+                f'    {verb} {resource} (apiGroup "{group}")'
+                for group, resource, verb in sorted(rules)
+            ]
+    return lines
+
+
 def test_rbac_is_exactly_what_the_operator_uses() -> None:
+    """Each rule of the operator's roles is one its requests need, and each need has its rule.
+
+    The needs come from running the operator's code against the fake API server (api_usage.py),
+    plus kopf's own requests: a new request without its rule, or a rule left after the operator
+    stopped needing it, fails here, named.
+    """
     docs = render()
-    cluster = named(docs, "ClusterRole", f"{FULLNAME}-cluster")
-    namespaced = named(docs, "ClusterRole", f"{FULLNAME}-namespaced")
-    assert rule_table(cluster) == CLUSTER_RULES
-    assert rule_table(namespaced) == NAMESPACED_RULES
-    assert rule_table(named(docs, "ClusterRole", f"{FULLNAME}-test-crd")) == TEST_RULES
     (lease,) = of_kind(docs, "Role")
-    assert lease["metadata"] == {**lease["metadata"], "name": f"{FULLNAME}-lease"}
+    assert lease["metadata"]["name"] == f"{FULLNAME}-lease"
     assert lease["metadata"]["namespace"] == NAMESPACE
-    assert rule_table(lease) == LEASE_RULES
+    roles = {
+        f"{FULLNAME}-cluster": named(docs, "ClusterRole", f"{FULLNAME}-cluster"),
+        f"{FULLNAME}-namespaced": named(docs, "ClusterRole", f"{FULLNAME}-namespaced"),
+        f"{FULLNAME}-lease": lease,
+    }
+    needed: dict[str, set[Rule]] = {name: set() for name in roles}
+    for rule in api_usage.used():
+        needed[role_for(rule)].add(rule)
+    report = [
+        line
+        for name, role in roles.items()
+        for line in differences(name, needed[name], grants(role))
+    ]
+    if report:
+        pytest.fail("the chart's RBAC differs from what the operator uses:\n" + "\n".join(report))
+    assert rule_table(named(docs, "ClusterRole", f"{FULLNAME}-test-crd")) == TEST_RULES
 
 
 def test_only_cluster_scoped_write_is_persistentvolumes() -> None:
