@@ -80,20 +80,26 @@ def pod_ready(pod: dict[str, Any]) -> bool:
 def _watch_pods(
     api: pykube.HTTPClient, namespace: str, out: list[Any], stop: threading.Event
 ) -> None:
-    """Record pod events until all three web pods were seen Ready (or the test ends)."""
+    """Record pod events until all three web pods were seen Ready (or the test ends).
+
+    pykube's client gives up on a watch that stays quiet longer than its HTTP timeout (a pod
+    waiting for its volume, say): the watch is opened again from the last version seen, so no
+    event is lost or repeated.
+    """
     query = pykube.Pod.objects(api, namespace=namespace).filter(selector={"app": "nginx"})
     ready: set[str] = set()
-    try:
-        for event in query.watch():
-            out.append((event.type, event.object.name, pod_ready(event.object.obj)))
-            if out[-1][2]:
-                ready.add(event.object.name)
-            if stop.is_set() or len(ready) == 3:
-                return
-    except requests.exceptions.RequestException:
-        # A quiet watch times out on the client side; the ordering test then fails on the
-        # events it lacks, so nothing is hidden by returning here.
-        return
+    since: str | None = None
+    while not stop.is_set():
+        try:
+            for event in query.watch(since=since):
+                since = event.object.obj["metadata"]["resourceVersion"]
+                out.append((event.type, event.object.name, pod_ready(event.object.obj)))
+                if out[-1][2]:
+                    ready.add(event.object.name)
+                if stop.is_set() or len(ready) == 3:
+                    return
+        except requests.exceptions.RequestException:
+            continue
 
 
 @pytest.fixture(scope="module")
