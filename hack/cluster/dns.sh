@@ -53,16 +53,7 @@ COREFILE
   echo "$port" >"$DNS_DIR/port"
   # Ready once it answers a name that always exists: the API server's own Service.
   for _ in $(seq 100); do
-    if python3 - "$port" <<'PY' 2>/dev/null; then exit 0; fi
-import socket, struct, sys
-q = struct.pack(">HHHHHH", 1, 0x0100, 1, 0, 0, 0)
-q += b"".join(bytes([len(p)]) + p.encode() for p in "kubernetes.default.svc.cluster.local".split(".")) + b"\0"
-q += struct.pack(">HH", 1, 1)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.5)
-s.sendto(q, ("127.0.0.1", int(sys.argv[1])))
-r = s.recv(512)
-sys.exit(0 if struct.unpack(">H", r[6:8])[0] > 0 else 1)
-PY
+    if python3 "$repo/hack/cluster/dns-answers.py" 127.0.0.1 "$port" 2>/dev/null; then exit 0; fi
     running || { cat "$DNS_DIR/coredns.log" >&2; die "CoreDNS exited; see $DNS_DIR/coredns.log."; }
     sleep 0.2
   done

@@ -18,6 +18,10 @@ set -euo pipefail
 NODE_NAME=real
 NODE_DIR=$CLUSTER_DIR/node
 POD_CIDR=10.250.0.0/24
+# The bridge's gateway address, where the node's pods ask the cluster's DNS (the kubelet's
+# clusterDNS): a CoreDNS of the node's own listens there, since the cluster's listens on
+# loopback only, which no pod reaches.
+DNS_IP=10.250.0.1
 # Named after this clone's cluster directory, so that two clones never share one.
 NODE_ID=$(printf '%s' "$CLUSTER_DIR" | sha256sum | cut -c1-8)
 BRIDGE=swa-$NODE_ID
@@ -124,6 +128,7 @@ authorization: {mode: Webhook}
 registerWithTaints:
   - {key: $TAINT_KEY, value: "true", effect: NoSchedule}
 clusterDomain: cluster.local
+clusterDNS: [$DNS_IP]
 podLogsDir: $NODE_DIR/pod-logs
 volumePluginDir: $NODE_DIR/kubelet/volume-plugins
 maxPods: 30
@@ -178,6 +183,7 @@ start() {
   for kv in $SYSCTLS; do sysctl -qw "$kv"; done
   [ -f "$RULES_BEFORE" ] || kube_rules >"$RULES_BEFORE"
   start_cgroups
+  start_dns
 
   alive containerd || launch containerd containerd --config "$NODE_DIR/containerd/config.toml"
   wait_for containerd "$NODE_DIR/logs/containerd.log" 60 ctr --address "$SOCK" version
@@ -203,6 +209,31 @@ start() {
   say "node $NODE_NAME ($ip, pods $POD_CIDR) Ready in $(( $(date +%s) - start ))s; NFS client: $(nfs_client)"
 }
 
+# The node's pods resolve cluster names as kind's do: the bridge is made now (the CNI plugin
+# takes it as it finds it) so that a CoreDNS can listen on its gateway address before the first
+# pod, serving cluster.local from the cluster's API server.
+start_dns() {
+  ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
+  ip -4 addr show dev "$BRIDGE" | grep -q "inet $DNS_IP/" || ip addr add "$DNS_IP/24" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+  mkdir -p "$NODE_DIR/dns"
+  cat >"$NODE_DIR/dns/Corefile" <<COREFILE
+cluster.local:53 {
+    bind $DNS_IP
+    errors
+    kubernetes cluster.local {
+        kubeconfig $KUBECONFIG_PATH
+        ttl 1
+    }
+}
+COREFILE
+  alive coredns || launch coredns coredns -conf "$NODE_DIR/dns/Corefile"
+  wait_for "the node's CoreDNS" "$NODE_DIR/logs/coredns.log" 60 dns_answers
+}
+
+# Whether the node's CoreDNS answers for the API server's own Service.
+dns_answers() { python3 "$repo/hack/cluster/dns-answers.py" "$DNS_IP" 53; }
+
 # Which NFS client the node's mounts use: the kernel's when it has one, else the FUSE one.
 nfs_client() {
   if grep -qw nfs /proc/filesystems 2>/dev/null; then echo "the kernel's"; else echo "FUSE (swa-nfs-mount)"; fi
@@ -227,6 +258,7 @@ stop() {
   fi
   stop_process containerd
   stop_process kube-proxy
+  stop_process coredns
   remove_added_rules
   # Whatever survived a crash: shims of this containerd, then mounts under the node's folder.
   pkill -KILL -f -- "containerd-shim-runc-v2 .*-address $SOCK" 2>/dev/null || true

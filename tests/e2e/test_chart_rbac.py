@@ -35,7 +35,6 @@ from tests.e2e.cluster import (
     Cluster,
     Operator,
     helm,
-    local_images,
     make_namespace,
     tools_bin,
     wait_for,
@@ -45,6 +44,10 @@ pytestmark = pytest.mark.local_cluster(
     reason="RBAC is the API server's decision; here the chart's pods are kwok's (nothing runs "
     "in them), so the only operator serving the namespace under test is the one under test"
 )
+
+
+KWOK_NODE = "kwok.x-k8s.io/node"
+"""The annotation of a node kwok plays: its pods are Running, but no container runs."""
 
 
 @dataclass
@@ -85,13 +88,27 @@ def service_account_kubeconfig(cluster: Cluster, namespace: str, account: str, p
 def release(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
     namespace = make_namespace(cluster, "swa-system")
     name = f"swa-{uuid.uuid4().hex[:6]}"
-    # Where pods run for real (kind), the chart runs the operator image built here: no
-    # registry has the chart's default one.
-    repository, tag = local_images()["operator"].rsplit(":", 1)
-    image = ["--set", f"image.repository={repository},image.tag={tag},image.pullPolicy=Never"]
-    where = image if cluster.nfs is not None else []
-    helm(
-        cluster, "install", name, str(CHART), "-n", namespace, *where, "--wait", "--timeout", "120s"
+    helm(cluster, "install", name, str(CHART), "-n", namespace, "--wait", "--timeout", "120s")
+    # The evidence of each test must come from the operator under test: the chart's own pods
+    # must be kwok's (nothing runs in them), or its operator would serve every namespace too.
+    pods = json.loads(
+        cluster.kubectl(
+            "get", "pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={name}", "-o", "json"
+        )
+    )["items"]
+    nodes = {
+        n["metadata"]["name"]: n
+        for n in json.loads(cluster.kubectl("get", "nodes", "-o", "json"))["items"]
+    }
+    placed = {p["metadata"]["name"]: nodes[p["spec"]["nodeName"]] for p in pods}
+    assert placed, "the chart made no operator pod"
+    running = [
+        pod
+        for pod, node in placed.items()
+        if KWOK_NODE not in node["metadata"].get("annotations", {})
+    ]
+    assert not running, (
+        f"the chart's operator runs for real ({running}): it would serve the namespaces under test"
     )
     account = f"{name}-statefulwebapp-operator"
     roles = {

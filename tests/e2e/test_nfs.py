@@ -131,6 +131,28 @@ def test_every_replica_mounts_the_export(cluster: Cluster, nfs_app: NfsApp, real
         assert fstype in {"nfs", "nfs4", "fuse.nfs"}, mounts
 
 
+def test_replicas_find_each_other_by_name_through_the_cluster_dns(
+    cluster: Cluster, nfs_app: NfsApp
+) -> None:
+    """The real node's pods resolve a peer's stable name as kind's pods do (the kubelet's
+    clusterDNS, hack/cluster/node.sh), and the kubelet never reports the DNS missing."""
+    first, *others = web_pods(cluster, nfs_app)
+    service = nfs_app.body["spec"]["serviceName"]
+    for peer in others:
+        name = peer["metadata"]["name"]
+        full = f"{name}.{service}.{nfs_app.namespace}.svc.cluster.local"
+        # The short form goes through the pod's search path: <ns>.svc.cluster.local first.
+        for asked in (f"{name}.{service}", full):
+            answer = exec_in(
+                cluster, nfs_app.namespace, first["metadata"]["name"], f"getent hosts {asked}"
+            )
+            assert answer.split()[:1] == [peer["status"]["podIP"]], f"{asked}: {answer!r}"
+    events = cluster.kubectl(
+        "get", "events", "-n", nfs_app.namespace, "--field-selector", "reason=MissingClusterDNS"
+    )
+    assert "MissingClusterDNS" not in events, events
+
+
 def test_a_file_written_through_one_replica_is_served_by_every_replica(
     cluster: Cluster, nfs_app: NfsApp
 ) -> None:
