@@ -26,7 +26,7 @@ from typing import Any, cast
 import kopf
 import pykube
 
-from statefulwebapp import informer, kinds, kube, refusals, restore, workqueue
+from statefulwebapp import informer, kinds, kube, names, refusals, restore, workqueue
 from statefulwebapp.metrics import Metrics
 from statefulwebapp.objects import Key, Obj
 from statefulwebapp.reconcile import Memory, collect_volume, reconcile
@@ -99,6 +99,19 @@ def first(index: Index, key: Any) -> dict[str, Any] | None:
     store = index.get(key)
     packed = next(iter(store), None) if store is not None else None
     return json.loads(packed) if packed is not None else None
+
+
+def owned_first(cache: Index, key: Key, uid: str) -> dict[str, Any] | None:
+    """The object a cache holds under app ``key`` that is the app's (``names.owned``); else None.
+
+    A cache is keyed by the owner an object names; an earlier app of the same name may still
+    own one there (the garbage collector has not come yet), and it is not this app's.
+    """
+    for packed in cache.get(key, ()):
+        obj: dict[str, Any] = json.loads(packed)
+        if names.owned(obj, key[0], key[1], uid):
+            return obj
+    return first(cache, key)
 
 
 def has(index: Index, key: Any) -> bool:
@@ -316,8 +329,10 @@ class Controller:
         status = self._unseen_status(key, app)
         return app if status is None else {**app, "status": status}
 
-    def _observed(self, key: Key) -> dict[str, Obj | None]:
-        return {child.key: first(self.children[child.key], key) for child in kinds.CHILDREN}
+    def _observed(self, key: Key, uid: str) -> dict[str, Obj | None]:
+        return {
+            child.key: owned_first(self.children[child.key], key, uid) for child in kinds.CHILDREN
+        }
 
     def _reconcile(
         self,
@@ -327,7 +342,7 @@ class Controller:
         missing: frozenset[str],
     ) -> workqueue.Result:
         started = time.monotonic()
-        observed = self._observed(key)
+        observed = self._observed(key, str(body["metadata"].get("uid") or ""))
         observed.update(dict.fromkeys(missing))
         failures = self.children[informer.MOUNT_FAILURES.store].get(key, ())
         unhealthy = self.children[informer.PROBE_FAILURES.store].get(key, ())
@@ -523,7 +538,11 @@ class Controller:
                     app=app,
                     apps=[n for ns, n in self.apps if ns == namespace],
                     siblings=siblings,
-                    statefulset=first(self.children[kinds.STATEFULSET.name], app_key),
+                    statefulset=owned_first(
+                        self.children[kinds.STATEFULSET.name],
+                        app_key,
+                        str((app or {}).get("metadata", {}).get("uid") or ""),
+                    ),
                     post_event=post_event,
                 )
             except (kube.ApiError, *refusals.TRANSIENT) as err:

@@ -92,11 +92,22 @@ _META = (
 )
 
 
-def owner_key(meta: Mapping[str, Any]) -> Key:
-    """The app a labelled child belongs to (a volume names its app's namespace in a label)."""
+def owner_key(meta: Mapping[str, Any]) -> Key | None:
+    """The app an object of ours names as its owner; None if it names none.
+
+    A namespaced child names its app by its controller ownerReference, which can only point
+    within its own namespace: an object planted in another namespace with an app's labels is
+    never attributed to that app (the pass checks the reference's uid, which it knows). A
+    volume is cluster-scoped and cannot be owned: its labels name the app, and the pass checks
+    that its claimRef names the app's claim as well (:func:`names.volume_owned`).
+    """
+    namespace = meta.get("namespace")
+    if namespace:
+        ref = names.controller_of(meta)
+        return None if ref is None else (str(namespace), str(ref.get("name") or ""))
     labels = meta.get("labels") or {}
-    namespace = labels.get(names.LABEL_APP_NAMESPACE) or meta.get("namespace") or ""
-    return (str(namespace), str(labels.get(names.LABEL_INSTANCE) or ""))
+    app_namespace, name = labels.get(names.LABEL_APP_NAMESPACE), labels.get(names.LABEL_INSTANCE)
+    return (str(app_namespace), str(name)) if app_namespace and name else None
 
 
 def pack_pod_event(body: Mapping[str, Any]) -> str:

@@ -351,16 +351,24 @@ def _answer(verb: str, p: str, response: requests.Response) -> dict[str, Any]:
     return result
 
 
-def delete(api: pykube.HTTPClient, kind: str, name: str, namespace: str = "") -> None:
-    """Delete an object in the background; a missing object is not an error."""
+def delete(
+    api: pykube.HTTPClient, kind: str, name: str, namespace: str = "", *, uid: str = ""
+) -> bool:
+    """Delete an object in the background; True if this request deleted it.
+
+    ``uid``: delete only the object with that uid (a precondition); another object of the
+    name, or none, is not an error and is left alone.
+    """
     p = path(kind, name, namespace)
-    response = api.session.delete(
-        _url(api, p),
-        json={"propagationPolicy": "Background"},
-        timeout=api.timeout,
-    )
-    if response.status_code != 404 and not response.ok:
+    options: dict[str, Any] = {"propagationPolicy": "Background"}
+    if uid:
+        options["preconditions"] = {"uid": uid}
+    response = api.session.delete(_url(api, p), json=options, timeout=api.timeout)
+    if response.status_code == 404 or (uid and response.status_code == 409):
+        return False
+    if not response.ok:
         raise ApiError("delete", p, response)
+    return True
 
 
 def merge_patch(

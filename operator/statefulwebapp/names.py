@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from statefulwebapp.model import GROUP, KIND
 
 if TYPE_CHECKING:
     from statefulwebapp.model import AppSpec, RestoreSpec
@@ -62,7 +64,12 @@ def service(app: AppSpec) -> str:
 
 def claim(app: AppSpec) -> str:
     """PersistentVolumeClaim name."""
-    return f"{app.name}-data"
+    return claim_of(app.name)
+
+
+def claim_of(name: str) -> str:
+    """The claim name from the app's name alone (a volume's owner is checked without a spec)."""
+    return f"{name}-data"
 
 
 def volume(app: AppSpec) -> str:
@@ -77,7 +84,12 @@ def volume_of(namespace: str, name: str) -> str:
 
 def backup_claim(app: AppSpec) -> str:
     """The claim of the archives' NFS export, which the backup agents and restores mount."""
-    return f"{app.name}-backups"
+    return backup_claim_of(app.name)
+
+
+def backup_claim_of(name: str) -> str:
+    """The archives' claim name from the app's name alone, as :func:`claim_of`."""
+    return f"{name}-backups"
 
 
 def backup_volume(app: AppSpec) -> str:
@@ -90,9 +102,43 @@ def backup_volume_of(namespace: str, name: str) -> str:
     return f"{namespace}-{name}-backups"
 
 
-def volume_belongs(labels: Mapping[str, str], namespace: str, name: str) -> bool:
-    """Whether a volume's labels tie it to the app ``namespace/name``."""
-    return labels.get(LABEL_INSTANCE) == name and labels.get(LABEL_APP_NAMESPACE) == namespace
+def controller_of(meta: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """An object's controller ownerReference if it names a StatefulWebApp; else None."""
+    for ref in meta.get("ownerReferences") or ():
+        if (
+            ref.get("controller")
+            and ref.get("kind") == KIND
+            and str(ref.get("apiVersion", "")).split("/")[0] == GROUP
+        ):
+            return ref  # type: ignore[no-any-return]
+    return None
+
+
+def owned(obj: Mapping[str, Any], namespace: str, name: str, uid: str) -> bool:
+    """Whether ``obj`` is a child of the app ``namespace/name`` whose uid is ``uid``.
+
+    A namespaced child: its controller ownerReference carries the app's uid (an owner
+    reference cannot leave its namespace, and a label is anyone's to write). A volume, which
+    no namespaced object can own: its labels name the app and its claimRef one of the app's
+    claims, both in the app's namespace. Nothing else is counted, patched or deleted.
+    """
+    meta = obj.get("metadata") or {}
+    if meta.get("namespace"):
+        ref = controller_of(meta)
+        return meta["namespace"] == namespace and ref is not None and ref.get("uid") == uid
+    return volume_owned(obj, namespace, name)
+
+
+def volume_owned(volume: Mapping[str, Any], namespace: str, name: str) -> bool:
+    """Whether a PersistentVolume is the app ``namespace/name``'s (labels and claimRef)."""
+    labels = (volume.get("metadata") or {}).get("labels") or {}
+    claim_ref = (volume.get("spec") or {}).get("claimRef") or {}
+    return (
+        labels.get(LABEL_INSTANCE) == name
+        and labels.get(LABEL_APP_NAMESPACE) == namespace
+        and claim_ref.get("namespace") == namespace
+        and claim_ref.get("name") in (claim_of(name), backup_claim_of(name))
+    )
 
 
 def disruption_budget(app: AppSpec) -> str:

@@ -173,11 +173,8 @@ class Seen:
 
 
 def owned(app: AppSpec, obj: Obj) -> bool:
-    """Whether ``obj`` belongs to this app (owner reference, or labels for the PV)."""
-    meta = obj.get("metadata", {})
-    if obj.get("kind") == kinds.PERSISTENT_VOLUME.name:
-        return names.volume_belongs(meta.get("labels") or {}, app.namespace, app.name)
-    return any(ref.get("uid") == app.uid for ref in meta.get("ownerReferences") or [])
+    """Whether ``obj`` is this app's (``names.owned``: by uid; a volume by labels and claim)."""
+    return names.owned(obj, app.namespace, app.name, app.uid)
 
 
 def reconcile(
@@ -412,13 +409,20 @@ def _delete(
     if live is None:
         return
     children[child.key] = None
+    if not owned(app, live):
+        # Not the app's (another incarnation's, or an object that only carries its labels):
+        # never the operator's to delete.
+        return
     if live["metadata"].get("deletionTimestamp"):
         # Deleted already, waiting on a finalizer (a claim still mounted, a volume still
         # bound): asking again on every pass would change nothing.
         return
     name = live["metadata"]["name"]
-    kube.delete(api, child.name, name, app.namespace if child.namespaced else "")
-    outcome.deleted.append(f"{child.name}/{name}")
+    # The uid as a precondition: an object of that name made since the cache saw ours is not
+    # deleted in its place.
+    uid = str(live["metadata"].get("uid") or "")
+    if kube.delete(api, child.name, name, app.namespace if child.namespaced else "", uid=uid):
+        outcome.deleted.append(f"{child.name}/{name}")
 
 
 @dataclass(frozen=True)
@@ -522,8 +526,7 @@ def collect_volume(api: pykube.HTTPClient, namespace: str, app_name: str) -> boo
         live = kube.get(api, kinds.PERSISTENT_VOLUME.name, name)
         if live is None or live.get("metadata", {}).get("deletionTimestamp"):
             continue
-        meta = live.get("metadata", {})
-        if names.volume_belongs(meta.get("labels") or {}, namespace, app_name):
-            kube.delete(api, kinds.PERSISTENT_VOLUME.name, name)
-            deleted = True
+        if names.volume_owned(live, namespace, app_name):
+            uid = str(live["metadata"].get("uid") or "")
+            deleted |= kube.delete(api, kinds.PERSISTENT_VOLUME.name, name, uid=uid)
     return deleted

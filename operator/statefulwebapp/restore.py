@@ -229,8 +229,10 @@ def _run(
     if seen.job is None:
         sts_status = (seen.statefulset or {}).get("status") or {}
         left = int(sts_status.get("replicas") or 0)
+        # Only the app's own StatefulSet (by its uid) can say its pods are stopped.
         stopped = (
             seen.statefulset is not None
+            and names.owned(seen.statefulset, app.namespace, app.name, app.uid)
             and (seen.statefulset.get("spec") or {}).get("replicas") == 0
             and left == 0
             and not int(sts_status.get("readyReplicas") or 0)

@@ -85,7 +85,9 @@ def from_cluster(api: pykube.HTTPClient, namespaces: Iterable[str]) -> Snapshot:
     children: dict[Key, set[str]] = {}
     for child in kinds.CHILDREN:
         for meta in _listed(api, child, scopes):
-            children.setdefault(owner_key(meta), set()).add(child.key)
+            key = owner_key(meta)
+            if key is not None:
+                children.setdefault(key, set()).add(child.key)
     if scopes != [""]:
         children = {key: kinds_ for key, kinds_ in children.items() if key[0] in scopes}
     return Snapshot(apps, {key: frozenset(present) for key, present in children.items()})

@@ -130,8 +130,8 @@ class FakeSession:
     ) -> requests.Response:
         return self.api.handle("PATCH", self._path(url), json.loads(data), headers, params)
 
-    def delete(self, url: str, **_: Any) -> requests.Response:
-        return self.api.handle("DELETE", self._path(url), None, {})
+    def delete(self, url: str, *, json: Obj | None = None, **_: Any) -> requests.Response:
+        return self.api.handle("DELETE", self._path(url), json, {})
 
     def post(self, url: str, *, json: Obj, **_: Any) -> requests.Response:
         return self.api.handle("POST", self._path(url), json, {"Content-Type": JSON})
@@ -229,14 +229,26 @@ class FakeApi:
     ) -> requests.Response:
         if verb == "GET" and not target(path).name:
             return self._list(target(path), params)
-        if verb in ("GET", "DELETE"):
-            obj = self.objects.get(path) if verb == "GET" else self.objects.pop(path, None)
+        if verb == "GET":
+            obj = self.objects.get(path)
             return response(200, obj) if obj else error(404, "NotFound", "not found")
+        if verb == "DELETE":
+            return self._delete(path, body)
         if verb == "POST":
             return self._create(f"{path}/{body['metadata']['name']}", body)
         if verb == "PUT":
             return self._replace(path, body)
         return self._patch(path, body, content_type)
+
+    def _delete(self, path: str, options: Obj | None) -> requests.Response:
+        """Delete, with the API server's uid precondition (409 when another object has the name)."""
+        obj = self.objects.get(path)
+        if not obj:
+            return error(404, "NotFound", "not found")
+        uid = ((options or {}).get("preconditions") or {}).get("uid")
+        if uid and uid != obj.get("metadata", {}).get("uid"):
+            return error(409, "Conflict", "Precondition failed: UID in precondition")
+        return response(200, self.objects.pop(path))
 
     def _patch(self, path: str, body: Obj, content_type: str) -> requests.Response:
         if path.endswith("/status"):

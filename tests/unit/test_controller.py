@@ -127,6 +127,71 @@ def test_an_app_found_gone_after_a_watch_gap_gets_no_pass(fx: Fixture) -> None:
     assert STATUS in fx.api.sent()
 
 
+def test_objects_planted_in_another_namespace_under_an_apps_labels_are_never_its(
+    fx: Fixture,
+) -> None:
+    """A tenant of namespace ``a`` labels objects as app default/web's children, each named like
+    one of default's own objects (or its Service): the app is neither frozen nor made to delete."""
+    body = app()
+    body["spec"] = {
+        **body["spec"],
+        "replicas": 1,
+        "backup": {"enabled": False},
+        "dateLogger": {"enabled": False},
+    }
+    spec = parse(body)
+    victims = {
+        kinds.DISRUPTION_BUDGET: "important-pod",
+        kinds.DAEMONSET: "important-dae",
+        kinds.CRONJOB: "important-cro",
+        kinds.SERVICE: spec.service_name,
+    }
+    for child, name in victims.items():
+        labels = {
+            "app.kubernetes.io/managed-by": "statefulwebapp-operator",
+            "app.kubernetes.io/instance": "web",
+            "apps.k8slab.io/app-namespace": "default",
+        }
+        planted = {
+            "apiVersion": f"{child.group}/{child.version}".lstrip("/"),
+            "kind": child.name,
+            "metadata": {"name": name, "namespace": "a", "uid": f"a-{name}", "labels": labels},
+        }
+        victim = {**planted, "metadata": {"name": name, "namespace": "default", "uid": name}}
+        if child is not kinds.SERVICE:
+            fx.api.objects[kube.path(child.name, name, "default")] = victim
+        # As the informer would keep it: by the owner it names (none), so not at all.
+        key = informer.child_source(child).key(planted)
+        if key is not None:
+            fx.controller.children[child.key].put(f"a-{name}", key, json.dumps(planted))
+    fx.controller.app_changed(KEY, fx.index(body))
+    fx.settle()
+    assert [path for verb, path in fx.api.requests if verb == "DELETE"] == []
+    for child, name in victims.items():
+        if child is not kinds.SERVICE:
+            assert kube.path(child.name, name, "default") in fx.api.objects
+    status = fx.api.objects[APP]["status"]
+    reasons = [c["reason"] for c in status["conditions"] if c["type"] == "Ready"]
+    assert reasons
+    assert reasons[0] != "NameConflict"
+
+
+def test_a_child_is_deleted_only_with_the_uid_it_was_seen_with(fx: Fixture) -> None:
+    """Turned off, the date logger's CronJob goes; one made again meanwhile (another uid) stays."""
+    fx.controller.app_changed(KEY, fx.index(app()))
+    fx.settle()
+    cronjob = PATHS["CronJob"]
+    seen = fx.api.objects[cronjob]
+    fx.controller.children[kinds.CRONJOB.key].put(seen["metadata"]["uid"], KEY, informer.pack(seen))
+    fx.api.objects[cronjob] = {**seen, "metadata": {**seen["metadata"], "uid": "a-new-one"}}
+    body = app()
+    body["spec"] = {**body["spec"], "dateLogger": {"enabled": False}}
+    fx.controller.app_changed(KEY, fx.index(body))
+    fx.settle()
+    assert ("DELETE", cronjob) in fx.api.requests
+    assert fx.api.objects[cronjob]["metadata"]["uid"] == "a-new-one"
+
+
 def test_a_daemonset_counting_up_to_ready_costs_the_ready_write_alone() -> None:
     """0/4 ... 4/4, each report passed at once (one app: the short window), costs one status
     write, Ready's: the counts between are progress, held (``status.urgent``)."""

@@ -24,6 +24,15 @@ def service(uid: str, app: str, version: str = "1", **extra: Any) -> dict[str, A
             "uid": uid,
             "resourceVersion": version,
             "labels": {names.LABEL_INSTANCE: app, names.LABEL_MANAGED_BY: names.MANAGER},
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps.k8slab.io/v1alpha1",
+                    "kind": "StatefulWebApp",
+                    "name": app,
+                    "uid": f"uid-of-{app}",
+                    "controller": True,
+                }
+            ],
             "managedFields": [{"manager": "x" * 1000}],
             "annotations": {drift.DIGEST: "abc", "other": "y" * 1000},
             **extra,
@@ -56,11 +65,32 @@ def test_pack_keeps_what_a_pass_reads_and_drops_the_rest() -> None:
     assert packed["kind"] == "Service"
 
 
-def test_owner_key_of_namespaced_children_and_volumes() -> None:
-    labels = {names.LABEL_INSTANCE: "web"}
-    assert informer.owner_key({"namespace": "ns", "labels": labels}) == ("ns", "web")
-    volume = {"labels": {**labels, names.LABEL_APP_NAMESPACE: "ns"}}
-    assert informer.owner_key(volume) == ("ns", "web")
+def test_owner_key_of_a_namespaced_child_is_its_controller_reference_in_its_namespace() -> None:
+    ref = {"apiVersion": "apps.k8slab.io/v1alpha1", "kind": "StatefulWebApp", "name": "web"}
+    owned = {"namespace": "a", "ownerReferences": [{**ref, "uid": "u", "controller": True}]}
+    assert informer.owner_key(owned) == ("a", "web")
+    # Planted in namespace a with the labels of app b/web: never b's, and without an owner
+    # reference, nobody's.
+    planted = {
+        "namespace": "a",
+        "labels": {
+            names.LABEL_INSTANCE: "web",
+            names.LABEL_APP_NAMESPACE: "b",
+            names.LABEL_MANAGED_BY: names.MANAGER,
+        },
+    }
+    assert informer.owner_key(planted) is None
+    assert informer.owner_key({**planted, **owned}) == ("a", "web")
+    # Owned by something else, or not as its controller: not ours.
+    other = {**ref, "kind": "Deployment", "apiVersion": "apps/v1", "controller": True}
+    assert informer.owner_key({"namespace": "a", "ownerReferences": [other]}) is None
+    assert informer.owner_key({"namespace": "a", "ownerReferences": [ref]}) is None
+
+
+def test_owner_key_of_a_volume_is_its_labels() -> None:
+    labels = {names.LABEL_INSTANCE: "web", names.LABEL_APP_NAMESPACE: "ns"}
+    assert informer.owner_key({"labels": labels}) == ("ns", "web")
+    assert informer.owner_key({"labels": {names.LABEL_INSTANCE: "web"}}) is None
 
 
 def test_store_is_a_mapping_of_apps_to_packed_objects() -> None:

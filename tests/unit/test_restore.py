@@ -24,8 +24,15 @@ SPEC = RestoreSpec(name="back", namespace="default", uid="0000-restore", app_nam
 APP = dict(SCENARIO, metadata={**SCENARIO["metadata"]})
 
 
-def sts(spec_replicas: int, replicas: int, ready: int = 0) -> dict[str, Any]:
+def sts(spec_replicas: int, replicas: int, ready: int = 0, uid: str = "0000-uid") -> dict[str, Any]:
+    """The app's StatefulSet (owned by the app's uid unless ``uid`` says otherwise)."""
+    owner = {"apiVersion": "apps.k8slab.io/v1alpha1", "kind": "StatefulWebApp", "name": "web"}
     return {
+        "metadata": {
+            "name": "web",
+            "namespace": "default",
+            "ownerReferences": [{**owner, "uid": uid, "controller": True}],
+        },
         "spec": {"replicas": spec_replicas},
         "status": {"replicas": replicas, "readyReplicas": ready},
     }
@@ -149,6 +156,10 @@ def test_the_job_starts_only_once_no_web_pod_is_left() -> None:
         waiting = restore.decide(SPEC, pending, restore.Observed(app=APP, statefulset=left), NOW)
         assert waiting.job is None
         assert waiting.requeue_after
+    # A StatefulSet that is not the app's (planted with its labels, or an earlier app's) says
+    # nothing of the app's pods.
+    planted = restore.Observed(app=APP, statefulset=sts(0, 0, uid="someone-else"))
+    assert restore.decide(SPEC, pending, planted, NOW).job is None
     go = restore.decide(SPEC, pending, restore.Observed(app=APP, statefulset=sts(0, 0)), NOW)
     assert go.job is not None
     assert go.status is not None
