@@ -24,6 +24,8 @@ import prometheus_client
 
 from statefulwebapp import controller, handlers, kube, lease, workqueue
 from statefulwebapp.metrics import Endpoint, Metrics
+from statefulwebapp.model import DEFAULT_BACKUP_ROOT
+from statefulwebapp.policy import Export, Policy
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 LEASE_NAME = "statefulwebapp-operator"
@@ -123,6 +125,28 @@ def parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument(
+        "--backup-root",
+        default=DEFAULT_BACKUP_ROOT,
+        metavar="DIR",
+        help=(
+            "absolute directory on every node under which the backup agents keep archives, "
+            "each app in DIR/<namespace>/<name>; no app chooses a host directory "
+            "(default: %(default)s)"
+        ),
+    )
+    p.add_argument(
+        "--nfs-allow",
+        action="append",
+        default=[],
+        type=_export,
+        metavar="SERVER[:/PATH]",
+        help=(
+            "an NFS export apps may use, with everything inside it (repeatable); an app on "
+            "any other export gets Ready=False, ExportNotAllowed, and nothing is created; "
+            "default: every export"
+        ),
+    )
+    p.add_argument(
         "--log-format",
         choices=["plain", "full", "json"],
         default="full",
@@ -132,6 +156,23 @@ def parser() -> argparse.ArgumentParser:
     verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     return p
+
+
+def _export(text: str) -> Export:
+    """An ``--nfs-allow`` value; argparse turns the ValueError into a usage error."""
+    try:
+        return Export.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _backup_root(text: str) -> str | None:
+    """Why ``text`` is no backup root, or None if it is one."""
+    if not text.startswith("/") or text.rstrip("/") == "":
+        return "write an absolute directory other than /, such as " + DEFAULT_BACKUP_ROOT
+    if any(part in (".", "..") for part in text.split("/")):
+        return 'write it without "." or ".." segments'
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     namespace, _, name = args.lease.partition("/")
     if not namespace or not name:
         print(f"--lease {args.lease!r}: write NAMESPACE/NAME", file=sys.stderr)
+        return 2
+    wrong = _backup_root(args.backup_root)
+    if wrong is not None:
+        print(f"--backup-root {args.backup_root!r}: {wrong}", file=sys.stderr)
         return 2
     # Counters without their `_created` twins: one series per counter, as most exporters.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -179,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                         namespaces=frozenset(args.namespace or ()),
                         resync_seconds=args.resync_seconds,
                         max_rollouts_per_minute=args.max_rollouts_per_minute,
+                        policy=Policy(args.backup_root, tuple(args.nfs_allow)),
                         metrics=metrics,
                     ),
                 )

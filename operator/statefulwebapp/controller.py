@@ -29,6 +29,7 @@ import pykube
 from statefulwebapp import informer, kinds, kube, names, refusals, restore, workqueue
 from statefulwebapp.metrics import Metrics
 from statefulwebapp.objects import Key, Obj
+from statefulwebapp.policy import NO_POLICY, ExportClaims, Policy
 from statefulwebapp.reconcile import Memory, collect_volume, reconcile
 from statefulwebapp.resync import Plan, Snapshot, compare, from_cluster, list_apps
 
@@ -143,6 +144,7 @@ class Controller:
         restores: Index,
         metrics: Metrics,
         namespaces: frozenset[str] = frozenset(),
+        policy: Policy = NO_POLICY,
         queue: workqueue.WorkQueue | None = None,
         children: Mapping[str, informer.Store] | None = None,
     ) -> None:
@@ -159,6 +161,10 @@ class Controller:
         self.namespaces = namespaces
         """The namespaces served (empty: all). Volumes are cluster-scoped: an operator serving
         some namespaces must not collect the volumes of apps in the others."""
+        self.policy = policy
+        """The admin's decisions: the archives' root on the nodes, the exports allowed."""
+        self.claims = ExportClaims()
+        """Which live app uses which NFS export; filled from kopf's index at :meth:`open`."""
         self.queue = queue or new_queue()
         self.lookups = ThreadPoolExecutor(LOOKUPS, thread_name_prefix="lookup")
         """Where a pass's looks before creating children go at once (reconcile._look_up)."""
@@ -216,6 +222,9 @@ class Controller:
         if self.gone.get(key) != body.get("metadata", {}).get("uid"):
             self.gone.pop(key, None)  # A new app of that name.
         self.enqueue(key, logger)
+        # Apps on an export this one took or left: one of them may be refused, or free, now.
+        for other in self.claims.update(key, body):
+            self.enqueue(other)
 
     def app_deleted(self, key: Key, logger: kopf.Logger | None = None) -> None:
         """The app is gone: forget it and collect its volume."""
@@ -238,6 +247,8 @@ class Controller:
     def forget(self, key: Key) -> None:
         """Drop what is remembered of an app that is gone."""
         self.queue.forget(key)
+        for other in self.claims.remove(key):
+            self.enqueue(other)  # The export it held may be another app's now.
         self.memory.forget(key)
         self.metrics.forget_app(key)
         self.last_status.pop(key, None)
@@ -265,6 +276,13 @@ class Controller:
         """Tell what was held, and every event from now on: kopf has listed the apps."""
         with self._lock:
             held, self._held = self._held, None
+        if held is not None:
+            # The first app event: kopf's index holds every app, so every claim on an export
+            # is known before any pass asks which app holds one.
+            for key in list(self.apps):
+                app = first(self.apps, key)
+                if app is not None:
+                    self.claims.update(key, app)
         for (_, key), (child, event) in (held or {}).items():
             self._child_changed(child, key, event)
 
@@ -368,6 +386,8 @@ class Controller:
                 probe_failures=[json.loads(packed) for packed in unhealthy],
                 restoring=restore.under_way(restores),
                 lookups=self.lookups,
+                policy=self.policy,
+                claims=self.claims,
             )
         except Exception as err:
             logger.error("reconcile failed, retrying with backoff: %s", err)
@@ -544,6 +564,7 @@ class Controller:
                         str((app or {}).get("metadata", {}).get("uid") or ""),
                     ),
                     post_event=post_event,
+                    backup_root=self.policy.backup_root,
                 )
             except (kube.ApiError, *refusals.TRANSIENT) as err:
                 logger.error("restore %s: %s; retrying with backoff", name, err)

@@ -29,6 +29,7 @@ import kopf
 from statefulwebapp import informer, kinds, kube, restore
 from statefulwebapp.controller import RESYNC_SECONDS, Controller, key_of, new_queue
 from statefulwebapp.metrics import Metrics
+from statefulwebapp.policy import NO_POLICY
 from statefulwebapp.workqueue import ROLLOUTS_PER_MINUTE
 
 APP = (kinds.APP.group, kinds.APP.version, kinds.APP.plural)
@@ -41,8 +42,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
 
     Returns once every child is listed: kopf starts the apps' watch after the startup
     handlers, so the first pass of an app finds its children there. ``memo`` may carry
-    ``namespaces``, ``resync_seconds``, ``max_rollouts_per_minute`` and ``metrics`` (the
-    command's, which it serves); kopf passes its indexes to startup handlers too.
+    ``namespaces``, ``resync_seconds``, ``max_rollouts_per_minute``, ``policy`` (the admin's
+    decisions) and ``metrics`` (the command's, which it serves); kopf passes its indexes to
+    startup handlers too.
     """
     # Watches that silently stop are kopf's best-known failure; bound them on both ends.
     settings.watching.server_timeout = informer.SERVER_TIMEOUT
@@ -61,6 +63,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
         restores=kwargs["idx_restores"],
         metrics=metrics,
         namespaces=frozenset(memo.get("namespaces") or ()),
+        policy=memo.get("policy") or NO_POLICY,
         queue=new_queue(float(memo.get("max_rollouts_per_minute", ROLLOUTS_PER_MINUTE))),
     )
     memo.controller = controller
@@ -69,8 +72,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
 
 @kopf.index(*APP, id="idx_apps")
 async def index_apps(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
-    """Apps by (namespace, name), so a child's event finds its app without a request."""
-    return {key_of(namespace, name): informer.pack(body)}
+    """Apps by (namespace, name), so a child's event finds its app without a request.
+
+    With its creation time: of two apps on one export, the older keeps it (policy.py).
+    """
+    return {key_of(namespace, name): informer.pack(body, also=("creationTimestamp",))}
 
 
 @kopf.on.event(*APP, id="app")

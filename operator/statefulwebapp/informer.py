@@ -58,14 +58,14 @@ BACKOFF = (1.0, 30.0)
 _log = logging.getLogger(__name__)
 
 
-def pack(body: Mapping[str, Any]) -> str:
-    """What reconcile and status need of an object, as compact JSON.
+def pack(body: Mapping[str, Any], also: tuple[str, ...] = ()) -> str:
+    """What reconcile and status need of an object, as compact JSON; ``also``: more metadata.
 
     A thousand apps mean seven thousand objects held. As parsed dicts they took 65 KB per app;
     as JSON text, a quarter of that. A pass parses the seven it needs, well under a millisecond.
     """
     meta = body.get("metadata") or {}
-    kept_meta = {key: meta[key] for key in _META if key in meta}
+    kept_meta = {key: meta[key] for key in (*_META, *also) if key in meta}
     # Of the annotations, only the digest the drift rule reads: others' may be large.
     stamp = drift.stamp_of(body)
     if stamp is not None:

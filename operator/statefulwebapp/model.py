@@ -13,6 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+DEFAULT_BACKUP_ROOT = "/var/backups/statefulwebapp"
+"""Where the backup agents keep archives on each node unless the admin says otherwise
+(``--backup-root``): each app in ``<root>/<namespace>/<name>``."""
+
 GROUP = "apps.k8slab.io"
 VERSION = "v1alpha1"
 PLURAL = "statefulwebapps"
@@ -197,8 +201,10 @@ class Backup:
     """Seconds between two archives."""
     keep: int = 24
     """How many archives each node keeps."""
-    host_path: str = "/var/backups/statefulwebapp"
-    """Node-local directory receiving the archives, unless ``target.nfs`` is set."""
+    host_path: str = f"{DEFAULT_BACKUP_ROOT}/default/web"
+    """This app's directory on each node receiving its archives, unless ``target.nfs`` is
+    set: ``<backup root>/<namespace>/<name>``, the root being the admin's (``--backup-root``),
+    never a tenant's choice. No other app's archives are in it."""
     target: BackupTarget = BackupTarget()
     """Where archives go: the node's ``host_path`` (the default) or an NFS export."""
     tolerate_control_plane: bool = True
@@ -274,14 +280,18 @@ class AppSpec:
     sets it from the restores it serves); the web pods are stopped while it runs."""
 
 
-def parse(body: Mapping[str, Any]) -> AppSpec:
-    """Turn a StatefulWebApp object into an :class:`AppSpec`, or raise :class:`SpecError`."""
+def parse(body: Mapping[str, Any], *, backup_root: str = DEFAULT_BACKUP_ROOT) -> AppSpec:
+    """Turn a StatefulWebApp object into an :class:`AppSpec`, or raise :class:`SpecError`.
+
+    ``backup_root``: the admin's directory on the nodes under which each app's archives go.
+    """
     meta = body.get("metadata") or {}
     spec = body.get("spec") or {}
     name = str(meta.get("name", ""))
+    namespace = str(meta.get("namespace", ""))
     return AppSpec(
         name=name,
-        namespace=str(meta.get("namespace", "")),
+        namespace=namespace,
         uid=str(meta.get("uid", "")),
         storage=_parse_storage(_obj(spec, "storage")),
         replicas=_int(spec, "replicas", AppSpec.replicas),
@@ -296,7 +306,7 @@ def parse(body: Mapping[str, Any]) -> AppSpec:
         topology_spread=_topology_spread(_obj(spec, "topologySpread")),
         node_selector=_str_map(spec, "nodeSelector"),
         tolerations=_tolerations(spec, "tolerations"),
-        backup=_parse_backup(_obj(spec, "backup")),
+        backup=_parse_backup(_obj(spec, "backup"), f"{backup_root.rstrip('/')}/{namespace}/{name}"),
         date_logger=_parse_date_logger(_obj(spec, "dateLogger")),
     )
 
@@ -359,14 +369,16 @@ def _probe(raw: Mapping[str, Any], enabled: bool, which: str) -> Probe:
     )
 
 
-def _parse_backup(raw: Mapping[str, Any]) -> Backup:
+def _parse_backup(raw: Mapping[str, Any], host_path: str) -> Backup:
     p = "backup."
     return Backup(
         enabled=_bool(raw, "enabled", Backup.enabled, p),
         image=_str(raw, "image", Backup.image, p),
         interval_seconds=_int(raw, "intervalSeconds", Backup.interval_seconds, p),
         keep=_int(raw, "keep", Backup.keep, p),
-        host_path=_str(raw, "hostPath", Backup.host_path, p),
+        # The spec's hostPath (refused at admission since the admin chooses the root) is
+        # ignored where an older object still carries it.
+        host_path=host_path,
         target=_parse_backup_target(_obj(raw, "target", p)),
         tolerate_control_plane=_bool(raw, "tolerateControlPlane", Backup.tolerate_control_plane, p),
         tolerations=_tolerations(raw, "tolerations", p),

@@ -19,6 +19,7 @@ import pykube
 from statefulwebapp import drift, kinds, kube, names, refusals, status
 from statefulwebapp.model import AppSpec, SpecError, parse
 from statefulwebapp.objects import Key, Obj, timestamp
+from statefulwebapp.policy import NO_POLICY, ExportClaims, Policy, exports_of
 
 Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 Warn = Callable[[str, str], None]
@@ -191,6 +192,8 @@ def reconcile(
     probe_failures: Sequence[Obj] = (),
     restoring: str = "",
     lookups: Executor | None = None,
+    policy: Policy = NO_POLICY,
+    claims: ExportClaims | None = None,
 ) -> Outcome:
     """Bring the app's children in line with its spec and publish the recomputed status.
 
@@ -205,14 +208,16 @@ def reconcile(
     events of the app's pods, packed (``informer.pack_pod_event``), for the status.
     ``restoring``: the StatefulWebAppRestore under way for the app, if one is (restore.py):
     the web pods are stopped while it runs. ``lookups``: a pool for the looks before
-    creating missing children, which then go at once.
+    creating missing children, which then go at once. ``policy``: the admin's decisions (the
+    archives' root on the nodes, the exports allowed); ``claims``: the exports live apps use,
+    of which an app gets none an older app holds.
     """
     outcome = Outcome()
     seen = Seen.of(body)
     children = dict(observed)
     # 1. Parse the spec once into the typed model.
     try:
-        app = parse(body)
+        app = parse(body, backup_root=policy.backup_root)
         if restoring:
             app = replace(app, restoring=restoring)
     except SpecError as err:
@@ -226,38 +231,46 @@ def reconcile(
         return outcome
     # 2. Render every child, stamped with the digest of its rendering (digested once per spec).
     desired = memory.rendering(app)
-    try:
-        # 3. Before creating a missing child: the app must really exist (an index entry can
-        #    outlive a watch gap), and no object of ours may be in the way of a child's name.
-        missing = [k for k, manifest in desired.items() if manifest and children.get(k) is None]
-        if missing:
-            current, found = _look_up(api, app, desired, missing, lookups)
-            if current is None or current["metadata"].get("uid") != app.uid:
-                outcome.app_gone = True
+    # 3. The admin decides which exports an app may mount, and one export serves one app:
+    #    an app refused either way gets nothing created or changed.
+    refused = policy.refusal(app) or (
+        claims.holder((app.namespace, app.name), exports_of(app)) if claims else None
+    )
+    if refused is not None:
+        outcome.problems.append(refused)
+    else:
+        try:
+            # 4. Before creating a missing child: the app must really exist (an index entry can
+            #    outlive a watch gap), and no object of ours may be in the way of a child's name.
+            missing = [k for k, manifest in desired.items() if manifest and children.get(k) is None]
+            if missing:
+                current, found = _look_up(api, app, desired, missing, lookups)
+                if current is None or current["metadata"].get("uid") != app.uid:
+                    outcome.app_gone = True
+                    return outcome
+                children.update(found)
+            conflict = _find_conflict(app, desired, children)
+            if conflict is not None:
+                outcome.problems.append(conflict)
+            else:
+                # 5. Converge each child on its own: one refusal freezes no other.
+                _converge(
+                    api,
+                    app=app,
+                    desired=desired,
+                    children=children,
+                    outcome=outcome,
+                    memory=memory,
+                    logger=logger,
+                    rollout_due=rollout_due if seen.acknowledged else lambda: True,
+                )
+        except (kube.ApiError, *refusals.TRANSIENT) as err:
+            if isinstance(err, kube.ApiError) and err.terminating:
+                # The namespace, and the app with it, is going away: nothing to repair or report.
                 return outcome
-            children.update(found)
-        conflict = _find_conflict(app, desired, children)
-        if conflict is not None:
-            outcome.problems.append(conflict)
-        else:
-            # 4. Converge each child on its own: one refusal freezes no other.
-            _converge(
-                api,
-                app=app,
-                desired=desired,
-                children=children,
-                outcome=outcome,
-                memory=memory,
-                logger=logger,
-                rollout_due=rollout_due if seen.acknowledged else lambda: True,
-            )
-    except (kube.ApiError, *refusals.TRANSIENT) as err:
-        if isinstance(err, kube.ApiError) and err.terminating:
-            # The namespace, and the app with it, is going away: nothing to repair or report.
-            return outcome
-        outcome.problems.append(refusals.problem(kinds.APP, f"{app.namespace}/{app.name}", err))
+            outcome.problems.append(refusals.problem(kinds.APP, f"{app.namespace}/{app.name}", err))
     _warn_if_news(seen, outcome, warn)
-    # 5. The status, recomputed from the children as they now are.
+    # 6. The status, recomputed from the children as they now are.
     now = timestamp()
     new = status.compute(
         app,

@@ -57,6 +57,35 @@ def _restricted(pod_spec: dict[str, Any], uid: int) -> None:
         }
 
 
+AGENT_CAPABILITIES = ("DAC_OVERRIDE",)
+"""The one capability a backup agent running as root keeps: reading every file of the volume,
+whoever owns it (a web image running as its own user may write files only it can read). Not
+the narrower DAC_READ_SEARCH: Pod Security "baseline", where an agent writing to an NFS target
+may run, admits DAC_OVERRIDE only."""
+RESTORE_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER")
+"""What a restore running as root keeps: giving each restored file back its owner (CHOWN) and
+mode (FOWNER), and moving the volume's entries aside whoever owns them (DAC_OVERRIDE)."""
+
+
+def _unprivileged(pod_spec: dict[str, Any], add: tuple[str, ...] = ()) -> None:
+    """No privilege beyond the capabilities ``add``, whatever the pod's user.
+
+    The agents and restores run on every node with a host directory or a tenant's volume
+    mounted. No escalation, every capability dropped but ``add``, the runtime's seccomp profile, a
+    read-only root filesystem (they write only to their volumes).
+    """
+    pod_spec.setdefault("securityContext", {})["seccompProfile"] = {"type": "RuntimeDefault"}
+    capabilities: dict[str, list[str]] = {"drop": ["ALL"]}
+    if add:
+        capabilities["add"] = list(add)
+    for container in pod_spec["containers"]:
+        container["securityContext"] = {
+            "allowPrivilegeEscalation": False,
+            "capabilities": capabilities,
+            "readOnlyRootFilesystem": True,
+        }
+
+
 def _meta(app: AppSpec, name: str, component: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -303,6 +332,9 @@ def render_daemonset(app: AppSpec) -> Manifest | None:
     }
     if app.restricted:
         _restricted(pod_spec, NOBODY)
+    # As root ("default") it keeps the one capability reading the volume takes; as nobody
+    # ("restricted") none.
+    _unprivileged(pod_spec, () if app.restricted else AGENT_CAPABILITIES)
     tolerations = _agent_tolerations(app)
     if tolerations:
         pod_spec["tolerations"] = tolerations
@@ -438,6 +470,7 @@ def render_restore_job(app: AppSpec, restore: RestoreSpec) -> Manifest:
             _archives_volume(app, read_only=True),
         ],
     }
+    _unprivileged(pod_spec, RESTORE_CAPABILITIES)
     if restore.node_name and backup.target.nfs is None:
         pod_spec["nodeSelector"] = {HOSTNAME: restore.node_name}
     elif app.node_selector:

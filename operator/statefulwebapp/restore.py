@@ -26,6 +26,7 @@ import pykube
 
 from statefulwebapp import kinds, kube, names
 from statefulwebapp.model import (
+    DEFAULT_BACKUP_ROOT,
     GROUP,
     KIND,
     VERSION,
@@ -64,6 +65,8 @@ class Observed:
     """The restore's Job, or None before it is created."""
     result: Mapping[str, Any] | None = None
     """The Job's pod's result (:func:`parse_result`), once the Job has finished."""
+    backup_root: str = DEFAULT_BACKUP_ROOT
+    """The admin's directory of archives on the nodes (``policy.Policy.backup_root``)."""
 
 
 @dataclass
@@ -158,7 +161,7 @@ def decide(restore: RestoreSpec, status: Mapping[str, Any], seen: Observed, now:
             f"(apps there: {apps}); create a restore that names one of them",
         )
     try:
-        app = parse(seen.app)
+        app = parse(seen.app, backup_root=seen.backup_root)
     except SpecError as err:
         return _fail(status, now, "InvalidApp", f"app {restore.app_name}: {err}; fix the app first")
     if current not in STARTED:
@@ -332,6 +335,7 @@ def reconcile_restore(
     siblings: Sequence[Mapping[str, Any]],
     statefulset: Manifest | None,
     post_event: Callable[[str, str, str], None],
+    backup_root: str = DEFAULT_BACKUP_ROOT,
 ) -> Action:
     """One pass of a restore: read what :func:`decide` needs, then do what it says.
 
@@ -356,6 +360,7 @@ def reconcile_restore(
         statefulset=statefulset,
         job=job,
         result=result,
+        backup_root=backup_root,
     )
     action = decide(restore, status, seen, timestamp())
     if action.adopt is not None:

@@ -171,7 +171,19 @@ def _restore(api: FakeApi, events: list[tuple[str, str]]) -> None:
     path = kube.path(kinds.RESTORE.name, "back", namespace)
     job = kube.path(kinds.JOB.name, names.restore_job(parse_restore(body)), namespace)
     api.objects[path] = body
-    stopped = {"spec": {"replicas": 0}, "status": {"replicas": 0}}
+    # The app's own StatefulSet, stopped: owned by its uid, as the restore checks.
+    owner = {"kind": kinds.APP.name, "apiVersion": f"{kinds.APP.group}/{kinds.APP.version}"}
+    stopped = {
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "ownerReferences": [
+                {**owner, "name": name, "uid": app()["metadata"]["uid"], "controller": True}
+            ],
+        },
+        "spec": {"replicas": 0},
+        "status": {"replicas": 0},
+    }
 
     def step() -> None:
         current = copy.deepcopy(api.objects[path])

@@ -164,6 +164,8 @@ def test_liveness_probe_and_default_args() -> None:
         f"{NAMESPACE}/statefulwebapp-operator",
         "--log-format",
         "full",
+        "--backup-root",
+        "/var/backups/statefulwebapp",
     ]
     assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
     probe = container["livenessProbe"]
@@ -178,7 +180,15 @@ def test_liveness_probe_and_default_args() -> None:
 
 
 def test_values_reach_the_args() -> None:
-    container = operator_container(render("logFormat=json", "verbose=true", "healthPort=9090"))
+    container = operator_container(
+        render(
+            "logFormat=json",
+            "verbose=true",
+            "healthPort=9090",
+            "backup.root=/srv/archives",
+            "nfs.allow={nfs.example.com:/exports,10.0.0.9}",
+        )
+    )
     assert container["args"] == [
         "--health",
         "http://0.0.0.0:9090/healthz",
@@ -187,6 +197,12 @@ def test_values_reach_the_args() -> None:
         "--log-format",
         "json",
         "--verbose",
+        "--backup-root",
+        "/srv/archives",
+        "--nfs-allow",
+        "nfs.example.com:/exports",
+        "--nfs-allow",
+        "10.0.0.9",
     ]
     assert container["ports"][0]["containerPort"] == 9090
 
@@ -391,7 +407,7 @@ def test_watch_namespaces_uses_rolebindings_and_args() -> None:
     assert f"{FULLNAME}-namespaced" not in cluster_refs
     assert f"{FULLNAME}-cluster" in cluster_refs
     args = operator_container(docs)["args"]
-    assert args[-4:] == ["--namespace", "a", "--namespace", "b"]
+    assert args[-6:-2] == ["--namespace", "a", "--namespace", "b"]
 
 
 def test_rbac_create_false_renders_no_operator_rbac() -> None:

@@ -32,3 +32,29 @@ def test_a_lease_without_a_namespace_is_refused_before_any_request(
 ) -> None:
     assert cli.main(["--lease", "just-a-name", "--health", "none"]) == 2
     assert "--lease 'just-a-name': write NAMESPACE/NAME" in capsys.readouterr().err
+
+
+def test_the_admin_chooses_the_backup_root_and_the_exports_allowed() -> None:
+    args = cli.parser().parse_args([])
+    assert args.backup_root == "/var/backups/statefulwebapp"
+    assert args.nfs_allow == []
+    args = cli.parser().parse_args(
+        ["--backup-root", "/srv/b", "--nfs-allow", "nfs", "--nfs-allow", "nfs2:/exports"]
+    )
+    assert args.backup_root == "/srv/b"
+    assert [str(e) for e in args.nfs_allow] == ["nfs:/", "nfs2:/exports"]
+
+
+def test_a_malformed_allowed_export_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.parser().parse_args(["--nfs-allow", "nfs:exports"])
+    assert exit_.value.code == 2
+    assert "write SERVER or SERVER:/PATH" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("root", ["relative", "/", "//", "/var/../etc"])
+def test_a_backup_root_must_be_a_clean_absolute_directory(
+    root: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["--backup-root", root, "--health", "none"]) == 2
+    assert f"--backup-root {root!r}: write" in capsys.readouterr().err

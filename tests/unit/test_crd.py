@@ -229,7 +229,6 @@ DEFAULTS: dict[str, Callable[[model.AppSpec], Any]] = {
     "backup.image": lambda a: a.backup.image,
     "backup.intervalSeconds": lambda a: a.backup.interval_seconds,
     "backup.keep": lambda a: a.backup.keep,
-    "backup.hostPath": lambda a: a.backup.host_path,
     "backup.tolerateControlPlane": lambda a: a.backup.tolerate_control_plane,
     "backup.resources": lambda a: a.backup.resources.to_k8s(),
     "dateLogger.enabled": lambda a: a.date_logger.enabled,

@@ -16,6 +16,7 @@ import requests
 from statefulwebapp import drift, kinds, kube
 from statefulwebapp.drift import DIGEST
 from statefulwebapp.model import parse
+from statefulwebapp.policy import NO_POLICY, Export, ExportClaims, Policy
 from statefulwebapp.reconcile import Memory, Outcome, collect_volume, reconcile
 from tests.unit.fakeapi import FakeApi, Obj, error
 from tests.unit.test_render import SCENARIO
@@ -57,7 +58,13 @@ class Pass:
                 self.body["spec"][key] = value
         self.body["metadata"]["generation"] += 1
 
-    def run(self, rollout_due: bool = True, lookups: Executor | None = None) -> Outcome:
+    def run(
+        self,
+        rollout_due: bool = True,
+        lookups: Executor | None = None,
+        policy: Policy = NO_POLICY,
+        claims: ExportClaims | None = None,
+    ) -> Outcome:
         self.api.requests.clear()
         self.api.versioned()
         observed = {kind: self.api.objects.get(path) for kind, path in PATHS.items()}
@@ -70,6 +77,8 @@ class Pass:
             memory=self.memory,
             rollout_due=lambda: rollout_due,
             lookups=lookups,
+            policy=policy,
+            claims=claims,
         )
         if outcome.written_status is not None:
             self.body = {**self.body, "status": outcome.written_status}
@@ -487,3 +496,50 @@ def test_a_spec_is_digested_once_whatever_the_passes(
     app.memory.forget(("default", "web"))
     app.run()
     assert len(digested) == 3 * len(RENDERED)
+
+
+def test_an_export_the_admin_did_not_allow_gets_nothing_created(app: Pass) -> None:
+    allow = (Export("nfs.example.com", "/exports"), Export("211.183.3.100", "/other"))
+    outcome = app.run(policy=Policy(nfs_allow=allow))
+    assert app.api.sent("PATCH") == [f"{APP_PATH}/status"], "nothing but the status"
+    assert app.api.sent("GET") == []
+    ready = app.body["status"]["conditions"][0]
+    assert ready["reason"] == "ExportNotAllowed"
+    assert "spec.storage.nfs 211.183.3.100:/shared is not an export" in ready["message"]
+    assert "allowed: nfs.example.com:/exports, 211.183.3.100:/other" in ready["message"]
+    assert outcome.label == "problem"
+    # Allowed (the server's every export, or a tree holding it): created as usual.
+    for allowed in (Export("211.183.3.100"), Export("211.183.3.100", "/")):
+        assert app.run(policy=Policy(nfs_allow=(allowed,))).problems == []
+    assert app.api.objects.get(PATHS["StatefulSet"]) is not None
+
+
+def test_the_archives_export_must_be_allowed_too(app: Pass) -> None:
+    app.edit(backup={"target": {"nfs": {"server": "elsewhere.example.com", "path": "/b"}}})
+    app.run(policy=Policy(nfs_allow=(Export("211.183.3.100", "/shared"),)))
+    message = app.body["status"]["conditions"][0]["message"]
+    assert message.startswith("spec.backup.target.nfs elsewhere.example.com:/b is not an export")
+
+
+def test_an_export_an_older_app_uses_gets_nothing_created(app: Pass) -> None:
+    claims = ExportClaims()
+    older = copy.deepcopy(SCENARIO)
+    older["metadata"].update(namespace="team-a", creationTimestamp="2026-01-01T00:00:00Z")
+    older["spec"]["storage"]["nfs"]["path"] = "/shared/inner/"  # inside ours, written loosely
+    claims.update(("team-a", "web"), older)
+    claims.update(
+        (NS, "web"),
+        {
+            **app.body,
+            "metadata": {**app.body["metadata"], "creationTimestamp": "2026-02-01T00:00:00Z"},
+        },
+    )
+    app.run(claims=claims)
+    assert app.api.sent("PATCH") == [f"{APP_PATH}/status"]
+    ready = app.body["status"]["conditions"][0]
+    assert ready["reason"] == "ExportInUse"
+    assert "export 211.183.3.100:/shared/inner/ of StatefulWebApp team-a/web" in ready["message"]
+    # The older app goes: the export is ours.
+    assert claims.remove(("team-a", "web")) == {(NS, "web")}
+    assert app.run(claims=claims).problems == []
+    assert app.api.objects.get(PATHS["StatefulSet"]) is not None

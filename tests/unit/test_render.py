@@ -13,7 +13,13 @@ import yaml
 
 from statefulwebapp import names
 from statefulwebapp.kinds import CHILDREN, Child, render_all
-from statefulwebapp.model import AppSpec, parse
+from statefulwebapp.model import AppSpec, RestoreSpec, parse
+from statefulwebapp.render import (
+    AGENT_CAPABILITIES,
+    RESTORE_CAPABILITIES,
+    render_daemonset,
+    render_restore_job,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -301,3 +307,45 @@ def test_the_disruption_budget_needs_two_replicas_and_can_be_turned_off() -> Non
     pdb = render_all(parse({**SCENARIO, "spec": spec}))["PodDisruptionBudget"]
     assert pdb is not None
     assert pdb["spec"]["maxUnavailable"] == "25%"
+
+
+@pytest.mark.parametrize("security", ["default", "restricted"])
+def test_agents_and_restores_run_without_privilege(security: str) -> None:
+    """No escalation, the runtime's seccomp profile, a read-only root filesystem and every
+    capability dropped but the few named in render.py, in every podSecurity mode."""
+    body = {**SCENARIO, "spec": {**SCENARIO["spec"], "podSecurity": security}}
+    if security == "restricted":
+        body["spec"]["runAsUser"] = 101
+    app = parse(body)
+    agent = render_daemonset(app)
+    assert agent is not None
+    job = render_restore_job(app, RestoreSpec("r", "default", "uid-r", "web"))
+    added = {"default": AGENT_CAPABILITIES, "restricted": ()}[security]
+    for pod, add in ((agent, added), (job, RESTORE_CAPABILITIES)):
+        spec = pod["spec"]["template"]["spec"]
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        context = spec["containers"][0]["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["capabilities"]["drop"] == ["ALL"]
+        assert tuple(context["capabilities"].get("add", ())) == add
+
+
+def test_each_app_keeps_its_archives_in_a_directory_of_its_own_under_the_admins_root() -> None:
+    """No spec chooses it; two apps whose archive prefixes are alike (namespace a-b, app c and
+    namespace a, app b-c: both a-b-c) never share it."""
+
+    def directory(namespace: str, name: str, **spec: object) -> str:
+        body = {
+            **SCENARIO,
+            "metadata": {**SCENARIO["metadata"], "namespace": namespace, "name": name},
+            "spec": {**SCENARIO["spec"], **spec},
+        }
+        agent = render_daemonset(parse(body, backup_root="/srv/archives/"))
+        assert agent is not None
+        return str(agent["spec"]["template"]["spec"]["volumes"][1]["hostPath"]["path"])
+
+    assert directory("a-b", "c") == "/srv/archives/a-b/c"
+    assert directory("a", "b-c") == "/srv/archives/a/b-c"
+    # An app stored before the field was refused still carries it: ignored.
+    assert directory("a", "web", backup={"hostPath": "/var"}) == "/srv/archives/a/web"

@@ -85,7 +85,7 @@ def test_archives_on_nfs_are_read_from_every_nodes_directory_wherever_the_job_ru
     }
     plain = render_restore_job(parse(APP), SPEC)["spec"]["template"]["spec"]
     assert {"name": "RESTORE_LAYOUT", "value": "flat"} in plain["containers"][0]["env"]
-    assert plain["volumes"][1]["hostPath"]["path"] == "/var/backups/statefulwebapp"
+    assert plain["volumes"][1]["hostPath"]["path"] == "/var/backups/statefulwebapp/default/web"
 
 
 def test_a_restoring_app_renders_no_web_pod() -> None:

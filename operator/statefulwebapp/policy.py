@@ -1,0 +1,162 @@
+"""What the cluster's admin decides, never a tenant: archives' directories, exports allowed.
+
+Also that one export serves one app.
+
+An operator serves many namespaces with powers no tenant has (cluster-scoped volumes, host
+directories on every node). A spec therefore names no host path: each app's archives go to
+``<backup root>/<namespace>/<name>`` on each node, under a root the admin chooses
+(``--backup-root``). A spec may name any NFS export, but the operator mounts it only when it lies
+under one the admin allowed (``--nfs-allow``; none given: every export, as a single-team cluster
+wants), and only for one app at a time: two apps on one export (or one inside the other's) could
+read, overwrite or restore over each other's data. The older app keeps it.
+
+Pure, but for :class:`ExportClaims`, the registry of the exports live apps use, which the
+controller keeps up to date from the apps' events.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from statefulwebapp.model import DEFAULT_BACKUP_ROOT, AppSpec, SpecError, parse
+from statefulwebapp.objects import Key
+from statefulwebapp.status import Problem
+
+
+@dataclass(frozen=True, order=True)
+class Export:
+    """An NFS export, or a tree of them: a server and an absolute path on it."""
+
+    server: str
+    """Host name or address, as written (compared without regard to case)."""
+    path: str = "/"
+    """Absolute path; ``/`` is every export of the server."""
+
+    @classmethod
+    def parse(cls, text: str) -> Export:
+        """``SERVER`` (every export of it) or ``SERVER:/PATH``; ValueError says what is wrong."""
+        server, sep, path = text.partition(":")
+        if not server or (sep and not path.startswith("/")):
+            raise ValueError(
+                f"{text!r}: write SERVER or SERVER:/PATH, such as nfs.example.org:/exports/web"
+            )
+        return cls(server, path or "/")
+
+    def contains(self, other: Export) -> bool:
+        """Whether ``other`` is this export or lies inside it (on the same server)."""
+        if self.server.lower() != other.server.lower():
+            return False
+        mine, theirs = self.path.rstrip("/"), other.path.rstrip("/")
+        return theirs == mine or theirs.startswith(mine + "/")
+
+    def overlaps(self, other: Export) -> bool:
+        """Whether the two share any directory: one is, or lies inside, the other."""
+        return self.contains(other) or other.contains(self)
+
+    def __str__(self) -> str:
+        return f"{self.server}:{self.path}"
+
+
+def exports_of(app: AppSpec) -> tuple[tuple[str, Export], ...]:
+    """(spec field, export) of every NFS export the app mounts."""
+    found = [("storage.nfs", Export(app.storage.nfs.server, app.storage.nfs.path))]
+    target = app.backup.target.nfs
+    if app.backup.enabled and target is not None:
+        found.append(("backup.target.nfs", Export(target.server, target.path)))
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The admin's decisions (the operator's options, the chart's values)."""
+
+    backup_root: str = DEFAULT_BACKUP_ROOT
+    """Directory on each node under which every app's archives have a directory of their own."""
+    nfs_allow: tuple[Export, ...] = ()
+    """Exports apps may use (each with everything inside it); empty: any export."""
+
+    def refusal(self, app: AppSpec) -> Problem | None:
+        """``ExportNotAllowed`` when one of the app's exports is outside every allowed one."""
+        if not self.nfs_allow:
+            return None
+        for field, export in exports_of(app):
+            if not any(allowed.contains(export) for allowed in self.nfs_allow):
+                allowed = ", ".join(str(a) for a in self.nfs_allow)
+                return Problem(
+                    "ExportNotAllowed",
+                    f"spec.{field} {export} is not an export this cluster's admin allows "
+                    f"(allowed: {allowed}); nothing was created. Use an export under one of "
+                    "them, or ask the admin to allow it (--nfs-allow, the chart's nfs.allow)",
+                )
+        return None
+
+
+@dataclass(frozen=True)
+class _Claim:
+    created: str
+    exports: tuple[tuple[str, Export], ...]
+
+
+class ExportClaims:
+    """Which live app uses which export; the oldest of overlapping claims holds its export.
+
+    Filled from kopf's index of the apps before the first pass, then kept up to date by every
+    app event; read by passes in the work queue's threads.
+    """
+
+    def __init__(self) -> None:
+        """Empty until :meth:`update` is told of the apps."""
+        self._lock = threading.Lock()
+        self._claims: dict[Key, _Claim] = {}
+
+    def update(self, key: Key, body: Mapping[str, Any]) -> set[Key]:
+        """The app ``key`` is now ``body``; returns the other apps whose claims it touches."""
+        try:
+            exports = exports_of(parse(body))
+        except SpecError:
+            exports = ()  # An invalid spec mounts nothing.
+        created = str((body.get("metadata") or {}).get("creationTimestamp") or "")
+        with self._lock:
+            before = self._claims.get(key)
+            self._claims[key] = _Claim(created, exports)
+            return self._touching(key, (before.exports if before else ()) + exports)
+
+    def remove(self, key: Key) -> set[Key]:
+        """The app ``key`` is gone; returns the apps that may now have its export."""
+        with self._lock:
+            before = self._claims.pop(key, None)
+            return self._touching(key, before.exports if before else ())
+
+    def holder(self, key: Key, exports: tuple[tuple[str, Export], ...]) -> Problem | None:
+        """``ExportInUse`` when an older live app uses one of ``exports`` (the app's own)."""
+        with self._lock:
+            mine = self._claims.get(key)
+            order = (mine.created if mine else "~", key)
+            for other, claim in self._claims.items():
+                if other == key or (claim.created, other) > order:
+                    continue
+                for field, export in exports:
+                    theirs = next((e for _, e in claim.exports if e.overlaps(export)), None)
+                    if theirs is not None:
+                        return Problem(
+                            "ExportInUse",
+                            f"spec.{field} {export} is, or shares a directory with, the export "
+                            f"{theirs} of StatefulWebApp {other[0]}/{other[1]}, which came "
+                            "first; nothing was created. One export serves one app: choose "
+                            "another export (or a directory beside, not inside, that one)",
+                        )
+        return None
+
+    def _touching(self, key: Key, exports: tuple[tuple[str, Export], ...]) -> set[Key]:
+        return {
+            other
+            for other, claim in self._claims.items()
+            if other != key and any(a.overlaps(b) for _, a in claim.exports for _, b in exports)
+        }
+
+
+NO_POLICY = Policy()
+"""An operator started without the admin's options: the default root, every export allowed."""

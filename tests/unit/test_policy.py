@@ -1,0 +1,91 @@
+"""The admin's decisions, pure: which exports are allowed, which overlap, which app holds one."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from statefulwebapp.model import parse
+from statefulwebapp.policy import Export, ExportClaims, Policy, exports_of
+from tests.unit.test_render import SCENARIO
+
+
+def app(namespace: str, path: str, created: str, **backup: Any) -> dict[str, Any]:
+    body = copy.deepcopy(SCENARIO)
+    body["metadata"].update(namespace=namespace, creationTimestamp=created)
+    body["spec"]["storage"]["nfs"]["path"] = path
+    if backup:
+        body["spec"]["backup"] = backup
+    return body
+
+
+@pytest.mark.parametrize(
+    ("text", "export"),
+    [
+        ("nfs.example.com", Export("nfs.example.com", "/")),
+        ("nfs.example.com:/exports", Export("nfs.example.com", "/exports")),
+        ("10.0.0.1:/", Export("10.0.0.1", "/")),
+    ],
+)
+def test_an_allowed_export_is_a_server_and_a_tree(text: str, export: Export) -> None:
+    assert Export.parse(text) == export
+
+
+@pytest.mark.parametrize("text", ["", ":/x", "nfs:exports", "nfs:"])
+def test_a_malformed_allowed_export_says_how_to_write_it(text: str) -> None:
+    with pytest.raises(ValueError, match="write SERVER or SERVER:/PATH"):
+        Export.parse(text)
+
+
+def test_an_export_contains_itself_and_what_lies_inside_it_on_the_same_server() -> None:
+    shared = Export("nfs", "/bar/shared")
+    assert shared.contains(Export("nfs", "/bar/shared"))
+    assert shared.contains(Export("NFS", "/bar/shared/inner/"))
+    assert not shared.contains(Export("nfs", "/bar/shared-other"))
+    assert not shared.contains(Export("nfs", "/bar"))
+    assert not shared.contains(Export("other", "/bar/shared"))
+    assert Export("nfs", "/bar").overlaps(shared)
+    assert shared.overlaps(Export("nfs", "/bar/"))
+    assert Export("nfs", "/").contains(shared)
+
+
+def test_without_allowed_exports_every_export_is_allowed() -> None:
+    assert Policy().refusal(parse(SCENARIO)) is None
+
+
+def test_a_disabled_backup_mounts_no_archives_export() -> None:
+    target = {"target": {"nfs": {"server": "nfs", "path": "/b"}}}
+    assert len(exports_of(parse(app("a", "/a", "", **target)))) == 2
+    assert len(exports_of(parse(app("a", "/a", "", enabled=False, **target)))) == 1
+
+
+def test_the_older_app_holds_an_export_and_each_change_names_whom_it_touches() -> None:
+    claims = ExportClaims()
+    older, newer = ("a", "web"), ("b", "web")
+    assert claims.update(newer, app("b", "/bar/shared/inner", "2026-02-01T00:00:00Z")) == set()
+    assert claims.update(older, app("a", "/bar/shared", "2026-01-01T00:00:00Z")) == {newer}
+    mine = exports_of(parse(app("b", "/bar/shared/inner", "")))
+    problem = claims.holder(newer, mine)
+    assert problem is not None
+    assert problem.reason == "ExportInUse"
+    assert "StatefulWebApp a/web, which came first" in problem.message
+    assert claims.holder(older, exports_of(parse(app("a", "/bar/shared", "")))) is None
+    # A backup target on the other app's export is a claim as well.
+    third = ("c", "web")
+    target = {"target": {"nfs": {"server": "211.183.3.100", "path": "/bar/shared"}}}
+    claims.update(third, app("c", "/c", "2026-03-01T00:00:00Z", **target))
+    problem = claims.holder(third, exports_of(parse(app("c", "/c", "", **target))))
+    assert problem is not None
+    assert problem.message.startswith("spec.backup.target.nfs 211.183.3.100:/bar/shared is")
+    assert claims.remove(older) == {newer, third}
+    assert claims.holder(newer, mine) is None
+
+
+def test_an_invalid_spec_claims_nothing() -> None:
+    claims = ExportClaims()
+    body = app("a", "/x", "2026-01-01T00:00:00Z")
+    body["spec"]["replicas"] = "three"
+    assert claims.update(("a", "web"), body) == set()
+    assert claims.holder(("b", "web"), exports_of(parse(app("b", "/x", "")))) is None
