@@ -165,14 +165,26 @@ class Operator:
     process: subprocess.Popen[bytes]
     log: Path
     health_port: int
+    backup_root: Path | None = None
+    """Its ``--backup-root``, when the test chose one: each app's archives on a node in
+    ``<root>/<namespace>/<name>`` (on the local cluster's real node, this machine's)."""
+
+    def backups(self, namespace: str, name: str = "web") -> Path:
+        """The directory of an app's archives on the nodes (``--backup-root`` given)."""
+        assert self.backup_root is not None, "started without --backup-root"
+        return self.backup_root / namespace / name
 
     @classmethod
-    def start(cls, cluster: Cluster, log: Path, *extra: str) -> Operator:
+    def start(
+        cls, cluster: Cluster, log: Path, *extra: str, backup_root: Path | None = None
+    ) -> Operator:
         """Start it and wait for its health endpoint (served by a standby too).
 
         Each start gets a lease of its own unless ``extra`` names one: operators of different
         test modules never overlap, and one killed by a test must not make the next wait.
         """
+        if backup_root is not None:
+            extra = (*extra, "--backup-root", str(backup_root))
         if "--lease" not in extra:
             extra = (*extra, "--lease", f"default/e2e-{uuid.uuid4().hex[:8]}")
         port = _free_port()
@@ -185,7 +197,7 @@ class Operator:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        running = cls(process, log, port)
+        running = cls(process, log, port, backup_root)
         wait_for(running.healthy, 60, f"the operator's health endpoint (log: {log})")
         return running
 

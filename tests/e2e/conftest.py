@@ -140,11 +140,27 @@ def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
     Module-scoped: two operators must never serve the same apps, and the RBAC module runs its
     own under the chart's ServiceAccount.
     """
-    cluster.kubectl("apply", "--server-side", "-f", str(CRDS))
-    cluster.kubectl("wait", "--for=condition=Established", *CRD_NAMES)
-    running = Operator.start(cluster, tmp_path_factory.mktemp("operator") / "operator.log")
+    running = start_operator(cluster, tmp_path_factory)
     yield running
     running.stop()
+
+
+def start_operator(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory, *extra: str
+) -> Operator:
+    """The CRDs installed, then the operator started with ``extra`` options.
+
+    Its archives go under a directory of the test's: none are left in this machine's /var
+    (the local cluster's real node's host directories are this machine's).
+    """
+    cluster.kubectl("apply", "--server-side", "-f", str(CRDS))
+    cluster.kubectl("wait", "--for=condition=Established", *CRD_NAMES)
+    return Operator.start(
+        cluster,
+        tmp_path_factory.mktemp("operator") / "operator.log",
+        *extra,
+        backup_root=tmp_path_factory.mktemp("backup-root"),
+    )
 
 
 @pytest.fixture

@@ -198,9 +198,19 @@ STEPS: list[tuple[str, Edit | list[Obj], Check]] = [
     ),
     (
         "turn backups on with other settings",
-        put("backup", {"keep": 5, "intervalSeconds": 60, "hostPath": "/srv/web-backups"}),
-        lambda c, ns, ch: _eq(
-            pod_spec(ch["DaemonSet"])["volumes"][1]["hostPath"]["path"], "/srv/web-backups"
+        put("backup", {"keep": 5, "intervalSeconds": 60}),
+        # The app's own directory under the admin's root, whatever the spec.
+        lambda c, ns, ch: (
+            _eq(
+                pod_spec(ch["DaemonSet"])["volumes"][1]["hostPath"]["path"].endswith(f"/{ns}/web"),
+                True,
+            ),
+            _eq(
+                {e["name"]: e.get("value") for e in container(ch["DaemonSet"])["env"]}[
+                    "BACKUP_KEEP"
+                ],
+                "5",
+            ),
         ),
     ),
     (

@@ -66,14 +66,15 @@ class NfsApp:
     served: Path
     """The exported directory, on this machine (the server's side)."""
     backups: Path
-    """The real node's backup directory (``backup.hostPath``), on this machine."""
+    """The app's archives on the real node (``<backup root>/<namespace>/web``), on this
+    machine."""
 
 
 def selector(component: str) -> str:
     return f"{names.LABEL_INSTANCE}=web,{names.LABEL_COMPONENT}={component}"
 
 
-def app_body(export: dict[str, Any], backups: Path) -> dict[str, Any]:
+def app_body(export: dict[str, Any]) -> dict[str, Any]:
     return sample(
         replicas=REPLICAS,
         image=images()["nginx"],
@@ -83,7 +84,6 @@ def app_body(export: dict[str, Any], backups: Path) -> dict[str, Any]:
             "image": images()["busybox"],
             "intervalSeconds": 10,
             "keep": 3,
-            "hostPath": str(backups),
             "tolerations": [dict(TOLERATE_REAL_NODE)],
         },
         dateLogger={"enabled": False},
@@ -96,8 +96,8 @@ def nfs_app(
 ) -> Iterator[NfsApp]:
     namespace = make_namespace(cluster, "nfs")
     export, served = export_dir(cluster, namespace)
-    backups = tmp_path_factory.mktemp("backups")
-    body = app_body(export, backups)
+    backups = operator.backups(namespace)
+    body = app_body(export)
     apply(cluster, namespace, body)
     try:
         wait_ready(cluster, namespace, timeout=180)

@@ -408,7 +408,7 @@ BAD_INPUT = [
     ("bad serviceName", {"serviceName": "Nginx_Svc"}, "serviceName"),
     ("empty image", {"image": ""}, "spec.image"),
     ("malformed quantity", {"resources": {"limits": {"memory": "lots"}}}, "quantity"),
-    ("root backup hostPath", {"backup": {"hostPath": "/"}}, "root directory"),
+    ("a host directory", {"backup": {"hostPath": "/var"}}, "cannot be chosen by an app"),
     (
         "malformed capacity",
         {"storage": {"nfs": {"server": "a", "path": "/x"}, "capacity": "big"}},

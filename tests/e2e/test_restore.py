@@ -6,6 +6,9 @@ byte on the server's side of the export. A restore of a missing archive fails an
 nothing; a restore whose pod is killed mid-way loses nothing and finishes on its retry; an
 agent that cannot archive turns the app to ``BackupFailing`` and back.
 
+Each app's archives are its own: another tenant's app naming its archives alike is never a
+candidate of a restore (they shared one directory of each node once).
+
 Runs on the local cluster only: it reads the export and the real node's hostPath archives on
 this machine. The agents' CPU limit is the test's own (``AGENT_LIMITS``): what a run does is
 the proof, not how long the default limit makes it take.
@@ -20,6 +23,7 @@ import tarfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,7 +74,8 @@ class App:
     served: Path
     """The exported directory, on the server's side."""
     backups: Path
-    """The real node's backup directory (``backup.hostPath``), on this machine."""
+    """The app's archives on the real node (``<backup root>/<namespace>/web``), on this
+    machine."""
 
     @property
     def prefix(self) -> str:
@@ -81,9 +86,11 @@ class App:
 def app(
     cluster: Cluster, operator: Operator, real_node: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[App]:
-    namespace = make_namespace(cluster, "restore")
+    # "restore-x-<hex>": a tenant's namespace "restore" with an app "x-<hex>-web" names its
+    # archives alike (test_a_named_older_archive_and_the_default_latest).
+    namespace = make_namespace(cluster, "restore-x")
     export, served = export_dir(cluster, namespace)
-    backups = tmp_path_factory.mktemp("restore-backups")
+    backups = operator.backups(namespace)
     body = sample(
         replicas=2,
         image=images()["nginx"],
@@ -93,7 +100,6 @@ def app(
             "image": images()["busybox"],
             "intervalSeconds": INTERVAL,
             "keep": 50,
-            "hostPath": str(backups),
             "tolerations": [dict(TOLERATE_REAL_NODE)],
             "resources": {"limits": AGENT_LIMITS},
         },
@@ -171,7 +177,7 @@ def archive_tree(archive: Path) -> dict[str, str]:
 
 
 def archives(app: App, directory: Path | None = None) -> list[Path]:
-    """The app's archives in ``directory`` (default: the real node's ``backup.hostPath``)."""
+    """The app's archives in ``directory`` (default: its directory on the real node)."""
     return sorted((directory or app.backups).glob(f"{app.prefix}*.tar.gz"))
 
 
@@ -284,7 +290,44 @@ def test_a_restore_puts_the_archived_content_back_byte_for_byte(cluster: Cluster
     assert "restore exact" in events, events
 
 
-def test_a_named_older_archive_and_the_default_latest(cluster: Cluster, app: App) -> None:
+@contextmanager
+def alike_archives(cluster: Cluster, operator: Operator, app: App) -> Iterator[Path]:
+    """A tenant's app whose archives are named like ``app``'s, with one of them made.
+
+    Namespace ``restore`` and app ``x-<hex>-web`` give the prefix ``restore-x-<hex>-web``,
+    ``app``'s own. When every app's archives shared one directory on a node, the newest of the
+    two apps' was the victim's "latest". Yields the tenant's directory of archives.
+    """
+    namespace, name = "restore", app.namespace.removeprefix("restore-") + "-web"
+    assert f"{namespace}-{name}-" == app.prefix
+    if not cluster.kubectl("get", "namespace", namespace, "--ignore-not-found", "-o", "name"):
+        cluster.kubectl("create", "namespace", namespace)
+    export, served = export_dir(cluster, f"{app.namespace}-tenant")
+    (served / "index.html").write_text("planted by another tenant")
+    body = sample(
+        replicas=0,
+        **ON_REAL_NODE,
+        storage={"nfs": export, "capacity": "1Gi", "request": "10Mi"},
+        backup={
+            "image": images()["busybox"],
+            "intervalSeconds": INTERVAL,
+            "tolerations": [dict(TOLERATE_REAL_NODE)],
+        },
+        dateLogger={"enabled": False},
+    )
+    body["metadata"]["name"] = name
+    apply(cluster, namespace, body)
+    theirs = operator.backups(namespace, name)
+    try:
+        wait_for(lambda: list(theirs.glob(f"{app.prefix}*.tar.gz")), 120, f"an archive in {theirs}")
+        yield theirs
+    finally:
+        cluster.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=120s")
+
+
+def test_a_named_older_archive_and_the_default_latest(
+    cluster: Cluster, operator: Operator, app: App
+) -> None:
     first = f"first {uuid.uuid4().hex}"
     write_site(cluster, app, first)
     old_content = tree(app.served)
@@ -303,12 +346,17 @@ def test_a_named_older_archive_and_the_default_latest(cluster: Cluster, app: App
 
     # The default, "latest": the newest archive there is, whatever it holds by now; taken
     # while nothing is written, so it holds the named restore's content or the second's.
-    restore(cluster, app, "newest")
-    status = finished(cluster, app, "newest")["status"]
+    # Another tenant's app names its archives alike and makes newer ones: never candidates.
+    with alike_archives(cluster, operator, app) as theirs:
+        restore(cluster, app, "newest")
+        status = finished(cluster, app, "newest")["status"]
+        planted = {p.name for p in theirs.glob("*.tar.gz")}
     assert status["phase"] == "Succeeded", status
     assert status["archive"]["file"] == status["candidates"][0].split("/", 1)[1]
+    assert not planted & {c.split("/", 1)[1] for c in status["candidates"]}
     restored = app.backups / status["archive"]["file"]
     assert tree(app.served) == archive_tree(restored)
+    assert "planted" not in (app.served / "index.html").read_text()
     wait_ready(cluster, app.namespace, timeout=180)
     print(cluster.kubectl("get", "swar", "-n", app.namespace))  # What the README shows.
 
