@@ -10,6 +10,10 @@
 # start: they are part of every spec written from `export`, and the node's mounts must find
 # the server again on them after it restarts. Both lie below the kernel's ephemeral range, so no
 # outgoing connection ever holds them.
+# SWA_NFS_CLIENTS (a comma list of IPv4 addresses; hack/kind/kind.sh gives its nodes') lets only
+# those clients use the export, with root squashed; without it, any client that reaches BIND
+# may, as root (the local cluster: loopback only). `start` restarts a running server whose
+# clients differ.
 set -euo pipefail
 # shellcheck source=/dev/null
 . "$(dirname "$0")/env.sh"
@@ -22,6 +26,7 @@ EXPORT_DIR=$NFS_DIR/export
 CONF=$NFS_DIR/ganesha.conf
 NFS_PORT=${SWA_NFS_PORT:-20049}
 MOUNT_PORT=${SWA_NFS_MOUNT_PORT:-20048}
+CLIENTS=${SWA_NFS_CLIENTS:-}
 
 pidof_() { cat "$NFS_DIR/pids/$1.pid" 2>/dev/null; }
 # Ours only if the pid still runs what we started: a ganesha or rpcbind started elsewhere (a
@@ -65,6 +70,50 @@ check_filesystem() {
   esac
 }
 
+# The EXPORT block's access: anyone who reaches BIND, or only CLIENTS.
+export_access() {
+  if [ -z "$CLIENTS" ]; then
+    cat <<'ACCESS'
+  Access_Type = RW;
+  # Pods write as root; their files must stay theirs.
+  Squash = No_Root_Squash;
+ACCESS
+    return 0
+  fi
+  cat <<ACCESS
+  # Only the clients listed below (kind's nodes) may use it: any other address matches no
+  # CLIENT block and gets the export's own access, none.
+  Access_Type = None;
+  # Root squashed to the anonymous user (uid and gid 4294967294): no test on kind needs root on
+  # the export. Pods write there only as backup agents, into directories the tests make with
+  # mode 0777 (tests/e2e/realnode.py, export_dir); every agent, squashed alike, reads back
+  # what the others wrote (0700 and 0600). Restores, which set owners as root, run on the local
+  # cluster only. Files only root can read (an export left by an unsquashed server) are left
+  # out of archives silently (busybox tar skips them): 'make kind-down' removes the export.
+  Squash = Root_Squash;
+  CLIENT {
+    Clients = ${CLIENTS//,/, };
+    Access_Type = RW;
+  }
+ACCESS
+}
+
+# SWA_NFS_CLIENTS, checked: IPv4 addresses only (they go into ganesha's config), no spaces.
+check_clients() {
+  local addr list
+  [ -n "$CLIENTS" ] || return 0
+  CLIENTS=${CLIENTS//[[:space:]]/}
+  IFS=, read -ra list <<<"$CLIENTS"
+  for addr in "${list[@]}"; do
+    # Four numbers 0-255 without leading zeros (which some parsers read as octal).
+    [[ $addr =~ ^(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})$ ]] \
+      && (( BASH_REMATCH[1] < 256 && BASH_REMATCH[2] < 256 && BASH_REMATCH[3] < 256 && BASH_REMATCH[4] < 256 )) \
+      || die "SWA_NFS_CLIENTS holds '$addr', which is not an IPv4 address: give a comma list of addresses."
+  done
+  [[ $CLIENTS != *,,* && $CLIENTS != ,* && $CLIENTS != *, ]] \
+    || die "SWA_NFS_CLIENTS ($SWA_NFS_CLIENTS) has an empty entry: give a comma list of addresses."
+}
+
 write_config() {
   local export_path=$1 plugins=$2
   cat >"$CONF" <<CONF
@@ -95,9 +144,7 @@ EXPORT {
   Path = "$export_path";
   Pseudo = "$export_path";
   Protocols = 3, 4;
-  Access_Type = RW;
-  # Pods write as root; their files must stay theirs.
-  Squash = No_Root_Squash;
+$(export_access)
   SecType = sys;
   # Tests and the demo also read and change the files directly on disk: never serve cached
   # attributes of a file changed behind ganesha's back.
@@ -148,13 +195,20 @@ start() {
   case $export_path in
     *[\"\\]* | *[[:cntrl:]]*) die "the export path $export_path has a quote, backslash or control character: ganesha's config and the JSON of 'export' need it plain." ;;
   esac
+  check_clients
   if ours ganesha; then
     [ "$(cat ports)" = "$NFS_PORT $MOUNT_PORT" ] \
       || die "the NFS server runs on ports $(cat ports) (NFS, MOUNT), not $NFS_PORT $MOUNT_PORT: run 'hack/cluster/nfs.sh stop' first."
-    port_open "$NFS_PORT" && port_open "$MOUNT_PORT" \
-      || die "the NFS server (pid $(pidof_ ganesha)) runs but does not answer on $BIND:$NFS_PORT and :$MOUNT_PORT; see $NFS_DIR/logs/ganesha.log."
-    say "nfs server $BIND:$NFS_PORT exporting $export_path (pid $(pidof_ ganesha)) is already running"
-    return 0
+    local serving; serving=$(cat clients 2>/dev/null || true)
+    if [ "$serving" = "$CLIENTS" ]; then
+      port_open "$NFS_PORT" && port_open "$MOUNT_PORT" \
+        || die "the NFS server (pid $(pidof_ ganesha)) runs but does not answer on $BIND:$NFS_PORT and :$MOUNT_PORT; see $NFS_DIR/logs/ganesha.log."
+      say "nfs server $BIND:$NFS_PORT exporting $export_path (pid $(pidof_ ganesha)) is already running"
+      return 0
+    fi
+    # New nodes (a cluster made again): the export's clients are part of its config, read at start.
+    say "the export's clients change (${serving:-any} -> ${CLIENTS:-any}): restarting the NFS server"
+    stop_process ganesha
   fi
   for port in "$NFS_PORT" "$MOUNT_PORT"; do
     [ -z "$(ss -Hltn "src $BIND and sport = :$port")" ] && [ -z "$(ss -Hltn "src 0.0.0.0 and sport = :$port")" ] \
@@ -162,6 +216,7 @@ start() {
   done
   write_config "$export_path" "$(plugins_dir)"
   echo "$NFS_PORT $MOUNT_PORT" >ports
+  echo "$CLIENTS" >clients
   ensure_rpcbind
   local start; start=$(date +%s%N)
   launch ganesha ganesha.nfsd -F -f "$CONF" -L "$NFS_DIR/logs/ganesha.log" -p "$NFS_DIR/run/ganesha.pid"
@@ -180,7 +235,7 @@ start() {
     stop_process ganesha
     die "ganesha cannot export $export_path; see $NFS_DIR/logs/ganesha.log."
   fi
-  say "nfs server $BIND:$NFS_PORT exporting $export_path (pid $(pidof_ ganesha)) up in $(( ($(date +%s%N) - start) / 1000000 )) ms"
+  say "nfs server $BIND:$NFS_PORT exporting $export_path${CLIENTS:+ to $CLIENTS only} (pid $(pidof_ ganesha)) up in $(( ($(date +%s%N) - start) / 1000000 )) ms"
 }
 
 stop_process() {

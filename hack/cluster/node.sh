@@ -317,18 +317,38 @@ added_rules() {
   comm -13 <(sort "$RULES_BEFORE") <(kube_rules | sort)
 }
 
-# Rules first, then the chains, which nothing jumps to any more.
+# Rules first, then the chains, which nothing jumps to any more. A rule's text is iptables-save's
+# line (its comment anything on the machine may have written): it never reaches a shell, but goes
+# back to iptables-restore, which reads iptables-save's own quoting, as "-D <chain> <rule>". Each
+# table's deletions go in one batch; a batch with a rule that is gone already fails whole and
+# changes nothing (a table is committed at once), so its rules are then deleted one at a time.
+# Errors are ignored: what is left shows in left_behind.
 remove_added_rules() {
-  local added ipt table rule chain step
+  local added ipt table rule chain step key
+  local -A batch=()
   added=$(added_rules)
   while read -r ipt table rule; do
-    eval "$ipt -t $table -D ${rule#-A }" 2>/dev/null || true
-  done < <(grep -E '^[a-z0-9]+ [a-z]+ -A ' <<<"$added" || true)
+    batch["$ipt $table"]+="-D ${rule#-A }"$'\n'
+  done < <(grep -E '^(iptables|ip6tables) (filter|nat|mangle) -A ' <<<"$added" || true)
+  for key in "${!batch[@]}"; do
+    read -r ipt table <<<"$key"
+    restore_rules "$ipt" "$table" "${batch[$key]}" && continue
+    while IFS= read -r rule; do
+      [ -z "$rule" ] || restore_rules "$ipt" "$table" "$rule"$'\n' || true
+    done <<<"${batch[$key]}"
+  done
   for step in -F -X; do
     while read -r ipt table chain; do
       "$ipt" -t "$table" "$step" "${chain#:}" 2>/dev/null || true
-    done < <(grep -E '^[a-z0-9]+ [a-z]+ :' <<<"$added" || true)
+    done < <(grep -E '^(iptables|ip6tables) (filter|nat|mangle) :' <<<"$added" || true)
   done
+}
+
+# Applies LINES (rule commands, each ending in a newline) to TABLE through IPT-restore, adding to
+# the table as it is (--noflush); all or nothing.
+restore_rules() {
+  local ipt=$1 table=$2 lines=$3
+  printf '*%s\n%sCOMMIT\n' "$table" "$lines" | "$ipt-restore" --noflush 2>/dev/null
 }
 
 # Proves the stop: dies naming anything of the node still running, mounted or configured.
@@ -346,6 +366,8 @@ left_behind() {
 
 IMAGES_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/statefulwebapp-operator/images/archives"
 RULES_BEFORE=$NODE_DIR/iptables.before
+# Sourced (hack/cluster/test-rule-removal.sh): the functions and settings only.
+[ "${BASH_SOURCE[0]}" = "$0" ] || return 0
 case "${1:-}" in
   start) start ;;
   stop) stop ;;

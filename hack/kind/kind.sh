@@ -3,8 +3,8 @@
 # three workers, the reference scenario's lab), on podman, with the node image built here.
 #   hack/kind/kind.sh up          create it if missing, then `ready`; prints the kubeconfig path last
 #   hack/kind/kind.sh ready       load the project's images into every node, start its NFS
-#                                 server, wait until every node is Ready (pytest-kind creates,
-#                                 then the e2e fixture runs this)
+#                                 server (for the nodes' addresses only), wait until every node
+#                                 is Ready (pytest-kind creates, then the e2e fixture runs this)
 #   hack/kind/kind.sh down        delete it and its NFS server; fails naming anything left
 #   hack/kind/kind.sh nfs-export  print its test export as spec.storage.nfs JSON (nfs.sh export)
 #   hack/kind/kind.sh env         print KEY=VALUE lines: the kind binary, the node image, the
@@ -62,6 +62,18 @@ gateway() {
   podman network inspect kind --format '{{range .Subnets}}{{.Gateway}} {{end}}' \
     | tr ' ' '\n' | grep -E '^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$' | head -n1
 }
+# The cluster's nodes' addresses on the kind network, as a comma list: the only clients its NFS
+# export serves (nfs.sh's SWA_NFS_CLIENTS). Read from the running node containers, so only once
+# they exist; a cluster made again gets new ones, and `ready` restarts the server with them.
+node_addresses() {
+  local nodes addrs
+  mapfile -t nodes < <(podman ps --filter "label=io.x-k8s.kind.cluster=$NAME" --format '{{.Names}}')
+  [ ${#nodes[@]} -gt 0 ] || die "no running node container of $NAME (podman ps --filter label=io.x-k8s.kind.cluster=$NAME)."
+  addrs=$(podman inspect --format '{{with index .NetworkSettings.Networks "kind"}}{{.IPAddress}}{{end}}' "${nodes[@]}")
+  [ "$(grep -c . <<<"$addrs")" = ${#nodes[@]} ] \
+    || die "not every node of $NAME (${nodes[*]}) has an address on the kind network: '$(tr '\n' ' ' <<<"$addrs")'."
+  paste -sd, <<<"$addrs"
+}
 nfs() { SWA_NFS_DIR=$NFS_DIR SWA_NFS_BIND=$(gateway) "$repo/hack/cluster/nfs.sh" "$@"; }
 
 # The project's images (app, operator, chart test), loaded into every node's containerd under
@@ -85,7 +97,9 @@ ready() {
   "$KIND" export kubeconfig --name "$NAME" --kubeconfig "$KUBECONFIG_PATH" >/dev/null 2>&1
   load_images
   mkdir -p "$NFS_DIR"
-  nfs start
+  local clients
+  clients=$(node_addresses)
+  SWA_NFS_CLIENTS=$clients nfs start
   kc wait --for=condition=Ready nodes --all --timeout=180s >/dev/null \
     || die "not every node of $NAME became Ready: $(kc get nodes --no-headers 2>&1 | tr '\n' ';')"
   kc -n kube-system rollout status deployment/coredns --timeout=120s >/dev/null \

@@ -39,8 +39,12 @@ for tool in podman mmdebstrap containerd ctr; do
 done
 kind_src=$(GOFLAGS= go mod download -json "sigs.k8s.io/kind@${KIND_VERSION}" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
 [ -d "$kind_src/images/base/files" ] || die "cannot download sigs.k8s.io/kind@${KIND_VERSION}."
-# The project's images the node images build on (busybox, pause).
-eval "$("$repo/hack/images/build.sh" | sed 's/^\([a-z]*\)=/img_\1=/')"
+# The project's images the node images build on (busybox, pause): build.sh's NAME=IMAGE lines,
+# read as data (their tags hold Debian package versions), never run as shell.
+images=$("$repo/hack/images/build.sh")
+img_busybox=$(sed -n 's/^busybox=//p' <<<"$images")
+img_pause=$(sed -n 's/^pause=//p' <<<"$images")
+[ -n "$img_busybox" ] && [ -n "$img_pause" ] || die "hack/images/build.sh printed no busybox or pause image: $images"
 
 # What kubeadm of KUBE_VERSION will ask the container runtime for.
 expected=$("$tools/kubeadm" config images list --kubernetes-version "$KUBE_VERSION")
