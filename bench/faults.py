@@ -106,7 +106,7 @@ def create_apps(ns: str, apps: Iterable[str], spec: dict[str, Any] | None = None
     swa = pykube.object_factory(client, "apps.k8slab.io/v1alpha1", "StatefulWebApp")
 
     def create(name: str) -> None:
-        body = app_body(name, ns) | ({"spec": spec} if spec else {})
+        body = app_body(name, ns, spec)
         while True:
             try:
                 swa(client, body).create()

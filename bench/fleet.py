@@ -343,12 +343,20 @@ def make_namespace(name: str, timeout: float = 60) -> str:
     return name
 
 
-def app_body(name: str, namespace: str) -> dict[str, Any]:
+def app_body(name: str, namespace: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An app of ``spec`` (default :data:`SPEC`) on an export of its own.
+
+    One export serves one app: ``/bench/<namespace>-<name>``.
+    """
+    spec = json.loads(json.dumps(spec or SPEC))
+    nfs = spec.get("storage", {}).get("nfs")
+    if isinstance(nfs, dict) and isinstance(nfs.get("path"), str) and nfs["path"] == "/bench":
+        nfs["path"] = f"/bench/{namespace}-{name}"
     return {
         "apiVersion": "apps.k8slab.io/v1alpha1",
         "kind": "StatefulWebApp",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": SPEC,
+        "spec": spec,
     }
 
 

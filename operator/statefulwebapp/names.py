@@ -73,13 +73,18 @@ def claim_of(name: str) -> str:
 
 
 def volume(app: AppSpec) -> str:
-    """Cluster-scoped PersistentVolume name, unique across namespaces."""
+    """Cluster-scoped PersistentVolume name, unique across namespaces.
+
+    ``<namespace>.<name>-data``: neither a namespace nor an app name has a dot, so no other app
+    has it. With a dash, namespace ``a-b``'s app ``c`` and namespace ``a``'s app ``b-c`` had
+    the same volume name, and either could hold the other's up (NameConflict).
+    """
     return volume_of(app.namespace, app.name)
 
 
 def volume_of(namespace: str, name: str) -> str:
     """The volume name from the app's identity alone (cleanup may face an invalid spec)."""
-    return f"{namespace}-{name}-data"
+    return f"{namespace}.{name}-data"
 
 
 def backup_claim(app: AppSpec) -> str:
@@ -99,7 +104,7 @@ def backup_volume(app: AppSpec) -> str:
 
 def backup_volume_of(namespace: str, name: str) -> str:
     """The archives' volume name from the app's identity alone, as :func:`volume_of`."""
-    return f"{namespace}-{name}-backups"
+    return f"{namespace}.{name}-backups"
 
 
 def controller_of(meta: Mapping[str, Any]) -> Mapping[str, Any] | None:

@@ -13,7 +13,7 @@ import yaml
 from statefulwebapp import drift, kinds
 from statefulwebapp.kinds import render_all
 from statefulwebapp.model import parse
-from tests.e2e.cluster import Cluster, local_images, wait_for
+from tests.e2e.cluster import BACKUP_ROOT, Cluster, local_images, wait_for
 from tests.e2e.fieldsets import owned_paths, rendering_fields
 
 SAMPLE = Path(__file__).resolve().parents[2] / "crds/samples/web.yaml"
@@ -105,24 +105,40 @@ SAMPLE_SERVER, SAMPLE_PATH = "211.183.3.100", "/shared"
 """The sample's NFS export: a public address, never mounted from this machine."""
 
 
-def runnable(cluster: Cluster, body: dict[str, Any]) -> dict[str, Any]:
-    """``body`` as it can run on ``cluster``.
+def runnable(cluster: Cluster, body: dict[str, Any], namespace: str = "default") -> dict[str, Any]:
+    """``body`` as it can run on ``cluster``, in ``namespace``.
 
-    The local cluster's kwok nodes mount and pull nothing, so the sample runs there as it is.
-    On kind every pod runs for real on a machine without a registry: the sample's public export
-    becomes the cluster's test export, and the public images the ones built here (tagged, so
-    the kubelet never forces a pull). Only what is still the sample's is replaced: a test that
-    sets its own export or image keeps it.
+    One export serves one app, so the sample's export becomes a directory of its own for each
+    app: ``<export>/<namespace>-<name>``. The local cluster's kwok nodes mount and pull nothing,
+    so the sample's public export stays (its directory is never made). On kind every pod runs
+    for real on a machine without a registry: the export is the cluster's test export (the
+    directory made on its server's side), and the public images the ones built here (tagged,
+    so the kubelet never forces a pull). Only what is still the sample's is replaced: a test
+    that sets its own export or image keeps it.
     """
-    if cluster.nfs is None or body.get("kind") != "StatefulWebApp":
+    if body.get("kind") != "StatefulWebApp":
         return body
     body = copy.deepcopy(body)
     spec = body.setdefault("spec", {})
     nfs = spec.get("storage", {}).get("nfs", {})
+    own = f"{namespace}-{body['metadata']['name']}"
     if (nfs.get("server"), nfs.get("path")) == (SAMPLE_SERVER, SAMPLE_PATH):
-        # Mount options a test sets are its own; the export's are what mounting it needs.
-        options = nfs.get("mountOptions", cluster.nfs["mountOptions"])
-        spec["storage"]["nfs"] = {**nfs, **cluster.nfs, "mountOptions": options}
+        if cluster.nfs is None:
+            spec["storage"]["nfs"] = {**nfs, "path": f"{SAMPLE_PATH}/{own}"}
+        else:
+            served = Path(cluster.nfs["path"]) / own
+            served.mkdir(mode=0o777, exist_ok=True)
+            served.chmod(0o777)  # Read by pods of any user.
+            # Mount options a test sets are its own; the export's are what mounting it needs.
+            options = nfs.get("mountOptions", cluster.nfs["mountOptions"])
+            spec["storage"]["nfs"] = {
+                **nfs,
+                **cluster.nfs,
+                "path": f"{cluster.nfs['path']}/{own}",
+                "mountOptions": options,
+            }
+    if cluster.nfs is None:
+        return body
     built = local_images()
     if spec.get("image", "nginx") == "nginx":
         spec["image"] = built["nginx"]
@@ -135,7 +151,7 @@ def runnable(cluster: Cluster, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply(cluster: Cluster, namespace: str, body: dict[str, Any]) -> str:
-    body = runnable(cluster, body)
+    body = runnable(cluster, body, namespace)
     return cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
 
 
@@ -154,7 +170,7 @@ def children_match_the_rendering(
     cluster: Cluster, namespace: str
 ) -> dict[str, dict[str, Any] | None]:
     """Assert each child is exactly what the app renders now; return them by kind."""
-    app = parse(get_app(cluster, namespace))
+    app = parse(get_app(cluster, namespace), backup_root=str(BACKUP_ROOT))
     found: dict[str, dict[str, Any] | None] = {}
     for kind, manifest in render_all(app).items():
         name = (manifest or {}).get("metadata", {}).get("name")
@@ -198,6 +214,6 @@ def dry_run(cluster: Cluster, body: dict[str, Any], namespace: str = "default") 
         namespace,
         "-f",
         "-",
-        stdin=yaml.safe_dump(runnable(cluster, body)),
+        stdin=yaml.safe_dump(runnable(cluster, body, namespace)),
         check=False,
     )

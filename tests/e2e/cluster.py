@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -151,6 +152,11 @@ def make_namespace(cluster: Cluster, prefix: str = "e2e") -> str:
     return name
 
 
+BACKUP_ROOT = Path(tempfile.gettempdir()) / "statefulwebapp-e2e" / "backups"
+"""Every e2e operator's ``--backup-root``: archives on the nodes under a directory of the tests'
+(the local cluster's real node's host directories are this machine's, and none belong in its
+/var), known to the tests that compare children with the rendering."""
+
 CRD = REPO / "crds/statefulwebapps.apps.k8slab.io.yaml"
 CRDS = REPO / "crds"
 """Both CRDs (``kubectl apply -f`` of the folder does not descend into ``samples/``)."""
@@ -165,26 +171,24 @@ class Operator:
     process: subprocess.Popen[bytes]
     log: Path
     health_port: int
-    backup_root: Path | None = None
-    """Its ``--backup-root``, when the test chose one: each app's archives on a node in
-    ``<root>/<namespace>/<name>`` (on the local cluster's real node, this machine's)."""
+    backup_root: Path = BACKUP_ROOT
+    """Its ``--backup-root``: each app's archives on a node in ``<root>/<namespace>/<name>``
+    (on the local cluster's real node, this machine's)."""
 
     def backups(self, namespace: str, name: str = "web") -> Path:
-        """The directory of an app's archives on the nodes (``--backup-root`` given)."""
-        assert self.backup_root is not None, "started without --backup-root"
+        """The directory of an app's archives on the nodes."""
         return self.backup_root / namespace / name
 
     @classmethod
     def start(
-        cls, cluster: Cluster, log: Path, *extra: str, backup_root: Path | None = None
+        cls, cluster: Cluster, log: Path, *extra: str, backup_root: Path = BACKUP_ROOT
     ) -> Operator:
         """Start it and wait for its health endpoint (served by a standby too).
 
         Each start gets a lease of its own unless ``extra`` names one: operators of different
         test modules never overlap, and one killed by a test must not make the next wait.
         """
-        if backup_root is not None:
-            extra = (*extra, "--backup-root", str(backup_root))
+        extra = (*extra, "--backup-root", str(backup_root))
         if "--lease" not in extra:
             extra = (*extra, "--lease", f"default/e2e-{uuid.uuid4().hex[:8]}")
         port = _free_port()

@@ -148,18 +148,14 @@ def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
 def start_operator(
     cluster: Cluster, tmp_path_factory: pytest.TempPathFactory, *extra: str
 ) -> Operator:
-    """The CRDs installed, then the operator started with ``extra`` options.
-
-    Its archives go under a directory of the test's: none are left in this machine's /var
-    (the local cluster's real node's host directories are this machine's).
-    """
+    """The CRDs installed, then the operator started with ``extra`` options (its archives
+    under ``cluster.BACKUP_ROOT``)."""
     cluster.kubectl("apply", "--server-side", "-f", str(CRDS))
     cluster.kubectl("wait", "--for=condition=Established", *CRD_NAMES)
     return Operator.start(
         cluster,
         tmp_path_factory.mktemp("operator") / "operator.log",
         *extra,
-        backup_root=tmp_path_factory.mktemp("backup-root"),
     )
 
 

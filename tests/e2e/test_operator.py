@@ -262,7 +262,7 @@ def test_deletion_removes_every_child_and_recreation_sees_the_same_export(
     wait_ready(cluster, fresh_ns)
     pv = child(cluster, "PersistentVolume", names.volume(app), fresh_ns)
     assert pv is not None
-    export = runnable(cluster, sample())["spec"]["storage"]["nfs"]
+    export = runnable(cluster, sample(), fresh_ns)["spec"]["storage"]["nfs"]
     assert pv["spec"]["nfs"] == {"server": export["server"], "path": export["path"]}
     assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
 
@@ -364,7 +364,7 @@ def test_nfs_change_is_refused_at_admission(cluster: Cluster, fresh_ns: str) -> 
         "apply", "-n", fresh_ns, "-f", "-", stdin=yaml.safe_dump(body), check=False
     )
     assert "storage.nfs.server and storage.nfs.path are immutable" in out
-    kept = runnable(cluster, sample())["spec"]["storage"]["nfs"]["path"]
+    kept = runnable(cluster, sample(), fresh_ns)["spec"]["storage"]["nfs"]["path"]
     assert get_app(cluster, fresh_ns)["spec"]["storage"]["nfs"]["path"] == kept
 
 

@@ -47,7 +47,7 @@ def test_each_request_is_told_by_who_did_what_to_which_object_of_which_app() -> 
         line(0.10, kcm, "update", "statefulsets", "a", "status"),
         line(0.12, kwok, "patch", "pods", "a-0", "status"),
         line(0.20, kcm, "update", "statefulsets", "a", "status"),
-        line(0.30, op, "patch", "persistentvolumes", f"{NS}-a-data", ns=""),
+        line(0.30, op, "patch", "persistentvolumes", f"{NS}.a-data", ns=""),
         line(0.40, op, "patch", "statefulwebapps", "a", "status"),
         line(0.50, op, "patch", "statefulsets", "other-app"),  # Not an app of the fleet.
         line(0.50, op, "watch", "statefulsets", ""),

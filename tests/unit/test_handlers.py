@@ -52,7 +52,7 @@ def test_an_app_event_reaches_the_controller_and_its_deletion_collects() -> None
     del fx.apps[KEY], fx.api.objects[APP]
     app_event(fx, "DELETED", body)
     fx.settle(("volume", *KEY))
-    assert ("DELETE", "/api/v1/persistentvolumes/default-web-data") in fx.api.requests
+    assert ("DELETE", "/api/v1/persistentvolumes/default.web-data") in fx.api.requests
 
 
 def test_a_restore_event_wakes_its_app() -> None:

@@ -25,9 +25,9 @@ NS = "default"
 APP_PATH = kube.path("StatefulWebApp", "web", NS)
 PATHS = {
     "CronJob": kube.path("CronJob", "web-datelog", NS),
-    "PersistentVolume": kube.path("PersistentVolume", "default-web-data"),
+    "PersistentVolume": kube.path("PersistentVolume", "default.web-data"),
     "PersistentVolumeClaim": kube.path("PersistentVolumeClaim", "web-data", NS),
-    "BackupVolume": kube.path("PersistentVolume", "default-web-backups"),
+    "BackupVolume": kube.path("PersistentVolume", "default.web-backups"),
     "BackupClaim": kube.path("PersistentVolumeClaim", "web-backups", NS),
     "Service": kube.path("Service", "nginx", NS),
     "StatefulSet": kube.path("StatefulSet", "web", NS),
@@ -344,7 +344,7 @@ def test_archives_on_nfs_add_their_volume_and_claim_and_go_with_the_switch_back(
     app.edit(backup={"target": {"nfs": ARCHIVES_NFS}})
     outcome = app.run()
     assert outcome.applied == [
-        "PersistentVolume/default-web-backups",
+        "PersistentVolume/default.web-backups",
         "PersistentVolumeClaim/web-backups",
         "DaemonSet/web-backup",
     ]
@@ -359,7 +359,7 @@ def test_archives_on_nfs_add_their_volume_and_claim_and_go_with_the_switch_back(
     app.edit(backup=None)
     outcome = app.run()
     assert outcome.deleted == [
-        "PersistentVolume/default-web-backups",
+        "PersistentVolume/default.web-backups",
         "PersistentVolumeClaim/web-backups",
     ]
     assert outcome.applied == ["DaemonSet/web-backup"]

@@ -139,7 +139,7 @@ def test_every_namespaced_child_is_owned_and_labelled() -> None:
 def test_children_names_follow_the_contract(app: AppSpec) -> None:
     got = {k: m["metadata"]["name"] for k, m in render_all(app).items() if m}
     assert got == {
-        "PersistentVolume": "default-web-data",
+        "PersistentVolume": "default.web-data",
         "PersistentVolumeClaim": "web-data",
         "Service": "nginx",
         "StatefulSet": "web",

@@ -237,7 +237,7 @@ def test_date_log_follows_the_spec_switches() -> None:
 
 
 KUBELET_MESSAGE = (
-    'MountVolume.SetUp failed for volume "default-web-data" : mount failed: exit status 32\n'
+    'MountVolume.SetUp failed for volume "default.web-data" : mount failed: exit status 32\n'
     "Mounting command: /cache/bin/swa-nfs-mount\n"
     "Mounting arguments: mount -t nfs -o nfsvers=3 211.183.3.100:/shared /var/lib/kubelet/x\n"
     "Output: swa-nfs-mount: mount 211.183.3.100:/shared: connection refused\n"
@@ -266,7 +266,7 @@ def test_a_failing_mount_is_named_with_the_kubelets_words() -> None:
     assert (condition["status"], condition["reason"]) == ("False", "VolumeMountFailed")
     message = condition["message"]
     assert message.startswith(
-        "web pod web-2 cannot mount volume default-web-data (NFS 211.183.3.100:/shared) on node "
+        "web pod web-2 cannot mount volume default.web-data (NFS 211.183.3.100:/shared) on node "
         "real: MountVolume.SetUp failed"
     )
     assert "(swa-nfs-mount: mount 211.183.3.100:/shared: connection refused)" in message
@@ -323,7 +323,7 @@ def test_backup_agents_failing_to_mount_name_their_pods() -> None:
     assert condition["reason"] == "VolumeMountFailed"
     # The mount's own error is preferred over the later timeout, which says only time passed.
     assert condition["message"].startswith(
-        "backup agents web-backup-b4c5d, web-backup-x7k2p cannot mount volume default-web-data"
+        "backup agents web-backup-b4c5d, web-backup-x7k2p cannot mount volume default.web-data"
     )
     assert "timed out" not in condition["message"]
 
