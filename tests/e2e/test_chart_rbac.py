@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
+from statefulwebapp import names
 from tests.e2e.apps import apply, child, get_app, ready_condition, sample
 from tests.e2e.cluster import (
     CHART,
@@ -307,7 +308,7 @@ def lifecycle(cluster: Cluster, namespace: str, operator: Operator) -> None:
         lambda: "InvalidSpec" in cluster.kubectl("get", "events", "-n", namespace),
         "the InvalidSpec event",
     )
-    pv = f"{namespace}-web-data"
+    pv = names.volume_of(namespace, "web")
     cluster.kubectl("delete", "swa", "web", "-n", namespace, "--wait=false")
     until(lambda: child(cluster, "PersistentVolume", pv, namespace) is None, f"{pv} gone")
     until(lambda: not cluster.kubectl("get", "swa", "-n", namespace, "-o", "name"), "app gone")
@@ -333,7 +334,9 @@ def rbac_ns(cluster: Cluster) -> Iterator[str]:
     namespace = make_namespace(cluster, "rbac")
     yield namespace
     # Without some permission the operator may have been unable to delete the volume.
-    cluster.kubectl("delete", "pv", f"{namespace}-web-data", "--ignore-not-found", "--wait=false")
+    cluster.kubectl(
+        "delete", "pv", names.volume_of(namespace, "web"), "--ignore-not-found", "--wait=false"
+    )
     cluster.kubectl("delete", "namespace", namespace, "--wait=false")
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from statefulwebapp import names
 from tests.e2e.apps import apply, child, delete_namespace, get_app, sample, wait_ready
 from tests.e2e.cluster import (
     CRDS,
@@ -78,7 +79,7 @@ def test_watch_gap_is_repaired(cluster: Cluster, gap_ns: str, operator: Operator
     apply(cluster, gap_ns, other)
     wait_ready(cluster, gap_ns)
     wait_ready(cluster, gap_ns, "other")
-    volume = f"{gap_ns}-other-data"
+    volume = names.volume_of(gap_ns, "other")
     assert child(cluster, "PersistentVolume", volume, gap_ns)
 
     os.kill(operator.process.pid, signal.SIGSTOP)

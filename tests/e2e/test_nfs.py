@@ -208,7 +208,7 @@ def test_the_data_stay_when_the_app_is_deleted_and_created_again(
     token = f"kept {uuid.uuid4().hex}\n"
     first = web_pods(cluster, nfs_app)[0]["metadata"]["name"]
     exec_in(cluster, nfs_app.namespace, first, f"printf %s '{token}' > {MOUNT_PATH}/index.html")
-    volume = f"{nfs_app.namespace}-web-data"
+    volume = names.volume_of(nfs_app.namespace, "web")
     cluster.kubectl("delete", "swa", "web", "-n", nfs_app.namespace, "--wait=true")
     wait_for(
         lambda: not cluster.kubectl("get", "pv", volume, "--ignore-not-found").strip(),

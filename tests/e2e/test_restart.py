@@ -34,7 +34,9 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     namespace = make_namespace(cluster, "restart")
     yield namespace
     cluster.kubectl("delete", "swa", "--all", "-n", namespace, "--wait=true", "--timeout=60s")
-    cluster.kubectl("delete", "pv", f"{namespace}-web-data", "--ignore-not-found", "--wait=false")
+    cluster.kubectl(
+        "delete", "pv", names.volume_of(namespace, "web"), "--ignore-not-found", "--wait=false"
+    )
     cluster.kubectl("delete", "namespace", namespace, "--wait=false")
 
 
