@@ -35,6 +35,12 @@ class Export:
     path: str = "/"
     """Absolute path; ``/`` is every export of the server."""
 
+    def __post_init__(self) -> None:
+        # One spelling per directory: "/a//b/./c/" is "/a/b/c", so that no app holds another's
+        # export under another spelling (the CRD refuses ".." segments).
+        parts = [p for p in self.path.split("/") if p not in ("", ".")]
+        object.__setattr__(self, "path", "/" + "/".join(parts))
+
     @classmethod
     def parse(cls, text: str) -> Export:
         """``SERVER`` (every export of it) or ``SERVER:/PATH``; ValueError says what is wrong."""

@@ -49,6 +49,10 @@ def test_an_export_contains_itself_and_what_lies_inside_it_on_the_same_server() 
     assert Export("nfs", "/bar").overlaps(shared)
     assert shared.overlaps(Export("nfs", "/bar/"))
     assert Export("nfs", "/").contains(shared)
+    # Another spelling of the same directory is the same export.
+    assert Export("nfs", "/bar//shared/./inner/").contains(Export("nfs", "/bar/shared/inner"))
+    assert shared.contains(Export("nfs", "//bar/./shared//x"))
+    assert Export("nfs", "/bar//shared/") == shared
 
 
 def test_without_allowed_exports_every_export_is_allowed() -> None:

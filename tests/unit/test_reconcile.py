@@ -538,7 +538,7 @@ def test_an_export_an_older_app_uses_gets_nothing_created(app: Pass) -> None:
     assert app.api.sent("PATCH") == [f"{APP_PATH}/status"]
     ready = app.body["status"]["conditions"][0]
     assert ready["reason"] == "ExportInUse"
-    assert "export 211.183.3.100:/shared/inner/ of StatefulWebApp team-a/web" in ready["message"]
+    assert "export 211.183.3.100:/shared/inner of StatefulWebApp team-a/web" in ready["message"]
     # The older app goes: the export is ours.
     assert claims.remove(("team-a", "web")) == {(NS, "web")}
     assert app.run(claims=claims).problems == []
