@@ -110,13 +110,19 @@ class ExportClaims:
     """Which live app uses which export; the oldest of overlapping claims holds its export.
 
     Filled from kopf's index of the apps before the first pass, then kept up to date by every
-    app event; read by passes in the work queue's threads.
+    app event; read by passes in the work queue's threads. Indexed by directory, so that the
+    claims touching an export are found in as many steps as its path has directories, however
+    many apps there are: every pass asks.
     """
 
     def __init__(self) -> None:
         """Empty until :meth:`update` is told of the apps."""
         self._lock = threading.Lock()
         self._claims: dict[Key, _Claim] = {}
+        self._at: dict[tuple[str, str], set[Key]] = {}
+        """(server, path) -> the apps with an export there."""
+        self._below: dict[tuple[str, str], set[Key]] = {}
+        """(server, path) -> the apps with an export inside it."""
 
     def update(self, key: Key, body: Mapping[str, Any]) -> set[Key]:
         """The app ``key`` is now ``body``; returns the other apps whose claims it touches."""
@@ -126,42 +132,79 @@ class ExportClaims:
             exports = ()  # An invalid spec mounts nothing.
         created = str((body.get("metadata") or {}).get("creationTimestamp") or "")
         with self._lock:
-            before = self._claims.get(key)
+            before = self._drop(key)
             self._claims[key] = _Claim(created, exports)
-            return self._touching(key, (before.exports if before else ()) + exports)
+            for _, export in exports:
+                self._at.setdefault(_spot(export), set()).add(key)
+                for above in _above(export):
+                    self._below.setdefault(above, set()).add(key)
+            return self._touching(key, before + exports)
 
     def remove(self, key: Key) -> set[Key]:
         """The app ``key`` is gone; returns the apps that may now have its export."""
         with self._lock:
-            before = self._claims.pop(key, None)
-            return self._touching(key, before.exports if before else ())
+            return self._touching(key, self._drop(key))
 
     def holder(self, key: Key, exports: tuple[tuple[str, Export], ...]) -> Problem | None:
         """``ExportInUse`` when an older live app uses one of ``exports`` (the app's own)."""
         with self._lock:
             mine = self._claims.get(key)
             order = (mine.created if mine else "~", key)
-            for other, claim in self._claims.items():
-                if other == key or (claim.created, other) > order:
+            for field, export in exports:
+                older = sorted(
+                    (self._claims[other].created, other)
+                    for other in self._overlapping(export)
+                    if other != key and (self._claims[other].created, other) < order
+                )
+                if not older:
                     continue
-                for field, export in exports:
-                    theirs = next((e for _, e in claim.exports if e.overlaps(export)), None)
-                    if theirs is not None:
-                        return Problem(
-                            "ExportInUse",
-                            f"spec.{field} {export} is, or shares a directory with, the export "
-                            f"{theirs} of StatefulWebApp {other[0]}/{other[1]}, which came "
-                            "first; nothing was created. One export serves one app: choose "
-                            "another export (or a directory beside, not inside, that one)",
-                        )
+                other = older[0][1]
+                theirs = next(e for _, e in self._claims[other].exports if e.overlaps(export))
+                return Problem(
+                    "ExportInUse",
+                    f"spec.{field} {export} is, or shares a directory with, the export "
+                    f"{theirs} of StatefulWebApp {other[0]}/{other[1]}, which came first; "
+                    "nothing was created. One export serves one app: choose another export "
+                    "(or a directory beside, not inside, that one)",
+                )
         return None
 
+    def _drop(self, key: Key) -> tuple[tuple[str, Export], ...]:
+        """Forget the app's claim; returns its exports."""
+        before = self._claims.pop(key, None)
+        if before is None:
+            return ()
+        for _, export in before.exports:
+            for index, spot in [(self._at, _spot(export))] + [
+                (self._below, above) for above in _above(export)
+            ]:
+                keys = index.get(spot)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del index[spot]
+        return before.exports
+
+    def _overlapping(self, export: Export) -> set[Key]:
+        """The apps with an export at, inside or around ``export``."""
+        found = set(self._at.get(_spot(export), ())) | self._below.get(_spot(export), set())
+        for above in _above(export):
+            found |= self._at.get(above, set())
+        return found
+
     def _touching(self, key: Key, exports: tuple[tuple[str, Export], ...]) -> set[Key]:
-        return {
-            other
-            for other, claim in self._claims.items()
-            if other != key and any(a.overlaps(b) for _, a in claim.exports for _, b in exports)
-        }
+        return {other for _, e in exports for other in self._overlapping(e) if other != key}
+
+
+def _spot(export: Export) -> tuple[str, str]:
+    return export.server.lower(), export.path
+
+
+def _above(export: Export) -> list[tuple[str, str]]:
+    """Every directory that holds the export, ``/`` first (none for ``/`` itself)."""
+    parts = export.path.strip("/").split("/") if export.path != "/" else []
+    server = export.server.lower()
+    return [(server, "/" + "/".join(parts[:i])) for i in range(len(parts))]
 
 
 NO_POLICY = Policy()

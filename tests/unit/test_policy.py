@@ -93,3 +93,17 @@ def test_an_invalid_spec_claims_nothing() -> None:
     body["spec"]["replicas"] = "three"
     assert claims.update(("a", "web"), body) == set()
     assert claims.holder(("b", "web"), exports_of(parse(app("b", "/x", "")))) is None
+
+
+def test_siblings_never_touch_and_a_whole_server_touches_every_export_of_it() -> None:
+    claims = ExportClaims()
+    for i, path in enumerate(("/bar/shared", "/bar/shared-other", "/bar/sharedx/y")):
+        claims.update((f"n{i}", "web"), app(f"n{i}", path, f"2026-01-0{i + 1}T00:00:00Z"))
+    for i, path in enumerate(("/bar/shared", "/bar/shared-other", "/bar/sharedx/y")):
+        own = exports_of(parse(app(f"n{i}", path, "")))
+        assert claims.holder((f"n{i}", "web"), own) is None, f"{path} is its alone"
+    whole = app("w", "/", "2026-02-01T00:00:00Z")
+    assert claims.update(("w", "web"), whole) == {("n0", "web"), ("n1", "web"), ("n2", "web")}
+    problem = claims.holder(("w", "web"), exports_of(parse(whole)))
+    assert problem is not None
+    assert "StatefulWebApp n0/web" in problem.message, "the oldest is named"
