@@ -517,6 +517,8 @@ class RestoreSpec:
     """``latest`` (the newest archive considered) or an archive's file name."""
     node_name: str = ""
     """Restore from this node's archives; empty: the node the restore's pod runs on."""
+    timeout_seconds: int = 600
+    """Seconds the restore may take from its start; past them it fails and the app comes back."""
 
 
 def parse_restore(body: Mapping[str, Any]) -> RestoreSpec:
@@ -530,4 +532,5 @@ def parse_restore(body: Mapping[str, Any]) -> RestoreSpec:
         app_name=_str(spec, "appName", ""),
         archive=_str(spec, "archive", "latest"),
         node_name=_str(spec, "nodeName", ""),
+        timeout_seconds=_int(spec, "timeoutSeconds", RestoreSpec.timeout_seconds),
     )

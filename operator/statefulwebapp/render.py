@@ -472,7 +472,25 @@ def render_restore_job(app: AppSpec, restore: RestoreSpec) -> Manifest:
     }
     _unprivileged(pod_spec, RESTORE_CAPABILITIES)
     if restore.node_name and backup.target.nfs is None:
-        pod_spec["nodeSelector"] = {HOSTNAME: restore.node_name}
+        # By the node's name: its hostname label may differ, and a label value stops at 63
+        # characters where a node name does not.
+        pod_spec["affinity"] = {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchFields": [
+                                {
+                                    "key": "metadata.name",
+                                    "operator": "In",
+                                    "values": [restore.node_name],
+                                }
+                            ]
+                        }
+                    ]
+                }
+            }
+        }
     elif app.node_selector:
         pod_spec["nodeSelector"] = dict(app.node_selector)
     tolerations = _agent_tolerations(app, with_web=True)
@@ -499,6 +517,9 @@ def render_restore_job(app: AppSpec, restore: RestoreSpec) -> Manifest:
         },
         "spec": {
             "backoffLimit": RESTORE_BACKOFF_LIMIT,
+            # A guard for when the operator is not there to end it: the Job controller stops
+            # its pods past the restore's own deadline.
+            "activeDeadlineSeconds": restore.timeout_seconds,
             "podFailurePolicy": {
                 "rules": [
                     {

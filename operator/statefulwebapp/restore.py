@@ -20,11 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pykube
 
-from statefulwebapp import kinds, kube, names
+from statefulwebapp import kinds, kube, names, refusals
 from statefulwebapp.model import (
     DEFAULT_BACKUP_ROOT,
     GROUP,
@@ -85,6 +86,8 @@ class Action:
     """Pass this restore again after so many seconds."""
     adopt: Manifest | None = None
     """The owner reference to the app to put on the restore: deleting the app deletes it."""
+    stop_job: bool = False
+    """Delete the restore's Job (and its pod): the restore ended without it."""
 
 
 def phase(body: Mapping[str, Any]) -> str:
@@ -229,6 +232,9 @@ def _start(
 def _run(
     restore: RestoreSpec, app: AppSpec, status: Mapping[str, Any], seen: Observed, now: str
 ) -> Action:
+    late = _past_deadline(restore, status, now)
+    if late is not None and not job_finished(seen.job):
+        return _timed_out(restore, app, status, seen, now)
     if seen.job is None:
         sts_status = (seen.statefulset or {}).get("status") or {}
         left = int(sts_status.get("replicas") or 0)
@@ -277,6 +283,38 @@ def _run(
         )
     message = str(result.get("message") or "the restore's pod failed without a result")
     return _fail(status, now, "RestoreFailed", message, **extra)
+
+
+def _past_deadline(restore: RestoreSpec, status: Mapping[str, Any], now: str) -> float | None:
+    """Seconds past the restore's deadline (its start plus ``timeoutSeconds``); None if not."""
+    started = str(status.get("startTime") or "")
+    if not started:
+        return None
+    elapsed = (_parse_time(now) - _parse_time(started)).total_seconds()
+    return elapsed - restore.timeout_seconds if elapsed > restore.timeout_seconds else None
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def _timed_out(
+    restore: RestoreSpec, app: AppSpec, status: Mapping[str, Any], seen: Observed, now: str
+) -> Action:
+    waiting = str(status.get("message") or "starting")
+    message = (
+        f"not finished within timeoutSeconds ({restore.timeout_seconds} s) while {waiting}; "
+        f"the web pods of {app.name} start again"
+    )
+    if seen.job is not None:
+        message += (
+            f"; its Job {seen.job['metadata']['name']} was stopped (if it had begun to swap "
+            "the volume's content, the next restore of this app finishes that swap first: "
+            "create one; kubectl describe pods of the Job said why it did not finish)"
+        )
+    action = _fail(status, now, "DeadlineExceeded", message)
+    action.stop_job = seen.job is not None
+    return action
 
 
 def _fail(status: Mapping[str, Any], now: str, reason: str, message: str, **extra: Any) -> Action:
@@ -368,8 +406,19 @@ def reconcile_restore(
         if not any(o.get("uid") == action.adopt["uid"] for o in owners):
             patch = {"metadata": {"ownerReferences": [*owners, action.adopt]}}
             kube.merge_patch(api, kinds.RESTORE.name, restore.name, restore.namespace, patch)
+    if action.stop_job and job is not None:
+        uid = str(job.get("metadata", {}).get("uid") or "")
+        kube.delete(api, kinds.JOB.name, names.restore_job(restore), restore.namespace, uid=uid)
     if action.job is not None:
-        kube.apply(api, action.job)
+        try:
+            kube.apply(api, action.job)
+        except kube.ApiError as err:
+            refused = refusals.problem(kinds.JOB, f"{restore.namespace}/{restore.name}", err)
+            if refused.retry:
+                raise
+            # No retry can change a refusal of what the restore asked for: it ends, in the
+            # API server's words, and the app comes back.
+            action = _fail(status, timestamp(), "JobRefused", refused.message)
     if action.status is not None and action.status != {k: status.get(k) for k in action.status}:
         kube.patch_status(api, restore.namespace, restore.name, action.status, kinds.RESTORE.name)
     if action.app_event is not None and app is not None:

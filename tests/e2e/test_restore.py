@@ -406,6 +406,41 @@ def test_a_missing_archive_fails_naming_what_exists_and_changes_nothing(
     assert "apps there: web" in status["message"]
 
 
+def test_a_restore_to_a_node_that_does_not_exist_ends_at_its_deadline(
+    cluster: Cluster, app: App
+) -> None:
+    """A valid node name of 100 characters that no node has: the Job is made (a hostname
+    label would have been refused, 422), its pod never runs, and at ``timeoutSeconds`` the
+    restore fails saying what it waited for, its Job goes, and the app serves again, its
+    content untouched."""
+    token = f"kept {uuid.uuid4().hex}"
+    write_site(cluster, app, token)
+    before = tree(app.served)
+    node = "no-such-node-" + "x" * 87
+    restore(cluster, app, "nowhere", nodeName=node, timeoutSeconds=45)
+    wait_for(
+        lambda: cluster.kubectl("get", "job", "nowhere", "-n", app.namespace, check=False),
+        120,
+        "the restore's Job",
+    )
+    status = finished(cluster, app, "nowhere")["status"]
+    assert status["phase"] == "Failed", status
+    assert status["conditions"][0]["reason"] == "DeadlineExceeded", status
+    assert "within timeoutSeconds (45 s) while restoring" in status["message"], status
+    assert "Job nowhere was stopped" in status["message"], status
+    wait_for(
+        lambda: (
+            not cluster.kubectl(
+                "get", "job", "nowhere", "-n", app.namespace, "--ignore-not-found", "-o", "name"
+            )
+        ),
+        60,
+        "the Job deleted",
+    )
+    serves(cluster, app, token)
+    assert tree(app.served) == before
+
+
 def test_a_killed_restore_loses_nothing_and_its_retry_finishes(
     cluster: Cluster, app: App, real_node: str
 ) -> None:

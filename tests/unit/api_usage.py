@@ -212,3 +212,13 @@ def _restore(api: FakeApi, events: list[tuple[str, str]]) -> None:
     }
     step()  # The Job complete: its pod's result read, Succeeded.
     assert restore.phase(api.objects[path]) == restore.SUCCEEDED, api.objects[path]["status"]
+    # Another restore, past its deadline with its Job not finished: the Job is deleted.
+    api.objects[job]["status"] = {}
+    api.objects[path]["status"] = {
+        "phase": restore.RUNNING,
+        "startTime": "2026-01-01T00:00:00Z",
+        "message": "restoring latest",
+    }
+    step()
+    assert restore.phase(api.objects[path]) == restore.FAILED, api.objects[path]["status"]
+    assert job not in api.objects, "the late restore's Job was not deleted"

@@ -60,11 +60,22 @@ def test_the_job_is_pinned_and_owned_by_the_restore() -> None:
     assert "nodeSelector" not in pod
 
 
-def test_a_named_node_pins_the_job_there() -> None:
+def test_a_named_node_pins_the_job_there_by_its_name_of_any_valid_length() -> None:
+    """By ``metadata.name``: a hostname label may differ from the name, and a label value stops
+    at 63 characters where a node name does not (a 100-character one was refused, 422)."""
+    long_name = "n" * 100
+    for node in ("n2", long_name):
+        pod = render_restore_job(parse(APP), dataclasses.replace(SPEC, node_name=node))["spec"][
+            "template"
+        ]["spec"]
+        assert "nodeSelector" not in pod
+        terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert terms["nodeSelectorTerms"] == [
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+        ]
     pod = render_restore_job(parse(APP), dataclasses.replace(SPEC, node_name="n2"))["spec"][
         "template"
     ]["spec"]
-    assert pod["nodeSelector"] == {"kubernetes.io/hostname": "n2"}
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["RESTORE_NODE"] == "n2"
     assert env["RESTORE_PREFIX"] == "default-web"
@@ -222,3 +233,30 @@ def test_one_restore_per_app_goes_the_started_one_else_the_oldest() -> None:
     assert restore.first_active([r("c", "T1", "Succeeded"), r("z", "T3")]) == "z"
     assert restore.under_way([r("c", "T1"), r("z", "T3", "Running")]) == "z"
     assert restore.under_way([r("c", "T1"), r("z", "T3", "Failed")]) == ""
+
+
+def test_a_restore_past_its_deadline_fails_saying_what_waited_and_stops_its_job() -> None:
+    spec = dataclasses.replace(SPEC, timeout_seconds=30)
+    started = {"phase": "Running", "startTime": "2026-12-02T03:00:00Z", "message": "restoring x"}
+    seen = restore.Observed(app=APP, statefulset=sts(0, 0), job=job())
+    within = restore.decide(spec, started, seen, "2026-12-02T03:00:30Z")
+    assert within.status is None
+    assert not within.stop_job
+    late = restore.decide(spec, started, seen, "2026-12-02T03:00:31Z")
+    assert late.status is not None
+    assert late.status["phase"] == "Failed"
+    assert late.status["conditions"][0]["reason"] == "DeadlineExceeded"
+    assert "within timeoutSeconds (30 s) while restoring x" in late.status["message"]
+    assert "Job back was stopped" in late.status["message"]
+    assert late.stop_job
+    assert late.wake_app, "the app's web pods start again"
+    # Web pods that never stop: the same, without a Job to stop.
+    pending = {**started, "phase": "Pending", "message": "stopping the web pods of web (1 left)"}
+    stuck = restore.Observed(app=APP, statefulset=sts(0, 1))
+    late = restore.decide(spec, pending, stuck, "2026-12-02T03:01:00Z")
+    assert late.status is not None
+    assert "while stopping the web pods of web (1 left)" in late.status["message"]
+    assert not late.stop_job
+    # A Job that has finished is read, whatever the clock says.
+    done = restore.Observed(app=APP, statefulset=sts(0, 0), job=job("Complete"), result={})
+    assert restore.decide(spec, started, done, "2026-12-02T04:00:00Z").stop_job is False
