@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
 
-from statefulwebapp import restore
+from statefulwebapp import kube, restore
 from statefulwebapp.model import RestoreSpec, parse
+from statefulwebapp.objects import timestamp
 from statefulwebapp.render import render_restore_job, render_statefulset
+from tests.unit.fakeapi import FakeApi, error
 from tests.unit.test_render import ARCHIVED, GOLDEN, SCENARIO
 
 NOW = "2026-12-02T03:00:00Z"
@@ -260,3 +262,34 @@ def test_a_restore_past_its_deadline_fails_saying_what_waited_and_stops_its_job(
     # A Job that has finished is read, whatever the clock says.
     done = restore.Observed(app=APP, statefulset=sts(0, 0), job=job("Complete"), result={})
     assert restore.decide(spec, started, done, "2026-12-02T04:00:00Z").stop_job is False
+
+
+def test_a_job_the_api_server_refuses_ends_the_restore_in_its_words() -> None:
+    """No retry changes a refusal (422): the restore fails at once and the app comes back."""
+    api = FakeApi()
+    body = {
+        "apiVersion": "apps.k8slab.io/v1alpha1",
+        "kind": "StatefulWebAppRestore",
+        "metadata": {"name": "back", "namespace": "default", "uid": "0000-restore"},
+        "spec": {"appName": "web"},
+        "status": {"phase": "Pending", "startTime": timestamp(), "message": "stopping web pods"},
+    }
+    path = kube.path("StatefulWebAppRestore", "back", "default")
+    api.objects[path] = body
+    job = kube.path("Job", "back", "default")
+    api.answers[("PATCH", job)] = error(422, "Invalid", "must be no more than 63 bytes", "spec")
+    action = restore.reconcile_restore(
+        cast(Any, api),
+        body,
+        app=APP,
+        apps=["web"],
+        siblings=[body],
+        statefulset=sts(0, 0),
+        post_event=lambda *_: None,
+    )
+    assert action.status is not None
+    assert action.status["phase"] == "Failed"
+    assert action.status["conditions"][0]["reason"] == "JobRefused"
+    assert "must be no more than 63 bytes" in action.status["message"]
+    assert action.wake_app
+    assert api.objects[path]["status"]["phase"] == "Failed"
