@@ -87,7 +87,7 @@ class Action:
     adopt: Manifest | None = None
     """The owner reference to the app to put on the restore: deleting the app deletes it."""
     stop_job: bool = False
-    """Delete the restore's Job (and its pod): the restore ended without it."""
+    """Suspend the restore's Job (its pods stop): the restore ended without it."""
 
 
 def phase(body: Mapping[str, Any]) -> str:
@@ -407,8 +407,11 @@ def reconcile_restore(
             patch = {"metadata": {"ownerReferences": [*owners, action.adopt]}}
             kube.merge_patch(api, kinds.RESTORE.name, restore.name, restore.namespace, patch)
     if action.stop_job and job is not None:
-        uid = str(job.get("metadata", {}).get("uid") or "")
-        kube.delete(api, kinds.JOB.name, names.restore_job(restore), restore.namespace, uid=uid)
+        # Suspended, the Job's pods are stopped by the Job controller and none is started
+        # again; the Job stays with its restore (its owner) as the record of what ran.
+        suspend = {"spec": {"suspend": True}}
+        name = names.restore_job(restore)
+        kube.merge_patch(api, kinds.JOB.name, name, restore.namespace, suspend)
     if action.job is not None:
         try:
             kube.apply(api, action.job)

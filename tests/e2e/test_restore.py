@@ -411,7 +411,8 @@ def test_a_restore_to_a_node_that_does_not_exist_ends_at_its_deadline(
 ) -> None:
     """A valid node name of 100 characters that no node has: the Job is made (a hostname
     label would have been refused, 422), its pod never runs, and at ``timeoutSeconds`` the
-    restore fails saying what it waited for, its Job goes, and the app serves again, its
+    restore fails saying what it waited for, its Job is suspended (its pod goes), and the
+    app serves again, its
     content untouched."""
     token = f"kept {uuid.uuid4().hex}"
     write_site(cluster, app, token)
@@ -428,14 +429,12 @@ def test_a_restore_to_a_node_that_does_not_exist_ends_at_its_deadline(
     assert status["conditions"][0]["reason"] == "DeadlineExceeded", status
     assert "within timeoutSeconds (45 s) while restoring" in status["message"], status
     assert "Job nowhere was stopped" in status["message"], status
+    job = json.loads(cluster.kubectl("get", "job", "nowhere", "-n", app.namespace, "-o", "json"))
+    assert job["spec"]["suspend"] is True, "the Job was not stopped"
     wait_for(
-        lambda: (
-            not cluster.kubectl(
-                "get", "job", "nowhere", "-n", app.namespace, "--ignore-not-found", "-o", "name"
-            )
-        ),
+        lambda: not pods(cluster, app.namespace, f"{names.LABEL_RESTORE}=nowhere"),
         60,
-        "the Job deleted",
+        "the Job's pod gone",
     )
     serves(cluster, app, token)
     assert tree(app.served) == before

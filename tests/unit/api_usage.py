@@ -212,7 +212,7 @@ def _restore(api: FakeApi, events: list[tuple[str, str]]) -> None:
     }
     step()  # The Job complete: its pod's result read, Succeeded.
     assert restore.phase(api.objects[path]) == restore.SUCCEEDED, api.objects[path]["status"]
-    # Another restore, past its deadline with its Job not finished: the Job is deleted.
+    # Another restore, past its deadline with its Job not finished: the Job is suspended.
     api.objects[job]["status"] = {}
     api.objects[path]["status"] = {
         "phase": restore.RUNNING,
@@ -221,4 +221,4 @@ def _restore(api: FakeApi, events: list[tuple[str, str]]) -> None:
     }
     step()
     assert restore.phase(api.objects[path]) == restore.FAILED, api.objects[path]["status"]
-    assert job not in api.objects, "the late restore's Job was not deleted"
+    assert api.objects[job]["spec"]["suspend"] is True, "the late restore's Job still runs"
