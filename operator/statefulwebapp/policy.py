@@ -131,9 +131,14 @@ class ExportClaims:
         except SpecError:
             exports = ()  # An invalid spec mounts nothing.
         created = str((body.get("metadata") or {}).get("creationTimestamp") or "")
+        claim = _Claim(created, exports)
         with self._lock:
+            if self._claims.get(key) == claim:
+                # Most app events are status writes: the claim is the same, and nobody else's
+                # pass is owed for it.
+                return set()
             before = self._drop(key)
-            self._claims[key] = _Claim(created, exports)
+            self._claims[key] = claim
             for _, export in exports:
                 self._at.setdefault(_spot(export), set()).add(key)
                 for above in _above(export):

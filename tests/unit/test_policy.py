@@ -107,3 +107,12 @@ def test_siblings_never_touch_and_a_whole_server_touches_every_export_of_it() ->
     problem = claims.holder(("w", "web"), exports_of(parse(whole)))
     assert problem is not None
     assert "StatefulWebApp n0/web" in problem.message, "the oldest is named"
+
+
+def test_an_event_that_changes_no_claim_owes_no_other_app_a_pass() -> None:
+    """A status write of the older app: the newer one on its export is not passed again."""
+    claims = ExportClaims()
+    claims.update(("b", "web"), app("b", "/s/inner", "2026-02-01T00:00:00Z"))
+    older = app("a", "/s", "2026-01-01T00:00:00Z")
+    assert claims.update(("a", "web"), older) == {("b", "web")}
+    assert claims.update(("a", "web"), {**older, "status": {"observedGeneration": 1}}) == set()
