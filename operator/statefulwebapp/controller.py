@@ -383,7 +383,9 @@ class Controller:
                 progress_due=lambda: self.queue.progress_due(key),
                 rollout_due=self.queue.rollout_due,
                 mount_failures=[json.loads(packed) for packed in failures],
-                probe_failures=[json.loads(packed) for packed in unhealthy],
+                probe_failures=restore.told_since_last(
+                    restores, [json.loads(packed) for packed in unhealthy]
+                ),
                 restoring=restore.under_way(restores),
                 lookups=self.lookups,
                 policy=self.policy,

@@ -270,36 +270,66 @@ def kubelet_detail(message: str, limit: int = 400) -> str:
 BACKUP_FAILURES = (
     "last archive run failed",
     "no archive made in two intervals",
-    "paused for over",
+    "the newest archive is gone",
+    "an archive run has gone on for over",
 )
 """What a backup agent's check says when archiving went wrong (``scripts/backup-check.sh``);
-its other answer, that no run has finished yet, is an agent still starting."""
+its other answers: no run has finished yet (an agent still starting), and :data:`RESTORE_WORK`."""
+RESTORE_WORK = "paused: a restore's work files"
+"""What a backup agent's check says while the volume holds a restore's work files."""
 
 
-def _failing_backups(app: AppSpec, failures: Sequence[Obj]) -> str:
-    """Which agents' checks say archiving fails, on which nodes, and why; "" if none do."""
-    by_node: dict[str, tuple[str, str]] = {}
-    pods: list[str] = []
+def _agents_saying(app: AppSpec, failures: Sequence[Obj], said: Sequence[str]) -> dict[str, Obj]:
+    """Per node, the newest failure of the app's agents whose check said one of ``said``."""
+    by_node: dict[str, Obj] = {}
     for failure in failures:
         pod = str(failure.get("pod") or "")
         if names.pod_owner(pod) != (app.name, names.BACKUP):
             continue
-        said = str(failure.get("message") or "")
-        said = said.split("probe failed: ", 1)[-1].strip()
-        said = said.removeprefix("backup: ")
-        if not said.startswith(BACKUP_FAILURES):
+        text = str(failure.get("message") or "").split("probe failed: ", 1)[-1].strip()
+        text = text.removeprefix("backup: ")
+        if not text.startswith(tuple(said)):
             continue
-        node, seen = str(failure.get("node") or "?"), str(failure.get("seen"))
-        if node not in by_node or seen > by_node[node][0]:
-            by_node[node] = (seen, said)  # The newest of an agent's failures says it now.
-        pods.append(pod)
+        node = str(failure.get("node") or "?")
+        if node not in by_node or str(failure.get("seen")) > str(by_node[node].get("seen")):
+            by_node[node] = {**failure, "said": text}
+    return by_node
+
+
+def _interrupted_restore(app: AppSpec, failures: Sequence[Obj]) -> str:
+    """What the volume holds when a restore stopped half-way, and how to finish; "" if not.
+
+    Only the agents see into the volume; ``failures`` told before the app's last restore ended
+    were left out by the caller: they are of that restore's own work files.
+    """
+    by_node = _agents_saying(app, failures, (RESTORE_WORK,))
     if not by_node:
         return ""
     nodes = sorted(by_node)
+    nfs = app.storage.nfs
+    return (
+        f"volume {names.volume(app)} (NFS {nfs.server}:{nfs.path}) holds the work files of a "
+        "restore that did not finish (.swa-restore-* at its top: the content from before that "
+        "restore, and the archive's, extracted in full or in part, perhaps half swapped in), "
+        f"seen by the backup agent{'s' if len(nodes) > 1 else ''} on "
+        f"node{'s' if len(nodes) > 1 else ''} {', '.join(nodes)}; the web pods serve what the "
+        "volume holds and no archive is made meanwhile. To finish, create a "
+        f"StatefulWebAppRestore with appName {app.name} in namespace {app.namespace}: it "
+        "completes the stopped swap first, then restores the archive it names"
+    )
+
+
+def _failing_backups(app: AppSpec, failures: Sequence[Obj]) -> str:
+    """Which agents' checks say archiving fails, on which nodes, and why; "" if none do."""
+    by_node = _agents_saying(app, failures, BACKUP_FAILURES)
+    if not by_node:
+        return ""
+    nodes = sorted(by_node)
+    pod = min(str(failure.get("pod")) for failure in by_node.values())
     return (
         f"backup agent{'s' if len(nodes) > 1 else ''} on node{'s' if len(nodes) > 1 else ''} "
-        f"{', '.join(nodes)}: {by_node[nodes[0]][1]}; see kubectl logs -n {app.namespace} "
-        f"{min(pods)}"
+        f"{', '.join(nodes)}: {by_node[nodes[0]]['said']}; see kubectl logs -n {app.namespace} "
+        f"{pod}"
     )
 
 
@@ -349,6 +379,12 @@ def _readiness(  # noqa: PLR0911, PLR0912  (one early return per readiness gate,
     sts = children.get(kinds.STATEFULSET.name)
     ds = children.get(kinds.DAEMONSET.name)
     cron = children.get(kinds.CRONJOB.name)
+    # An agent whose check fails is not ready: a report of one while every agent is ready is
+    # from before it recovered.
+    if int(_get(ds, "status", "numberReady", default=0)) < int(
+        _get(ds, "status", "desiredNumberScheduled", default=0)
+    ) and (interrupted := _interrupted_restore(app, probe_failures)):
+        return "RestoreInterrupted", interrupted
     phase = _get(pvc, "status", "phase", default="Missing")
     if phase != "Bound":
         return (

@@ -519,12 +519,19 @@ def test_bad_state_path_is_a_config_error(
 
 
 @pytest.fixture
-def check(busybox: str, applet_path: str, state: Path):
-    """Run backup-check.sh as the readiness probe does: its text as the -c argument of sh."""
+def check(busybox: str, applet_path: str, state: Path, src: Path, dest: Path):
+    """Run backup-check.sh as the readiness probe does: its text as the -c argument of sh, in
+    the agent's environment (the volume ``src``, the archives ``dest``)."""
     script = CHECK_SCRIPT.read_text()
 
     def _check(**env: str) -> subprocess.CompletedProcess[str]:
-        full_env = {"PATH": applet_path, "BACKUP_STATE": str(state), **env}
+        full_env = {
+            "PATH": applet_path,
+            "BACKUP_STATE": str(state),
+            "BACKUP_SOURCE": str(src),
+            "BACKUP_DEST": str(dest),
+            **env,
+        }
         return subprocess.run(
             [busybox, "sh", "-c", script],
             env=full_env,
@@ -544,7 +551,7 @@ def test_check_script_is_short() -> None:
         for line in CHECK_SCRIPT.read_text().splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
-    assert len(code) <= 30
+    assert len(code) <= 40
 
 
 def test_check_passes_after_successful_run(run, check, src: Path, dest: Path) -> None:
@@ -577,9 +584,9 @@ def test_check_reports_failed_run(run, check, tmp_path: Path, dest: Path) -> Non
 
 @pytest.mark.parametrize(("interval", "twice"), [(None, 7200), ("10", 20), ("010", 20)])
 def test_check_fails_when_newest_archive_is_too_old(
-    check, state: Path, interval: str | None, twice: int
+    check, state: Path, dest: Path, interval: str | None, twice: int
 ) -> None:
-    name = f"{PREFIX}-20200101T000000Z.tar.gz"
+    name = fake_archive(dest, "20200101T000000Z").name
     env = {} if interval is None else {"BACKUP_INTERVAL_SECONDS": interval}
     state.write_text(f"ok {int(time.time()) - twice - 5} {name}\n")
 
@@ -706,7 +713,8 @@ def test_a_restore_in_the_volume_pauses_the_runs_and_keeps_no_archive(
     assert kind == "paused"
     assert started <= epoch <= time.time()
     assert int(since) == epoch
-    assert check().returncode == 0, "a restore is no failure of the agent"
+    said = check()
+    assert (said.returncode, said.stdout) == (1, PAUSED), "the pause is told from the first check"
 
 
 def test_a_pause_goes_on_from_its_start_and_ends_with_the_next_archive(
@@ -728,24 +736,125 @@ def test_a_pause_goes_on_from_its_start_and_ends_with_the_next_archive(
     assert archives(dest) == [name]
 
 
-@pytest.mark.parametrize(("interval", "limit"), [("10", 3600), ("3000", 6000)])
-def test_a_pause_longer_than_two_intervals_or_an_hour_fails_the_check(
-    check, state: Path, interval: str, limit: int
+PAUSED = "backup: paused: a restore's work files (.swa-restore-*) are in the volume\n"
+
+
+@pytest.mark.parametrize("entry", [".swa-restore-uid.partial", ".swa-restore-uid.swap"])
+def test_restore_work_files_make_the_agent_unready_at_once_whatever_its_state(
+    check, src: Path, dest: Path, state: Path, entry: str
 ) -> None:
-    """A restore that lasts that long has failed and left its work files: archiving must not
-    stop unseen."""
+    """An interrupted restore leaves them: the operator names it on the app from this line."""
+    state.write_text(f"ok {int(time.time())} {fake_archive(dest, '20200101T000000Z').name}\n")
+    assert check().returncode == 0
+    (src / entry).mkdir()
+
+    said = check()
+
+    assert (said.returncode, said.stdout) == (1, PAUSED)
+
+
+@pytest.mark.parametrize("interval", ["10", "3000"])
+def test_a_pause_whose_work_files_are_gone_counts_as_a_run(
+    check, state: Path, interval: str
+) -> None:
+    """The restore ended: the agent is ready until the next run archives, if it runs."""
     now = int(time.time())
-    state.write_text(f"paused {now} {now - limit + 5}\n")
+    twice = 2 * int(interval)
+    state.write_text(f"paused {now - twice + 5} {now - 86400}\n")
     assert check(BACKUP_INTERVAL_SECONDS=interval).returncode == 0
 
-    state.write_text(f"paused {now} {now - limit - 5}\n")
+    state.write_text(f"paused {now - twice - 5} {now - 86400}\n")
     result = check(BACKUP_INTERVAL_SECONDS=interval)
 
-    assert result.returncode == 1
-    assert result.stdout == (
-        f"backup: paused for over {limit} s by restore work files (.swa-restore-*) in the "
-        "volume; a restore removes them when it ends (kubectl get swar)\n"
+    assert (result.returncode, result.stdout) == (
+        1,
+        f"backup: no archive made in two intervals ({twice} s)\n",
     )
+
+
+def test_a_missing_newest_archive_makes_the_agent_unready(
+    run, check, src: Path, dest: Path, state: Path
+) -> None:
+    assert run(BACKUP_SOURCE=str(src), BACKUP_DEST=str(dest)).returncode == 0
+    assert check().returncode == 0
+    (newest,) = archives(dest)
+    (dest / newest).unlink()
+
+    said = check()
+
+    assert (said.returncode, said.stdout) == (
+        1,
+        f"backup: the newest archive is gone from {dest} (deleted by hand?); the next run "
+        "makes one\n",
+    )
+
+
+@pytest.mark.parametrize(("interval", "limit"), [("10", 3600), ("3000", 6000)])
+def test_a_run_under_way_is_alive_until_it_is_hung(
+    check, state: Path, dest: Path, interval: str, limit: int
+) -> None:
+    """A slow agent (a big volume, a low CPU limit) is not failing; a run past two intervals or
+    an hour, whichever is longer, is stuck."""
+    now = int(time.time())
+    name = fake_archive(dest, "20200101T000000Z").name
+    state.write_text(f"ok {now - 86400} {name}\n")
+    assert check(BACKUP_INTERVAL_SECONDS=interval).returncode == 1
+    marker = state.with_name(state.name + ".run")
+    marker.write_text(f"{now - limit + 5}\n")
+    assert check(BACKUP_INTERVAL_SECONDS=interval).returncode == 0
+
+    marker.write_text(f"{now - limit - 5}\n")
+    said = check(BACKUP_INTERVAL_SECONDS=interval)
+
+    assert (said.returncode, said.stdout) == (
+        1,
+        f"backup: an archive run has gone on for over {limit} s: is the volume or {dest} hung?\n",
+    )
+
+
+def test_a_run_marks_itself_under_way_until_its_state_is_written(
+    run, src: Path, dest: Path, state: Path, tmp_path: Path
+) -> None:
+    seen = tmp_path / "seen"
+    spy = f'tar() {{\n  cp "$BACKUP_STATE.run" {seen}\n  command tar "$@"\n}}\n'
+    before = int(time.time())
+
+    assert run(spy, BACKUP_SOURCE=str(src), BACKUP_DEST=str(dest)).returncode == 0
+
+    assert before <= int(seen.read_text()) <= time.time()
+    assert sorted(p.name for p in state.parent.iterdir()) == [state.name]
+
+
+@pytest.mark.parametrize("keep", ["1", "2"])
+def test_an_archive_dated_in_the_future_never_makes_new_ones_vanish(
+    run, src: Path, dest: Path, keep: str
+) -> None:
+    """Its name outranks every new one: by name alone, each new archive would be pruned right
+    after it was made (a clock set back, a file put there by hand)."""
+    (src / "f").write_text("x")
+    future = fake_archive(dest, "29991231T235959Z")
+    made = []
+    for _ in range(3):
+        result = run(BACKUP_SOURCE=str(src), BACKUP_DEST=str(dest), BACKUP_KEEP=keep)
+        assert result.returncode == 0, result.stderr
+        made.append(next(n for n in archives(dest) if n not in made and n != future.name))
+
+    assert archives(dest) == made[-int(keep) :]
+
+
+def test_an_archive_dated_within_the_clock_skew_is_an_ordinary_one(
+    run, src: Path, dest: Path
+) -> None:
+    """Another node's clock a little ahead is no clock jump."""
+    (src / "f").write_text("x")
+    ahead = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() + 120))
+    early = fake_archive(dest, ahead)
+    old = fake_archive(dest, "20200101T000000Z")
+
+    assert run(BACKUP_SOURCE=str(src), BACKUP_DEST=str(dest), BACKUP_KEEP="2").returncode == 0
+
+    assert early.exists()
+    assert not old.exists()
 
 
 @pytest.mark.parametrize("since", ["", "soon", "0123", "-5"])

@@ -293,3 +293,25 @@ def test_a_job_the_api_server_refuses_ends_the_restore_in_its_words() -> None:
     assert "must be no more than 63 bytes" in action.status["message"]
     assert action.wake_app
     assert api.objects[path]["status"]["phase"] == "Failed"
+
+
+def test_reports_of_a_restores_own_work_files_end_with_it() -> None:
+    """While a restore runs the agents find its work files; once it has ended, their reports
+    of that (fresh for minutes more) must not read as a restore stopped half-way."""
+    reports = [
+        {"pod": "web-backup-a", "seen": "2026-11-25T10:19:59Z"},
+        {"pod": "web-backup-b", "seen": "2026-11-25T10:20:00Z"},
+        {"pod": "web-backup-c", "seen": "2026-11-25T10:20:01Z"},
+        {"pod": "web-backup-d", "seen": "2026-11-25T10:20:01.250000Z"},
+        {"pod": "web-backup-e", "seen": ""},
+    ]
+    ended = {"status": {"phase": restore.SUCCEEDED, "completionTime": "2026-11-25T10:20:00Z"}}
+    earlier = {"status": {"phase": restore.FAILED, "completionTime": "2026-11-25T09:00:00Z"}}
+    running = {"status": {"phase": restore.RUNNING}}
+
+    kept = restore.told_since_last([earlier, ended, running], reports)
+
+    assert [r["pod"] for r in kept] == ["web-backup-c", "web-backup-d"]
+    # No restore has ended (none, or one deleted with its record): every report counts.
+    assert restore.told_since_last([running], reports) == reports
+    assert restore.told_since_last([], reports) == reports

@@ -385,6 +385,25 @@ def test_nodes_latest_across_nodes_tie_takes_first_node(
     ]
 
 
+def test_latest_is_never_an_archive_dated_in_the_future(run, data: Path, backup: Path) -> None:
+    """A name after the clock (a clock set back since, a file put there) says nothing of what is
+    newest: taking it would restore stale data as the latest."""
+    make_archive(backup, T1, OLDER)
+    make_archive(backup, T2, NEW)
+    make_archive(backup, "29991231T235959Z", {"stale": b"planted"})
+
+    result = run()
+
+    assert result.returncode == 0, result.stderr
+    assert read_tree(data) == NEW
+    assert result.fields["archive"] == archive_name(T2)
+    assert result.candidates == [
+        f"n1/{archive_name(T2)}",
+        f"n1/{archive_name(T1)}",
+        f"n1/{archive_name('29991231T235959Z')}",
+    ]
+
+
 def test_nodes_restore_node_limits_to_that_node(run, data: Path, nodes_backup: Path) -> None:
     result = run(RESTORE_LAYOUT="nodes", RESTORE_NODE="n4", RESTORE_NODE_NAME="n1")
 
@@ -771,7 +790,7 @@ CANDIDATE_RE = re.compile(r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+-\d{8}T\d{6}Z\.tar\.
 
 
 def stamps(count: int) -> list[str]:
-    return [f"202612{day:02d}T000000Z" for day in range(1, count + 1)]
+    return [f"202512{day:02d}T000000Z" for day in range(1, count + 1)]
 
 
 def test_result_format_and_candidate_limit(run, data: Path, backup: Path, result_file) -> None:

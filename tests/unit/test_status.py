@@ -392,11 +392,11 @@ def test_a_starting_agent_or_an_old_failure_is_only_progress() -> None:
 
     stale = "no archive made in two intervals (7200 s); the newest is default-web-x.tar.gz"
     assert reason(unhealthy("web-backup-x7k2p", stale, "n1")) == "BackupFailing"
-    paused = (
-        "paused for over 3600 s by restore work files (.swa-restore-*) in the volume; a restore "
-        "removes them when it ends (kubectl get swar)"
-    )
-    assert reason(unhealthy("web-backup-x7k2p", paused, "n1")) == "BackupFailing"
+    for hung in (
+        "the newest archive is gone from /backup/n1 (deleted by hand?); the next run makes one",
+        "an archive run has gone on for over 3600 s: is the volume or /backup/n1 hung?",
+    ):
+        assert reason(unhealthy("web-backup-x7k2p", hung, "n1")) == "BackupFailing"
     starting = "no archive run has finished yet"
     assert reason(unhealthy("web-backup-x7k2p", starting, "n1")) == "BackupNotReady"
     # Told 330 s ago: past its 25 warnings, the kubelet tells a failing check once in 300 s.
@@ -431,6 +431,44 @@ def test_a_restore_under_way_says_so_and_wins_over_the_stopped_pods() -> None:
         ]
         == "Forbidden"
     )
+
+
+WORK_FILES = "paused: a restore's work files (.swa-restore-*) are in the volume"
+
+
+def test_a_restore_stopped_half_way_is_named_with_what_the_volume_holds_and_how_to_finish() -> None:
+    failures = [
+        unhealthy("web-backup-x7k2p", WORK_FILES, "worker2"),
+        unhealthy("web-backup-b9d4f", WORK_FILES, "worker1"),
+    ]
+    # The web pods are back on the volume (the restore's deletion let them start): the
+    # interrupted restore wins over whatever else the children show.
+    children = agents_waiting()
+    children["StatefulSet"]["status"]["readyReplicas"] = 1
+
+    status = compute(APP, generation=1, children=children, probe_failures=failures, now=NOW)
+
+    condition = ready(status)
+    assert (condition["status"], condition["reason"]) == ("False", "RestoreInterrupted")
+    assert condition["message"] == (
+        "volume default.web-data (NFS 211.183.3.100:/shared) holds the work files of a restore "
+        "that did not finish (.swa-restore-* at its top: the content from before that restore, "
+        "and the archive's, extracted in full or in part, perhaps half swapped in), seen by the "
+        "backup agents on nodes worker1, worker2; the web pods serve what the volume holds and "
+        "no archive is made meanwhile. To finish, create a StatefulWebAppRestore with appName "
+        "web in namespace default: it completes the stopped swap first, then restores the "
+        "archive it names"
+    )
+    assert urgent(compute(APP, generation=1, children=children, now=NOW), status)
+    # A restore under way says so instead; every agent ready again: it is over.
+    restoring = dataclasses.replace(APP, restoring="back")
+    assert ready(compute(restoring, generation=1, children=children, probe_failures=failures))[
+        "reason"
+    ] == ("Restoring")
+    healthy_agents = healthy()
+    assert ready(compute(APP, generation=1, children=healthy_agents, probe_failures=failures))[
+        "reason"
+    ] == ("Ready")
 
 
 def test_a_failing_web_check_is_named_with_the_kubelets_words() -> None:

@@ -22,7 +22,8 @@
 #                            unset, empty or "0": loop forever (run, sleep)
 #   BACKUP_STATE             state file rewritten after every run (default
 #                            /tmp/backup.state); its directory must exist and
-#                            be writable
+#                            be writable. "$BACKUP_STATE.run" holds the start
+#                            (epoch seconds) of the run under way, if any
 #
 # One run writes ${BACKUP_DEST}/${BACKUP_PREFIX}-YYYYmmddTHHMMSSZ.tar.gz (UTC)
 # holding the contents of BACKUP_SOURCE with paths relative to it. The archive
@@ -30,7 +31,9 @@
 # success. If an archive with the same name already exists, the run waits for
 # the next second instead of overwriting it, so names stay unique and keep
 # sorting by time. After a successful run only the newest BACKUP_KEEP archives
-# named ${BACKUP_PREFIX}-<timestamp>.tar.gz are kept; nothing else is touched.
+# named ${BACKUP_PREFIX}-<timestamp>.tar.gz are kept, the run's own always
+# among them; one named after the clock (a clock set back since, a file put
+# there) counts as the oldest. Nothing else is touched.
 #
 # A restore (restore.sh) works through entries named .swa-restore-* at the top
 # of the volume, from before it touches the content until it has finished. An
@@ -137,6 +140,10 @@ if [ -d "$STATE" ]; then
     die_config "BACKUP_STATE ($STATE) is a directory, expected a file path"
 fi
 
+# How far ahead of this node's clock another clock may run: an archive named
+# later than that is dated in the future (see ranked).
+SKEW_SECONDS=300
+
 # Glob for the timestamp part of an archive name (YYYYmmddTHHMMSSZ).
 TS_GLOB='[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z'
 
@@ -163,35 +170,46 @@ sweep_partials() {
     done
 }
 
-# Delete all but the newest $KEEP archives of this prefix.
+# The archives of this prefix in $DEST, newest first by the time in their
+# names; a name dated over SKEW_SECONDS after the clock comes last, as the
+# oldest: it was made under a clock since set back, or put there by hand, and
+# must not outrank (and so prune) every archive made from now on.
+ranked() {
+    _cut=$(date -u -d "@$(($(date +%s) + SKEW_SECONDS))" +%Y%m%dT%H%M%SZ) || return 1
+    for _f in "$DEST"/"$PREFIX"-*.tar.gz; do
+        [ -f "$_f" ] || continue
+        _n=${_f##*/}
+        case $_n in
+            "$PREFIX"-$TS_GLOB.tar.gz) _t=${_n#"$PREFIX"-} && printf '%s %s\n' "${_t%.tar.gz}" "$_n" ;;
+        esac
+    done | awk -v cut="$_cut" '{ print ($1 > cut ? 0 : 1), $0 }' | sort -k1,1r -k2,2r | cut -d' ' -f3
+}
+
+# Delete all but the newest $KEEP archives of this prefix; the run's own is
+# kept whatever the others' names say.
 prune() {
-    _list=$(
-        for _f in "$DEST"/"$PREFIX"-*.tar.gz; do
-            [ -f "$_f" ] || continue
-            _n=${_f##*/}
-            case $_n in
-                "$PREFIX"-$TS_GLOB.tar.gz) printf '%s\n' "$_n" ;;
-            esac
-        done | sort
-    )
-    _count=0
-    for _n in $_list; do
-        _count=$((_count + 1))
-    done
-    _excess=$((_count - KEEP))
+    if ! _list=$(ranked); then
+        err "could not read the clock"
+        return 1
+    fi
+    _kept=1
     _rc=0
     for _n in $_list; do
-        [ "$_excess" -gt 0 ] || break
+        [ "$_n" = "$RUN_ARCHIVE" ] && continue
+        if [ "$_kept" -lt "$KEEP" ]; then
+            _kept=$((_kept + 1))
+            continue
+        fi
         if rm -f -- "$DEST/$_n"; then
             log "pruned $DEST/$_n"
         else
             err "could not delete old archive $DEST/$_n"
-            # The run's error is the oldest undeletable archive: it stays the
-            # same from run to run, while the last one moves with every run.
-            [ "$_rc" = 0 ] && _prune_err=$RUN_ERR
+            # The run's error is the oldest undeletable archive (the last
+            # one here): it stays the same from run to run, while the newest
+            # moves with every run.
+            _prune_err=$RUN_ERR
             _rc=1
         fi
-        _excess=$((_excess - 1))
     done
     [ "$_rc" = 0 ] || RUN_ERR=$_prune_err
     return "$_rc"
@@ -220,6 +238,8 @@ discard() {
 run_once() {
     RUN_ERR=''
     RUN_ARCHIVE=''
+    # The check (backup-check.sh) takes a run under way for a sign of life.
+    date +%s >"$STATE.run" 2>/dev/null || rm -f -- "$STATE.run"
     if [ ! -d "$SRC" ]; then
         err "source directory $SRC (BACKUP_SOURCE) does not exist or is not a directory"
         return 1
@@ -332,8 +352,10 @@ write_state() {
     fi
     # Write then rename, so the probe never reads a half-written file.
     if printf '%s\n' "$_line" >"$STATE.tmp" && mv -f -- "$STATE.tmp" "$STATE"; then
+        rm -f -- "$STATE.run"
         return 0
     fi
+    rm -f -- "$STATE.run"
     rm -f -- "$STATE.tmp"
     err "could not write the state file $STATE (BACKUP_STATE)"
     return 1
@@ -348,6 +370,8 @@ if [ "$ONCE" = 1 ]; then
     exit "$_rc"
 fi
 
+# A run killed with its container is not under way.
+rm -f -- "$STATE.run"
 log "starting: source=$SRC dest=$DEST prefix=$PREFIX interval=${INTERVAL}s keep=$KEEP"
 while :; do
     # The state is written before "run failed" is printed: that line is not

@@ -40,7 +40,8 @@
 #  2. Lists the candidates: regular files named
 #     ${RESTORE_PREFIX}-YYYYmmddTHHMMSSZ.tar.gz of the considered node(s).
 #     "latest" is the newest by timestamp across them (a tie: the first node in
-#     sort order); a named archive must be among them (on several nodes: the
+#     sort order), one dated over 5 minutes after the clock counting as the
+#     oldest (a clock set back since, a file put there); a named archive must be among them (on several nodes: the
 #     first node in sort order).
 #  3. Checks the archive (tar -tzf reads it whole, so gzip's CRC is checked as
 #     well) and extracts it into ${RESTORE_TARGET}/.swa-restore-${RESTORE_ID}.partial/.
@@ -96,6 +97,8 @@ log() {
 }
 
 # Glob for the timestamp part of an archive name (YYYYmmddTHHMMSSZ).
+# How far ahead of this node's clock another node's may run (as in backup.sh).
+SKEW_SECONDS=300
 TS_GLOB='[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z'
 W='.swa-restore-'
 
@@ -484,11 +487,17 @@ else
     WHERE="on any of $NODE_COUNT node directories in $FROM"
 fi
 
-# Newest first; for one timestamp on several nodes, the first node first.
+# Newest first; for one timestamp on several nodes, the first node first. An
+# archive named over SKEW_SECONDS after the clock comes last: a clock set back
+# since, or a file put there by hand, says nothing of what is newest.
+if ! CUT=$(date -u -d "@$(($(date +%s) + SKEW_SECONDS))" +%Y%m%dT%H%M%SZ); then
+    finish 1 failed "could not read the clock"
+fi
 CANDS=$(
     printf '%s\n' "$NODES" | while read -r _node _dir; do
         [ -n "$_node" ] && list_node "$_node" "$_dir"
-    done | sort -k1,1r -k2,2
+    done | awk -v cut="$CUT" '{ print ($1 > cut ? 0 : 1), $0 }' | sort -k1,1r -k2,2r -k3,3 \
+        | cut -d' ' -f2-
 )
 
 COUNT=0
