@@ -23,12 +23,13 @@ vanished meanwhile is reported (kopf's relisting never reports the vanished ones
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pykube
@@ -129,11 +130,26 @@ def pack_pod_event(body: Mapping[str, Any]) -> str:
     return json.dumps(kept, separators=(",", ":"))
 
 
-def pod_event_key(body: Mapping[str, Any]) -> Key | None:
-    """The app whose web pod or backup agent the event is about; None for any other pod."""
+def pod_event_key(
+    body: Mapping[str, Any], workloads: Mapping[str, Store] | None = None
+) -> Key | None:
+    """The app whose web pod or backup agent the event is about; None for any other pod.
+
+    ``workloads``: the stores of the apps' StatefulSets and DaemonSets. With them, a pod counts
+    only while its app's workload of its component is held there: the watch of events is
+    cluster-wide and names a pod by name alone, and any pod named like one of ours (``x-0``)
+    must cost no memory.
+    """
     involved = body.get("involvedObject") or {}
     owner = names.pod_owner(str(involved.get("name") or ""))
-    return None if owner is None else (str(involved.get("namespace") or ""), owner[0])
+    if owner is None:
+        return None
+    key = (str(involved.get("namespace") or ""), owner[0])
+    if workloads is not None:
+        workload = kinds.STATEFULSET if owner[1] == names.WEB else kinds.DAEMONSET
+        if key not in workloads[workload.key]:
+            return None
+    return key
 
 
 @dataclass(frozen=True)
@@ -434,6 +450,16 @@ SOURCES: tuple[Source, ...] = (
 """Everything watched besides the apps: the children, then the pods' failures."""
 
 
+def bound(source: Source, stores: Mapping[str, Store]) -> Source:
+    """``source`` as it is watched next to ``stores``: pods' events only of our apps' pods.
+
+    The workloads' stores are filled first: :data:`SOURCES` lists the children first.
+    """
+    if source.key is pod_event_key:
+        return replace(source, key=functools.partial(pod_event_key, workloads=stores))
+    return source
+
+
 def start(
     api: pykube.HTTPClient,
     namespaces: frozenset[str],
@@ -447,7 +473,8 @@ def start(
     """
     stores: dict[str, Store] = {}
     watches: list[Informer] = []
-    for source in SOURCES:
+    for listed in SOURCES:
+        source = bound(listed, stores)
         store = stores[source.store] = Store()
         scopes = sorted(namespaces) if source.kind.namespaced and namespaces else [""]
         watches += [

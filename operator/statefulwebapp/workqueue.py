@@ -145,6 +145,8 @@ class WorkQueue:
         self._written: dict[Hashable, float] = {}
         self._failures: dict[Hashable, int] = {}
         self._waits: dict[Hashable, int] = {}
+        """Per busy key, the token of the one trailing call that may take its next pass."""
+        self._tokens = itertools.count(1)
         """Per key, the number of its latest scheduled trail: an earlier one, overtaken by an
         early retry, does nothing."""
         self._next_progress_write = 0.0
@@ -198,6 +200,19 @@ class WorkQueue:
         """Whether no pass for ``key`` runs or waits, and its window has closed."""
         with self._lock:
             return key not in self._busy
+
+    def remembered(self) -> set[Hashable]:
+        """Every key the queue holds anything of: with apps coming and going, only live ones."""
+        with self._lock:
+            return {
+                *self._busy,
+                *self._dirty,
+                *self._revisits,
+                *self._requeues,
+                *self._written,
+                *self._failures,
+                *self._waits,
+            }
 
     def forget(self, key: Hashable) -> None:
         """The app is gone: drop what is remembered of it (a pending pass finds no app)."""
@@ -263,8 +278,10 @@ class WorkQueue:
                 self._delays.call_later(soon, functools.partial(self._trail, k, wait))
 
     def _next_wait(self, key: Hashable) -> int:
-        self._waits[key] = self._waits.get(key, 0) + 1
-        return self._waits[key]
+        # Tokens are never reused, so a key forgotten when idle and busy again later cannot
+        # match a trailing call still waiting from before.
+        self._waits[key] = token = next(self._tokens)
+        return token
 
     def _trail(self, key: Hashable, wait: int) -> None:
         with self._lock:
@@ -273,6 +290,7 @@ class WorkQueue:
             step = self._dirty.pop(key, None)
             if step is None:
                 self._busy.discard(key)
+                del self._waits[key]
                 return
         self._run(key, step)
 

@@ -3,8 +3,10 @@
 Content is written through a web pod, archived by the real node's backup agent (every 10 s
 here), overwritten, and put back by a StatefulWebAppRestore; the volume is compared byte for
 byte on the server's side of the export. A restore of a missing archive fails and changes
-nothing; a restore whose pod is killed mid-way loses nothing and finishes on its retry; an
-agent that cannot archive turns the app to ``BackupFailing`` and back.
+nothing; a restore whose pod is killed mid-way loses nothing and finishes on its retry; one
+deleted mid-way is named on the app until a new one finishes; an agent that cannot archive
+turns the app to ``BackupFailing`` and back; an archive dated in the future does not stop new
+ones being kept.
 
 Each app's archives are its own: another tenant's app naming its archives alike is never a
 candidate of a restore (they shared one directory of each node once).
@@ -16,6 +18,7 @@ the proof, not how long the default limit makes it take.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import subprocess
@@ -442,20 +445,41 @@ def test_a_restore_to_a_node_that_does_not_exist_ends_at_its_deadline(
     assert tree(app.served) == before
 
 
-def test_a_killed_restore_loses_nothing_and_its_retry_finishes(
+def test_a_killed_restore_loses_nothing_and_a_deleted_one_is_named_on_the_app(
     cluster: Cluster, app: App, real_node: str
 ) -> None:
+    """Both caught half-way through extracting a big archive: a killed restore pod's retry
+    finishes; a restore deleted (its Job and pod go with it) leaves its work files in the
+    volume, which the app names (``RestoreInterrupted``) until a new restore finishes."""
     big = f"big {uuid.uuid4().hex}"
     write_site(cluster, app, big, blob_kib=BIG_MIB * 1024)
     try:
-        killed_restore(cluster, app, real_node, big)
+        archive, big_content = killed_restore(cluster, app, real_node, big)
+        deleted_restore(cluster, app, archive, big_content, big)
     finally:
         # The next tests start from a small site whatever happened: an agent archiving
         # the big one is not ready meanwhile.
         write_site(cluster, app, f"small again {uuid.uuid4().hex}", ready=False)
 
 
-def killed_restore(cluster: Cluster, app: App, real_node: str, big: str) -> None:
+def extracting(cluster: Cluster, app: App, name: str) -> str:
+    """The pod of restore ``name``, waited for until it runs with its extraction under way."""
+
+    def found() -> str | None:
+        partial = list(app.served.glob(".swa-restore-*.partial"))
+        running = [
+            p["metadata"]["name"]
+            for p in pods(cluster, app.namespace, f"{names.LABEL_RESTORE}={name}")
+            if p["status"].get("phase") == "Running"
+        ]
+        return running[0] if partial and running else None
+
+    return str(wait_for(found, 120, f"restore {name}'s pod extracting", interval=0.2))
+
+
+def killed_restore(
+    cluster: Cluster, app: App, real_node: str, big: str
+) -> tuple[Path, dict[str, str]]:
     big_content = tree(app.served)
     # A run that began while the content was still being written holds part of it, so the
     # archive wanted can be the second run's.
@@ -466,18 +490,7 @@ def killed_restore(cluster: Cluster, app: App, real_node: str, big: str) -> None
 
     began = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() - 1))
     restore(cluster, app, "killed", archive=archive.name)
-    selector = f"{names.LABEL_RESTORE}=killed"
-
-    def extracting() -> str | None:
-        partial = list(app.served.glob(".swa-restore-*.partial"))
-        running = [
-            p["metadata"]["name"]
-            for p in pods(cluster, app.namespace, selector)
-            if p["status"].get("phase") == "Running"
-        ]
-        return running[0] if partial and running else None
-
-    victim = wait_for(extracting, 120, "the restore pod extracting", interval=0.2)
+    victim = extracting(cluster, app, "killed")
     cluster.kubectl("delete", "pod", victim, "-n", app.namespace, "--grace-period=0", "--force")
     time.sleep(2)
     # Killed mid-way: the volume still holds what it held.
@@ -505,6 +518,48 @@ def killed_restore(cluster: Cluster, app: App, real_node: str, big: str) -> None
     )
     logs = cluster.kubectl("logs", "-n", app.namespace, agent)
     assert f"paused: a restore is writing {render.BACKUP_SOURCE}" in logs, logs[-2000:]
+    return archive, big_content
+
+
+def deleted_restore(
+    cluster: Cluster, app: App, archive: Path, big_content: dict[str, str], big: str
+) -> None:
+    current = f"current again {uuid.uuid4().hex}"
+    write_site(cluster, app, current)
+    restore(cluster, app, "deleted", archive=archive.name)
+    extracting(cluster, app, "deleted")
+    cluster.kubectl("delete", "swar", "deleted", "-n", app.namespace)
+    # The garbage collector takes its Job and the Job's pod; the web pods start again.
+    wait_for(
+        lambda: not pods(cluster, app.namespace, f"{names.LABEL_RESTORE}=deleted"),
+        120,
+        "the deleted restore's pod gone",
+    )
+    assert list(app.served.glob(".swa-restore-*")), "no work file left: the pod finished first"
+    try:
+        condition = wait_for(
+            lambda: (
+                (c := ready_condition(get_app(cluster, app.namespace))).get("reason")
+                == "RestoreInterrupted"
+                and c
+            ),
+            180,
+            "Ready=False RestoreInterrupted",
+        )
+    except BaseException:
+        explain(cluster, app.namespace)
+        raise
+    print(f"RestoreInterrupted: {condition['message']}")
+    assert condition["message"].startswith(f"volume {app.namespace}.web-data (NFS "), condition
+    assert "holds the work files of a restore that did not finish" in condition["message"]
+    assert "create a StatefulWebAppRestore with appName web" in condition["message"]
+    # What it says to do finishes it: the stopped swap first, then the archive named.
+    restore(cluster, app, "finish", archive=archive.name)
+    status = finished(cluster, app, "finish", timeout=300)["status"]
+    assert status["phase"] == "Succeeded", status
+    assert tree(app.served) == big_content
+    assert not list(app.served.glob(".swa-restore-*")), "work files left in the volume"
+    serves(cluster, app, big)
 
 
 def test_an_agent_that_cannot_archive_turns_the_app_backup_failing_and_back(
@@ -617,3 +672,38 @@ def test_archives_move_to_an_nfs_export_and_back_as_live_edits(
     )
     # The export's archives stay where they are (Retain: nothing on the export is deleted).
     assert set(on_export) <= set(archives(app, shared / real_node))
+
+
+def test_an_archive_dated_in_the_future_does_not_stop_new_ones_being_kept(
+    cluster: Cluster, app: App
+) -> None:
+    """An archive named after the clock in the node's directory (a clock set back since, a file
+    put there by hand): by name it outranked every new archive, so each new one was pruned
+    right after it was made while the agent stayed Ready. Now it counts as the oldest."""
+    fewer = copy.deepcopy(app.body)
+    fewer["spec"]["backup"]["keep"] = 2
+    apply(cluster, app.namespace, fewer)
+    try:
+        wait_ready(cluster, app.namespace, timeout=180)
+        planted = app.backups / f"{app.prefix}29991231T235959Z.tar.gz"
+        with tarfile.open(planted, "w:gz") as tar:
+            tar.addfile(tarfile.TarInfo("stale"))
+        since = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() - 1))
+
+        def kept_two_new() -> list[str] | None:
+            new = [
+                a.name for a in archives(app) if since <= a.name.removeprefix(app.prefix) < "2999"
+            ]
+            return new if len(new) == 2 and not planted.exists() else None
+
+        made = wait_for(
+            kept_two_new, 4 * INTERVAL + 30, "two new archives kept, the planted one pruned"
+        )
+        assert [a.name for a in archives(app)] == made
+        wait_ready(cluster, app.namespace, timeout=60)
+    except BaseException:
+        explain(cluster, app.namespace)
+        raise
+    finally:
+        apply(cluster, app.namespace, app.body)
+    wait_ready(cluster, app.namespace, timeout=180)

@@ -204,3 +204,62 @@ def test_a_mount_failure_series_is_seen_at_its_last_observation() -> None:
     series = {"series": {"lastObservedTime": "2026-11-25T10:09:00.000000Z"}}
     packed = json.loads(informer.pack_pod_event(failed_mount("web-0", **series)))
     assert packed["seen"] == "2026-11-25T10:09:00.000000Z"
+
+
+def statefulset(uid: str, app: str, namespace: str = "ns") -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": app,
+            "namespace": namespace,
+            "uid": uid,
+            "resourceVersion": "1",
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps.k8slab.io/v1alpha1",
+                    "kind": "StatefulWebApp",
+                    "name": app,
+                    "uid": f"app-{uid}",
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {},
+        "status": {},
+    }
+
+
+def test_only_events_of_our_apps_pods_are_kept_however_many_foreign_pods_there_are() -> None:
+    """The watch of pods' events is cluster-wide and an event names its pod by name alone:
+    thousands of other pods named like ours (``x-0``, ``x-backup-abcde``) cost nothing, and
+    the events of an app's pods go with them."""
+    told = Told()
+    stores = {
+        kinds.STATEFULSET.key: informer.Store(),
+        kinds.DAEMONSET.key: informer.Store(),
+        informer.PROBE_FAILURES.store: informer.Store(),
+    }
+    workloads = informer.Informer(
+        cast(Any, None), informer.child_source(kinds.STATEFULSET), stores["StatefulSet"], told
+    )
+    source = informer.bound(informer.PROBE_FAILURES, stores)
+    events = informer.Informer(cast(Any, None), source, stores[source.store], told)
+    for round_ in range(3):
+        app = f"web{round_}"
+        workloads.event({"type": "ADDED", "object": statefulset(f"s{round_}", app)})
+        for n in range(2000):
+            foreign = failed_mount(f"shop{n}-{n % 3}", uid=f"f{round_}-{n}")
+            events.event({"type": "ADDED", "object": foreign})
+        # No StatefulSet of an app "web<round>" in another namespace, no DaemonSet here.
+        for pod, namespace in ((f"{app}-0", "other"), (f"{app}-backup-x7k2p", "ns")):
+            elsewhere = failed_mount(pod, uid=f"x{round_}{namespace}")
+            elsewhere["involvedObject"]["namespace"] = namespace
+            events.event({"type": "ADDED", "object": elsewhere})
+        ours = failed_mount(f"{app}-1", uid=f"o{round_}")
+        events.event({"type": "ADDED", "object": ours})
+        assert list(events.store) == [("ns", app)]
+        assert len(events._uids) == 1
+        # The app goes: its StatefulSet, then its pod's event (the kubelet's events expire).
+        workloads.event({"type": "DELETED", "object": statefulset(f"s{round_}", app)})
+        events.event({"type": "DELETED", "object": ours})
+        assert not events.store
+        assert not events._uids

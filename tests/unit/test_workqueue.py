@@ -276,3 +276,27 @@ def test_delays_run_in_due_order_whichever_came_first() -> None:
     assert ran_at[0] - start < 2.0, "the early entry waited for the later one"
     assert rec.wait_for(3) == ["early", "late", "latest"]
     pool.shutdown()
+
+
+def test_apps_that_come_and_go_leave_nothing_behind() -> None:
+    """Thousands of apps, each passed (failed once, then written, requeued or held) and deleted:
+    the queue remembers none of them once they are idle; the live one stays."""
+    passes = WorkQueue(
+        coalesce=0.001, coalesce_idle=0.001, retry=0.001, retry_max=0.002, progress_interval=0.001
+    )
+    second = [Result(status_written=True), Result(requeue_after=0.001), Result(held=True)]
+
+    def step(n: int) -> Callable[[], Result]:
+        runs = iter([Result(failed=True), second[n % len(second)]])
+        return lambda: next(runs, Result())
+
+    for round_ in range(4):
+        keys = [f"app-{round_}-{n}" for n in range(500)]
+        for n, key in enumerate(keys):
+            passes.add(key, step(n))
+        for key in keys:
+            idle(passes, key)
+            passes.forget(key)
+    written(passes, "live")
+
+    assert passes.remembered() == {"live"}
