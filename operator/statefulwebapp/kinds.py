@@ -150,6 +150,15 @@ SERVICE = Child(
         ("", "spec.serviceName"),
     ),
 )
+NETWORK_POLICY = Child(
+    "NetworkPolicy",
+    "networking.k8s.io",
+    "v1",
+    "networkpolicies",
+    namespaced=True,
+    render=render.render_network_policy,
+    spec_fields=(("", "spec.networkPolicy"),),
+)
 STATEFULSET = Child(
     "StatefulSet",
     "apps",
@@ -205,12 +214,14 @@ CHILDREN: tuple[Child, ...] = (
     BACKUP_VOLUME,
     BACKUP_CLAIM,
     SERVICE,
+    NETWORK_POLICY,
     STATEFULSET,
     DISRUPTION_BUDGET,
     DAEMONSET,
 )
 """Every child, in the order a pass applies them: the one the API server validates first, then
-storage before the workloads that mount it."""
+storage before the workloads that mount it, and the NetworkPolicy before the pods it covers
+(the CronJob's come at its first schedule, later)."""
 
 APP = Kind(KIND, GROUP, VERSION, PLURAL, namespaced=True)
 LEASE = Kind("Lease", "coordination.k8s.io", "v1", "leases", namespaced=True)

@@ -138,6 +138,14 @@ class TopologySpread:
 
 
 @dataclass(frozen=True)
+class NetworkPolicy:
+    """The NetworkPolicy over the app's pods: ingress to the web port only."""
+
+    enabled: bool = True
+    """Render the policy at all; off, the operator deletes it."""
+
+
+@dataclass(frozen=True)
 class Toleration:
     """A pod toleration, as the core type has it."""
 
@@ -267,6 +275,8 @@ class AppSpec:
     """The web pods' PodDisruptionBudget."""
     topology_spread: TopologySpread = field(default_factory=TopologySpread)
     """How the web pods spread over nodes."""
+    network_policy: NetworkPolicy = field(default_factory=NetworkPolicy)
+    """Which connections the app's pods accept."""
     node_selector: Mapping[str, str] = field(default_factory=dict)
     """Node labels a web pod's node must carry; empty: any node."""
     tolerations: tuple[Toleration, ...] = ()
@@ -304,6 +314,7 @@ def parse(body: Mapping[str, Any], *, backup_root: str = DEFAULT_BACKUP_ROOT) ->
         run_as_user=_int(spec, "runAsUser", AppSpec.run_as_user),
         disruption_budget=_disruption_budget(_obj(spec, "disruptionBudget")),
         topology_spread=_topology_spread(_obj(spec, "topologySpread")),
+        network_policy=_network_policy(_obj(spec, "networkPolicy")),
         node_selector=_str_map(spec, "nodeSelector"),
         tolerations=_tolerations(spec, "tolerations"),
         backup=_parse_backup(_obj(spec, "backup"), f"{backup_root.rstrip('/')}/{namespace}/{name}"),
@@ -346,6 +357,12 @@ def _topology_spread(raw: Mapping[str, Any]) -> TopologySpread:
         enabled=_bool(raw, "enabled", TopologySpread.enabled, p),
         max_skew=_int(raw, "maxSkew", TopologySpread.max_skew, p),
         when_unsatisfiable=_str(raw, "whenUnsatisfiable", TopologySpread.when_unsatisfiable, p),
+    )
+
+
+def _network_policy(raw: Mapping[str, Any]) -> NetworkPolicy:
+    return NetworkPolicy(
+        enabled=_bool(raw, "enabled", NetworkPolicy.enabled, "networkPolicy."),
     )
 
 

@@ -36,6 +36,11 @@ ANNOTATION_PREFIX = "apps.k8slab.io"
 """Prefix of the operator's own annotations on children."""
 
 WEB, STORAGE, BACKUP, DATELOG, RESTORE = "web", "storage", "backup", "datelog", "restore"
+POD_COMPONENTS = (BACKUP, DATELOG, RESTORE, WEB)
+"""Every component whose pods the operator makes: the web pods, the backup agents, the date
+logger's Job pods, the restore Jobs' pods."""
+NETWORK = "network"
+"""Component of the NetworkPolicy over the app's pods (all of them, so none of theirs)."""
 BACKUP_TARGET = "backup-target"
 """Component of the volume and claim of the archives' NFS export (``backup.target.nfs``)."""
 LABEL_RESTORE = "apps.k8slab.io/restore"
@@ -149,6 +154,15 @@ def volume_owned(volume: Mapping[str, Any], namespace: str, name: str) -> bool:
 def disruption_budget(app: AppSpec) -> str:
     """PodDisruptionBudget name (of the web pods)."""
     return app.name
+
+
+def network_policy(app: AppSpec) -> str:
+    """NetworkPolicy name (over every pod of the app).
+
+    Suffixed: a namespace's own policies are often named after the app they guard, and one
+    named ``<app>`` would stop the app with NameConflict where the operator is upgraded.
+    """
+    return f"{app.name}-ingress"
 
 
 def daemonset(app: AppSpec) -> str:

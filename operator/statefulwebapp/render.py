@@ -277,6 +277,44 @@ def render_disruption_budget(app: AppSpec) -> Manifest | None:
     }
 
 
+def network_policy_selector(app: AppSpec) -> dict[str, Any]:
+    """Every pod the operator makes for ``app``, by the labels each one's template carries."""
+    return {
+        "matchLabels": {names.LABEL_INSTANCE: app.name, names.LABEL_MANAGED_BY: names.MANAGER},
+        "matchExpressions": [
+            {
+                "key": names.LABEL_COMPONENT,
+                "operator": "In",
+                "values": list(names.POD_COMPONENTS),
+            }
+        ],
+    }
+
+
+def render_network_policy(app: AppSpec) -> Manifest | None:
+    """The NetworkPolicy over the app's pods, or None when turned off.
+
+    One policy, one rule: TCP to the port named ``http`` (:data:`WEB_PORT`), from anywhere.
+    A named port admits traffic only to pods that declare it, and only the web container
+    does, so the web pods accept their port and nothing else while the backup agents, the
+    date logger's and the restores' pods (no ports) accept nothing. It follows ``spec.port``
+    without a new rendering, as the probes do. Egress is left alone: what a web image needs to
+    reach is its user's to know (the NFS mounts are the kubelet's, not the pods', either way).
+    """
+    if not app.network_policy.enabled:
+        return None
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(app, names.network_policy(app), names.NETWORK),
+        "spec": {
+            "podSelector": network_policy_selector(app),
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": WEB_PORT}]}],
+        },
+    }
+
+
 def render_daemonset(app: AppSpec) -> Manifest | None:
     """The per-node backup agent, or None when backups are disabled."""
     backup = app.backup

@@ -438,6 +438,11 @@ def _readiness(  # noqa: PLR0911, PLR0912  (one early return per readiness gate,
             "DisruptionBudgetMissing",
             f"PodDisruptionBudget {names.disruption_budget(app)} does not exist yet",
         )
+    if app.network_policy.enabled and children.get(kinds.NETWORK_POLICY.name) is None:
+        return (
+            "NetworkPolicyMissing",
+            f"NetworkPolicy {names.network_policy(app)} does not exist yet",
+        )
     if app.date_logger.enabled and cron is None:
         return "DateLoggerMissing", f"CronJob {names.cronjob(app)} does not exist yet"
     return "Ready", f"{app.replicas}/{app.replicas} web pods ready, storage bound"
@@ -451,6 +456,7 @@ PROGRESS_REASONS = frozenset(
         "BackupMissing",
         "BackupNotReady",
         "DisruptionBudgetMissing",
+        "NetworkPolicyMissing",
         "DateLoggerMissing",
     }
 )

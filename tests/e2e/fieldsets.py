@@ -13,11 +13,22 @@ from typing import Any
 
 from statefulwebapp import names
 
-ATOMIC = frozenset({"tolerations", "selector", "nodeSelector", "labelSelector", "fieldRef"})
+ATOMIC = frozenset(
+    {
+        "tolerations",
+        "selector",
+        "nodeSelector",
+        "labelSelector",
+        "fieldRef",
+        "podSelector",
+        "ingress",
+    }
+)
 """Fields that server-side apply owns whole: the tolerations list (``listType=atomic``), label
-selectors (``structType=atomic`` / ``mapType=atomic``, a spread constraint's labelSelector
-too), a pod's nodeSelector (``mapType=atomic``), an env var's downward-API ``fieldRef``
-(``ObjectFieldSelector``, ``structType=atomic``)."""
+selectors (``structType=atomic`` / ``mapType=atomic``, a spread constraint's labelSelector and
+a NetworkPolicy's podSelector too), a pod's nodeSelector (``mapType=atomic``), an env var's
+downward-API ``fieldRef`` (``ObjectFieldSelector``, ``structType=atomic``), a NetworkPolicy's
+ingress rules (``listType=atomic``)."""
 ATOMIC_ITEMS = frozenset({"ownerReferences"})
 """Lists whose items are owned whole (an OwnerReference is ``structType=atomic``)."""
 

@@ -83,6 +83,34 @@ def web_nodes(cluster: Cluster, namespace: str) -> list[str]:
     return found
 
 
+def pods_of(cluster: Cluster, namespace: str, selector: str) -> list[str]:
+    return sorted(
+        p.name
+        for p in pykube.Pod.objects(cluster.api, namespace=namespace).filter(selector=selector)
+    )
+
+
+def covers_every_pod(cluster: Cluster, namespace: str, policy: Obj | None) -> None:
+    """The live NetworkPolicy's selector, as the API server reads it, selects exactly the app's
+    pods: its web pods, its agents and its date logger's (retried: a new Job pod may come
+    between the two lists)."""
+    assert policy is not None
+    selector = policy["spec"]["podSelector"]
+    terms = [f"{key}={value}" for key, value in selector.get("matchLabels", {}).items()]
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression  # The only one the operator renders.
+        terms.append(f"{expression['key']} in ({','.join(expression['values'])})")
+
+    def same() -> list[str] | None:
+        covered = pods_of(cluster, namespace, ",".join(terms))
+        every = pods_of(cluster, namespace, f"{names.LABEL_INSTANCE}=web")
+        return covered if covered == every else None
+
+    covered = wait_for(same, 30, "the policy to select every pod of the app and no other")
+    assert "web-0" in covered, covered
+    assert any(pod.startswith("web-backup-") for pod in covered), covered
+
+
 def volume(children: dict[str, Obj | None]) -> Obj:
     pv = children["PersistentVolume"]
     assert pv is not None
@@ -478,6 +506,26 @@ STEPS: list[tuple[str, Edit | list[Obj], Check]] = [
             _eq(container(ch["StatefulSet"])["image"], "nginx:1.27"),
             _eq(container(ch["StatefulSet"])["volumeMounts"][0]["mountPath"], "/srv/www"),
             _eq(ch["Service"]["spec"]["ports"][0]["port"], 8080),  # type: ignore[index]
+        ),
+    ),
+    (
+        "turn the network policy off",
+        put("networkPolicy", {"enabled": False}),
+        lambda c, ns, ch: _eq(ch["NetworkPolicy"], None),
+    ),
+    (
+        "remove it (on: the web port by its name, so 8080 now, over every pod of the app)",
+        put("networkPolicy", None),
+        lambda c, ns, ch: (
+            _eq(
+                ch["NetworkPolicy"]["spec"]["ingress"],  # type: ignore[index]
+                [{"ports": [{"protocol": "TCP", "port": "http"}]}],
+            ),
+            _eq(
+                [(p["name"], p["containerPort"]) for p in container(ch["StatefulSet"])["ports"]],
+                [("http", 8080)],
+            ),
+            covers_every_pod(c, ns, ch["NetworkPolicy"]),
         ),
     ),
 ]

@@ -48,9 +48,9 @@ EVENT_POST: Rule = ("", kinds.EVENT.plural, "create")
 """kopf posts each event the operator asks for (kopf.warn from a pass's ``warn``, kopf.event from a
 restore's ``post_event``) with a POST to the core events API; it never updates one."""
 
-OPTIONAL = ("backup", "dateLogger", "disruptionBudget")
-"""The spec's parts that turn an optional child off (the DaemonSet, CronJob, budget) when
-disabled."""
+OPTIONAL = ("backup", "dateLogger", "disruptionBudget", "networkPolicy")
+"""The spec's parts that turn an optional child off (the DaemonSet, CronJob, budget,
+NetworkPolicy) when disabled."""
 
 
 @dataclass

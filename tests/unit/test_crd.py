@@ -225,6 +225,7 @@ DEFAULTS: dict[str, Callable[[model.AppSpec], Any]] = {
     "topologySpread.enabled": lambda a: a.topology_spread.enabled,
     "topologySpread.maxSkew": lambda a: a.topology_spread.max_skew,
     "topologySpread.whenUnsatisfiable": lambda a: a.topology_spread.when_unsatisfiable,
+    "networkPolicy.enabled": lambda a: a.network_policy.enabled,
     "backup.enabled": lambda a: a.backup.enabled,
     "backup.image": lambda a: a.backup.image,
     "backup.intervalSeconds": lambda a: a.backup.interval_seconds,
@@ -257,6 +258,7 @@ def test_every_crd_default_is_compared(spec_schema: Schema) -> None:
         "probes.liveness",
         "topologySpread",
         "disruptionBudget",
+        "networkPolicy",
     }
     for holder in holders:
         assert at(spec_schema, holder)["default"] == {}, holder

@@ -17,7 +17,12 @@ import pytest
 from statefulwebapp import drift
 from statefulwebapp.model import parse
 from statefulwebapp.reconcile import owned
-from statefulwebapp.render import render_daemonset, render_statefulset, render_volume
+from statefulwebapp.render import (
+    render_daemonset,
+    render_network_policy,
+    render_statefulset,
+    render_volume,
+)
 from tests.e2e.fieldsets import owned_paths, rendering_fields
 from tests.unit.test_render import SCENARIO
 
@@ -162,3 +167,17 @@ def test_recordings_cover_removal_and_canonical_forms() -> None:
     assert "tolerations" not in ds["live"]["spec"]["template"]["spec"]
     with_them = drift.stamp(render_daemonset(APP))
     assert not drift.up_to_date(with_them, ds["live"])
+
+
+def test_the_network_policy_is_owned_as_three_whole_fields() -> None:
+    # Not recorded from a cluster: the API's types say it (podSelector is a LabelSelector,
+    # structType=atomic; policyTypes and ingress are listType=atomic), so server-side apply
+    # records each as one field, as the e2e tests' fieldsets.ATOMIC reads them.
+    policy = render_network_policy(APP)
+    assert policy is not None
+    fields = rendering_fields(drift.stamp(policy))
+    assert {f for f in fields if f.startswith("spec.")} == {
+        "spec.podSelector",
+        "spec.policyTypes",
+        "spec.ingress",
+    }

@@ -7,6 +7,7 @@ the model only reads.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
@@ -112,3 +113,30 @@ def test_placement_and_mount_options_parse_into_the_model() -> None:
     assert app.storage.nfs.mount_options == ("nfsvers=3", "hard")
     (agent,) = app.backup.tolerations
     assert agent.to_k8s() == {"operator": "Exists", "tolerationSeconds": 60}
+
+
+def test_network_policy_is_on_by_default_and_may_be_turned_off() -> None:
+    default = parse(body())
+    assert default.network_policy.enabled
+    assert parse(body(networkPolicy={})) == default
+    assert parse(body(networkPolicy={"enabled": True})) == default
+    off = parse(body(networkPolicy={"enabled": False}))
+    assert not off.network_policy.enabled
+    # Only the policy changes: everything else the app renders stays as it was.
+    assert off != default
+    assert dataclasses.replace(off, network_policy=default.network_policy) == default
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"networkPolicy": {"enabled": "no"}}, "spec.networkPolicy.enabled"),
+        ({"networkPolicy": True}, "spec.networkPolicy"),
+    ],
+)
+def test_a_network_policy_of_the_wrong_type_names_the_field(
+    spec: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(SpecError) as err:
+        parse(body(**spec))
+    assert err.value.field == field

@@ -30,6 +30,7 @@ PATHS = {
     "BackupVolume": kube.path("PersistentVolume", "default.web-backups"),
     "BackupClaim": kube.path("PersistentVolumeClaim", "web-backups", NS),
     "Service": kube.path("Service", "nginx", NS),
+    "NetworkPolicy": kube.path("NetworkPolicy", "web-ingress", NS),
     "StatefulSet": kube.path("StatefulSet", "web", NS),
     "PodDisruptionBudget": kube.path("PodDisruptionBudget", "web", NS),
     "DaemonSet": kube.path("DaemonSet", "web-backup", NS),
@@ -543,3 +544,49 @@ def test_an_export_an_older_app_uses_gets_nothing_created(app: Pass) -> None:
     assert claims.remove(("team-a", "web")) == {(NS, "web")}
     assert app.run(claims=claims).problems == []
     assert app.api.objects.get(PATHS["StatefulSet"]) is not None
+
+
+def test_a_new_app_gets_its_network_policy_before_any_pod(app: Pass) -> None:
+    outcome = app.run()
+    assert "NetworkPolicy/web-ingress" in outcome.applied
+    sent = app.api.sent("PATCH")
+    assert sent.index(PATHS["NetworkPolicy"]) < sent.index(PATHS["StatefulSet"])
+    assert sent.index(PATHS["NetworkPolicy"]) < sent.index(PATHS["DaemonSet"])
+    live = app.api.objects[PATHS["NetworkPolicy"]]
+    assert live["spec"] == kinds.NETWORK_POLICY.render(parse(SCENARIO))["spec"]  # type: ignore[index]
+
+
+def test_the_network_policy_turned_off_is_deleted_and_back_when_on(app: Pass) -> None:
+    ready(app)
+    app.edit(networkPolicy={"enabled": False})
+    outcome = app.run()
+    assert app.api.sent("DELETE") == [PATHS["NetworkPolicy"]]
+    assert outcome.deleted == ["NetworkPolicy/web-ingress"]
+    assert PATHS["NetworkPolicy"] not in app.api.objects
+    assert app.body["status"]["conditions"][0]["reason"] == "Ready"
+    app.run()
+    assert app.api.requests == []
+
+    app.edit(networkPolicy=None)
+    outcome = app.run()
+    assert outcome.applied == ["NetworkPolicy/web-ingress"]
+    assert app.api.sent("DELETE") == []
+    assert PATHS["NetworkPolicy"] in app.api.objects
+
+
+def test_a_network_policy_edited_or_deleted_by_hand_is_repaired(app: Pass) -> None:
+    ready(app)
+    rendered = copy.deepcopy(app.api.objects[PATHS["NetworkPolicy"]]["spec"])
+    # Someone opens every port of every pod of the app.
+    app.api.objects[PATHS["NetworkPolicy"]]["spec"]["ingress"] = [{}]
+    outcome = app.run()
+    assert outcome.applied == ["NetworkPolicy/web-ingress"]
+    assert app.api.objects[PATHS["NetworkPolicy"]]["spec"] == rendered
+    app.run()
+    assert app.api.requests == []
+
+    del app.api.objects[PATHS["NetworkPolicy"]]
+    app.run()
+    assert app.api.sent("GET") == [APP_PATH, PATHS["NetworkPolicy"]]
+    assert app.api.sent("PATCH")[0] == PATHS["NetworkPolicy"]
+    assert app.api.objects[PATHS["NetworkPolicy"]]["spec"] == rendered

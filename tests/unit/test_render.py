@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -17,7 +18,9 @@ from statefulwebapp.model import AppSpec, RestoreSpec, parse
 from statefulwebapp.render import (
     AGENT_CAPABILITIES,
     RESTORE_CAPABILITIES,
+    WEB_PORT,
     render_daemonset,
+    render_network_policy,
     render_restore_job,
 )
 
@@ -142,6 +145,7 @@ def test_children_names_follow_the_contract(app: AppSpec) -> None:
         "PersistentVolume": "default.web-data",
         "PersistentVolumeClaim": "web-data",
         "Service": "nginx",
+        "NetworkPolicy": "web-ingress",
         "StatefulSet": "web",
         "PodDisruptionBudget": "web",
         "DaemonSet": "web-backup",
@@ -349,3 +353,74 @@ def test_each_app_keeps_its_archives_in_a_directory_of_its_own_under_the_admins_
     assert directory("a", "b-c") == "/srv/archives/a/b-c"
     # An app stored before the field was refused still carries it: ignored.
     assert directory("a", "web", backup={"hostPath": "/var"}) == "/srv/archives/a/web"
+
+
+def _pod_templates(app: AppSpec) -> dict[str, dict[str, Any]]:
+    """Every pod template the operator renders for ``app``, by the component it runs."""
+    children = render_all(app)
+    sts, ds, cron = children["StatefulSet"], children["DaemonSet"], children["CronJob"]
+    assert sts is not None
+    assert ds is not None
+    assert cron is not None
+    job = render_restore_job(app, RestoreSpec("r", app.namespace, "uid-r", app.name))
+    return {
+        names.WEB: sts["spec"]["template"],
+        names.BACKUP: ds["spec"]["template"],
+        names.DATELOG: cron["spec"]["jobTemplate"]["spec"]["template"],
+        names.RESTORE: job["spec"]["template"],
+    }
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A label selector of ``matchLabels`` and ``In`` expressions, as the API server reads it."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("body", [SCENARIO, ARCHIVED], ids=["scenario", "archived"])
+def test_the_network_policy_covers_every_pod_of_the_app_and_no_other(body: dict[str, Any]) -> None:
+    app = parse(body)
+    policy = render_network_policy(app)
+    assert policy is not None
+    selector = policy["spec"]["podSelector"]
+    templates = _pod_templates(app)
+    assert sorted(templates) == sorted(names.POD_COMPONENTS)
+    for component, template in templates.items():
+        assert _selects(selector, template["metadata"]["labels"]), component
+    other = parse({**body, "metadata": {**body["metadata"], "name": "web2"}})
+    for component, template in _pod_templates(other).items():
+        assert not _selects(selector, template["metadata"]["labels"]), component
+
+
+def test_the_network_policy_admits_the_web_port_of_the_web_pods_only() -> None:
+    """The rule's port is a name: only the pods whose containers declare it are reachable, and
+    only the web container declares a port at all."""
+    app = parse(SCENARIO)
+    policy = render_network_policy(app)
+    assert policy is not None
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": WEB_PORT}]}]
+    for component, template in _pod_templates(app).items():
+        declared = [
+            port["name"]
+            for container in template["spec"]["containers"]
+            for port in container.get("ports", ())
+        ]
+        assert declared == ([WEB_PORT] if component == names.WEB else []), component
+    # A new port is reached by the same policy: the StatefulSet carries it under the name.
+    moved = parse({**SCENARIO, "spec": {**SCENARIO["spec"], "port": 8080}})
+    assert render_network_policy(moved) == policy
+    web = _pod_templates(moved)[names.WEB]["spec"]["containers"][0]
+    assert web["ports"] == [{"name": WEB_PORT, "containerPort": 8080}]
+
+
+def test_the_network_policy_may_be_turned_off() -> None:
+    off = {**SCENARIO, "spec": {**SCENARIO["spec"], "networkPolicy": {"enabled": False}}}
+    assert render_all(parse(off))["NetworkPolicy"] is None
+    on = {**SCENARIO, "spec": {**SCENARIO["spec"], "networkPolicy": {"enabled": True}}}
+    assert render_all(parse(on))["NetworkPolicy"] == render_all(parse(SCENARIO))["NetworkPolicy"]

@@ -20,6 +20,7 @@ def healthy() -> dict[str, Any]:
         "PersistentVolumeClaim": {"status": {"phase": "Bound"}},
         "Service": {},
         "PodDisruptionBudget": {},
+        "NetworkPolicy": {},
         "StatefulSet": {
             "metadata": {"generation": 2},
             "status": {
@@ -525,3 +526,24 @@ def test_a_status_quoting_the_kubelet_is_computed_again_when_the_quote_ages_out(
         {**SCENARIO, "spec": {**SCENARIO["spec"], "probes": {"readiness": {"periodSeconds": 60}}}}
     )
     assert recheck_after(slow, [], [probe], NOW) == 390.0
+
+
+def test_a_missing_network_policy_is_named_unless_it_is_turned_off() -> None:
+    children = healthy()
+    children["NetworkPolicy"] = None
+    condition = ready(compute(APP, generation=1, children=children, now="T"))
+    assert condition["reason"] == "NetworkPolicyMissing"
+    assert condition["message"] == "NetworkPolicy web-ingress does not exist yet"
+    off = parse({**SCENARIO, "spec": {**SCENARIO["spec"], "networkPolicy": {"enabled": False}}})
+    assert ready(compute(off, generation=1, children=children, now="T"))["reason"] == "Ready"
+    # Only progress: the policy is on its way, as every child of a new app is.
+    before = compute(APP, generation=1, children=children, now="T")
+    after = compute(APP, generation=1, children=healthy(), now="T")
+    assert urgent(before, after)  # Ready flips.
+    waiting = healthy()
+    waiting["PodDisruptionBudget"] = None
+    waiting["NetworkPolicy"] = None
+    assert not urgent(
+        compute(APP, generation=1, children=waiting, now="T"),
+        compute(APP, generation=1, children=children, now="T"),
+    )
