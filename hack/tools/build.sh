@@ -4,20 +4,23 @@
 # of this folder, so a version bump builds afresh and an unchanged pin is never rebuilt.
 #   hack/tools/build.sh          build what is missing, print the bin directory
 #   hack/tools/build.sh TOOL...  only those (kube etcd swa-nfs-mount kubeadm kwok kwokctl coredns
-#                                crictl helm): `make tools-kwok` builds what the kwok-only
-#                                cluster of `make demo` runs, nothing for the real node or kind
+#                                crictl helm kube-score): `make tools-kwok` builds what the
+#                                kwok-only cluster of `make demo` runs, nothing for the real node
+#                                or kind; `make lint-k8s` builds helm and kube-score
 #   hack/tools/build.sh --dir    print the bin directory only (no build)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=/dev/null
 . "$here/versions.env"
+# shellcheck source=/dev/null
+. "$here/lint.env"
 
 hash=$(cd "$here" && cat versions.env kube/go.mod kube/go.sum kube/main.go \
   etcd/go.mod etcd/go.sum etcd/main.go | sha256sum | cut -c1-12)
 root="${XDG_CACHE_HOME:-$HOME/.cache}/statefulwebapp-operator/tools/$hash"
 bin="$root/bin"
 if [ "${1:-}" = "--dir" ]; then echo "$bin"; exit 0; fi
-TOOLS="kube etcd swa-nfs-mount kubeadm kwok kwokctl coredns crictl helm"
+TOOLS="kube etcd swa-nfs-mount kubeadm kwok kwokctl coredns crictl helm kube-score"
 only=" $* "
 for tool in "$@"; do
   case " $TOOLS " in *" $tool "*) ;; *) printf '[tools] error: no tool %s: choose among %s\n' "$tool" "$TOOLS" >&2; exit 2 ;; esac
@@ -148,6 +151,14 @@ if need helm; then
     hl="$hl -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=${minor}"
   done
   install helm "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" "$hl"
+fi
+
+# The Kubernetes best-practice linter of `make lint-k8s`. Its pin is in lint.env, outside this
+# cache's hash, so a stamp of the version built says when to build again.
+if need kube-score || { want kube-score && [ "$(cat "$root/kube-score.version" 2>/dev/null)" != "$KUBE_SCORE_VERSION" ]; }; then
+  rm -f "$bin/kube-score"
+  install kube-score "github.com/zegl/kube-score/cmd/kube-score@${KUBE_SCORE_VERSION}" "-X main.version=${KUBE_SCORE_VERSION#v}"
+  echo "$KUBE_SCORE_VERSION" >"$root/kube-score.version"
 fi
 
 echo "$bin"

@@ -2,9 +2,10 @@
 
 It first takes the leader-election lease (lease.py): a second instance (a rollout overlap, a
 second replica, ``make run`` beside the chart) waits as a standby, serving only its health
-endpoint and its metrics, and starts kopf only once the lease is its own. One endpoint
-(metrics.Endpoint) serves ``/healthz`` and ``/metrics`` from start to exit, standby and leader
-alike; kopf's own liveness endpoint is not used (metrics.py says why).
+endpoints and its metrics, and starts kopf only once the lease is its own. One endpoint
+(metrics.Endpoint) serves ``/healthz``, ``/readyz`` and ``/metrics`` from start to exit, standby
+and leader alike; kopf's own liveness endpoint is not used (metrics.py says why, and what ready
+means for a standby).
 """
 
 from __future__ import annotations
@@ -80,8 +81,9 @@ def parser() -> argparse.ArgumentParser:
         default="http://0.0.0.0:8080/healthz",
         metavar="URL",
         help=(
-            "liveness endpoint to serve (default: %(default)s); /metrics is served on the same "
-            "port, in the Prometheus text format; 'none' serves neither"
+            "liveness endpoint to serve (default: %(default)s); /readyz (readiness) and "
+            "/metrics (the Prometheus text format) are served on the same port; 'none' serves "
+            "none of them"
         ),
     )
     p.add_argument(
@@ -201,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         name,
         args.identity,
     )
-    endpoint = None if args.health == "none" else Endpoint(args.health, metrics).start()
+    endpoint = None if args.health == "none" else Endpoint(args.health, metrics)
+    if endpoint is not None:
+        endpoint.standby = elector.unready
+        endpoint.start()
     try:
         try:
             elector.acquire()

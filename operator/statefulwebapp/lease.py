@@ -87,6 +87,8 @@ class Elector:
         """Who held the lease at the last look."""
         self.renewed_at: float | None = None
         """Our clock when we last took or renewed the lease."""
+        self.answered_at: float | None = None
+        """Our clock when the API server last showed us the lease (or its absence)."""
         self._stop = threading.Event()
 
     @property
@@ -98,6 +100,7 @@ class Elector:
         """One attempt to take the lease, or renew it if ours; True if we hold it now."""
         now = self._clock()
         lease = kube.get(self.api, kinds.LEASE.name, self.name, self.namespace)
+        self.answered_at = now
         if lease is None:
             return self._write(self._record(None), create=True, now=now)
         spec = lease.get("spec") or {}
@@ -148,6 +151,20 @@ class Elector:
         self.holder = self.identity
         self.renewed_at = now
         return True
+
+    def unready(self) -> str | None:
+        """Why this candidate could not take over now, or None if it could (the readiness check).
+
+        It could if the API server showed it the lease within the lease's duration: a standby
+        that cannot reach the API server, or may not read leases, is no failover, whatever its
+        process does. The duration, not one attempt: a slow answer or two is no reason.
+        """
+        if self.answered_at is None:
+            return f"the lease {self.where} has not been read yet"
+        silent = self._clock() - self.answered_at
+        if silent >= self.timing.duration:
+            return f"the lease {self.where} could not be read for {silent:.0f}s"
+        return None
 
     def acquire(self) -> None:
         """Block until the lease is ours, saying once (and on each change of holder) why not.

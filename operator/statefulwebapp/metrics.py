@@ -6,13 +6,24 @@ request it sends (``kube.connect``), the children's watches count their relists,
 (``handlers``) count outcomes, time passes and track the apps' Ready reasons, the command sets
 the leader state. A scrape only reads counters in memory: it costs no API request.
 
-:class:`Endpoint` serves ``/healthz`` and ``/metrics`` on the health port for the whole life
-of the process. Why one server of our own and not kopf's liveness endpoint: kopf's binds the
-port only once kopf runs, i.e. once this instance leads and its startup listed every child
+:class:`Endpoint` serves ``/healthz``, ``/readyz`` and ``/metrics`` on the health port for the
+whole life of the process. Why one server of our own and not kopf's liveness endpoint: kopf's
+binds the port only once kopf runs, i.e. once this instance leads and its startup listed every child
 (seconds at a thousand apps, longer while etcd is down), so a standby needed a server of its
 own anyway, and the port was closed for a while at every takeover. kopf's endpoint proved one
 thing, that kopf's event loop answers (no probe handlers are registered here); ``/healthz``
 keeps that check once kopf runs (:attr:`Endpoint.loop`), and answers ``standby`` before.
+
+Live and ready differ on a standby. Live (``/healthz``, the liveness probe) asks only whether a
+restart would help: a standby waiting for the lease is live, and so is one cut off from the API
+server, since a restart does not bring the API server back. Ready (``/readyz``, the readiness
+probe) asks whether this instance could do the operator's work now: the leader once kopf's
+loop answers, a standby if it could take over, i.e. the API server answered its last looks at
+the lease (``Elector.unready``). What reads readiness is a rolling update (a new pod that cannot
+reach the API server or read leases stops the rollout, the old pods left running) and the
+PodDisruptionBudget (a standby that could not take over is no reason to let the leader go).
+A standby is not made unready for merely waiting: then no rollout could go on and every
+PodDisruptionBudget would block a drain for ever.
 """
 
 from __future__ import annotations
@@ -37,6 +48,9 @@ backoff); the app was gone; an unexpected exception (a bug, retried with backoff
 PASS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 """Seconds. A pass in sync reads nothing over the network (milliseconds); one that applies
 children waits on the API server; 30 s is a request's timeout."""
+
+READY_PATH = "/readyz"
+"""The readiness check's path, beside the health check's (``--health``) on the same port."""
 
 
 class Metrics:
@@ -158,6 +172,9 @@ class Endpoint:
         self.loop_timeout = loop_timeout
         self.loop: asyncio.AbstractEventLoop | None = None
         """kopf's event loop, once kopf runs (set by the command); None on a standby."""
+        self.standby: Callable[[], str | None] | None = None
+        """Why this instance could not take over now, or None if it could
+        (``Elector.unready``, set by the command); None: no check."""
         endpoint = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -168,6 +185,8 @@ class Endpoint:
                     self._answer(200, body, content_type)
                 elif path == endpoint.health_path:
                     self._answer(*endpoint.health())
+                elif path == READY_PATH:
+                    self._answer(*endpoint.ready())
                 else:
                     self._answer(404, b"")
 
@@ -198,6 +217,15 @@ class Endpoint:
         except (concurrent.futures.TimeoutError, RuntimeError):  # Hung, or closed.
             return 503, f"kopf's event loop did not answer in {self.loop_timeout} s\n".encode()
         return 200, b"ok\n"
+
+    def ready(self) -> tuple[int, bytes]:
+        """Once kopf runs, as :meth:`health`; before, 200 ``standby`` if it could take over."""
+        if self.loop is not None:
+            return self.health()
+        why = None if self.standby is None else self.standby()
+        if why is not None:
+            return 503, f"cannot take over: {why}\n".encode()
+        return 200, b"standby\n"
 
     def start(self) -> Endpoint:
         """Serve in a daemon thread."""

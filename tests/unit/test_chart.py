@@ -154,7 +154,7 @@ def test_restricted_security_context() -> None:
     assert context["capabilities"]["drop"] == ["ALL"]
 
 
-def test_liveness_probe_and_default_args() -> None:
+def test_probes_and_default_args() -> None:
     container = operator_container(render())
     assert container["command"] == ["statefulwebapp-operator"]
     assert container["args"] == [
@@ -172,11 +172,101 @@ def test_liveness_probe_and_default_args() -> None:
     assert probe["httpGet"] == {"path": "/healthz", "port": "health"}
     assert probe["periodSeconds"] >= 10
     assert probe["timeoutSeconds"] >= 1
-    assert container["resources"] == {
-        "requests": {"cpu": "50m", "memory": "157Mi"},
-        "limits": {"cpu": "500m", "memory": "157Mi"},
-    }
     assert container["image"] == "statefulwebapp-operator:0.1.0"
+
+
+def test_readiness_is_its_own_probe_on_the_same_port() -> None:
+    """/readyz: a standby that could not take over is not ready; live all the same."""
+    container = operator_container(render())
+    ready, live = container["readinessProbe"], container["livenessProbe"]
+    assert ready["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert ready != live
+    # Readiness is asked more often than liveness: it gates rollouts and drains, not restarts.
+    assert ready["periodSeconds"] < live["periodSeconds"]
+    # Not-ready pods stay behind the metrics Service: their metrics say why.
+    (service,) = of_kind(render(), "Service")
+    assert service["spec"]["publishNotReadyAddresses"] is True
+
+
+def test_resources_cover_the_measured_peak_by_a_quarter() -> None:
+    """138.6 MiB: the operator restarted at 1000 apps (`make bench`, bench/results/)."""
+    resources = operator_container(render())["resources"]
+    mib = {"Mi": 1, "Gi": 1024}
+    limit = resources["limits"]["memory"]
+    assert int(limit[:-2]) * mib[limit[-2:]] >= 138.6 * 1.25
+    assert resources == {
+        "requests": {"cpu": "50m", "memory": "192Mi", "ephemeral-storage": "32Mi"},
+        "limits": {"cpu": "500m", "memory": "192Mi", "ephemeral-storage": "128Mi"},
+    }
+
+
+def test_standbys_prefer_another_node_unless_affinity_is_given() -> None:
+    (deployment,) = of_kind(render(), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert term["podAffinityTerm"]["labelSelector"] == {"matchLabels": selector}
+    given = "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+    (deployment,) = of_kind(
+        render(f"{given}.nodeSelectorTerms[0].matchFields[0].key=x"), "Deployment"
+    )
+    assert list(deployment["spec"]["template"]["spec"]["affinity"]) == ["nodeAffinity"]
+
+
+def test_a_disruption_budget_for_more_than_one_replica() -> None:
+    docs = render()
+    (budget,) = of_kind(docs, "PodDisruptionBudget")
+    assert budget["metadata"]["name"] == FULLNAME
+    assert budget["metadata"]["namespace"] == NAMESPACE
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert "minAvailable" not in budget["spec"]
+    assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    (deployment,) = of_kind(docs, "Deployment")
+    assert budget["spec"]["selector"] == deployment["spec"]["selector"]
+    # One replica: no budget (it would block every drain, or protect nothing); off: none.
+    assert of_kind(render("replicas=1"), "PodDisruptionBudget") == []
+    assert of_kind(render("podDisruptionBudget.enabled=false"), "PodDisruptionBudget") == []
+    assert len(of_kind(render("replicas=3"), "PodDisruptionBudget")) == 1
+
+
+def test_the_network_policy_is_off_by_default() -> None:
+    assert of_kind(render(), "NetworkPolicy") == []
+
+
+def test_the_network_policy_lets_in_only_the_health_port_from_the_peers_given() -> None:
+    docs = render(
+        "networkPolicy.enabled=true",
+        "networkPolicy.from[0].namespaceSelector.matchLabels.team=monitoring",
+        "networkPolicy.from[0].podSelector.matchLabels.app=prometheus",
+        "healthPort=9090",
+    )
+    (policy,) = of_kind(docs, "NetworkPolicy")
+    assert policy["metadata"]["namespace"] == NAMESPACE
+    (deployment,) = of_kind(docs, "Deployment")
+    assert policy["spec"]["podSelector"] == deployment["spec"]["selector"]
+    # Ingress only: the operator's one peer, the API server, has no address the chart knows.
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == [
+        {
+            "ports": [{"port": "health", "protocol": "TCP"}],
+            "from": [
+                {
+                    "namespaceSelector": {"matchLabels": {"team": "monitoring"}},
+                    "podSelector": {"matchLabels": {"app": "prometheus"}},
+                }
+            ],
+        }
+    ]
+    # The named port follows healthPort in the container.
+    assert operator_container(docs)["ports"][0] == {
+        "name": "health",
+        "containerPort": 9090,
+        "protocol": "TCP",
+    }
+    # No peers given: any source, still the health port only.
+    (policy,) = of_kind(render("networkPolicy.enabled=true"), "NetworkPolicy")
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": "health", "protocol": "TCP"}]}]
 
 
 def test_values_reach_the_args() -> None:
@@ -464,6 +554,9 @@ def test_helm_test_hook() -> None:
         ("metrics.serviceMonitor.interval=soon", "/metrics/serviceMonitor/interval"),
         ("metrics.serviceMonitor.scrapeTimeout=5", "/metrics/serviceMonitor/scrapeTimeout"),
         ("metrics.serviceMonitr.enabled=true", "serviceMonitr"),
+        ("podDisruptionBudget.enabled=yes", "/podDisruptionBudget/enabled"),
+        ("networkPolicy.enabled=1", "/networkPolicy/enabled"),
+        ("networkPolicy.from[0].podSelectr.a=b", "podSelectr"),
     ],
 )
 def test_bad_values_fail_naming_the_field(value: str, field: str) -> None:

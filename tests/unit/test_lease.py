@@ -142,3 +142,24 @@ def test_a_missing_namespace_stops_the_candidate_at_once_naming_it(api: FakeApi)
     assert "the namespace 'ns' of the leader-election lease does not exist" in str(err.value)
     assert "kubectl create namespace ns" in str(err.value)
     assert "--lease NAMESPACE/NAME" in str(err.value)
+
+
+def test_a_standby_is_ready_while_the_api_server_shows_it_the_lease(api: FakeApi) -> None:
+    """Readiness (/readyz): a standby that could not read the lease could not take over."""
+    clock = Clock()
+    a, b = candidate(api, clock, "a"), candidate(api, clock, "b")
+    assert b.unready() == "the lease ns/op has not been read yet"
+    assert a.try_acquire()
+    assert not b.try_acquire()
+    assert b.unready() is None
+    api.answers[("GET", PATH)] = error(403, "Forbidden", "leases is forbidden")
+    with pytest.raises(kube.ApiError):
+        b.try_acquire()
+    clock.now += 14.9  # A few failed looks within the lease's duration are no reason yet.
+    assert b.unready() is None
+    clock.now += 0.1
+    assert b.unready() == "the lease ns/op could not be read for 15s"
+    del api.answers[("GET", PATH)]
+    assert a.try_acquire()  # The leader renews: the standby sees a live lease again.
+    assert not b.try_acquire()
+    assert b.unready() is None

@@ -195,6 +195,35 @@ def test_once_kopf_runs_health_checks_that_its_event_loop_answers(endpoint: Endp
             loop.close()
 
 
+def test_readiness_of_a_standby_is_whether_it_could_take_over(endpoint: Endpoint) -> None:
+    """/readyz differs from /healthz on a standby only: live, but cut off, it is not ready."""
+    assert get(endpoint, "/readyz")[::2] == (200, "standby\n")  # No check given: ready.
+    why: list[str | None] = ["the lease ns/op could not be read for 15s"]
+    endpoint.standby = lambda: why[0]
+    assert get(endpoint, "/readyz")[::2] == (
+        503,
+        "cannot take over: the lease ns/op could not be read for 15s\n",
+    )
+    assert get(endpoint, "/healthz")[::2] == (200, "standby\n")  # A restart would not help.
+    why[0] = None
+    assert get(endpoint, "/readyz")[::2] == (200, "standby\n")
+
+
+def test_once_kopf_runs_readiness_is_its_event_loop_answering(endpoint: Endpoint) -> None:
+    endpoint.standby = lambda: "never asked of a leader"
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint.loop = loop
+        assert get(endpoint, "/readyz")[::2] == (200, "ok\n")
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        assert get(endpoint, "/readyz")[0] == 503
+    finally:
+        loop.close()
+
+
 # -- the requests counted -------------------------------------------------------------------
 
 
