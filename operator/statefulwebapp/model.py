@@ -17,6 +17,24 @@ DEFAULT_BACKUP_ROOT = "/var/backups/statefulwebapp"
 """Where the backup agents keep archives on each node unless the admin says otherwise
 (``--backup-root``): each app in ``<root>/<namespace>/<name>``."""
 
+DEFAULT_IMAGE = "nginx:1.27.5"
+"""The web server's image unless ``image`` says otherwise: a pinned tag, so that every node
+runs the same build and a new one arrives with a new operator, never with a node's next pull
+(an untagged name means ``latest``, which the kubelet pulls at every container start)."""
+DEFAULT_BUSYBOX_IMAGE = "busybox:1.37.0"
+"""The backup agents', restores' and date logger's image unless the spec says otherwise,
+pinned for the same reason as :data:`DEFAULT_IMAGE`."""
+DEFAULT_PULL_POLICY = "IfNotPresent"
+"""Every container's ``imagePullPolicy`` unless the spec says otherwise: a pinned tag never
+changes, so a node that has it need not ask a registry again (nor fail when none answers)."""
+DEFAULT_WRITABLE_PATHS = ("/var/cache/nginx", "/var/lib/nginx", "/run", "/tmp")
+"""The web container's writable directories under a read-only root filesystem: what nginx
+writes at start (its temporary files, its pid file) in the upstream image
+(``/var/cache/nginx``, ``/var/run`` which links to ``/run``) and in Debian's
+(``/var/lib/nginx``, ``/run``), and ``/tmp`` for whatever else an image expects to write."""
+DEFAULT_STARTING_DEADLINE_SECONDS = 300
+"""How late the date logger's run may start; see :attr:`DateLogger.starting_deadline_seconds`."""
+
 GROUP = "apps.k8slab.io"
 VERSION = "v1alpha1"
 PLURAL = "statefulwebapps"
@@ -49,6 +67,45 @@ class Resources:
         if self.limits:
             out["limits"] = dict(self.limits)
         return out
+
+
+def web_resources() -> Resources:
+    """The web container's default resources.
+
+    A request that schedules it and gives it its share of CPU, no CPU limit (throttling an
+    nginx only adds latency to its answers), and memory and ephemeral-storage limits that
+    bound a leak or a runaway writer (the writable directories of a read-only root count
+    against the latter).
+    """
+    return Resources(
+        requests={"cpu": "50m", "memory": "64Mi", "ephemeral-storage": "64Mi"},
+        limits={"memory": "256Mi", "ephemeral-storage": "256Mi"},
+    )
+
+
+def backup_resources() -> Resources:
+    """A backup agent's (and a restore's) default resources.
+
+    A small request, and the CPU limit of 100m that keeps archiving from competing with the
+    web pods on a node. The ephemeral-storage limit of 1Gi also bounds the archives an agent
+    keeps in its pod with ``podSecurity: restricted`` (an ``emptyDir``, which counts against
+    it).
+    """
+    return Resources(
+        requests={"cpu": "10m", "memory": "32Mi", "ephemeral-storage": "16Mi"},
+        limits={"cpu": "100m", "memory": "200Mi", "ephemeral-storage": "1Gi"},
+    )
+
+
+def date_logger_resources() -> Resources:
+    """A date-logger Job's default resources.
+
+    ``date`` needs almost nothing, and a Job on a busy node is still scheduled by its request.
+    """
+    return Resources(
+        requests={"cpu": "10m", "memory": "16Mi", "ephemeral-storage": "8Mi"},
+        limits={"cpu": "100m", "memory": "32Mi", "ephemeral-storage": "16Mi"},
+    )
 
 
 @dataclass(frozen=True)
@@ -203,8 +260,10 @@ class Backup:
 
     enabled: bool = True
     """Run the backup DaemonSet at all."""
-    image: str = "busybox"
-    """Image providing ``sh``, ``tar`` and ``gzip``."""
+    image: str = DEFAULT_BUSYBOX_IMAGE
+    """Image providing ``sh``, ``tar`` and ``gzip`` (the restores' too)."""
+    image_pull_policy: str = DEFAULT_PULL_POLICY
+    """``imagePullPolicy`` of the agents and restores: Always, IfNotPresent or Never."""
     interval_seconds: int = 3600
     """Seconds between two archives."""
     keep: int = 24
@@ -219,10 +278,8 @@ class Backup:
     """Also run on control-plane nodes (tolerates the master and control-plane taints)."""
     tolerations: tuple[Toleration, ...] = ()
     """More taints the agents tolerate, so that nodes tainted for other reasons get one too."""
-    resources: Resources = field(
-        default_factory=lambda: Resources(limits={"cpu": "100m", "memory": "200Mi"})
-    )
-    """Resources of the backup container."""
+    resources: Resources = field(default_factory=backup_resources)
+    """Resources of the backup container and of a restore's; empty: none."""
 
 
 @dataclass(frozen=True)
@@ -233,8 +290,18 @@ class DateLogger:
     """Create the CronJob at all."""
     schedule: str = "*/1 * * * *"
     """Standard five-field cron schedule."""
-    image: str = "busybox"
+    image: str = DEFAULT_BUSYBOX_IMAGE
     """Image providing ``date``."""
+    image_pull_policy: str = DEFAULT_PULL_POLICY
+    """``imagePullPolicy`` of the Jobs' container: Always, IfNotPresent or Never."""
+    resources: Resources = field(default_factory=date_logger_resources)
+    """Resources of the Jobs' container; empty: none."""
+    read_only_root_filesystem: bool = True
+    """Run the Jobs' container with a read-only root filesystem (``date`` writes nothing)."""
+    starting_deadline_seconds: int = DEFAULT_STARTING_DEADLINE_SECONDS
+    """Seconds after its scheduled time a run may still start; a run later than that (the
+    controller manager was down, the CronJob suspended) is skipped and counted as missed.
+    0: no deadline, the CronJob's own default (a late run starts whenever it can)."""
     suspend: bool = False
     """Pause scheduling without deleting the CronJob."""
     successful_jobs_history_limit: int = 3
@@ -257,14 +324,21 @@ class AppSpec:
     """The shared NFS volume."""
     replicas: int = 1
     """Number of web pods."""
-    image: str = "nginx"
+    image: str = DEFAULT_IMAGE
     """Web server image."""
+    image_pull_policy: str = DEFAULT_PULL_POLICY
+    """``imagePullPolicy`` of the web container: Always, IfNotPresent or Never."""
     service_name: str = ""
     """Name of the headless Service (defaults to the app's name)."""
     port: int = 80
     """Container and Service port."""
-    resources: Resources = field(default_factory=Resources)
-    """Resources of the web container."""
+    resources: Resources = field(default_factory=web_resources)
+    """Resources of the web container; empty: none."""
+    read_only_root_filesystem: bool = True
+    """Run the web container with a read-only root filesystem, ``writable_paths`` excepted."""
+    writable_paths: tuple[str, ...] = DEFAULT_WRITABLE_PATHS
+    """Directories of the web container that get an empty writable volume (an ``emptyDir``
+    each) while its root filesystem is read-only; unused otherwise."""
     probes: Probes = field(default_factory=Probes)
     """Readiness and liveness checks of the web container."""
     restricted: bool = False
@@ -306,9 +380,14 @@ def parse(body: Mapping[str, Any], *, backup_root: str = DEFAULT_BACKUP_ROOT) ->
         storage=_parse_storage(_obj(spec, "storage")),
         replicas=_int(spec, "replicas", AppSpec.replicas),
         image=_str(spec, "image", AppSpec.image),
+        image_pull_policy=_str(spec, "imagePullPolicy", AppSpec.image_pull_policy),
         service_name=_str(spec, "serviceName", name),
         port=_int(spec, "port", AppSpec.port),
-        resources=_resources(spec, "resources", Resources()),
+        resources=_resources(spec, "resources", web_resources()),
+        read_only_root_filesystem=_bool(
+            spec, "readOnlyRootFilesystem", AppSpec.read_only_root_filesystem
+        ),
+        writable_paths=_strs(spec, "writablePaths", default=AppSpec.writable_paths),
         probes=_probes(_obj(spec, "probes")),
         restricted=_str(spec, "podSecurity", "default") == "restricted",
         run_as_user=_int(spec, "runAsUser", AppSpec.run_as_user),
@@ -391,6 +470,7 @@ def _parse_backup(raw: Mapping[str, Any], host_path: str) -> Backup:
     return Backup(
         enabled=_bool(raw, "enabled", Backup.enabled, p),
         image=_str(raw, "image", Backup.image, p),
+        image_pull_policy=_str(raw, "imagePullPolicy", Backup.image_pull_policy, p),
         interval_seconds=_int(raw, "intervalSeconds", Backup.interval_seconds, p),
         keep=_int(raw, "keep", Backup.keep, p),
         # The spec's hostPath (refused at admission since the admin chooses the root) is
@@ -399,7 +479,7 @@ def _parse_backup(raw: Mapping[str, Any], host_path: str) -> Backup:
         target=_parse_backup_target(_obj(raw, "target", p)),
         tolerate_control_plane=_bool(raw, "tolerateControlPlane", Backup.tolerate_control_plane, p),
         tolerations=_tolerations(raw, "tolerations", p),
-        resources=_resources(raw, "resources", Backup().resources, p),
+        resources=_resources(raw, "resources", backup_resources(), p),
     )
 
 
@@ -415,6 +495,14 @@ def _parse_date_logger(raw: Mapping[str, Any]) -> DateLogger:
         enabled=_bool(raw, "enabled", DateLogger.enabled, p),
         schedule=_str(raw, "schedule", DateLogger.schedule, p),
         image=_str(raw, "image", DateLogger.image, p),
+        image_pull_policy=_str(raw, "imagePullPolicy", DateLogger.image_pull_policy, p),
+        resources=_resources(raw, "resources", date_logger_resources(), p),
+        read_only_root_filesystem=_bool(
+            raw, "readOnlyRootFilesystem", DateLogger.read_only_root_filesystem, p
+        ),
+        starting_deadline_seconds=_int(
+            raw, "startingDeadlineSeconds", DateLogger.starting_deadline_seconds, p
+        ),
         suspend=_bool(raw, "suspend", DateLogger.suspend, p),
         successful_jobs_history_limit=_int(
             raw, "successfulJobsHistoryLimit", DateLogger.successful_jobs_history_limit, p
@@ -469,7 +557,12 @@ def _list(raw: Mapping[str, Any], key: str, prefix: str = "") -> list[Any]:
     return value
 
 
-def _strs(raw: Mapping[str, Any], key: str, prefix: str = "") -> tuple[str, ...]:
+def _strs(
+    raw: Mapping[str, Any], key: str, prefix: str = "", *, default: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """A list of strings; ``default`` when the key is absent, an empty tuple when it is []."""
+    if raw.get(key) is None:
+        return default
     items = _list(raw, key, prefix)
     for i, item in enumerate(items):
         if not isinstance(item, str):
@@ -507,6 +600,7 @@ def _tolerations(raw: Mapping[str, Any], key: str, prefix: str = "") -> tuple[To
 
 
 def _resources(raw: Mapping[str, Any], key: str, default: Resources, prefix: str = "") -> Resources:
+    """``default`` when the key is absent; an explicit ``{}`` means no resources at all."""
     if raw.get(key) is None:
         return default
     block = _obj(raw, key, prefix)

@@ -24,6 +24,9 @@ RESTORE_SCRIPT = _SCRIPTS.joinpath("restore.sh").read_text()
 RESTORE_KIND = "StatefulWebAppRestore"
 
 DATA_VOLUME = "data"
+WRITABLE_VOLUME = "writable-{}"
+"""The web container's writable directories' volumes, by their place in ``writablePaths``: a
+path need not make a valid volume name."""
 HOSTNAME = "kubernetes.io/hostname"
 """The topology the web pods spread over: one domain per node."""
 WEB_PORT = "http"
@@ -51,10 +54,10 @@ def _restricted(pod_spec: dict[str, Any], uid: int) -> None:
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     for container in pod_spec["containers"]:
-        container["securityContext"] = {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-        }
+        # Added to what the container has: a read-only root stays read-only.
+        container.setdefault("securityContext", {}).update(
+            {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+        )
 
 
 AGENT_CAPABILITIES = ("DAC_OVERRIDE",)
@@ -205,24 +208,29 @@ def _claim(app: AppSpec, which: tuple[str, str, str], request: str) -> Manifest:
 
 def render_statefulset(app: AppSpec) -> Manifest:
     """The web StatefulSet: ordered pods ``<name>-0..N-1`` sharing the NFS claim."""
+    mounts: list[dict[str, Any]] = [{"name": DATA_VOLUME, "mountPath": app.storage.mount_path}]
+    volumes: list[dict[str, Any]] = [
+        {"name": DATA_VOLUME, "persistentVolumeClaim": {"claimName": names.claim(app)}}
+    ]
     container: dict[str, Any] = {
         "name": "web",
         "image": app.image,
+        "imagePullPolicy": app.image_pull_policy,
         "ports": [{"name": WEB_PORT, "containerPort": app.port}],
-        "volumeMounts": [{"name": DATA_VOLUME, "mountPath": app.storage.mount_path}],
+        "volumeMounts": mounts,
     }
+    if app.read_only_root_filesystem:
+        container["securityContext"] = {"readOnlyRootFilesystem": True}
+        for i, path in enumerate(app.writable_paths):
+            mounts.append({"name": WRITABLE_VOLUME.format(i), "mountPath": path})
+            volumes.append({"name": WRITABLE_VOLUME.format(i), "emptyDir": {}})
     if app.resources.to_k8s():
         container["resources"] = app.resources.to_k8s()
     if app.probes.readiness.enabled:
         container["readinessProbe"] = app.probes.readiness.to_k8s(WEB_PORT)
     if app.probes.liveness.enabled:
         container["livenessProbe"] = app.probes.liveness.to_k8s(WEB_PORT)
-    pod_spec: dict[str, Any] = {
-        "containers": [container],
-        "volumes": [
-            {"name": DATA_VOLUME, "persistentVolumeClaim": {"claimName": names.claim(app)}}
-        ],
-    }
+    pod_spec: dict[str, Any] = {"containers": [container], "volumes": volumes}
     spread = app.topology_spread
     if spread.enabled:
         pod_spec["topologySpreadConstraints"] = [
@@ -335,6 +343,7 @@ def render_daemonset(app: AppSpec) -> Manifest | None:
     container: dict[str, Any] = {
         "name": "backup",
         "image": backup.image,
+        "imagePullPolicy": backup.image_pull_policy,
         "command": ["sh", "-c", BACKUP_SCRIPT],
         # The node's name first: BACKUP_DEST refers to it.
         "env": [_NODE_NAME] * shared + [{"name": k, "value": v} for k, v in env.items() if v],
@@ -434,32 +443,42 @@ def render_cronjob(app: AppSpec) -> Manifest | None:
     logger = app.date_logger
     if not logger.enabled:
         return None
-    job_pod: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "containers": [{"name": "date", "image": logger.image, "command": ["sh", "-c", "date"]}],
+    container: dict[str, Any] = {
+        "name": "date",
+        "image": logger.image,
+        "imagePullPolicy": logger.image_pull_policy,
+        "command": ["sh", "-c", "date"],
     }
+    if logger.resources.to_k8s():
+        container["resources"] = logger.resources.to_k8s()
+    if logger.read_only_root_filesystem:
+        container["securityContext"] = {"readOnlyRootFilesystem": True}
+    job_pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
     # `date` needs no privilege at all, so its pods meet "restricted" whatever podSecurity says.
     _restricted(job_pod, NOBODY)
+    spec: dict[str, Any] = {
+        "schedule": logger.schedule,
+        "suspend": logger.suspend,
+        "concurrencyPolicy": "Forbid",
+        "successfulJobsHistoryLimit": logger.successful_jobs_history_limit,
+        "failedJobsHistoryLimit": logger.failed_jobs_history_limit,
+        "jobTemplate": {
+            "metadata": {"labels": names.labels(app, names.DATELOG)},
+            "spec": {
+                "template": {
+                    "metadata": {"labels": names.labels(app, names.DATELOG)},
+                    "spec": job_pod,
+                }
+            },
+        },
+    }
+    if logger.starting_deadline_seconds:
+        spec["startingDeadlineSeconds"] = logger.starting_deadline_seconds
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
         "metadata": _meta(app, names.cronjob(app), names.DATELOG),
-        "spec": {
-            "schedule": logger.schedule,
-            "suspend": logger.suspend,
-            "concurrencyPolicy": "Forbid",
-            "successfulJobsHistoryLimit": logger.successful_jobs_history_limit,
-            "failedJobsHistoryLimit": logger.failed_jobs_history_limit,
-            "jobTemplate": {
-                "metadata": {"labels": names.labels(app, names.DATELOG)},
-                "spec": {
-                    "template": {
-                        "metadata": {"labels": names.labels(app, names.DATELOG)},
-                        "spec": job_pod,
-                    }
-                },
-            },
-        },
+        "spec": spec,
     }
 
 
@@ -489,6 +508,7 @@ def render_restore_job(app: AppSpec, restore: RestoreSpec) -> Manifest:
     container: dict[str, Any] = {
         "name": "restore",
         "image": backup.image,
+        "imagePullPolicy": backup.image_pull_policy,
         "command": ["sh", "-c", RESTORE_SCRIPT],
         "env": env,
         "volumeMounts": [

@@ -12,7 +12,7 @@ import yaml
 
 from statefulwebapp import drift, kinds
 from statefulwebapp.kinds import render_all
-from statefulwebapp.model import parse
+from statefulwebapp.model import DEFAULT_BUSYBOX_IMAGE, DEFAULT_IMAGE, parse
 from tests.e2e.cluster import BACKUP_ROOT, Cluster, local_images, wait_for
 from tests.e2e.fieldsets import owned_paths, rendering_fields
 
@@ -140,12 +140,15 @@ def runnable(cluster: Cluster, body: dict[str, Any], namespace: str = "default")
     if cluster.nfs is None:
         return body
     built = local_images()
-    if spec.get("image", "nginx") == "nginx":
+    if spec.get("image", DEFAULT_IMAGE) == DEFAULT_IMAGE:
         spec["image"] = built["nginx"]
     # Only parts the body has: a test that removes one asks for its defaults.
     for part in ("backup", "dateLogger"):
         settings = spec.get(part)
-        if isinstance(settings, dict) and settings.get("image", "busybox") == "busybox":
+        if (
+            isinstance(settings, dict)
+            and settings.get("image", DEFAULT_BUSYBOX_IMAGE) == DEFAULT_BUSYBOX_IMAGE
+        ):
             spec[part] = {**settings, "image": built["busybox"]}
     return body
 

@@ -24,6 +24,13 @@ import pykube
 import pytest
 
 from statefulwebapp import names
+from statefulwebapp.model import (
+    DEFAULT_BUSYBOX_IMAGE,
+    DEFAULT_WRITABLE_PATHS,
+    backup_resources,
+    date_logger_resources,
+    web_resources,
+)
 from tests.e2e.apps import (
     CONTROL_PLANE,
     apply,
@@ -111,6 +118,18 @@ def covers_every_pod(cluster: Cluster, namespace: str, policy: Obj | None) -> No
     assert any(pod.startswith("web-backup-") for pod in covered), covered
 
 
+def job_container(obj: Obj | None) -> Obj:
+    """The date logger's container, as its CronJob's Job template has it."""
+    assert obj is not None
+    first: Obj = obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    return first
+
+
+def writable(obj: Obj | None) -> list[str]:
+    """The web container's mounts besides the shared volume: its writable paths, in order."""
+    return [m["mountPath"] for m in container(obj)["volumeMounts"][1:]]
+
+
 def volume(children: dict[str, Obj | None]) -> Obj:
     pv = children["PersistentVolume"]
     assert pv is not None
@@ -174,9 +193,74 @@ STEPS: list[tuple[str, Edit | list[Obj], Check]] = [
         ),
     ),
     (
-        "remove resources",
-        put("resources", None),
+        # A merge patch (what kubectl apply sends) of {} changes nothing: a JSON patch.
+        "empty resources (none at all)",
+        [{"op": "replace", "path": "/spec/resources", "value": {}}],
         lambda c, ns, ch: _eq(container(ch["StatefulSet"]).get("resources"), {}),
+    ),
+    (
+        "remove resources (the defaults back)",
+        put("resources", None),
+        lambda c, ns, ch: _eq(container(ch["StatefulSet"])["resources"], web_resources().to_k8s()),
+    ),
+    (
+        "set the images' pull policies",
+        both(
+            put("imagePullPolicy", "Always"),
+            put("backup.imagePullPolicy", "Never"),
+            put("dateLogger.imagePullPolicy", "Always"),
+        ),
+        lambda c, ns, ch: (
+            _eq(container(ch["StatefulSet"])["imagePullPolicy"], "Always"),
+            _eq(container(ch["DaemonSet"])["imagePullPolicy"], "Never"),
+            _eq(job_container(ch["CronJob"])["imagePullPolicy"], "Always"),
+        ),
+    ),
+    (
+        "change the web one",
+        put("imagePullPolicy", "Never"),
+        lambda c, ns, ch: _eq(container(ch["StatefulSet"])["imagePullPolicy"], "Never"),
+    ),
+    (
+        "remove them (IfNotPresent back)",
+        both(put("imagePullPolicy", None), put("backup", None), put("dateLogger", None)),
+        lambda c, ns, ch: (
+            _eq(container(ch["StatefulSet"])["imagePullPolicy"], "IfNotPresent"),
+            _eq(container(ch["DaemonSet"])["imagePullPolicy"], "IfNotPresent"),
+            _eq(job_container(ch["CronJob"])["imagePullPolicy"], "IfNotPresent"),
+        ),
+    ),
+    (
+        "set writable paths of the web container's own",
+        put("writablePaths", ["/tmp", "/srv/cache"]),
+        lambda c, ns, ch: (
+            _eq(writable(ch["StatefulSet"]), ["/tmp", "/srv/cache"]),
+            _eq(container(ch["StatefulSet"])["securityContext"], {"readOnlyRootFilesystem": True}),
+        ),
+    ),
+    (
+        "change them to none (the root read-only, only the shared volume writable)",
+        put("writablePaths", []),
+        lambda c, ns, ch: (
+            _eq(writable(ch["StatefulSet"]), []),
+            _eq([v["name"] for v in pod_spec(ch["StatefulSet"])["volumes"]], ["data"]),
+        ),
+    ),
+    (
+        "turn the read-only root off",
+        both(put("writablePaths", None), put("readOnlyRootFilesystem", False)),
+        lambda c, ns, ch: (
+            _eq(container(ch["StatefulSet"]).get("securityContext"), None),
+            _eq(writable(ch["StatefulSet"]), []),
+        ),
+    ),
+    (
+        "remove it (read-only, the default writable paths)",
+        put("readOnlyRootFilesystem", None),
+        lambda c, ns, ch: (
+            _eq(container(ch["StatefulSet"])["securityContext"], {"readOnlyRootFilesystem": True}),
+            _eq(writable(ch["StatefulSet"]), list(DEFAULT_WRITABLE_PATHS)),
+        ),
     ),
     (
         "turn off the control-plane toleration",
@@ -212,7 +296,7 @@ STEPS: list[tuple[str, Edit | list[Obj], Check]] = [
         put("podSecurity", "default"),
         lambda c, ns, ch: (
             _eq(pod_spec(ch["StatefulSet"]).get("securityContext"), {}),
-            _eq(container(ch["StatefulSet"]).get("securityContext"), None),
+            _eq(container(ch["StatefulSet"])["securityContext"], {"readOnlyRootFilesystem": True}),
             _eq("hostPath" in pod_spec(ch["DaemonSet"])["volumes"][1], True),
         ),
     ),
@@ -251,9 +335,7 @@ STEPS: list[tuple[str, Edit | list[Obj], Check]] = [
     (
         "remove backup settings (defaults back)",
         put("backup", None),
-        lambda c, ns, ch: _eq(
-            container(ch["DaemonSet"])["resources"], {"limits": {"cpu": "100m", "memory": "200Mi"}}
-        ),
+        lambda c, ns, ch: _eq(container(ch["DaemonSet"])["resources"], backup_resources().to_k8s()),
     ),
     (
         "suspend the date logger and change its schedule",
@@ -283,6 +365,47 @@ STEPS: list[tuple[str, Edit | list[Obj], Check]] = [
         ),
     ),
     (
+        "set the date logger's deadline and resources, and a writable root",
+        put(
+            "dateLogger",
+            {
+                "startingDeadlineSeconds": 60,
+                "resources": {"limits": {"memory": "64Mi"}},
+                "readOnlyRootFilesystem": False,
+            },
+        ),
+        lambda c, ns, ch: (
+            _eq(ch["CronJob"]["spec"]["startingDeadlineSeconds"], 60),  # type: ignore[index]
+            _eq(job_container(ch["CronJob"])["resources"], {"limits": {"memory": "64Mi"}}),
+            _eq("readOnlyRootFilesystem" in job_container(ch["CronJob"])["securityContext"], False),
+        ),
+    ),
+    (
+        "change them: no deadline (0), other resources",
+        put(
+            "dateLogger",
+            {"startingDeadlineSeconds": 0, "resources": {"requests": {"cpu": "20m"}}},
+        ),
+        lambda c, ns, ch: (
+            _eq(ch["CronJob"]["spec"].get("startingDeadlineSeconds"), None),  # type: ignore[index]
+            _eq(job_container(ch["CronJob"])["resources"], {"requests": {"cpu": "20m"}}),
+            _eq(job_container(ch["CronJob"])["securityContext"]["readOnlyRootFilesystem"], True),
+        ),
+    ),
+    (
+        "empty the date logger's resources (a JSON patch of {})",
+        [{"op": "replace", "path": "/spec/dateLogger/resources", "value": {}}],
+        lambda c, ns, ch: _eq(job_container(ch["CronJob"]).get("resources"), {}),
+    ),
+    (
+        "remove the date logger settings again (300 s, the default resources)",
+        put("dateLogger", None),
+        lambda c, ns, ch: (
+            _eq(ch["CronJob"]["spec"]["startingDeadlineSeconds"], 300),  # type: ignore[index]
+            _eq(job_container(ch["CronJob"])["resources"], date_logger_resources().to_k8s()),
+        ),
+    ),
+    (
         "set the agents' and the date logger's images and history limits",
         both(
             put("backup", {"image": "busybox:1.37"}),
@@ -306,8 +429,8 @@ STEPS: list[tuple[str, Edit | list[Obj], Check]] = [
         "remove them (defaults back)",
         both(put("backup", None), put("dateLogger", None)),
         lambda c, ns, ch: (
-            _eq(container(ch["DaemonSet"])["image"], "busybox"),
-            _eq(container(ch["CronJob"])["image"], "busybox"),
+            _eq(container(ch["DaemonSet"])["image"], DEFAULT_BUSYBOX_IMAGE),
+            _eq(container(ch["CronJob"])["image"], DEFAULT_BUSYBOX_IMAGE),
             _eq(ch["CronJob"]["spec"]["successfulJobsHistoryLimit"], 3),  # type: ignore[index]
             _eq(ch["CronJob"]["spec"]["failedJobsHistoryLimit"], 1),  # type: ignore[index]
         ),
@@ -583,7 +706,8 @@ def test_json_patch_removal_reaches_the_children(
     del body["spec"]["resources"]
     settled(cluster, namespace)
     found = children_match_the_rendering(cluster, namespace)
-    assert container(found["StatefulSet"]).get("resources") == {}
+    # Removed is not emptied: the API server gives the app its default back.
+    assert container(found["StatefulSet"])["resources"] == web_resources().to_k8s()
 
 
 # -- refusals -------------------------------------------------------------------------------

@@ -206,7 +206,11 @@ def test_every_default_is_documented(root: Schema) -> None:
 DEFAULTS: dict[str, Callable[[model.AppSpec], Any]] = {
     "replicas": lambda a: a.replicas,
     "image": lambda a: a.image,
+    "imagePullPolicy": lambda a: a.image_pull_policy,
     "port": lambda a: a.port,
+    "resources": lambda a: a.resources.to_k8s(),
+    "readOnlyRootFilesystem": lambda a: a.read_only_root_filesystem,
+    "writablePaths": lambda a: list(a.writable_paths),
     "podSecurity": lambda a: "restricted" if a.restricted else "default",
     "storage.capacity": lambda a: a.storage.capacity,
     "storage.mountPath": lambda a: a.storage.mount_path,
@@ -228,6 +232,7 @@ DEFAULTS: dict[str, Callable[[model.AppSpec], Any]] = {
     "networkPolicy.enabled": lambda a: a.network_policy.enabled,
     "backup.enabled": lambda a: a.backup.enabled,
     "backup.image": lambda a: a.backup.image,
+    "backup.imagePullPolicy": lambda a: a.backup.image_pull_policy,
     "backup.intervalSeconds": lambda a: a.backup.interval_seconds,
     "backup.keep": lambda a: a.backup.keep,
     "backup.tolerateControlPlane": lambda a: a.backup.tolerate_control_plane,
@@ -235,6 +240,10 @@ DEFAULTS: dict[str, Callable[[model.AppSpec], Any]] = {
     "dateLogger.enabled": lambda a: a.date_logger.enabled,
     "dateLogger.schedule": lambda a: a.date_logger.schedule,
     "dateLogger.image": lambda a: a.date_logger.image,
+    "dateLogger.imagePullPolicy": lambda a: a.date_logger.image_pull_policy,
+    "dateLogger.resources": lambda a: a.date_logger.resources.to_k8s(),
+    "dateLogger.readOnlyRootFilesystem": lambda a: a.date_logger.read_only_root_filesystem,
+    "dateLogger.startingDeadlineSeconds": lambda a: a.date_logger.starting_deadline_seconds,
     "dateLogger.suspend": lambda a: a.date_logger.suspend,
     "dateLogger.successfulJobsHistoryLimit": lambda a: a.date_logger.successful_jobs_history_limit,
     "dateLogger.failedJobsHistoryLimit": lambda a: a.date_logger.failed_jobs_history_limit,
@@ -268,7 +277,9 @@ def test_every_crd_default_is_compared(spec_schema: Schema) -> None:
 def test_defaulted_minimal_spec_parses_like_the_bare_one(spec_schema: Schema) -> None:
     defaulted = apply_defaults(copy.deepcopy(MINIMAL), spec_schema)
     assert set(defaulted) >= {"replicas", "image", "port", "backup", "dateLogger"}
-    assert defaulted["backup"]["resources"] == {"limits": {"cpu": "100m", "memory": "200Mi"}}
+    assert defaulted["backup"]["resources"] == model.backup_resources().to_k8s()
+    assert defaulted["resources"] == model.web_resources().to_k8s()
+    assert defaulted["dateLogger"]["resources"] == model.date_logger_resources().to_k8s()
     assert model.parse(body(defaulted)) == model.parse(body(copy.deepcopy(MINIMAL)))
 
 
@@ -327,7 +338,53 @@ def test_integer_fields_have_bounds(spec_schema: Schema) -> None:
         "backup.tolerations[].tolerationSeconds",
         "dateLogger.successfulJobsHistoryLimit",
         "dateLogger.failedJobsHistoryLimit",
+        "dateLogger.startingDeadlineSeconds",
     }
+
+
+def test_default_images_are_pinned_and_pulled_only_when_missing(spec_schema: Schema) -> None:
+    for path in ("image", "backup.image", "dateLogger.image"):
+        image = at(spec_schema, path)["default"]
+        assert ":" in image, path
+        assert not image.endswith(":latest"), path
+    for path in ("imagePullPolicy", "backup.imagePullPolicy", "dateLogger.imagePullPolicy"):
+        policy = at(spec_schema, path)
+        assert policy["enum"] == ["Always", "IfNotPresent", "Never"], path
+        assert policy["default"] == "IfNotPresent", path
+
+
+def test_every_resources_field_has_one_shape_and_says_how_to_remove_it(
+    spec_schema: Schema,
+) -> None:
+    shapes = []
+    for path in ("resources", "backup.resources", "dateLogger.resources"):
+        sub = at(spec_schema, path)
+        assert "{} (set with a JSON patch" in " ".join(sub["description"].split()), path
+        assert set(sub["default"]) == {"requests", "limits"}, path
+        for half in ("requests", "limits"):
+            assert set(sub["default"][half]) <= {"cpu", "memory", "ephemeral-storage"}, path
+        shapes.append(
+            {
+                half: sub["properties"][half]["additionalProperties"]["x-kubernetes-int-or-string"]
+                for half in ("requests", "limits")
+            }
+        )
+    assert shapes[0] == shapes[1] == shapes[2]
+    # Throttling a web server only delays its answers: its default has no CPU limit.
+    assert "cpu" not in at(spec_schema, "resources")["default"]["limits"]
+    assert at(spec_schema, "backup.resources")["default"]["limits"]["cpu"] == "100m"
+
+
+def test_writable_paths_are_a_set_of_absolute_directories(spec_schema: Schema) -> None:
+    paths = at(spec_schema, "writablePaths")
+    assert paths["x-kubernetes-list-type"] == "set"
+    assert paths["maxItems"] == 16
+    assert paths["default"] == list(model.DEFAULT_WRITABLE_PATHS)
+    (rule,) = paths["items"]["x-kubernetes-validations"]
+    assert "startsWith('/')" in rule["rule"]
+    (clash,) = [r for r in spec_schema["x-kubernetes-validations"] if "writablePaths" in r["rule"]]
+    assert clash["fieldPath"] == ".writablePaths"
+    assert "self.storage.mountPath in self.writablePaths" in clash["rule"]
 
 
 # -- validation rules -------------------------------------------------------------------------
@@ -464,7 +521,7 @@ def test_sample_is_the_reference_scenario(sample: dict[str, Any], spec_schema: S
     app = model.parse(obj)
     assert app.name == "web"
     assert app.replicas == 3
-    assert app.image == "nginx"
+    assert app.image == model.DEFAULT_IMAGE
     assert app.service_name == "nginx"
     assert app.storage.nfs == model.NfsSource(server="211.183.3.100", path="/shared")
     assert app.storage.capacity == "100Mi"

@@ -74,7 +74,9 @@ def test_a_field_dropped_from_the_rendering_is_drift() -> None:
     with_resources = copy.deepcopy(SCENARIO)
     with_resources["spec"]["resources"] = {"limits": {"cpu": "1"}}
     live = drift.stamp(render_statefulset(parse(with_resources)))
-    desired = drift.stamp(render_statefulset(APP))
+    without = copy.deepcopy(SCENARIO)
+    without["spec"]["resources"] = {}  # None at all: the block is dropped from the rendering.
+    desired = drift.stamp(render_statefulset(parse(without)))
     # Every field we render still has its value: only the stamp tells the removal.
     assert drift.is_subset(desired["spec"], live["spec"])
     assert not drift.up_to_date(desired, live)

@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from statefulwebapp.model import SpecError, parse
+from statefulwebapp.model import (
+    DEFAULT_BUSYBOX_IMAGE,
+    DEFAULT_IMAGE,
+    DEFAULT_WRITABLE_PATHS,
+    SpecError,
+    parse,
+)
 
 
 def body(**spec: Any) -> dict[str, Any]:
@@ -26,13 +32,42 @@ def body(**spec: Any) -> dict[str, Any]:
 
 def test_defaults_match_the_api_contract() -> None:
     app = parse(body())
-    assert (app.replicas, app.image, app.service_name, app.port) == (1, "nginx", "web", 80)
+    assert (app.replicas, app.image, app.service_name, app.port) == (1, DEFAULT_IMAGE, "web", 80)
+    assert (DEFAULT_IMAGE, DEFAULT_BUSYBOX_IMAGE) == ("nginx:1.27.5", "busybox:1.37.0")
+    assert app.image_pull_policy == "IfNotPresent"
+    assert app.resources.to_k8s() == {
+        "requests": {"cpu": "50m", "memory": "64Mi", "ephemeral-storage": "64Mi"},
+        "limits": {"memory": "256Mi", "ephemeral-storage": "256Mi"},
+    }
+    assert app.read_only_root_filesystem
+    assert (
+        app.writable_paths
+        == DEFAULT_WRITABLE_PATHS
+        == (
+            "/var/cache/nginx",
+            "/var/lib/nginx",
+            "/run",
+            "/tmp",
+        )
+    )
     assert (app.storage.capacity, app.storage.request) == ("100Mi", "100Mi")
     assert app.storage.mount_path == "/usr/share/nginx/html"
     assert app.backup.enabled
-    assert app.backup.image == "busybox"
+    assert app.backup.image == DEFAULT_BUSYBOX_IMAGE
+    assert app.backup.image_pull_policy == "IfNotPresent"
     assert app.backup.tolerate_control_plane
-    assert app.backup.resources.to_k8s() == {"limits": {"cpu": "100m", "memory": "200Mi"}}
+    assert app.backup.resources.to_k8s() == {
+        "requests": {"cpu": "10m", "memory": "32Mi", "ephemeral-storage": "16Mi"},
+        "limits": {"cpu": "100m", "memory": "200Mi", "ephemeral-storage": "1Gi"},
+    }
+    assert app.date_logger.image == DEFAULT_BUSYBOX_IMAGE
+    assert app.date_logger.image_pull_policy == "IfNotPresent"
+    assert app.date_logger.resources.to_k8s() == {
+        "requests": {"cpu": "10m", "memory": "16Mi", "ephemeral-storage": "8Mi"},
+        "limits": {"cpu": "100m", "memory": "32Mi", "ephemeral-storage": "16Mi"},
+    }
+    assert app.date_logger.read_only_root_filesystem
+    assert app.date_logger.starting_deadline_seconds == 300
     assert app.date_logger.schedule == "*/1 * * * *"
     assert app.date_logger.successful_jobs_history_limit == 3
     assert app.date_logger.failed_jobs_history_limit == 1
@@ -50,9 +85,73 @@ def test_quantities_may_be_integers() -> None:
     assert app.resources.to_k8s() == {"limits": {"cpu": "2", "memory": "1Gi"}}
 
 
-def test_removed_resources_render_none() -> None:
-    assert parse(body()).resources.to_k8s() == {}
-    assert parse(body(backup={"resources": {}})).backup.resources.to_k8s() == {}
+def test_an_empty_resources_block_means_none_and_a_missing_one_the_default() -> None:
+    app = parse(body(resources={}, backup={"resources": {}}, dateLogger={"resources": {}}))
+    assert app.resources.to_k8s() == {}
+    assert app.backup.resources.to_k8s() == {}
+    assert app.date_logger.resources.to_k8s() == {}
+    # A null is read as an absent key: the default.
+    app = parse(body(resources=None, backup={"resources": None}, dateLogger={"resources": None}))
+    default = parse(body())
+    assert app.resources == default.resources
+    assert app.backup.resources == default.backup.resources
+    assert app.date_logger.resources == default.date_logger.resources
+
+
+@pytest.mark.parametrize("part", ["", "backup", "dateLogger"])
+def test_resources_are_set_and_changed_whole(part: str) -> None:
+    def parsed(resources: dict[str, Any]) -> dict[str, dict[str, str]]:
+        app = parse(
+            body(**({part: {"resources": resources}} if part else {"resources": resources}))
+        )
+        which = {"": app.resources, "backup": app.backup.resources}.get(
+            part, app.date_logger.resources
+        )
+        return which.to_k8s()
+
+    assert parsed({"limits": {"memory": "1Gi"}}) == {"limits": {"memory": "1Gi"}}
+    # The given block replaces the whole default: no default request is left behind.
+    assert parsed({"requests": {"cpu": "1", "ephemeral-storage": "2Gi"}}) == {
+        "requests": {"cpu": "1", "ephemeral-storage": "2Gi"}
+    }
+
+
+def test_image_pull_policies_are_read_where_set() -> None:
+    app = parse(
+        body(
+            imagePullPolicy="Always",
+            backup={"imagePullPolicy": "Never"},
+            dateLogger={"imagePullPolicy": "Always"},
+        )
+    )
+    assert app.image_pull_policy == "Always"
+    assert app.backup.image_pull_policy == "Never"
+    assert app.date_logger.image_pull_policy == "Always"
+
+
+def test_read_only_root_and_writable_paths_set_changed_and_turned_off() -> None:
+    app = parse(body(writablePaths=["/tmp", "/var/run/app"]))
+    assert app.read_only_root_filesystem
+    assert app.writable_paths == ("/tmp", "/var/run/app")
+    assert parse(body(writablePaths=[])).writable_paths == ()
+    assert parse(body(writablePaths=None)).writable_paths == DEFAULT_WRITABLE_PATHS
+    off = parse(body(readOnlyRootFilesystem=False, dateLogger={"readOnlyRootFilesystem": False}))
+    assert not off.read_only_root_filesystem
+    assert not off.date_logger.read_only_root_filesystem
+    assert off.writable_paths == DEFAULT_WRITABLE_PATHS
+
+
+def test_starting_deadline_set_changed_and_turned_off() -> None:
+    assert (
+        parse(
+            body(dateLogger={"startingDeadlineSeconds": 60})
+        ).date_logger.starting_deadline_seconds
+        == 60
+    )
+    assert (
+        parse(body(dateLogger={"startingDeadlineSeconds": 0})).date_logger.starting_deadline_seconds
+        == 0
+    )
 
 
 @pytest.mark.parametrize(
@@ -66,6 +165,17 @@ def test_removed_resources_render_none() -> None:
         ({"backup": {"enabled": "yes"}}, "spec.backup.enabled"),
         ({"backup": {"resources": {"limits": []}}}, "spec.backup.resources.limits"),
         ({"dateLogger": []}, "spec.dateLogger"),
+        ({"imagePullPolicy": 1}, "spec.imagePullPolicy"),
+        ({"readOnlyRootFilesystem": "true"}, "spec.readOnlyRootFilesystem"),
+        ({"writablePaths": "/tmp"}, "spec.writablePaths"),
+        ({"writablePaths": ["/tmp", 3]}, "spec.writablePaths[1]"),
+        ({"backup": {"imagePullPolicy": []}}, "spec.backup.imagePullPolicy"),
+        ({"dateLogger": {"resources": {"requests": []}}}, "spec.dateLogger.resources.requests"),
+        ({"dateLogger": {"readOnlyRootFilesystem": 1}}, "spec.dateLogger.readOnlyRootFilesystem"),
+        (
+            {"dateLogger": {"startingDeadlineSeconds": "300"}},
+            "spec.dateLogger.startingDeadlineSeconds",
+        ),
         (
             {"storage": {"nfs": {"server": "s", "path": "/x", "mountOptions": "hard"}}},
             "spec.storage.nfs.mountOptions",

@@ -150,10 +150,10 @@ def test_nothing_changed_sends_nothing(app: Pass) -> None:
     assert app.api.requests == []
 
 
-def test_removed_resources_are_applied_without_them(app: Pass) -> None:
+def test_emptied_resources_are_applied_without_them(app: Pass) -> None:
     app.edit(resources={"limits": {"cpu": "1"}})
     ready(app)
-    app.edit(resources=None)
+    app.edit(resources={})
     app.run()
     assert app.api.sent("PATCH") == [PATHS["StatefulSet"], f"{APP_PATH}/status"]
     container = app.api.objects[PATHS["StatefulSet"]]["spec"]["template"]["spec"]["containers"][0]

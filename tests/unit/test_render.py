@@ -13,8 +13,23 @@ import pytest
 import yaml
 
 from statefulwebapp import names
-from statefulwebapp.kinds import CHILDREN, Child, render_all
-from statefulwebapp.model import AppSpec, RestoreSpec, parse
+from statefulwebapp.kinds import (
+    CHILDREN,
+    CRONJOB,
+    DAEMONSET,
+    STATEFULSET,
+    Child,
+    render_all,
+    spec_field,
+)
+from statefulwebapp.model import (
+    DEFAULT_BUSYBOX_IMAGE,
+    DEFAULT_IMAGE,
+    DEFAULT_WRITABLE_PATHS,
+    AppSpec,
+    RestoreSpec,
+    parse,
+)
 from statefulwebapp.render import (
     AGENT_CAPABILITIES,
     RESTORE_CAPABILITIES,
@@ -424,3 +439,159 @@ def test_the_network_policy_may_be_turned_off() -> None:
     assert render_all(parse(off))["NetworkPolicy"] is None
     on = {**SCENARIO, "spec": {**SCENARIO["spec"], "networkPolicy": {"enabled": True}}}
     assert render_all(parse(on))["NetworkPolicy"] == render_all(parse(SCENARIO))["NetworkPolicy"]
+
+
+def _web(**spec: object) -> dict[str, Any]:
+    sts = render_all(parse({**SCENARIO, "spec": {**SCENARIO["spec"], **spec}}))["StatefulSet"]
+    assert sts is not None
+    return dict(sts["spec"]["template"]["spec"])
+
+
+def _date_logger(**settings: object) -> dict[str, Any]:
+    body = {**SCENARIO, "spec": {**SCENARIO["spec"], "dateLogger": settings}}
+    cronjob = render_all(parse(body))["CronJob"]
+    assert cronjob is not None
+    return cronjob
+
+
+def test_every_container_gets_pinned_images_pulled_only_when_missing() -> None:
+    app = parse(SCENARIO)
+    job = render_restore_job(app, RestoreSpec("r", "default", "uid-r", "web"))
+    pods = [
+        _web()["containers"][0],
+        render_daemonset(app)["spec"]["template"]["spec"]["containers"][0],  # type: ignore[index]
+        _date_logger()["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0],
+        job["spec"]["template"]["spec"]["containers"][0],
+    ]
+    assert [(c["image"], c["imagePullPolicy"]) for c in pods] == [
+        (DEFAULT_IMAGE, "IfNotPresent"),
+        *[(DEFAULT_BUSYBOX_IMAGE, "IfNotPresent")] * 3,
+    ]
+    (web,) = _web(imagePullPolicy="Always", image="nginx:latest")["containers"]
+    assert (web["image"], web["imagePullPolicy"]) == ("nginx:latest", "Always")
+
+
+def test_every_container_has_requests_and_limits_unless_emptied() -> None:
+    app = parse(SCENARIO)
+    job = render_restore_job(app, RestoreSpec("r", "default", "uid-r", "web"))
+    containers = {
+        "web": _web()["containers"][0],
+        "backup": render_daemonset(app)["spec"]["template"]["spec"]["containers"][0],  # type: ignore[index]
+        "date": _date_logger()["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0],
+        "restore": job["spec"]["template"]["spec"]["containers"][0],
+    }
+    for name, container in containers.items():
+        for half in ("requests", "limits"):
+            assert {"memory", "ephemeral-storage"} <= container["resources"][half].keys(), name
+        assert "cpu" in container["resources"]["requests"], name
+    assert "cpu" not in containers["web"]["resources"]["limits"]
+    assert containers["backup"]["resources"]["limits"]["cpu"] == "100m"
+    assert containers["restore"]["resources"] == containers["backup"]["resources"]
+    # {} is none at all; a given block is rendered as given.
+    assert "resources" not in _web(resources={})["containers"][0]
+    date = _date_logger(resources={})["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert "resources" not in date["containers"][0]
+    date = _date_logger(resources={"limits": {"memory": "64Mi"}})["spec"]["jobTemplate"]["spec"]
+    assert date["template"]["spec"]["containers"][0]["resources"] == {"limits": {"memory": "64Mi"}}
+
+
+def test_web_root_is_read_only_with_an_empty_volume_for_each_writable_path() -> None:
+    pod = _web()
+    (web,) = pod["containers"]
+    assert web["securityContext"] == {"readOnlyRootFilesystem": True}
+    writable = {m["name"]: m["mountPath"] for m in web["volumeMounts"][1:]}
+    assert list(writable.values()) == list(DEFAULT_WRITABLE_PATHS)
+    assert [v for v in pod["volumes"] if v["name"] in writable] == [
+        {"name": name, "emptyDir": {}} for name in writable
+    ]
+    # Paths of the user's own, in their order.
+    pod = _web(writablePaths=["/srv/cache", "/tmp"])
+    assert [m["mountPath"] for m in pod["containers"][0]["volumeMounts"]] == [
+        "/usr/share/nginx/html",
+        "/srv/cache",
+        "/tmp",
+    ]
+    assert len(pod["volumes"]) == 3
+    # None writable but the shared volume.
+    pod = _web(writablePaths=[])
+    assert [v["name"] for v in pod["volumes"]] == ["data"]
+    assert pod["containers"][0]["securityContext"] == {"readOnlyRootFilesystem": True}
+
+
+def test_web_root_turned_off_is_writable_and_mounts_no_writable_path() -> None:
+    pod = _web(readOnlyRootFilesystem=False)
+    (web,) = pod["containers"]
+    assert "securityContext" not in web
+    assert [m["name"] for m in web["volumeMounts"]] == ["data"]
+    assert [v["name"] for v in pod["volumes"]] == ["data"]
+
+
+def test_a_restricted_web_root_stays_read_only() -> None:
+    pod = _web(podSecurity="restricted", runAsUser=101)
+    assert pod["containers"][0]["securityContext"] == {
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    pod = _web(podSecurity="restricted", runAsUser=101, readOnlyRootFilesystem=False)
+    assert "readOnlyRootFilesystem" not in pod["containers"][0]["securityContext"]
+
+
+def test_date_logger_root_is_read_only_unless_turned_off() -> None:
+    def context(**settings: object) -> dict[str, Any]:
+        pod = _date_logger(**settings)["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        return dict(pod["containers"][0]["securityContext"])
+
+    assert context()["readOnlyRootFilesystem"] is True
+    off = context(readOnlyRootFilesystem=False)
+    assert "readOnlyRootFilesystem" not in off
+    assert off["allowPrivilegeEscalation"] is False  # The rest of "restricted" stays.
+
+
+def test_starting_deadline_is_rendered_unless_zero() -> None:
+    assert _date_logger()["spec"]["startingDeadlineSeconds"] == 300
+    assert _date_logger(startingDeadlineSeconds=60)["spec"]["startingDeadlineSeconds"] == 60
+    assert "startingDeadlineSeconds" not in _date_logger(startingDeadlineSeconds=0)["spec"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "child_field", "spec"),
+    [
+        (STATEFULSET, "spec.template.spec.containers[0].imagePullPolicy", "spec.imagePullPolicy"),
+        (STATEFULSET, "spec.template.spec.containers[0].image", "spec.image"),
+        (
+            STATEFULSET,
+            "spec.template.spec.containers[0].volumeMounts[0].mountPath",
+            "spec.storage.mountPath",
+        ),
+        (
+            STATEFULSET,
+            "spec.template.spec.containers[0].volumeMounts[2].mountPath",
+            "spec.writablePaths",
+        ),
+        (
+            STATEFULSET,
+            "spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem",
+            "spec.readOnlyRootFilesystem",
+        ),
+        (
+            CRONJOB,
+            "spec.startingDeadlineSeconds",
+            "spec.dateLogger.startingDeadlineSeconds",
+        ),
+        (
+            CRONJOB,
+            "spec.jobTemplate.spec.template.spec.containers[0].resources.limits",
+            "spec.dateLogger.resources",
+        ),
+        (
+            DAEMONSET,
+            "spec.template.spec.containers[0].imagePullPolicy",
+            "spec.backup.imagePullPolicy",
+        ),
+    ],
+)
+def test_an_invalid_new_field_is_reported_against_the_spec_field(
+    kind: Child, child_field: str, spec: str
+) -> None:
+    assert spec_field(kind, child_field) == spec
