@@ -445,17 +445,13 @@ def test_a_restore_to_a_node_that_does_not_exist_ends_at_its_deadline(
     assert tree(app.served) == before
 
 
-def test_a_killed_restore_loses_nothing_and_a_deleted_one_is_named_on_the_app(
+def test_a_killed_restore_loses_nothing_and_its_retry_finishes(
     cluster: Cluster, app: App, real_node: str
 ) -> None:
-    """Both caught half-way through extracting a big archive: a killed restore pod's retry
-    finishes; a restore deleted (its Job and pod go with it) leaves its work files in the
-    volume, which the app names (``RestoreInterrupted``) until a new restore finishes."""
     big = f"big {uuid.uuid4().hex}"
     write_site(cluster, app, big, blob_kib=BIG_MIB * 1024)
     try:
-        archive, big_content = killed_restore(cluster, app, real_node, big)
-        deleted_restore(cluster, app, archive, big_content, big)
+        killed_restore(cluster, app, real_node, big)
     finally:
         # The next tests start from a small site whatever happened: an agent archiving
         # the big one is not ready meanwhile.
@@ -477,9 +473,7 @@ def extracting(cluster: Cluster, app: App, name: str) -> str:
     return str(wait_for(found, 120, f"restore {name}'s pod extracting", interval=0.2))
 
 
-def killed_restore(
-    cluster: Cluster, app: App, real_node: str, big: str
-) -> tuple[Path, dict[str, str]]:
+def killed_restore(cluster: Cluster, app: App, real_node: str, big: str) -> None:
     big_content = tree(app.served)
     # A run that began while the content was still being written holds part of it, so the
     # archive wanted can be the second run's.
@@ -518,24 +512,45 @@ def killed_restore(
     )
     logs = cluster.kubectl("logs", "-n", app.namespace, agent)
     assert f"paused: a restore is writing {render.BACKUP_SOURCE}" in logs, logs[-2000:]
-    return archive, big_content
 
 
-def deleted_restore(
-    cluster: Cluster, app: App, archive: Path, big_content: dict[str, str], big: str
+MANY = 1500
+"""Top-level entries of the site a restore is deleted in the middle of swapping in: one rename
+each, so the swap lasts seconds."""
+
+
+def test_a_restore_deleted_mid_swap_is_named_on_the_app_until_a_new_one_finishes(
+    cluster: Cluster, app: App
 ) -> None:
-    current = f"current again {uuid.uuid4().hex}"
-    write_site(cluster, app, current)
+    """Deleting a restore stops its pod (the garbage collector takes its Job): caught while it
+    swaps the volume's content, it leaves the swap to the next restore. The web pods start
+    again on what the volume holds; the agents find the work files at once, and the app says
+    what the volume holds and how to finish (``RestoreInterrupted``) until a new restore has."""
+    token = f"many {uuid.uuid4().hex}"
+    write_site(cluster, app, token, blob_kib=1)
+    exec_in(
+        cluster,
+        app.namespace,
+        web_pod(cluster, app),
+        f"cd {MOUNT_PATH} && i=0 && while [ $i -lt {MANY} ]; do : > f$i; i=$((i + 1)); done",
+    )
+    many = tree(app.served)
+    archive = archive_of(app, many, timeout=120)
+    write_site(cluster, app, f"current {uuid.uuid4().hex}")
     restore(cluster, app, "deleted", archive=archive.name)
-    extracting(cluster, app, "deleted")
+    wait_for(
+        lambda: list(app.served.glob(".swa-restore-*.swap")),
+        240,
+        "the restore swapping the content",
+        interval=0.1,
+    )
     cluster.kubectl("delete", "swar", "deleted", "-n", app.namespace)
-    # The garbage collector takes its Job and the Job's pod; the web pods start again.
     wait_for(
         lambda: not pods(cluster, app.namespace, f"{names.LABEL_RESTORE}=deleted"),
         120,
         "the deleted restore's pod gone",
     )
-    assert list(app.served.glob(".swa-restore-*")), "no work file left: the pod finished first"
+    assert list(app.served.glob(".swa-restore-*.swap")), "the swap finished before the deletion"
     try:
         condition = wait_for(
             lambda: (
@@ -543,7 +558,7 @@ def deleted_restore(
                 == "RestoreInterrupted"
                 and c
             ),
-            180,
+            120,
             "Ready=False RestoreInterrupted",
         )
     except BaseException:
@@ -557,9 +572,10 @@ def deleted_restore(
     restore(cluster, app, "finish", archive=archive.name)
     status = finished(cluster, app, "finish", timeout=300)["status"]
     assert status["phase"] == "Succeeded", status
-    assert tree(app.served) == big_content
+    assert tree(app.served) == many
     assert not list(app.served.glob(".swa-restore-*")), "work files left in the volume"
-    serves(cluster, app, big)
+    serves(cluster, app, token)
+    write_site(cluster, app, f"small again {uuid.uuid4().hex}")
 
 
 def test_an_agent_that_cannot_archive_turns_the_app_backup_failing_and_back(
