@@ -53,6 +53,10 @@ def _restricted(pod_spec: dict[str, Any], uid: int) -> None:
         "runAsUser": uid,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+    if uid == NOBODY:
+        # Its group too (nogroup): left unset, it is the image's for that user, which an image
+        # may map to a group that owns files.
+        pod_spec["securityContext"]["runAsGroup"] = NOBODY
     for container in pod_spec["containers"]:
         # Added to what the container has: a read-only root stays read-only.
         container.setdefault("securityContext", {}).update(
