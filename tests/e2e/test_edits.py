@@ -327,7 +327,7 @@ STEPS: list[tuple[str, Edit | list[Obj], Check]] = [
     ),
     (
         # A merge patch (what kubectl apply sends) of {} changes nothing, so an empty block
-        # needs a JSON patch: the README says so.
+        # needs a JSON patch: docs/api.md says so.
         "turn off the backup container's resources (an empty block)",
         [{"op": "replace", "path": "/spec/backup/resources", "value": {}}],
         lambda c, ns, ch: _eq(container(ch["DaemonSet"]).get("resources"), {}),

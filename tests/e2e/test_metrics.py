@@ -62,7 +62,7 @@ def test_a_leader_counts_the_passes_requests_and_ready_apps_of_a_new_app(
             30,
             "the app counted Ready",
         )
-        print(after.text)  # What the README shows (pytest -s).
+        print(after.text)  # What docs/operations.md shows (pytest -s).
         assert after.value(PASSES, outcome="changed") >= 2  # type: ignore[operator]
         for outcome in ("problem", "retry", "gone", "error"):
             assert after.value(PASSES, outcome=outcome) == 0, outcome

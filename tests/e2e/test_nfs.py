@@ -266,7 +266,7 @@ def test_a_failing_readiness_check_keeps_the_app_not_ready(
     finally:
         # Fixed: the StatefulSet controller does not replace a pod that never got ready in a
         # rollout (Kubernetes' "forced rollback"): the pod that tried the bad check is deleted
-        # by hand, as the README says, and comes back with the fixed one. In `finally`, so
+        # by hand, as docs/api.md says, and comes back with the fixed one. In `finally`, so
         # that a failure here leaves the module's app as the next tests expect it.
         body["spec"]["probes"]["readiness"]["httpGet"]["path"] = "/index.html"
         apply(cluster, nfs_app.namespace, body)

@@ -363,7 +363,7 @@ def test_a_named_older_archive_and_the_default_latest(
     assert tree(app.served) == archive_tree(restored)
     assert "planted" not in (app.served / "index.html").read_text()
     wait_ready(cluster, app.namespace, timeout=180)
-    print(cluster.kubectl("get", "swar", "-n", app.namespace))  # What the README shows.
+    print(cluster.kubectl("get", "swar", "-n", app.namespace))  # What docs/backup-restore.md shows.
 
 
 def test_a_missing_archive_fails_naming_what_exists_and_changes_nothing(
