@@ -208,7 +208,6 @@ DEFAULTS: dict[str, Callable[[model.AppSpec], Any]] = {
     "image": lambda a: a.image,
     "imagePullPolicy": lambda a: a.image_pull_policy,
     "port": lambda a: a.port,
-    "resources": lambda a: a.resources.to_k8s(),
     "readOnlyRootFilesystem": lambda a: a.read_only_root_filesystem,
     "writablePaths": lambda a: list(a.writable_paths),
     "podSecurity": lambda a: "restricted" if a.restricted else "default",
@@ -236,18 +235,44 @@ DEFAULTS: dict[str, Callable[[model.AppSpec], Any]] = {
     "backup.intervalSeconds": lambda a: a.backup.interval_seconds,
     "backup.keep": lambda a: a.backup.keep,
     "backup.tolerateControlPlane": lambda a: a.backup.tolerate_control_plane,
-    "backup.resources": lambda a: a.backup.resources.to_k8s(),
     "dateLogger.enabled": lambda a: a.date_logger.enabled,
     "dateLogger.schedule": lambda a: a.date_logger.schedule,
     "dateLogger.image": lambda a: a.date_logger.image,
     "dateLogger.imagePullPolicy": lambda a: a.date_logger.image_pull_policy,
-    "dateLogger.resources": lambda a: a.date_logger.resources.to_k8s(),
     "dateLogger.readOnlyRootFilesystem": lambda a: a.date_logger.read_only_root_filesystem,
     "dateLogger.startingDeadlineSeconds": lambda a: a.date_logger.starting_deadline_seconds,
     "dateLogger.suspend": lambda a: a.date_logger.suspend,
     "dateLogger.successfulJobsHistoryLimit": lambda a: a.date_logger.successful_jobs_history_limit,
     "dateLogger.failedJobsHistoryLimit": lambda a: a.date_logger.failed_jobs_history_limit,
 }
+
+
+MODEL_DEFAULTS: dict[str, Callable[[model.AppSpec], Any]] = {
+    "resources": lambda a: a.resources.to_k8s(),
+    "backup.resources": lambda a: a.backup.resources.to_k8s(),
+    "dateLogger.resources": lambda a: a.date_logger.resources.to_k8s(),
+}
+"""Blocks the model defaults, not the CRD: a CRD default is stored in the app, and a later
+``kubectl apply`` of part of the block (only limits, say) would merge into it instead of
+replacing it."""
+
+
+@pytest.mark.parametrize("path", sorted(MODEL_DEFAULTS))
+def test_resource_blocks_are_defaulted_by_the_model_as_their_description_says(
+    spec_schema: Schema, path: str
+) -> None:
+    sub = at(spec_schema, path)
+    assert "default" not in sub
+    said = " ".join(sub["description"].split()).split("Default:", 1)[1]
+    resources = MODEL_DEFAULTS[path](model.parse(body(copy.deepcopy(MINIMAL))))
+    for half in ("requests", "limits"):
+        part = (
+            said.split(f"{half} of", 1)[1].split("limits of", 1)[0]
+            if half == "requests"
+            else said.split("limits of", 1)[1]
+        )
+        for resource, quantity in resources.get(half, {}).items():
+            assert f"{resource} {quantity}" in part, (path, half, resource, said)
 
 
 @pytest.mark.parametrize("path", sorted(DEFAULTS))
@@ -277,9 +302,10 @@ def test_every_crd_default_is_compared(spec_schema: Schema) -> None:
 def test_defaulted_minimal_spec_parses_like_the_bare_one(spec_schema: Schema) -> None:
     defaulted = apply_defaults(copy.deepcopy(MINIMAL), spec_schema)
     assert set(defaulted) >= {"replicas", "image", "port", "backup", "dateLogger"}
-    assert defaulted["backup"]["resources"] == model.backup_resources().to_k8s()
-    assert defaulted["resources"] == model.web_resources().to_k8s()
-    assert defaulted["dateLogger"]["resources"] == model.date_logger_resources().to_k8s()
+    # The model's, not the CRD's (MODEL_DEFAULTS): nothing stored.
+    assert "resources" not in defaulted
+    assert "resources" not in defaulted["backup"]
+    assert "resources" not in defaulted["dateLogger"]
     assert model.parse(body(defaulted)) == model.parse(body(copy.deepcopy(MINIMAL)))
 
 
@@ -359,10 +385,10 @@ def test_every_resources_field_has_one_shape_and_says_how_to_remove_it(
     shapes = []
     for path in ("resources", "backup.resources", "dateLogger.resources"):
         sub = at(spec_schema, path)
-        assert "{} (set with a JSON patch" in " ".join(sub["description"].split()), path
-        assert set(sub["default"]) == {"requests", "limits"}, path
-        for half in ("requests", "limits"):
-            assert set(sub["default"][half]) <= {"cpu", "memory", "ephemeral-storage"}, path
+        assert "{} (applied, or a JSON patch) means none" in " ".join(sub["description"].split()), (
+            path
+        )
+        assert "default" not in sub, path
         shapes.append(
             {
                 half: sub["properties"][half]["additionalProperties"]["x-kubernetes-int-or-string"]
@@ -371,8 +397,9 @@ def test_every_resources_field_has_one_shape_and_says_how_to_remove_it(
         )
     assert shapes[0] == shapes[1] == shapes[2]
     # Throttling a web server only delays its answers: its default has no CPU limit.
-    assert "cpu" not in at(spec_schema, "resources")["default"]["limits"]
-    assert at(spec_schema, "backup.resources")["default"]["limits"]["cpu"] == "100m"
+    minimal = model.parse(body(copy.deepcopy(MINIMAL)))
+    assert "cpu" not in minimal.resources.limits
+    assert minimal.backup.resources.limits["cpu"] == "100m"
 
 
 def test_writable_paths_are_a_set_of_absolute_directories(spec_schema: Schema) -> None:
