@@ -57,8 +57,10 @@ from bench.fleet import (
     log,
     make_namespace,
 )
-from statefulwebapp import kinds, kube, names
-from statefulwebapp.model import parse
+from statefulwebapp.api import kinds
+from statefulwebapp.api.model import parse
+from statefulwebapp.runtime import kube
+from statefulwebapp.specs import names
 
 OUT = REPO / "bench/results"
 OPERATOR_LOG = OUT / "faults-operator.log"

@@ -44,10 +44,10 @@ import requests
 
 from bench.profile import Recording
 from bench.timeline import tail_timeline, timelines
-from statefulwebapp import names
-from statefulwebapp.kinds import render_all
-from statefulwebapp.kube import USER_AGENT, apply
-from statefulwebapp.model import parse
+from statefulwebapp.api.kinds import render_all
+from statefulwebapp.api.model import parse
+from statefulwebapp.runtime.kube import USER_AGENT, apply
+from statefulwebapp.specs import names
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / ".cluster"

@@ -17,9 +17,9 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from statefulwebapp import kinds
-from statefulwebapp.kinds import render_all
-from statefulwebapp.model import parse
+from statefulwebapp.api import kinds
+from statefulwebapp.api.kinds import render_all
+from statefulwebapp.api.model import parse
 
 WORKLOADS = ("statefulsets", "daemonsets")
 """The kinds whose pods are the app's: a pod's name is its workload's and a suffix."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from statefulwebapp import kinds, model
+from statefulwebapp.api import kinds, model
 
 SAMPLE = Path(__file__).resolve().parents[1] / "crds/samples/web.yaml"
 

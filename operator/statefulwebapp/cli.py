@@ -23,10 +23,11 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from statefulwebapp import controller, handlers, kube, lease, workqueue
-from statefulwebapp.metrics import Endpoint, Metrics
-from statefulwebapp.model import DEFAULT_BACKUP_ROOT
-from statefulwebapp.policy import Export, Policy
+from statefulwebapp import handlers, manager
+from statefulwebapp.api.model import DEFAULT_BACKUP_ROOT
+from statefulwebapp.controllers.policy import Export, Policy
+from statefulwebapp.runtime import kube, lease, workqueue
+from statefulwebapp.runtime.metrics import Endpoint, Metrics
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 LEASE_NAME = "statefulwebapp-operator"
@@ -108,7 +109,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resync-seconds",
         type=float,
-        default=controller.RESYNC_SECONDS,
+        default=manager.RESYNC_SECONDS,
         metavar="S",
         help=(
             "period of the full check that repairs what the watches missed in a gap, "

@@ -10,9 +10,10 @@ from typing import Any
 import pykube
 import yaml
 
-from statefulwebapp import drift, kinds
-from statefulwebapp.kinds import render_all
-from statefulwebapp.model import DEFAULT_BUSYBOX_IMAGE, DEFAULT_IMAGE, parse
+from statefulwebapp.api import kinds
+from statefulwebapp.api.kinds import render_all
+from statefulwebapp.api.model import DEFAULT_BUSYBOX_IMAGE, DEFAULT_IMAGE, parse
+from statefulwebapp.specs import drift
 from tests.e2e.cluster import BACKUP_ROOT, Cluster, local_images, wait_for
 from tests.e2e.fieldsets import owned_paths, rendering_fields
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from statefulwebapp import informer, kinds
-from statefulwebapp.model import parse
+from statefulwebapp.api import kinds
+from statefulwebapp.api.model import parse
+from statefulwebapp.runtime import informer
 from tests.e2e.apps import apply, get_app, sample, wait_ready
 from tests.e2e.cluster import Cluster, Operator, run_operator, wait_for
 from tests.e2e.metrics import Scrape, health, scrape

@@ -20,9 +20,9 @@ import pykube
 import pytest
 import yaml
 
-from statefulwebapp import names
-from statefulwebapp.kinds import BACKUP_CLAIM, BACKUP_VOLUME, render_all
-from statefulwebapp.model import parse
+from statefulwebapp.api.kinds import BACKUP_CLAIM, BACKUP_VOLUME, render_all
+from statefulwebapp.api.model import parse
+from statefulwebapp.specs import names
 from tests.e2e.apps import (
     apply,
     child,

@@ -24,8 +24,12 @@ import copy
 from dataclasses import dataclass
 from typing import Any, cast
 
-from statefulwebapp import handlers, informer, kinds, kube, names, restore
-from statefulwebapp.model import parse_restore
+from statefulwebapp import handlers
+from statefulwebapp.api import kinds
+from statefulwebapp.api.model import parse_restore
+from statefulwebapp.controllers import restore
+from statefulwebapp.runtime import informer, kube
+from statefulwebapp.specs import names
 from tests.unit.fakeapi import APPLY, Call, FakeApi, Obj
 from tests.unit.test_controller import APP, KEY, Fixture, app
 from tests.unit.test_lease import Clock, candidate

@@ -10,11 +10,14 @@ from typing import Any
 
 import pytest
 
-from statefulwebapp import controller, informer, kinds, kube, render
-from statefulwebapp.controller import Controller
-from statefulwebapp.metrics import Metrics
-from statefulwebapp.model import parse
-from statefulwebapp.workqueue import WorkQueue
+from statefulwebapp import manager as controller
+from statefulwebapp.api import kinds
+from statefulwebapp.api.model import parse
+from statefulwebapp.manager import Controller
+from statefulwebapp.runtime import informer, kube
+from statefulwebapp.runtime.metrics import Metrics
+from statefulwebapp.runtime.workqueue import WorkQueue
+from statefulwebapp.specs import render
 from tests.unit.fakeapi import FakeApi, Obj
 from tests.unit.test_reconcile import APPLY_ORDER, PATHS, RENDERED
 from tests.unit.test_render import SCENARIO

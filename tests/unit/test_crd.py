@@ -1,6 +1,6 @@
 """Tests for the StatefulWebApp CRD, read as YAML: no cluster needed.
 
-The CRD is the one statement of what a valid spec is; ``statefulwebapp.model`` reads the same
+The CRD is the one statement of what a valid spec is; ``statefulwebapp.api.model`` reads the same
 fields with the same defaults. These tests hold the two in step (defaults, the status the
 operator writes), check what ``kubectl explain`` shows (a description everywhere) and that the
 sample in crds/samples/ is an object both accept. What the rules accept is tested against the
@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from statefulwebapp import model, names, status
+from statefulwebapp.api import model
+from statefulwebapp.specs import names, status
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds/statefulwebapps.apps.k8slab.io.yaml"

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from statefulwebapp import drift
-from statefulwebapp.model import parse
-from statefulwebapp.reconcile import owned
-from statefulwebapp.render import (
+from statefulwebapp.api.model import parse
+from statefulwebapp.controllers.reconcile import owned
+from statefulwebapp.specs import drift
+from statefulwebapp.specs.render import (
     render_daemonset,
     render_network_policy,
     render_statefulset,

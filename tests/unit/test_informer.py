@@ -11,7 +11,9 @@ from typing import Any, cast
 
 import pytest
 
-from statefulwebapp import drift, informer, kinds, names
+from statefulwebapp.api import kinds
+from statefulwebapp.runtime import informer
+from statefulwebapp.specs import drift, names
 
 
 def service(uid: str, app: str, version: str = "1", **extra: Any) -> dict[str, Any]:

@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from statefulwebapp import kube
-from statefulwebapp.lease import Elector, NoLeaseNamespaceError, Timing
+from statefulwebapp.runtime import kube
+from statefulwebapp.runtime.lease import Elector, NoLeaseNamespaceError, Timing
 from tests.unit.fakeapi import FakeApi, error
 
 PATH = kube.path("Lease", "op", "ns")

@@ -22,8 +22,9 @@ import requests
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from statefulwebapp import informer, kinds, kube, workqueue
-from statefulwebapp.metrics import OUTCOMES, PASS_BUCKETS, Endpoint, Metrics
+from statefulwebapp.api import kinds
+from statefulwebapp.runtime import informer, kube, workqueue
+from statefulwebapp.runtime.metrics import OUTCOMES, PASS_BUCKETS, Endpoint, Metrics
 
 
 @pytest.fixture(autouse=True)

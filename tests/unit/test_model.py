@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from statefulwebapp.model import (
+from statefulwebapp.api.model import (
     DEFAULT_BUSYBOX_IMAGE,
     DEFAULT_IMAGE,
     DEFAULT_WRITABLE_PATHS,

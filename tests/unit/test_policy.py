@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from statefulwebapp.model import parse
-from statefulwebapp.policy import Export, ExportClaims, Policy, exports_of
+from statefulwebapp.api.model import parse
+from statefulwebapp.controllers.policy import Export, ExportClaims, Policy, exports_of
 from tests.unit.test_render import SCENARIO
 
 

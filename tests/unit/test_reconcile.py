@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 import requests
 
-from statefulwebapp import drift, kinds, kube
-from statefulwebapp.drift import DIGEST
-from statefulwebapp.model import parse
-from statefulwebapp.policy import NO_POLICY, Export, ExportClaims, Policy
-from statefulwebapp.reconcile import Memory, Outcome, collect_volume, reconcile
+from statefulwebapp.api import kinds
+from statefulwebapp.api.model import parse
+from statefulwebapp.controllers.policy import NO_POLICY, Export, ExportClaims, Policy
+from statefulwebapp.controllers.reconcile import Memory, Outcome, collect_volume, reconcile
+from statefulwebapp.runtime import kube
+from statefulwebapp.specs import drift
+from statefulwebapp.specs.drift import DIGEST
 from tests.unit.fakeapi import FakeApi, Obj, error
 from tests.unit.test_render import SCENARIO
 

@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from statefulwebapp import names
-from statefulwebapp.kinds import (
+from statefulwebapp.api.kinds import (
     CHILDREN,
     CRONJOB,
     DAEMONSET,
@@ -22,7 +21,7 @@ from statefulwebapp.kinds import (
     render_all,
     spec_field,
 )
-from statefulwebapp.model import (
+from statefulwebapp.api.model import (
     DEFAULT_BUSYBOX_IMAGE,
     DEFAULT_IMAGE,
     DEFAULT_WRITABLE_PATHS,
@@ -30,7 +29,8 @@ from statefulwebapp.model import (
     RestoreSpec,
     parse,
 )
-from statefulwebapp.render import (
+from statefulwebapp.specs import names
+from statefulwebapp.specs.render import (
     AGENT_CAPABILITIES,
     RESTORE_CAPABILITIES,
     WEB_PORT,

@@ -14,10 +14,11 @@ from typing import Any, cast
 import pytest
 import yaml
 
-from statefulwebapp import kube, restore
-from statefulwebapp.model import RestoreSpec, parse
-from statefulwebapp.objects import timestamp
-from statefulwebapp.render import render_restore_job, render_statefulset
+from statefulwebapp.api.model import RestoreSpec, parse
+from statefulwebapp.api.objects import timestamp
+from statefulwebapp.controllers import restore
+from statefulwebapp.runtime import kube
+from statefulwebapp.specs.render import render_restore_job, render_statefulset
 from tests.unit.fakeapi import FakeApi, error
 from tests.unit.test_render import ARCHIVED, GOLDEN, SCENARIO
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from statefulwebapp import restore
-from statefulwebapp.model import RestoreSpec
+from statefulwebapp.api.model import RestoreSpec
+from statefulwebapp.controllers import restore
 from tests.unit.test_crd import unknown_fields, walk
 from tests.unit.test_render import SCENARIO
 

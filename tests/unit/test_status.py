@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from statefulwebapp.model import parse
-from statefulwebapp.status import Problem, combine, compute, date_log, recheck_after, urgent
+from statefulwebapp.api.model import parse
+from statefulwebapp.specs.status import Problem, combine, compute, date_log, recheck_after, urgent
 from tests.unit.test_render import SCENARIO
 
 APP = parse(SCENARIO)

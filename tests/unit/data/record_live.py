@@ -20,8 +20,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from statefulwebapp import drift, kinds, kube
-from statefulwebapp.model import parse
+from statefulwebapp.api import kinds
+from statefulwebapp.api.model import parse
+from statefulwebapp.runtime import kube
+from statefulwebapp.specs import drift
 
 OUT = Path(__file__).parent / "live"
 SPEC: dict[str, Any] = {

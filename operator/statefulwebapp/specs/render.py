@@ -1,7 +1,7 @@
 """Pure renderers: one function per child, from the typed spec to a manifest dict.
 
 Nothing here talks to the API server, reads the clock or the environment, so every manifest
-is a function of the :class:`~statefulwebapp.model.AppSpec` alone; the golden tests pin them
+is a function of the :class:`~statefulwebapp.api.model.AppSpec` alone; the golden tests pin them
 and the e2e tests reuse them to compute what the cluster must show.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-from statefulwebapp import names
-from statefulwebapp.model import GROUP, KIND, VERSION, AppSpec, NfsSource, RestoreSpec
-from statefulwebapp.objects import Manifest
+from statefulwebapp.api.model import GROUP, KIND, VERSION, AppSpec, NfsSource, RestoreSpec
+from statefulwebapp.api.objects import Manifest
+from statefulwebapp.specs import names
 
 _SCRIPTS = resources.files("statefulwebapp").joinpath("scripts")
 BACKUP_SCRIPT = _SCRIPTS.joinpath("backup.sh").read_text()

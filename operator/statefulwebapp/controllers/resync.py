@@ -23,9 +23,10 @@ from typing import Any
 
 import pykube
 
-from statefulwebapp import kinds, kube
-from statefulwebapp.informer import owner_key
-from statefulwebapp.objects import Key
+from statefulwebapp.api import kinds
+from statefulwebapp.api.objects import Key
+from statefulwebapp.runtime import kube
+from statefulwebapp.runtime.informer import owner_key
 
 
 @dataclass(frozen=True)

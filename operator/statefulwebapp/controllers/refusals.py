@@ -24,8 +24,9 @@ import re
 
 import requests
 
-from statefulwebapp import kinds, status
-from statefulwebapp.kube import ApiError
+from statefulwebapp.api import kinds
+from statefulwebapp.runtime.kube import ApiError
+from statefulwebapp.specs import status
 
 _RBAC = re.compile(r"\bcannot \S+ resource\b")
 """How the API server words an RBAC denial (the authorizer's message; admission never says it)."""

@@ -35,9 +35,11 @@ from typing import Any
 import pykube
 import requests
 
-from statefulwebapp import drift, kinds, kube, names
-from statefulwebapp.metrics import Metrics
-from statefulwebapp.objects import Key, Manifest
+from statefulwebapp.api import kinds
+from statefulwebapp.api.objects import Key, Manifest
+from statefulwebapp.runtime import kube
+from statefulwebapp.runtime.metrics import Metrics
+from statefulwebapp.specs import drift, names
 
 Notify = Callable[[kinds.Kind, Key, str], None]
 """Told of a change: the object's kind, its app, the event (ADDED, MODIFIED, DELETED)."""

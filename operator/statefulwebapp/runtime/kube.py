@@ -2,8 +2,8 @@
 
 Every request a client from :func:`connect` sends (these functions', the children's watches',
 the lease's) is counted by verb and status code when it is given the process's
-:class:`~statefulwebapp.metrics.Metrics`: below the session, in its HTTP adapter, so a request
-that got no answer (refused, timed out) counts too, as ``error``.
+:class:`~statefulwebapp.runtime.metrics.Metrics`: below the session, in its HTTP adapter, so a
+request that got no answer (refused, timed out) counts too, as ``error``.
 
 Children are written with server-side apply under one field manager, so a field someone else
 owns is left alone, a field we own is set back, and a field we no longer send is removed. Paths
@@ -25,8 +25,9 @@ from typing import Any
 import pykube
 import requests
 
-from statefulwebapp import kinds, names
-from statefulwebapp.metrics import Metrics
+from statefulwebapp.api import kinds
+from statefulwebapp.runtime.metrics import Metrics
+from statefulwebapp.specs import names
 
 
 class ApiError(RuntimeError):

@@ -25,8 +25,8 @@ from typing import Any
 
 import pykube
 
-from statefulwebapp import kinds, kube, names, refusals
-from statefulwebapp.model import (
+from statefulwebapp.api import kinds
+from statefulwebapp.api.model import (
     DEFAULT_BACKUP_ROOT,
     GROUP,
     KIND,
@@ -37,8 +37,11 @@ from statefulwebapp.model import (
     parse,
     parse_restore,
 )
-from statefulwebapp.objects import Manifest, timestamp
-from statefulwebapp.render import render_restore_job
+from statefulwebapp.api.objects import Manifest, timestamp
+from statefulwebapp.controllers import refusals
+from statefulwebapp.runtime import kube
+from statefulwebapp.specs import names
+from statefulwebapp.specs.render import render_restore_job
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
 ACTIVE = frozenset({"", PENDING, RUNNING})

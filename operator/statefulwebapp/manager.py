@@ -26,12 +26,15 @@ from typing import Any, cast
 import kopf
 import pykube
 
-from statefulwebapp import informer, kinds, kube, names, refusals, restore, workqueue
-from statefulwebapp.metrics import Metrics
-from statefulwebapp.objects import Key, Obj
-from statefulwebapp.policy import NO_POLICY, ExportClaims, Policy
-from statefulwebapp.reconcile import Memory, collect_volume, reconcile
-from statefulwebapp.resync import Plan, Snapshot, compare, from_cluster, list_apps
+from statefulwebapp.api import kinds
+from statefulwebapp.api.objects import Key, Obj
+from statefulwebapp.controllers import refusals, restore
+from statefulwebapp.controllers.policy import NO_POLICY, ExportClaims, Policy
+from statefulwebapp.controllers.reconcile import Memory, collect_volume, reconcile
+from statefulwebapp.controllers.resync import Plan, Snapshot, compare, from_cluster, list_apps
+from statefulwebapp.runtime import informer, kube, workqueue
+from statefulwebapp.runtime.metrics import Metrics
+from statefulwebapp.specs import names
 
 Index = Mapping[Any, Any]
 """One of kopf's indexes (``idx_apps``, ``idx_restores``): key -> the packed objects stored."""

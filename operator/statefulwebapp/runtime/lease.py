@@ -30,8 +30,9 @@ from typing import Any
 import pykube
 import requests
 
-from statefulwebapp import kinds, kube
-from statefulwebapp.objects import timestamp
+from statefulwebapp.api import kinds
+from statefulwebapp.api.objects import timestamp
+from statefulwebapp.runtime import kube
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,13 @@ from typing import Any
 
 import pykube
 
-from statefulwebapp import drift, kinds, kube, names, refusals, status
-from statefulwebapp.model import AppSpec, SpecError, parse
-from statefulwebapp.objects import Key, Obj, timestamp
-from statefulwebapp.policy import NO_POLICY, ExportClaims, Policy, exports_of
+from statefulwebapp.api import kinds
+from statefulwebapp.api.model import AppSpec, SpecError, parse
+from statefulwebapp.api.objects import Key, Obj, timestamp
+from statefulwebapp.controllers import refusals
+from statefulwebapp.controllers.policy import NO_POLICY, ExportClaims, Policy, exports_of
+from statefulwebapp.runtime import kube
+from statefulwebapp.specs import drift, names, status
 
 Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 Warn = Callable[[str, str], None]

@@ -11,10 +11,10 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from statefulwebapp.model import GROUP, KIND
+from statefulwebapp.api.model import GROUP, KIND
 
 if TYPE_CHECKING:
-    from statefulwebapp.model import AppSpec, RestoreSpec
+    from statefulwebapp.api.model import AppSpec, RestoreSpec
 
 MANAGER = "statefulwebapp-operator"
 """Field manager for server-side apply and value of ``app.kubernetes.io/managed-by``."""

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from statefulwebapp import kinds, names
-from statefulwebapp.model import AppSpec
-from statefulwebapp.objects import Obj
-from statefulwebapp.render import BACKUP_CHECK_SECONDS, render_disruption_budget
+from statefulwebapp.api import kinds
+from statefulwebapp.api.model import AppSpec
+from statefulwebapp.api.objects import Obj
+from statefulwebapp.specs import names
+from statefulwebapp.specs.render import BACKUP_CHECK_SECONDS, render_disruption_budget
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from statefulwebapp import names, render
-from statefulwebapp.model import GROUP, KIND, PLURAL, VERSION, AppSpec
-from statefulwebapp.objects import Manifest
+from statefulwebapp.api.model import GROUP, KIND, PLURAL, VERSION, AppSpec
+from statefulwebapp.api.objects import Manifest
+from statefulwebapp.specs import names, render
 
 
 @dataclass(frozen=True)
