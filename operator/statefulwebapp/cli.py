@@ -24,10 +24,12 @@ import kopf
 import prometheus_client
 
 from statefulwebapp import handlers, manager
+from statefulwebapp.api import kinds
 from statefulwebapp.api.model import DEFAULT_BACKUP_ROOT
 from statefulwebapp.controllers.policy import Export, Policy
 from statefulwebapp.runtime import kube, lease, workqueue
 from statefulwebapp.runtime.metrics import Endpoint, Metrics
+from statefulwebapp.specs import names
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 LEASE_NAME = "statefulwebapp-operator"
@@ -199,10 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     metrics = Metrics()
     elector = lease.Elector(
-        kube.connect(timeout=lease.Timing.retry, pool=2, metrics=metrics),
+        kube.connect(
+            timeout=lease.Timing.retry, pool=2, metrics=metrics, user_agent=names.USER_AGENT
+        ),
         namespace,
         name,
         args.identity,
+        kind=kinds.LEASE,
     )
     endpoint = None if args.health == "none" else Endpoint(args.health, metrics)
     if endpoint is not None:

@@ -33,6 +33,7 @@ from statefulwebapp.manager import RESYNC_SECONDS, Controller, key_of, new_queue
 from statefulwebapp.runtime import informer, kube
 from statefulwebapp.runtime.metrics import Metrics
 from statefulwebapp.runtime.workqueue import ROLLOUTS_PER_MINUTE
+from statefulwebapp.specs import names
 
 APP = (kinds.APP.group, kinds.APP.version, kinds.APP.plural)
 RESTORE = (kinds.RESTORE.group, kinds.RESTORE.version, kinds.RESTORE.plural)
@@ -60,7 +61,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
     # nobody.
     metrics = memo.metrics if "metrics" in memo else Metrics()
     controller = Controller(
-        kube.connect(metrics=metrics),
+        kube.connect(metrics=metrics, user_agent=names.USER_AGENT),
         apps=kwargs["idx_apps"],
         restores=kwargs["idx_restores"],
         metrics=metrics,

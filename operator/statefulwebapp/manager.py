@@ -34,7 +34,7 @@ from statefulwebapp.controllers.reconcile import Memory, collect_volume, reconci
 from statefulwebapp.controllers.resync import Plan, Snapshot, compare, from_cluster, list_apps
 from statefulwebapp.runtime import informer, kube, workqueue
 from statefulwebapp.runtime.metrics import Metrics
-from statefulwebapp.specs import names
+from statefulwebapp.specs import names, registry
 
 Index = Mapping[Any, Any]
 """One of kopf's indexes (``idx_apps``, ``idx_restores``): key -> the packed objects stored."""
@@ -198,7 +198,7 @@ class Controller:
         # Watches hold a connection each for minutes: a client of their own.
         streams = len(informer.SOURCES) * max(1, len(self.namespaces))
         self.children = informer.start(
-            kube.connect(pool=streams, metrics=self.metrics),
+            kube.connect(pool=streams, metrics=self.metrics, user_agent=names.USER_AGENT),
             self.namespaces,
             self.tell,
             self.metrics,
@@ -268,7 +268,7 @@ class Controller:
         """
         with self._lock:
             if self._held is not None:
-                self._held[child.key if isinstance(child, kinds.Child) else child.name, key] = (
+                self._held[child.key if isinstance(child, registry.Child) else child.name, key] = (
                     child,
                     event,
                 )
@@ -291,7 +291,7 @@ class Controller:
 
     def _child_changed(self, child: kinds.Kind, key: Key, event: str) -> None:
         """Repair the child if needed and recompute the app's status."""
-        volume = isinstance(child, kinds.Child) and not child.namespaced
+        volume = isinstance(child, registry.Child) and not child.namespaced
         if volume and (key in self.gone or not has(self.apps, key)):
             # A volume whose app is gone: its deletion event was handled before the volume
             # could go, or it was deleted during a watch gap.
@@ -352,7 +352,8 @@ class Controller:
 
     def _observed(self, key: Key, uid: str) -> dict[str, Obj | None]:
         return {
-            child.key: owned_first(self.children[child.key], key, uid) for child in kinds.CHILDREN
+            child.key: owned_first(self.children[child.key], key, uid)
+            for child in registry.CHILDREN
         }
 
     def _reconcile(
@@ -462,7 +463,7 @@ class Controller:
         except kube.ApiError as err:  # The resync tries again.
             log.error("could not list the apps to find orphaned volumes: %s", err)
             return
-        volumes = (c for c in kinds.CHILDREN if not c.namespaced)
+        volumes = (c for c in registry.CHILDREN if not c.namespaced)
         for key in set().union(*(self.children[c.key] for c in volumes)) - apps:
             self.collect(key)
 
@@ -506,7 +507,7 @@ class Controller:
         """The apps and the kinds of their children, as the index and caches show them."""
         apps = frozenset(key for key in self.apps if has(self.apps, key) and key not in self.gone)
         children: dict[Key, set[str]] = {}
-        for child in kinds.CHILDREN:
+        for child in registry.CHILDREN:
             cache = self.children[child.key]
             for key in list(cache):
                 if has(cache, key):
@@ -564,7 +565,7 @@ class Controller:
                     apps=[n for ns, n in self.apps if ns == namespace],
                     siblings=siblings,
                     statefulset=owned_first(
-                        self.children[kinds.STATEFULSET.name],
+                        self.children[registry.STATEFULSET.name],
                         app_key,
                         str((app or {}).get("metadata", {}).get("uid") or ""),
                     ),

@@ -11,9 +11,9 @@ import pykube
 import yaml
 
 from statefulwebapp.api import kinds
-from statefulwebapp.api.kinds import render_all
 from statefulwebapp.api.model import DEFAULT_BUSYBOX_IMAGE, DEFAULT_IMAGE, parse
-from statefulwebapp.specs import drift
+from statefulwebapp.specs import drift, registry
+from statefulwebapp.specs.registry import render_all
 from tests.e2e.cluster import BACKUP_ROOT, Cluster, local_images, wait_for
 from tests.e2e.fieldsets import owned_paths, rendering_fields
 
@@ -161,7 +161,7 @@ def apply(cluster: Cluster, namespace: str, body: dict[str, Any]) -> str:
 
 def child(cluster: Cluster, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
     """The child ``name`` of ``kind`` (a kind's name, or a child's key such as BackupVolume)."""
-    known = kinds.BY_KEY.get(kind) or kinds.BY_NAME.get(kind)
+    known = registry.BY_KEY.get(kind) or kinds.BY_NAME.get(kind)
     plural = known.plural if known else kind.lower()
     args = ["get", plural, name, "-o", "json", "--ignore-not-found", "--show-managed-fields"]
     if known is None or known.namespaced:

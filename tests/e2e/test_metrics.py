@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from statefulwebapp.api import kinds
 from statefulwebapp.api.model import parse
 from statefulwebapp.runtime import informer
+from statefulwebapp.specs import registry
 from tests.e2e.apps import apply, get_app, sample, wait_ready
 from tests.e2e.cluster import Cluster, Operator, run_operator, wait_for
 from tests.e2e.metrics import Scrape, health, scrape
@@ -73,7 +73,7 @@ def test_a_leader_counts_the_passes_requests_and_ready_apps_of_a_new_app(
         # Each child created by one apply (three replicas: the disruption budget too), then
         # the status acknowledged and Ready: at least two status writes.
         requests = "statefulwebapp_api_requests_total"
-        rendered = [m for m in kinds.render_all(parse(get_app(cluster, apps_ns))).values() if m]
+        rendered = [m for m in registry.render_all(parse(get_app(cluster, apps_ns))).values() if m]
         assert after.value(requests, verb="apply", code="201") == len(rendered)
         # Creations are counted exactly (each child created once); how many applies in all
         # a loaded machine needs (a retry after a timeout) is the benchmark's figure.

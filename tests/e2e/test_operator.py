@@ -20,9 +20,9 @@ import pykube
 import pytest
 import yaml
 
-from statefulwebapp.api.kinds import BACKUP_CLAIM, BACKUP_VOLUME, render_all
 from statefulwebapp.api.model import parse
 from statefulwebapp.specs import names
+from statefulwebapp.specs.registry import BACKUP_CLAIM, BACKUP_VOLUME, render_all
 from tests.e2e.apps import (
     apply,
     child,

@@ -172,8 +172,8 @@ def _restore(api: FakeApi, events: list[tuple[str, str]]) -> None:
         "metadata": {"name": "back", "namespace": namespace, "uid": "uid-restore"},
         "spec": {"appName": name},
     }
-    path = kube.path(kinds.RESTORE.name, "back", namespace)
-    job = kube.path(kinds.JOB.name, names.restore_job(parse_restore(body)), namespace)
+    path = kube.path(kinds.RESTORE, "back", namespace)
+    job = kube.path(kinds.JOB, names.restore_job(parse_restore(body)), namespace)
     api.objects[path] = body
     # The app's own StatefulSet, stopped: owned by its uid, as the restore checks.
     owner = {"kind": kinds.APP.name, "apiVersion": f"{kinds.APP.group}/{kinds.APP.version}"}
@@ -206,7 +206,7 @@ def _restore(api: FakeApi, events: list[tuple[str, str]]) -> None:
     api.objects[job]["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
     message = "result=restored\narchive=default-web-20261202T010203Z.tar.gz\nnode=n1\n"
     terminated = {"finishedAt": "2026-12-02T03:00:00Z", "message": message}
-    api.objects[kube.path(kinds.POD.name, "back-x7k2p", namespace)] = {
+    api.objects[kube.path(kinds.POD, "back-x7k2p", namespace)] = {
         "metadata": {
             "name": "back-x7k2p",
             "namespace": namespace,

@@ -17,14 +17,14 @@ from statefulwebapp.manager import Controller
 from statefulwebapp.runtime import informer, kube
 from statefulwebapp.runtime.metrics import Metrics
 from statefulwebapp.runtime.workqueue import WorkQueue
-from statefulwebapp.specs import render
+from statefulwebapp.specs import registry, render
 from tests.unit.fakeapi import FakeApi, Obj
 from tests.unit.test_reconcile import APPLY_ORDER, PATHS, RENDERED
 from tests.unit.test_render import SCENARIO
 from tests.unit.test_status import healthy
 
 KEY = ("default", "web")
-APP = kube.path("StatefulWebApp", "web", "default")
+APP = kube.path(kinds.APP, "web", "default")
 STATUS = APP + "/status"
 TIMEOUT = 10.0
 
@@ -88,7 +88,7 @@ def test_its_own_status_write_is_not_written_again_before_the_watch_shows_it(
 
 def test_child_events_before_kopf_lists_the_apps_wait_for_it(fx: Fixture) -> None:
     fx.index(app())
-    fx.controller.tell(kinds.STATEFULSET, KEY, "DELETED")
+    fx.controller.tell(registry.STATEFULSET, KEY, "DELETED")
     time.sleep(0.1)
     assert fx.api.requests == [], "a pass ran before kopf had listed the apps"
     fx.controller.open()
@@ -100,7 +100,7 @@ def test_a_volume_whose_app_is_gone_is_collected(fx: Fixture) -> None:
     fx.controller.open()
     volume = PATHS["PersistentVolume"]
     fx.api.objects[volume] = render.render_volume(parse(SCENARIO))
-    fx.controller.tell(kinds.PERSISTENT_VOLUME, KEY, "ADDED")
+    fx.controller.tell(registry.PERSISTENT_VOLUME, KEY, "ADDED")
     fx.settle(("volume", *KEY))
     assert ("DELETE", volume) in fx.api.requests
     assert volume not in fx.api.objects
@@ -144,10 +144,10 @@ def test_objects_planted_in_another_namespace_under_an_apps_labels_are_never_its
     }
     spec = parse(body)
     victims = {
-        kinds.DISRUPTION_BUDGET: "important-pod",
-        kinds.DAEMONSET: "important-dae",
-        kinds.CRONJOB: "important-cro",
-        kinds.SERVICE: spec.service_name,
+        registry.DISRUPTION_BUDGET: "important-pod",
+        registry.DAEMONSET: "important-dae",
+        registry.CRONJOB: "important-cro",
+        registry.SERVICE: spec.service_name,
     }
     for child, name in victims.items():
         labels = {
@@ -161,8 +161,8 @@ def test_objects_planted_in_another_namespace_under_an_apps_labels_are_never_its
             "metadata": {"name": name, "namespace": "a", "uid": f"a-{name}", "labels": labels},
         }
         victim = {**planted, "metadata": {"name": name, "namespace": "default", "uid": name}}
-        if child is not kinds.SERVICE:
-            fx.api.objects[kube.path(child.name, name, "default")] = victim
+        if child is not registry.SERVICE:
+            fx.api.objects[kube.path(child, name, "default")] = victim
         # As the informer would keep it: by the owner it names (none), so not at all.
         key = informer.child_source(child).key(planted)
         if key is not None:
@@ -171,8 +171,8 @@ def test_objects_planted_in_another_namespace_under_an_apps_labels_are_never_its
     fx.settle()
     assert [path for verb, path in fx.api.requests if verb == "DELETE"] == []
     for child, name in victims.items():
-        if child is not kinds.SERVICE:
-            assert kube.path(child.name, name, "default") in fx.api.objects
+        if child is not registry.SERVICE:
+            assert kube.path(child, name, "default") in fx.api.objects
     status = fx.api.objects[APP]["status"]
     reasons = [c["reason"] for c in status["conditions"] if c["type"] == "Ready"]
     assert reasons
@@ -185,7 +185,9 @@ def test_a_child_is_deleted_only_with_the_uid_it_was_seen_with(fx: Fixture) -> N
     fx.settle()
     cronjob = PATHS["CronJob"]
     seen = fx.api.objects[cronjob]
-    fx.controller.children[kinds.CRONJOB.key].put(seen["metadata"]["uid"], KEY, informer.pack(seen))
+    fx.controller.children[registry.CRONJOB.key].put(
+        seen["metadata"]["uid"], KEY, informer.pack(seen)
+    )
     fx.api.objects[cronjob] = {**seen, "metadata": {**seen["metadata"], "uid": "a-new-one"}}
     body = app()
     body["spec"] = {**body["spec"], "dateLogger": {"enabled": False}}
@@ -210,18 +212,18 @@ def test_a_daemonset_counting_up_to_ready_costs_the_ready_write_alone() -> None:
         fx.controller.children[child.key].put(body["metadata"]["uid"], KEY, informer.pack(body))
     daemonset = fx.api.objects[PATHS["DaemonSet"]]
     fx.api.requests.clear()
-    registry = fx.controller.metrics.registry
+    samples = fx.controller.metrics.registry
     count = "statefulwebapp_reconcile_duration_seconds_count"
-    before = registry.get_sample_value(count) or 0
+    before = samples.get_sample_value(count) or 0
     for ready in range(5):
         daemonset["status"]["numberReady"] = ready
-        store = fx.controller.children[kinds.DAEMONSET.key]
+        store = fx.controller.children[registry.DAEMONSET.key]
         store.put(daemonset["metadata"]["uid"], KEY, informer.pack(daemonset))
-        fx.controller.tell(kinds.DAEMONSET, KEY, "MODIFIED")
+        fx.controller.tell(registry.DAEMONSET, KEY, "MODIFIED")
         fx.settle()
         time.sleep(0.05)  # Past the short window: the next report gets a pass of its own.
         fx.settle()
-    assert (registry.get_sample_value(count) or 0) - before == 5, "a report waited for another"
+    assert (samples.get_sample_value(count) or 0) - before == 5, "a report waited for another"
     assert fx.api.sent().count(STATUS) == 1, fx.api.requests
     written = fx.api.objects[APP]["status"]
     assert next(c for c in written["conditions"] if c["type"] == "Ready")["status"] == "True"

@@ -13,7 +13,7 @@ import pytest
 
 from statefulwebapp.api import kinds
 from statefulwebapp.runtime import informer
-from statefulwebapp.specs import drift, names
+from statefulwebapp.specs import drift, names, registry
 
 
 def service(uid: str, app: str, version: str = "1", **extra: Any) -> dict[str, Any]:
@@ -55,7 +55,7 @@ class Told:
 def make_watch() -> tuple[informer.Informer, Told]:
     told = Told()
     return informer.Informer(
-        cast(Any, None), informer.child_source(kinds.SERVICE), informer.Store(), told, "ns"
+        cast(Any, None), informer.child_source(registry.SERVICE), informer.Store(), told, "ns"
     ), told
 
 
@@ -236,12 +236,12 @@ def test_only_events_of_our_apps_pods_are_kept_however_many_foreign_pods_there_a
     the events of an app's pods go with them."""
     told = Told()
     stores = {
-        kinds.STATEFULSET.key: informer.Store(),
-        kinds.DAEMONSET.key: informer.Store(),
+        registry.STATEFULSET.key: informer.Store(),
+        registry.DAEMONSET.key: informer.Store(),
         informer.PROBE_FAILURES.store: informer.Store(),
     }
     workloads = informer.Informer(
-        cast(Any, None), informer.child_source(kinds.STATEFULSET), stores["StatefulSet"], told
+        cast(Any, None), informer.child_source(registry.STATEFULSET), stores["StatefulSet"], told
     )
     source = informer.bound(informer.PROBE_FAILURES, stores)
     events = informer.Informer(cast(Any, None), source, stores[source.store], told)

@@ -10,11 +10,12 @@ import threading
 
 import pytest
 
+from statefulwebapp.api import kinds
 from statefulwebapp.runtime import kube
 from statefulwebapp.runtime.lease import Elector, NoLeaseNamespaceError, Timing
 from tests.unit.fakeapi import FakeApi, error
 
-PATH = kube.path("Lease", "op", "ns")
+PATH = kube.path(kinds.LEASE, "op", "ns")
 TIMING = Timing(duration=15.0, deadline=10.0, retry=0.01)
 
 
@@ -27,7 +28,7 @@ class Clock:
 
 
 def candidate(api: FakeApi, clock: Clock, identity: str) -> Elector:
-    return Elector(api, "ns", "op", identity, timing=TIMING, clock=clock)  # type: ignore[arg-type]
+    return Elector(api, "ns", "op", identity, kind=kinds.LEASE, timing=TIMING, clock=clock)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -18,26 +18,26 @@ from statefulwebapp.api.model import parse
 from statefulwebapp.controllers.policy import NO_POLICY, Export, ExportClaims, Policy
 from statefulwebapp.controllers.reconcile import Memory, Outcome, collect_volume, reconcile
 from statefulwebapp.runtime import kube
-from statefulwebapp.specs import drift
+from statefulwebapp.specs import drift, registry
 from statefulwebapp.specs.drift import DIGEST
 from tests.unit.fakeapi import FakeApi, Obj, error
 from tests.unit.test_render import SCENARIO
 
 NS = "default"
-APP_PATH = kube.path("StatefulWebApp", "web", NS)
+APP_PATH = kube.path(kinds.APP, "web", NS)
 PATHS = {
-    "CronJob": kube.path("CronJob", "web-datelog", NS),
-    "PersistentVolume": kube.path("PersistentVolume", "default.web-data"),
-    "PersistentVolumeClaim": kube.path("PersistentVolumeClaim", "web-data", NS),
-    "BackupVolume": kube.path("PersistentVolume", "default.web-backups"),
-    "BackupClaim": kube.path("PersistentVolumeClaim", "web-backups", NS),
-    "Service": kube.path("Service", "nginx", NS),
-    "NetworkPolicy": kube.path("NetworkPolicy", "web-ingress", NS),
-    "StatefulSet": kube.path("StatefulSet", "web", NS),
-    "PodDisruptionBudget": kube.path("PodDisruptionBudget", "web", NS),
-    "DaemonSet": kube.path("DaemonSet", "web-backup", NS),
+    "CronJob": kube.path(kinds.CRONJOB, "web-datelog", NS),
+    "PersistentVolume": kube.path(kinds.PERSISTENT_VOLUME, "default.web-data"),
+    "PersistentVolumeClaim": kube.path(kinds.PERSISTENT_VOLUME_CLAIM, "web-data", NS),
+    "BackupVolume": kube.path(kinds.PERSISTENT_VOLUME, "default.web-backups"),
+    "BackupClaim": kube.path(kinds.PERSISTENT_VOLUME_CLAIM, "web-backups", NS),
+    "Service": kube.path(kinds.SERVICE, "nginx", NS),
+    "NetworkPolicy": kube.path(kinds.NETWORK_POLICY, "web-ingress", NS),
+    "StatefulSet": kube.path(kinds.STATEFULSET, "web", NS),
+    "PodDisruptionBudget": kube.path(kinds.DISRUPTION_BUDGET, "web", NS),
+    "DaemonSet": kube.path(kinds.DAEMONSET, "web-backup", NS),
 }
-RENDERED = [c for c in kinds.CHILDREN if c.render(parse(SCENARIO)) is not None]
+RENDERED = [c for c in registry.CHILDREN if c.render(parse(SCENARIO)) is not None]
 """The children of the scenario (its archives stay on the nodes: no archives' volume)."""
 APPLY_ORDER = [PATHS[c.key] for c in RENDERED]
 
@@ -494,7 +494,7 @@ def test_a_spec_is_digested_once_whatever_the_passes(
     # The stamps are those a fresh digest gives.
     live = app.api.objects[PATHS["StatefulSet"]]
     assert live["metadata"]["annotations"][DIGEST] == digest(
-        kinds.STATEFULSET.render(parse(app.body))
+        registry.STATEFULSET.render(parse(app.body))
     )
     app.memory.forget(("default", "web"))
     app.run()
@@ -555,7 +555,7 @@ def test_a_new_app_gets_its_network_policy_before_any_pod(app: Pass) -> None:
     assert sent.index(PATHS["NetworkPolicy"]) < sent.index(PATHS["StatefulSet"])
     assert sent.index(PATHS["NetworkPolicy"]) < sent.index(PATHS["DaemonSet"])
     live = app.api.objects[PATHS["NetworkPolicy"]]
-    assert live["spec"] == kinds.NETWORK_POLICY.render(parse(SCENARIO))["spec"]  # type: ignore[index]
+    assert live["spec"] == registry.NETWORK_POLICY.render(parse(SCENARIO))["spec"]  # type: ignore[index]
 
 
 def test_the_network_policy_turned_off_is_deleted_and_back_when_on(app: Pass) -> None:

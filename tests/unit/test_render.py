@@ -12,15 +12,6 @@ from typing import Any
 import pytest
 import yaml
 
-from statefulwebapp.api.kinds import (
-    CHILDREN,
-    CRONJOB,
-    DAEMONSET,
-    STATEFULSET,
-    Child,
-    render_all,
-    spec_field,
-)
 from statefulwebapp.api.model import (
     DEFAULT_BUSYBOX_IMAGE,
     DEFAULT_IMAGE,
@@ -30,6 +21,15 @@ from statefulwebapp.api.model import (
     parse,
 )
 from statefulwebapp.specs import names
+from statefulwebapp.specs.registry import (
+    CHILDREN,
+    CRONJOB,
+    DAEMONSET,
+    STATEFULSET,
+    Child,
+    render_all,
+    spec_field,
+)
 from statefulwebapp.specs.render import (
     AGENT_CAPABILITIES,
     RESTORE_CAPABILITIES,

@@ -14,6 +14,7 @@ from typing import Any, cast
 import pytest
 import yaml
 
+from statefulwebapp.api import kinds
 from statefulwebapp.api.model import RestoreSpec, parse
 from statefulwebapp.api.objects import timestamp
 from statefulwebapp.controllers import restore
@@ -275,9 +276,9 @@ def test_a_job_the_api_server_refuses_ends_the_restore_in_its_words() -> None:
         "spec": {"appName": "web"},
         "status": {"phase": "Pending", "startTime": timestamp(), "message": "stopping web pods"},
     }
-    path = kube.path("StatefulWebAppRestore", "back", "default")
+    path = kube.path(kinds.RESTORE, "back", "default")
     api.objects[path] = body
-    job = kube.path("Job", "back", "default")
+    job = kube.path(kinds.JOB, "back", "default")
     api.answers[("PATCH", job)] = error(422, "Invalid", "must be no more than 63 bytes", "spec")
     action = restore.reconcile_restore(
         cast(Any, api),

@@ -2,7 +2,7 @@
 
 What a valid spec is, is said once, by the CRD's schema and CEL rules, at admission; what
 neither can express (a cron schedule) is checked by the API server when the child carrying it is
-applied (see ``kinds.CRONJOB.validates``). This module only reads: it checks types, so a
+applied (see ``registry.CRONJOB.validates``). This module only reads: it checks types, so a
 malformed stored object gives a clear error instead of a crash, and it supplies every default,
 so renderers never see a raw dict or a missing field.
 """

@@ -22,7 +22,7 @@ from statefulwebapp.api.objects import Key, Obj, timestamp
 from statefulwebapp.controllers import refusals
 from statefulwebapp.controllers.policy import NO_POLICY, ExportClaims, Policy, exports_of
 from statefulwebapp.runtime import kube
-from statefulwebapp.specs import drift, names, status
+from statefulwebapp.specs import drift, names, registry, status
 
 Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 Warn = Callable[[str, str], None]
@@ -117,7 +117,7 @@ class Memory:
     def rendering(self, app: AppSpec) -> dict[str, Obj | None]:
         """The stamped children of ``app`` by kind (None: disabled), digested once per spec."""
         key = (app.namespace, app.name)
-        rendered = kinds.render_all(app)
+        rendered = registry.render_all(app)
         last = self.digests.get(key)
         if last is None or last[0] != app:
             digests = {kind: drift.digest(m) for kind, m in rendered.items() if m is not None}
@@ -305,11 +305,10 @@ def _look_up(
     direct look. With a pool the looks go at once, so a new app waits one round trip for them
     rather than one per child.
     """
-    wanted = [(kinds.APP.name, app.name)] + [
-        (kinds.BY_KEY[key].name, (desired[key] or {})["metadata"]["name"]) for key in missing
-    ]
+    wanted: list[tuple[kube.Resource, str]] = [(kinds.APP, app.name)]
+    wanted += [(registry.BY_KEY[key], (desired[key] or {})["metadata"]["name"]) for key in missing]
 
-    def look(kind_name: tuple[str, str]) -> Obj | None:
+    def look(kind_name: tuple[kube.Resource, str]) -> Obj | None:
         return kube.get(api, *kind_name, app.namespace, cached=True)
 
     found = list(lookups.map(look, wanted)) if lookups is not None else [look(w) for w in wanted]
@@ -325,7 +324,7 @@ def _find_conflict(
         if manifest is None:
             continue
         live = children.get(key)
-        kind = kinds.BY_KEY[key].name
+        kind = registry.BY_KEY[key].name
         name = manifest["metadata"]["name"]
         if live is not None and not owned(app, live):
             return status.Problem(
@@ -373,7 +372,7 @@ def _converge(
         refused=memory.refused.setdefault(key, {}),
         synced=memory.synced.setdefault(key, {}),
     )
-    for child in kinds.CHILDREN:
+    for child in registry.CHILDREN:
         manifest = desired[child.key]
         live = children.get(child.key)
         try:
@@ -406,9 +405,9 @@ def _converge(
         logger.info("applied %s; deleted %s", outcome.applied or "-", outcome.deleted or "-")
 
 
-def _unasked_rollout(child: kinds.Child, manifest: Obj, live: Obj | None) -> bool:
+def _unasked_rollout(child: registry.Child, manifest: Obj, live: Obj | None) -> bool:
     """A workload applied before from another rendering of the same spec (an operator upgrade)."""
-    if child not in (kinds.STATEFULSET, kinds.DAEMONSET) or live is None:
+    if child not in (registry.STATEFULSET, registry.DAEMONSET) or live is None:
         return False
     before = drift.stamp_of(live)
     return before is not None and before != drift.stamp_of(manifest)
@@ -416,7 +415,7 @@ def _unasked_rollout(child: kinds.Child, manifest: Obj, live: Obj | None) -> boo
 
 def _delete(
     api: pykube.HTTPClient,
-    child: kinds.Child,
+    child: registry.Child,
     app: AppSpec,
     children: dict[str, Obj | None],
     outcome: Outcome,
@@ -437,7 +436,7 @@ def _delete(
     # The uid as a precondition: an object of that name made since the cache saw ours is not
     # deleted in its place.
     uid = str(live["metadata"].get("uid") or "")
-    if kube.delete(api, child.name, name, app.namespace if child.namespaced else "", uid=uid):
+    if kube.delete(api, child, name, app.namespace if child.namespaced else "", uid=uid):
         outcome.deleted.append(f"{child.name}/{name}")
 
 
@@ -452,7 +451,7 @@ class _Known:
 
 def _apply(  # noqa: PLR0917  (the pass's state, each piece used)
     api: pykube.HTTPClient,
-    child: kinds.Child,
+    child: registry.Child,
     manifest: Obj,
     live: Obj | None,
     known: _Known,
@@ -475,7 +474,7 @@ def _apply(  # noqa: PLR0917  (the pass's state, each piece used)
     if before is not None and before[0] == digest:
         # Refused as it is: sending it again would be refused again.
         return before[1]
-    answer = kube.apply(api, manifest)
+    answer = kube.apply(api, child, manifest, manager=names.MANAGER)
     known.refused.pop(child.key, None)
     children[child.key] = answer
     form_now = drift.stored_form(manifest, answer)
@@ -504,7 +503,7 @@ def _publish(
     if not status.urgent(seen.status, new) and not progress_due():
         outcome.status_held = True
         return
-    written = kube.patch_status(api, seen.namespace, seen.name, new)
+    written = kube.patch_status(api, seen.namespace, seen.name, new, kinds.APP)
     outcome.status_written = True
     if written is not None:
         outcome.written_version = written.get("metadata", {}).get("resourceVersion")
@@ -535,14 +534,14 @@ def collect_volume(api: pykube.HTTPClient, namespace: str, app_name: str) -> boo
     """
     # The caller's index may lag behind the cluster (a watch gap, a second instance): only a
     # direct read may say the app is gone.
-    if kube.get(api, kinds.APP.name, app_name, namespace) is not None:
+    if kube.get(api, kinds.APP, app_name, namespace) is not None:
         return False
     deleted = False
     for name in (names.volume_of(namespace, app_name), names.backup_volume_of(namespace, app_name)):
-        live = kube.get(api, kinds.PERSISTENT_VOLUME.name, name)
+        live = kube.get(api, registry.PERSISTENT_VOLUME, name)
         if live is None or live.get("metadata", {}).get("deletionTimestamp"):
             continue
         if names.volume_owned(live, namespace, app_name):
             uid = str(live["metadata"].get("uid") or "")
-            deleted |= kube.delete(api, kinds.PERSISTENT_VOLUME.name, name, uid=uid)
+            deleted |= kube.delete(api, registry.PERSISTENT_VOLUME, name, uid=uid)
     return deleted

@@ -415,7 +415,7 @@ def reconcile_restore(
         return Action()
     job = result = None
     if phase(body) in STARTED:
-        job = kube.get(api, kinds.JOB.name, names.restore_job(restore), restore.namespace)
+        job = kube.get(api, kinds.JOB, names.restore_job(restore), restore.namespace)
         if job_finished(job):
             result = pod_result(api, restore) or {}
     seen = Observed(
@@ -432,16 +432,16 @@ def reconcile_restore(
         owners = (body.get("metadata") or {}).get("ownerReferences") or []
         if not any(o.get("uid") == action.adopt["uid"] for o in owners):
             patch = {"metadata": {"ownerReferences": [*owners, action.adopt]}}
-            kube.merge_patch(api, kinds.RESTORE.name, restore.name, restore.namespace, patch)
+            kube.merge_patch(api, kinds.RESTORE, restore.name, restore.namespace, patch)
     if action.stop_job and job is not None:
         # Suspended, the Job's pods are stopped by the Job controller and none is started
         # again; the Job stays with its restore (its owner) as the record of what ran.
         suspend = {"spec": {"suspend": True}}
         name = names.restore_job(restore)
-        kube.merge_patch(api, kinds.JOB.name, name, restore.namespace, suspend)
+        kube.merge_patch(api, kinds.JOB, name, restore.namespace, suspend)
     if action.job is not None:
         try:
-            kube.apply(api, action.job)
+            kube.apply(api, kinds.JOB, action.job, manager=names.MANAGER)
         except kube.ApiError as err:
             refused = refusals.problem(kinds.JOB, f"{restore.namespace}/{restore.name}", err)
             if refused.retry:
@@ -450,7 +450,7 @@ def reconcile_restore(
             # API server's words, and the app comes back.
             action = _fail(status, timestamp(), "JobRefused", refused.message)
     if action.status is not None and action.status != {k: status.get(k) for k in action.status}:
-        kube.patch_status(api, restore.namespace, restore.name, action.status, kinds.RESTORE.name)
+        kube.patch_status(api, restore.namespace, restore.name, action.status, kinds.RESTORE)
     if action.app_event is not None and app is not None:
         post_event(*action.app_event)
     return action

@@ -39,7 +39,7 @@ from statefulwebapp.api import kinds
 from statefulwebapp.api.objects import Key, Manifest
 from statefulwebapp.runtime import kube
 from statefulwebapp.runtime.metrics import Metrics
-from statefulwebapp.specs import drift, names
+from statefulwebapp.specs import drift, names, registry
 
 Notify = Callable[[kinds.Kind, Key, str], None]
 """Told of a change: the object's kind, its app, the event (ADDED, MODIFIED, DELETED)."""
@@ -148,7 +148,7 @@ def pod_event_key(
         return None
     key = (str(involved.get("namespace") or ""), owner[0])
     if workloads is not None:
-        workload = kinds.STATEFULSET if owner[1] == names.WEB else kinds.DAEMONSET
+        workload = registry.STATEFULSET if owner[1] == names.WEB else registry.DAEMONSET
         if key not in workloads[workload.key]:
             return None
     return key
@@ -179,7 +179,7 @@ class Source:
         return self.name or self.kind.name
 
 
-def child_source(child: kinds.Child) -> Source:
+def child_source(child: registry.Child) -> Source:
     """A child, watched by the operator's label (and its role's), stored by its key."""
     return Source(child, labels=child.selector, name=child.key)
 
@@ -445,7 +445,7 @@ class Informer:
 
 
 SOURCES: tuple[Source, ...] = (
-    *(child_source(child) for child in kinds.CHILDREN),
+    *(child_source(child) for child in registry.CHILDREN),
     MOUNT_FAILURES,
     PROBE_FAILURES,
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
 from statefulwebapp.api.model import GROUP, KIND
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
 
 MANAGER = "statefulwebapp-operator"
 """Field manager for server-side apply and value of ``app.kubernetes.io/managed-by``."""
+USER_AGENT = f"{MANAGER}/{version('statefulwebapp-operator')}"
+"""Sent with every request, so the API server's audit log tells our requests apart."""
 
 CRONJOB_SUFFIX = "-datelog"
 MAX_CRONJOB_NAME = 52

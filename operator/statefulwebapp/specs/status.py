@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from statefulwebapp.api import kinds
 from statefulwebapp.api.model import AppSpec
 from statefulwebapp.api.objects import Obj
-from statefulwebapp.specs import names
+from statefulwebapp.specs import names, registry
 from statefulwebapp.specs.render import BACKUP_CHECK_SECONDS, render_disruption_budget
 
 
@@ -89,10 +88,10 @@ def compute(
     ``probe_failures`` their Unhealthy events: what a backup agent's check found wrong.
     """
     previous = previous or {}
-    sts = children.get(kinds.STATEFULSET.name)
-    pvc = children.get(kinds.PERSISTENT_VOLUME_CLAIM.name)
-    ds = children.get(kinds.DAEMONSET.name)
-    cron = children.get(kinds.CRONJOB.name)
+    sts = children.get(registry.STATEFULSET.name)
+    pvc = children.get(registry.PERSISTENT_VOLUME_CLAIM.name)
+    ds = children.get(registry.DAEMONSET.name)
+    cron = children.get(registry.CRONJOB.name)
 
     ready_replicas = int(_get(sts, "status", "readyReplicas", default=0))
     claim_phase = str(_get(pvc, "status", "phase", default="Missing"))
@@ -376,10 +375,10 @@ def _readiness(  # noqa: PLR0911, PLR0912  (one early return per readiness gate,
             f"restore {app.restoring} is running: the web pods are stopped until it has "
             f"finished (kubectl get swar {app.restoring} -n {app.namespace})",
         )
-    pvc = children.get(kinds.PERSISTENT_VOLUME_CLAIM.name)
-    sts = children.get(kinds.STATEFULSET.name)
-    ds = children.get(kinds.DAEMONSET.name)
-    cron = children.get(kinds.CRONJOB.name)
+    pvc = children.get(registry.PERSISTENT_VOLUME_CLAIM.name)
+    sts = children.get(registry.STATEFULSET.name)
+    ds = children.get(registry.DAEMONSET.name)
+    cron = children.get(registry.CRONJOB.name)
     # An agent whose check fails is not ready: a report of one while every agent is ready is
     # from before it recovered.
     if int(_get(ds, "status", "numberReady", default=0)) < int(
@@ -432,14 +431,14 @@ def _readiness(  # noqa: PLR0911, PLR0912  (one early return per readiness gate,
                 f"{ready_agents}/{desired} backup agents ready on eligible nodes",
             )
     if (
-        children.get(kinds.DISRUPTION_BUDGET.name) is None
+        children.get(registry.DISRUPTION_BUDGET.name) is None
         and render_disruption_budget(app) is not None
     ):
         return (
             "DisruptionBudgetMissing",
             f"PodDisruptionBudget {names.disruption_budget(app)} does not exist yet",
         )
-    if app.network_policy.enabled and children.get(kinds.NETWORK_POLICY.name) is None:
+    if app.network_policy.enabled and children.get(registry.NETWORK_POLICY.name) is None:
         return (
             "NetworkPolicyMissing",
             f"NetworkPolicy {names.network_policy(app)} does not exist yet",
