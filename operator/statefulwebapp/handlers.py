@@ -27,7 +27,7 @@ from typing import Any
 import kopf
 
 from statefulwebapp.api import kinds
-from statefulwebapp.controllers import restore
+from statefulwebapp.controllers import restore, sources
 from statefulwebapp.controllers.policy import NO_POLICY
 from statefulwebapp.manager import RESYNC_SECONDS, Controller, key_of, new_queue
 from statefulwebapp.runtime import informer, kube
@@ -79,7 +79,7 @@ async def index_apps(body: kopf.Body, namespace: str | None, name: str, **_: Any
 
     With its creation time: of two apps on one export, the older keeps it (policy.py).
     """
-    return {key_of(namespace, name): informer.pack(body, also=("creationTimestamp",))}
+    return {key_of(namespace, name): sources.pack(body, also=("creationTimestamp",))}
 
 
 @kopf.on.event(*APP, id="app")

@@ -26,9 +26,8 @@ from typing import Any, cast
 import kopf
 import pykube
 
-from statefulwebapp.api import kinds
 from statefulwebapp.api.objects import Key, Obj
-from statefulwebapp.controllers import refusals, restore
+from statefulwebapp.controllers import refusals, restore, sources
 from statefulwebapp.controllers.policy import NO_POLICY, ExportClaims, Policy
 from statefulwebapp.controllers.reconcile import Memory, collect_volume, reconcile
 from statefulwebapp.controllers.resync import Plan, Snapshot, compare, from_cluster, list_apps
@@ -183,7 +182,7 @@ class Controller:
         """Per app, the resourceVersion and status of this operator's last status write, until
         the watch has shown that write."""
         self._lock = threading.Lock()
-        self._held: dict[tuple[str, Key], tuple[kinds.Kind, str]] | None = {}
+        self._held: dict[tuple[str, Key], tuple[kube.Resource, str]] | None = {}
         """Child events told before kopf had listed the apps (see :meth:`tell`); None after."""
         metrics.queue(self.queue.depth)
 
@@ -196,8 +195,8 @@ class Controller:
         handlers, so the first pass of an app finds its children there.
         """
         # Watches hold a connection each for minutes: a client of their own.
-        streams = len(informer.SOURCES) * max(1, len(self.namespaces))
-        self.children = informer.start(
+        streams = len(sources.SOURCES) * max(1, len(self.namespaces))
+        self.children = sources.start(
             kube.connect(pool=streams, metrics=self.metrics, user_agent=names.USER_AGENT),
             self.namespaces,
             self.tell,
@@ -259,7 +258,7 @@ class Controller:
 
     # ----------------------------------------------------------------- child events ----
 
-    def tell(self, child: kinds.Kind, key: Key, event: str) -> None:
+    def tell(self, child: kube.Resource, key: Key, event: str) -> None:
         """A child (or a pod's event) changed or vanished: an informer's thread calls this.
 
         The children are listed before kopf starts; an event that comes before kopf's index of
@@ -289,7 +288,7 @@ class Controller:
         for (_, key), (child, event) in (held or {}).items():
             self._child_changed(child, key, event)
 
-    def _child_changed(self, child: kinds.Kind, key: Key, event: str) -> None:
+    def _child_changed(self, child: kube.Resource, key: Key, event: str) -> None:
         """Repair the child if needed and recompute the app's status."""
         volume = isinstance(child, registry.Child) and not child.namespaced
         if volume and (key in self.gone or not has(self.apps, key)):
@@ -366,8 +365,8 @@ class Controller:
         started = time.monotonic()
         observed = self._observed(key, str(body["metadata"].get("uid") or ""))
         observed.update(dict.fromkeys(missing))
-        failures = self.children[informer.MOUNT_FAILURES.store].get(key, ())
-        unhealthy = self.children[informer.PROBE_FAILURES.store].get(key, ())
+        failures = self.children[sources.MOUNT_FAILURES.store].get(key, ())
+        unhealthy = self.children[sources.PROBE_FAILURES.store].get(key, ())
         restores = [json.loads(packed) for packed in self.restores.get(key, ())]
 
         def warn(reason: str, message: str) -> None:

@@ -27,7 +27,7 @@ from typing import Any, cast
 from statefulwebapp import handlers
 from statefulwebapp.api import kinds
 from statefulwebapp.api.model import parse_restore
-from statefulwebapp.controllers import restore
+from statefulwebapp.controllers import restore, sources
 from statefulwebapp.runtime import informer, kube
 from statefulwebapp.specs import names
 from tests.unit.fakeapi import APPLY, Call, FakeApi, Obj
@@ -104,12 +104,12 @@ def drive() -> Usage:
     client = cast(Any, api)  # The fake stands in for a pykube.HTTPClient.
     events: list[tuple[str, str]] = []
 
-    # Start (Controller.start, informer.start): every source listed, then watched once (the fake
+    # Start (Controller.start, sources.start): every source listed, then watched once (the fake
     # ends a watch at once, where Informer.run would watch again for ever); then the volumes of
     # apps deleted while the operator was down are looked for.
     watches = [
         informer.Informer(client, source, controller.children[source.store], controller.tell)
-        for source in informer.SOURCES
+        for source in sources.SOURCES
     ]
     for one in watches:
         one.list(report=False)

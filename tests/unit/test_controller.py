@@ -13,6 +13,7 @@ import pytest
 from statefulwebapp import manager as controller
 from statefulwebapp.api import kinds
 from statefulwebapp.api.model import parse
+from statefulwebapp.controllers import sources
 from statefulwebapp.manager import Controller
 from statefulwebapp.runtime import informer, kube
 from statefulwebapp.runtime.metrics import Metrics
@@ -40,7 +41,7 @@ class Fixture:
             restores={},
             metrics=Metrics(),
             queue=self.queue,
-            children={source.store: informer.Store() for source in informer.SOURCES},
+            children={source.store: informer.Store() for source in sources.SOURCES},
         )
 
     def index(self, body: Obj) -> Obj:
@@ -164,7 +165,7 @@ def test_objects_planted_in_another_namespace_under_an_apps_labels_are_never_its
         if child is not registry.SERVICE:
             fx.api.objects[kube.path(child, name, "default")] = victim
         # As the informer would keep it: by the owner it names (none), so not at all.
-        key = informer.child_source(child).key(planted)
+        key = sources.child_source(child).key(planted)
         if key is not None:
             fx.controller.children[child.key].put(f"a-{name}", key, json.dumps(planted))
     fx.controller.app_changed(KEY, fx.index(body))
@@ -186,7 +187,7 @@ def test_a_child_is_deleted_only_with_the_uid_it_was_seen_with(fx: Fixture) -> N
     cronjob = PATHS["CronJob"]
     seen = fx.api.objects[cronjob]
     fx.controller.children[registry.CRONJOB.key].put(
-        seen["metadata"]["uid"], KEY, informer.pack(seen)
+        seen["metadata"]["uid"], KEY, sources.pack(seen)
     )
     fx.api.objects[cronjob] = {**seen, "metadata": {**seen["metadata"], "uid": "a-new-one"}}
     body = app()
@@ -209,7 +210,7 @@ def test_a_daemonset_counting_up_to_ready_costs_the_ready_write_alone() -> None:
         body["status"] = copy.deepcopy(observed.get(child.key, {}).get("status", {}))
         if "observedGeneration" in body["status"]:
             body["status"]["observedGeneration"] = body["metadata"]["generation"]
-        fx.controller.children[child.key].put(body["metadata"]["uid"], KEY, informer.pack(body))
+        fx.controller.children[child.key].put(body["metadata"]["uid"], KEY, sources.pack(body))
     daemonset = fx.api.objects[PATHS["DaemonSet"]]
     fx.api.requests.clear()
     samples = fx.controller.metrics.registry
@@ -218,7 +219,7 @@ def test_a_daemonset_counting_up_to_ready_costs_the_ready_write_alone() -> None:
     for ready in range(5):
         daemonset["status"]["numberReady"] = ready
         store = fx.controller.children[registry.DAEMONSET.key]
-        store.put(daemonset["metadata"]["uid"], KEY, informer.pack(daemonset))
+        store.put(daemonset["metadata"]["uid"], KEY, sources.pack(daemonset))
         fx.controller.tell(registry.DAEMONSET, KEY, "MODIFIED")
         fx.settle()
         time.sleep(0.05)  # Past the short window: the next report gets a pass of its own.

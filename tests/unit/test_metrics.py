@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from statefulwebapp.api import kinds
+from statefulwebapp.controllers import sources
 from statefulwebapp.runtime import informer, kube, workqueue
 from statefulwebapp.runtime.metrics import OUTCOMES, PASS_BUCKETS, Endpoint, Metrics
 from statefulwebapp.specs import registry
@@ -367,7 +368,7 @@ def test_a_relist_after_410_gone_is_counted_by_kind_and_the_start_list_is_not() 
     metrics = Metrics()
     one = informer.Informer(
         cast(Any, None),
-        informer.child_source(registry.SERVICE),
+        sources.child_source(registry.SERVICE),
         informer.Store(),
         lambda *_: None,
         metrics=metrics,

@@ -51,8 +51,8 @@ APP = Kind(KIND, GROUP, VERSION, PLURAL, namespaced=True)
 LEASE = Kind("Lease", "coordination.k8s.io", "v1", "leases", namespaced=True)
 """The leader election's lock (lease.py)."""
 EVENT = Kind("Event", "", "v1", "events", namespaced=True)
-"""Watched for the kubelet's FailedMount and Unhealthy events only (informer.MOUNT_FAILURES,
-informer.PROBE_FAILURES): they say why a pod waits for its volume, why an agent is not ready."""
+"""Watched for the kubelet's FailedMount and Unhealthy events only (sources.MOUNT_FAILURES,
+sources.PROBE_FAILURES): they say why a pod waits for its volume, why an agent is not ready."""
 
 RESTORE = Kind("StatefulWebAppRestore", GROUP, VERSION, "statefulwebapprestores", namespaced=True)
 """A request to put an archive back into an app's volume (restore.py)."""

@@ -208,7 +208,7 @@ def reconcile(
     come back. ``rollout_due()`` is asked before re-applying a StatefulSet or DaemonSet whose
     rendering changed while the spec did not (an operator upgrade): a fleet must not roll at
     once. ``mount_failures`` and ``probe_failures``: the kubelet's FailedMount and Unhealthy
-    events of the app's pods, packed (``informer.pack_pod_event``), for the status.
+    events of the app's pods, packed (``sources.pack_pod_event``), for the status.
     ``restoring``: the StatefulWebAppRestore under way for the app, if one is (restore.py):
     the web pods are stopped while it runs. ``lookups``: a pool for the looks before
     creating missing children, which then go at once. ``policy``: the admin's decisions (the

@@ -25,8 +25,8 @@ import pykube
 
 from statefulwebapp.api import kinds
 from statefulwebapp.api.objects import Key
+from statefulwebapp.controllers.sources import owner_key
 from statefulwebapp.runtime import kube
-from statefulwebapp.runtime.informer import owner_key
 from statefulwebapp.specs import registry
 
 

@@ -84,7 +84,7 @@ def compute(
     status as last written. ``problem`` is set by the reconciler when it could not act (invalid
     spec, conflict, refused write); it wins over whatever the children show, because the
     children then no longer follow the spec. ``mount_failures`` are the kubelet's FailedMount
-    events of the app's pods (``informer.pack_pod_event``): they say why pods wait;
+    events of the app's pods (``sources.pack_pod_event``): they say why pods wait;
     ``probe_failures`` their Unhealthy events: what a backup agent's check found wrong.
     """
     previous = previous or {}
