@@ -57,7 +57,7 @@ from bench.fleet import (
     log,
     make_namespace,
 )
-from statefulwebapp.api.model import parse
+from statefulwebapp.api.parse import parse
 from statefulwebapp.runtime import kube
 from statefulwebapp.specs import names, registry
 

@@ -44,7 +44,7 @@ import requests
 
 from bench.profile import Recording
 from bench.timeline import tail_timeline, timelines
-from statefulwebapp.api.model import parse
+from statefulwebapp.api.parse import parse
 from statefulwebapp.runtime.kube import apply
 from statefulwebapp.specs import names
 from statefulwebapp.specs.names import MANAGER, USER_AGENT

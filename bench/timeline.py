@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from statefulwebapp.api import kinds
-from statefulwebapp.api.model import parse
+from statefulwebapp.api.parse import parse
 from statefulwebapp.specs import registry
 from statefulwebapp.specs.registry import render_all
 

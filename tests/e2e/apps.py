@@ -11,7 +11,8 @@ import pykube
 import yaml
 
 from statefulwebapp.api import kinds
-from statefulwebapp.api.model import DEFAULT_BUSYBOX_IMAGE, DEFAULT_IMAGE, parse
+from statefulwebapp.api.model import DEFAULT_BUSYBOX_IMAGE, DEFAULT_IMAGE
+from statefulwebapp.api.parse import parse
 from statefulwebapp.specs import drift, registry
 from statefulwebapp.specs.registry import render_all
 from tests.e2e.cluster import BACKUP_ROOT, Cluster, local_images, wait_for

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from statefulwebapp.api.model import parse
+from statefulwebapp.api.parse import parse
 from statefulwebapp.controllers import sources
 from statefulwebapp.specs import registry
 from tests.e2e.apps import apply, get_app, sample, wait_ready

@@ -20,7 +20,7 @@ import pykube
 import pytest
 import yaml
 
-from statefulwebapp.api.model import parse
+from statefulwebapp.api.parse import parse
 from statefulwebapp.specs import names
 from statefulwebapp.specs.registry import BACKUP_CLAIM, BACKUP_VOLUME, render_all
 from tests.e2e.apps import (

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from statefulwebapp.api.model import parse
+from statefulwebapp.api.parse import parse
 from statefulwebapp.specs.registry import render_all
 from tests.e2e.cluster import Cluster, make_namespace
 

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import yaml
 
-from statefulwebapp.api.model import parse
+from statefulwebapp.api.parse import parse
 from statefulwebapp.specs import names
 from statefulwebapp.specs.render import DATA_VOLUME, render_daemonset, render_statefulset
 from tests.e2e.apps import REAL_NODE, apply, delete_namespace, get_app, sample, wait_ready

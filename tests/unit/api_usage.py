@@ -26,7 +26,7 @@ from typing import Any, cast
 
 from statefulwebapp import handlers
 from statefulwebapp.api import kinds
-from statefulwebapp.api.model import parse_restore
+from statefulwebapp.api.parse import parse_restore
 from statefulwebapp.controllers import restore, sources
 from statefulwebapp.runtime import informer, kube
 from statefulwebapp.specs import names

@@ -12,7 +12,7 @@ import pytest
 
 from statefulwebapp import manager as controller
 from statefulwebapp.api import kinds
-from statefulwebapp.api.model import parse
+from statefulwebapp.api.parse import parse
 from statefulwebapp.controllers import sources
 from statefulwebapp.manager import Controller
 from statefulwebapp.runtime import informer, kube

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from statefulwebapp.api import model
+from statefulwebapp.api import model, parse
 from statefulwebapp.specs import names, status
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -253,7 +253,7 @@ DEFAULTS: dict[str, Callable[[model.AppSpec], Any]] = {
 
 @pytest.mark.parametrize("path", sorted(DEFAULTS))
 def test_crd_default_equals_model_default(spec_schema: Schema, path: str) -> None:
-    app = model.parse(body(copy.deepcopy(MINIMAL)))
+    app = parse.parse(body(copy.deepcopy(MINIMAL)))
     assert at(spec_schema, path)["default"] == DEFAULTS[path](app)
 
 
@@ -281,7 +281,7 @@ def test_defaulted_minimal_spec_parses_like_the_bare_one(spec_schema: Schema) ->
     assert defaulted["backup"]["resources"] == model.backup_resources().to_k8s()
     assert defaulted["resources"] == model.web_resources().to_k8s()
     assert defaulted["dateLogger"]["resources"] == model.date_logger_resources().to_k8s()
-    assert model.parse(body(defaulted)) == model.parse(body(copy.deepcopy(MINIMAL)))
+    assert parse.parse(body(defaulted)) == parse.parse(body(copy.deepcopy(MINIMAL)))
 
 
 def test_optional_fields_the_operator_defaults_have_no_crd_default(spec_schema: Schema) -> None:
@@ -292,7 +292,7 @@ def test_optional_fields_the_operator_defaults_have_no_crd_default(spec_schema: 
     # runAsUser has no CRD default so that the CRD can tell it was set (it is refused without
     # podSecurity: restricted); the model's default is the nginx user.
     assert "default" not in at(spec_schema, "runAsUser")
-    app = model.parse(body(copy.deepcopy(MINIMAL)))
+    app = parse.parse(body(copy.deepcopy(MINIMAL)))
     assert app.service_name == "web"
     assert app.storage.request == app.storage.capacity
     assert app.run_as_user == 101
@@ -477,7 +477,7 @@ def test_optional_old_self_only_where_creation_must_be_checked_too(root: Schema)
 
 
 def test_status_the_operator_writes_is_declared(root: Schema) -> None:
-    app = model.parse(body(copy.deepcopy(MINIMAL)))
+    app = parse.parse(body(copy.deepcopy(MINIMAL)))
     written = status.compute(app, generation=1, children={}, now="2025-01-01T00:00:00Z")
     assert unknown_fields(written, root["properties"]["status"]) == []
     schema = root["properties"]["status"]
@@ -519,7 +519,7 @@ def test_sample_declares_only_known_fields(sample: dict[str, Any], root: Schema)
 def test_sample_is_the_reference_scenario(sample: dict[str, Any], spec_schema: Schema) -> None:
     obj = copy.deepcopy(sample)
     obj["metadata"].update(namespace="default", uid="0000-1111")
-    app = model.parse(obj)
+    app = parse.parse(obj)
     assert app.name == "web"
     assert app.replicas == 3
     assert app.image == model.DEFAULT_IMAGE
@@ -532,4 +532,4 @@ def test_sample_is_the_reference_scenario(sample: dict[str, Any], spec_schema: S
     assert app.date_logger.schedule == "*/1 * * * *"
     # The API server's defaults do not change what the operator makes of it.
     obj["spec"] = apply_defaults(obj["spec"], spec_schema)
-    assert model.parse(obj) == app
+    assert parse.parse(obj) == app

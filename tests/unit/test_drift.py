@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from statefulwebapp.api.model import parse
+from statefulwebapp.api.parse import parse
 from statefulwebapp.controllers.reconcile import owned
 from statefulwebapp.specs import drift
 from statefulwebapp.specs.render import (

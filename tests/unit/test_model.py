@@ -17,8 +17,8 @@ from statefulwebapp.api.model import (
     DEFAULT_IMAGE,
     DEFAULT_WRITABLE_PATHS,
     SpecError,
-    parse,
 )
+from statefulwebapp.api.parse import parse
 
 
 def body(**spec: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from statefulwebapp.api.model import parse
+from statefulwebapp.api.parse import parse
 from statefulwebapp.controllers.policy import Export, ExportClaims, Policy, exports_of
 from tests.unit.test_render import SCENARIO
 

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from statefulwebapp.api import kinds
-from statefulwebapp.api.model import parse
+from statefulwebapp.api.parse import parse
 from statefulwebapp.controllers.policy import NO_POLICY, Export, ExportClaims, Policy
 from statefulwebapp.controllers.reconcile import Memory, Outcome, collect_volume, reconcile
 from statefulwebapp.runtime import kube

@@ -18,8 +18,8 @@ from statefulwebapp.api.model import (
     DEFAULT_WRITABLE_PATHS,
     AppSpec,
     RestoreSpec,
-    parse,
 )
+from statefulwebapp.api.parse import parse
 from statefulwebapp.specs import names
 from statefulwebapp.specs.registry import (
     CHILDREN,

@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from statefulwebapp.api import kinds
-from statefulwebapp.api.model import RestoreSpec, parse
+from statefulwebapp.api.model import RestoreSpec
 from statefulwebapp.api.objects import timestamp
+from statefulwebapp.api.parse import parse
 from statefulwebapp.controllers import restore
 from statefulwebapp.runtime import kube
 from statefulwebapp.specs.render import render_restore_job, render_statefulset

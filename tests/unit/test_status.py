@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from statefulwebapp.api.model import parse
+from statefulwebapp.api.parse import parse
 from statefulwebapp.specs.status import Problem, combine, compute, date_log, recheck_after, urgent
 from tests.unit.test_render import SCENARIO
 

@@ -17,8 +17,9 @@ from typing import Any
 import pykube
 
 from statefulwebapp.api import kinds
-from statefulwebapp.api.model import AppSpec, SpecError, parse
+from statefulwebapp.api.model import AppSpec, SpecError
 from statefulwebapp.api.objects import Key, Obj, timestamp
+from statefulwebapp.api.parse import parse
 from statefulwebapp.controllers import refusals
 from statefulwebapp.controllers.policy import NO_POLICY, ExportClaims, Policy, exports_of
 from statefulwebapp.runtime import kube

@@ -34,10 +34,9 @@ from statefulwebapp.api.model import (
     AppSpec,
     RestoreSpec,
     SpecError,
-    parse,
-    parse_restore,
 )
 from statefulwebapp.api.objects import Manifest, timestamp
+from statefulwebapp.api.parse import parse, parse_restore
 from statefulwebapp.controllers import refusals
 from statefulwebapp.runtime import kube
 from statefulwebapp.specs import names

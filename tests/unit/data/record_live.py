@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from statefulwebapp.api import kinds
-from statefulwebapp.api.model import parse
+from statefulwebapp.api.parse import parse
 from statefulwebapp.runtime import kube
 from statefulwebapp.specs import drift, names, registry
 
