@@ -17,12 +17,8 @@ import pytest
 from statefulwebapp.api.parse import parse
 from statefulwebapp.controllers.reconcile import owned
 from statefulwebapp.specs import drift
-from statefulwebapp.specs.render import (
-    render_daemonset,
-    render_network_policy,
-    render_statefulset,
-    render_volume,
-)
+from statefulwebapp.specs.render import render_network_policy, render_statefulset, render_volume
+from statefulwebapp.specs.render_backup import render_daemonset
 from tests.e2e.fieldsets import owned_paths, rendering_fields
 from tests.unit.test_render import SCENARIO
 

@@ -34,10 +34,9 @@ from statefulwebapp.specs.render import (
     AGENT_CAPABILITIES,
     RESTORE_CAPABILITIES,
     WEB_PORT,
-    render_daemonset,
     render_network_policy,
-    render_restore_job,
 )
+from statefulwebapp.specs.render_backup import render_daemonset, render_restore_job
 
 GOLDEN = Path(__file__).parent / "golden"
 

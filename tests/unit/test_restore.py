@@ -1,4 +1,4 @@
-"""A restore's steps (restore.decide) and its Job (render.render_restore_job), without a cluster.
+"""A restore's steps (restore.decide) and its Job (render_restore_job), without a cluster.
 
 The Job's manifest is pinned as a golden file (``UPDATE_GOLDEN=1 make unit`` rewrites it); the
 script it runs is tested under busybox in test_restore_script.py, and the whole restore on the
@@ -20,7 +20,8 @@ from statefulwebapp.api.objects import timestamp
 from statefulwebapp.api.parse import parse
 from statefulwebapp.controllers import restore
 from statefulwebapp.runtime import kube
-from statefulwebapp.specs.render import render_restore_job, render_statefulset
+from statefulwebapp.specs.render import render_statefulset
+from statefulwebapp.specs.render_backup import render_restore_job
 from tests.unit.fakeapi import FakeApi, error
 from tests.unit.test_render import ARCHIVED, GOLDEN, SCENARIO
 

@@ -3,7 +3,7 @@
 A restore goes ``Pending`` (accepted: the web pods are stopping) -> ``Running`` (its Job runs)
 -> ``Succeeded`` or ``Failed``, once. From ``Pending`` on, its app renders its StatefulSet with
 no replicas (``AppSpec.restoring``), so no web pod serves a half-restored volume; the Job
-(``render.render_restore_job``) starts only once the StatefulSet reports no pod left. The
+(``render_backup.render_restore_job``) starts only once the StatefulSet reports no pod left. The
 Job's script keeps the volume's previous content until the archive is fully extracted and
 swaps it in a way a retry can finish, so a failed or killed restore loses nothing. Its result
 (the archive, the node, the candidates it considered) comes back as the pod's termination
@@ -40,7 +40,7 @@ from statefulwebapp.api.parse import parse, parse_restore
 from statefulwebapp.controllers import refusals
 from statefulwebapp.runtime import kube
 from statefulwebapp.specs import names
-from statefulwebapp.specs.render import render_restore_job
+from statefulwebapp.specs.render_backup import render_restore_job
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
 ACTIVE = frozenset({"", PENDING, RUNNING})

@@ -16,7 +16,7 @@ from statefulwebapp.api import kinds
 from statefulwebapp.api.kinds import Kind
 from statefulwebapp.api.model import AppSpec
 from statefulwebapp.api.objects import Manifest
-from statefulwebapp.specs import names, render
+from statefulwebapp.specs import names, render, render_backup
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ DISRUPTION_BUDGET = Child(
 )
 DAEMONSET = Child(
     *_kind(kinds.DAEMONSET),
-    render=render.render_daemonset,
+    render=render_backup.render_daemonset,
     spec_fields=(
         (f"{_POD}.containers[0].resources", "spec.backup.resources"),
         (f"{_POD}.containers[0].imagePullPolicy", "spec.backup.imagePullPolicy"),
