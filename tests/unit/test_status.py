@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from statefulwebapp.api.parse import parse
-from statefulwebapp.specs.status import Problem, combine, compute, date_log, recheck_after, urgent
+from statefulwebapp.specs.failures import recheck_after
+from statefulwebapp.specs.status import Problem, combine, compute, date_log, urgent
 from tests.unit.test_render import SCENARIO
 
 APP = parse(SCENARIO)

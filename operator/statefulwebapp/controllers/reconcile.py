@@ -23,7 +23,7 @@ from statefulwebapp.api.parse import parse
 from statefulwebapp.controllers import refusals
 from statefulwebapp.controllers.policy import NO_POLICY, ExportClaims, Policy, exports_of
 from statefulwebapp.runtime import kube
-from statefulwebapp.specs import drift, names, registry, status
+from statefulwebapp.specs import drift, failures, names, registry, status
 
 Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 Warn = Callable[[str, str], None]
@@ -288,7 +288,7 @@ def reconcile(
     )
     outcome.ready_reason = status.ready_condition(new).get("reason")
     if outcome.ready_reason != "Ready":
-        outcome.recheck_after = status.recheck_after(app, mount_failures, probe_failures, now)
+        outcome.recheck_after = failures.recheck_after(app, mount_failures, probe_failures, now)
     _publish(api, seen, new, outcome, progress_due=progress_due)
     return outcome
 
