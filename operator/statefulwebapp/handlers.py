@@ -27,13 +27,13 @@ from typing import Any
 import kopf
 
 from statefulwebapp.api import kinds
-from statefulwebapp.controllers import restore, sources
+from statefulwebapp.controllers import sources
 from statefulwebapp.controllers.policy import NO_POLICY
 from statefulwebapp.manager import RESYNC_SECONDS, Controller, key_of, new_queue
 from statefulwebapp.runtime import informer, kube
 from statefulwebapp.runtime.metrics import Metrics
 from statefulwebapp.runtime.workqueue import ROLLOUTS_PER_MINUTE
-from statefulwebapp.specs import names
+from statefulwebapp.specs import names, restoring
 
 APP = (kinds.APP.group, kinds.APP.version, kinds.APP.plural)
 RESTORE = (kinds.RESTORE.group, kinds.RESTORE.version, kinds.RESTORE.plural)
@@ -112,7 +112,7 @@ async def index_restores(
         **{k: meta.get(k) for k in ("name", "namespace", "uid", "creationTimestamp")},
         "ownerReferences": meta.get("ownerReferences") or [],
     }
-    return {key_of(namespace, restore.app_of(body)): json.dumps(kept, separators=(",", ":"))}
+    return {key_of(namespace, restoring.app_of(body)): json.dumps(kept, separators=(",", ":"))}
 
 
 @kopf.on.event(*RESTORE, id="restore")
@@ -130,6 +130,6 @@ async def on_restore_event(
     controller.restore_changed(
         namespace or "",
         name,
-        key_of(namespace, restore.app_of(body)),
+        key_of(namespace, restoring.app_of(body)),
         deleted=event["type"] == "DELETED",
     )

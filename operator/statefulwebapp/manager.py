@@ -3,7 +3,7 @@
 One object, built when the operator starts (``handlers.configure``) and kept in kopf's memo:
 the API client, the work queue of passes (``workqueue.WorkQueue``), the children's informers and
 their caches (``informer.py``), kopf's indexes of the apps and restores, what passes remember of
-each app (``reconcile.Memory``) and the bookkeeping of apps that are gone. kopf's handlers
+each app (``app_state.Memory``) and the bookkeeping of apps that are gone. kopf's handlers
 (``handlers.py``) only hand it their events.
 
 Four kinds of thread call in: kopf's event loop (app and restore events), the informers (a
@@ -28,12 +28,14 @@ import pykube
 
 from statefulwebapp.api.objects import Key, Obj
 from statefulwebapp.controllers import refusals, restore, sources
+from statefulwebapp.controllers.app_state import Memory
 from statefulwebapp.controllers.policy import NO_POLICY, ExportClaims, Policy
-from statefulwebapp.controllers.reconcile import Memory, collect_volume, reconcile
+from statefulwebapp.controllers.reconcile import reconcile
 from statefulwebapp.controllers.resync import Plan, Snapshot, compare, from_cluster, list_apps
+from statefulwebapp.controllers.volumes import collect_volume
 from statefulwebapp.runtime import informer, kube, workqueue
 from statefulwebapp.runtime.metrics import Metrics
-from statefulwebapp.specs import names, registry
+from statefulwebapp.specs import names, registry, restoring
 
 Index = Mapping[Any, Any]
 """One of kopf's indexes (``idx_apps``, ``idx_restores``): key -> the packed objects stored."""
@@ -386,10 +388,10 @@ class Controller:
                 progress_due=lambda: self.queue.progress_due(key),
                 rollout_due=self.queue.rollout_due,
                 mount_failures=[json.loads(packed) for packed in failures],
-                probe_failures=restore.told_since_last(
+                probe_failures=restoring.told_since_last(
                     restores, [json.loads(packed) for packed in unhealthy]
                 ),
-                restoring=restore.under_way(restores),
+                restoring=restoring.under_way(restores),
                 lookups=self.lookups,
                 policy=self.policy,
                 claims=self.claims,
@@ -577,8 +579,8 @@ class Controller:
             if action.wake_app:
                 self.enqueue(app_key)
             if action.status is not None and action.status.get("phase") in {
-                restore.SUCCEEDED,
-                restore.FAILED,
+                restoring.SUCCEEDED,
+                restoring.FAILED,
             }:
                 logger.info("restore %s: %s", action.status["phase"], action.status.get("message"))
             return workqueue.Result(requeue_after=action.requeue_after)

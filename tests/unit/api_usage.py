@@ -29,7 +29,7 @@ from statefulwebapp.api import kinds
 from statefulwebapp.api.parse import parse_restore
 from statefulwebapp.controllers import restore, sources
 from statefulwebapp.runtime import informer, kube
-from statefulwebapp.specs import names
+from statefulwebapp.specs import names, restoring
 from tests.unit.fakeapi import APPLY, Call, FakeApi, Obj
 from tests.unit.test_controller import APP, KEY, Fixture, app
 from tests.unit.test_lease import Clock, candidate
@@ -215,14 +215,14 @@ def _restore(api: FakeApi, events: list[tuple[str, str]]) -> None:
         "status": {"containerStatuses": [{"state": {"terminated": terminated}}]},
     }
     step()  # The Job complete: its pod's result read, Succeeded.
-    assert restore.phase(api.objects[path]) == restore.SUCCEEDED, api.objects[path]["status"]
+    assert restoring.phase(api.objects[path]) == restoring.SUCCEEDED, api.objects[path]["status"]
     # Another restore, past its deadline with its Job not finished: the Job is suspended.
     api.objects[job]["status"] = {}
     api.objects[path]["status"] = {
-        "phase": restore.RUNNING,
+        "phase": restoring.RUNNING,
         "startTime": "2026-01-01T00:00:00Z",
         "message": "restoring latest",
     }
     step()
-    assert restore.phase(api.objects[path]) == restore.FAILED, api.objects[path]["status"]
+    assert restoring.phase(api.objects[path]) == restoring.FAILED, api.objects[path]["status"]
     assert api.objects[job]["spec"]["suspend"] is True, "the late restore's Job still runs"

@@ -15,8 +15,10 @@ import requests
 
 from statefulwebapp.api import kinds
 from statefulwebapp.api.parse import parse
+from statefulwebapp.controllers.app_state import Memory, Outcome
 from statefulwebapp.controllers.policy import NO_POLICY, Export, ExportClaims, Policy
-from statefulwebapp.controllers.reconcile import Memory, Outcome, collect_volume, reconcile
+from statefulwebapp.controllers.reconcile import reconcile
+from statefulwebapp.controllers.volumes import collect_volume
 from statefulwebapp.runtime import kube
 from statefulwebapp.specs import drift, registry
 from statefulwebapp.specs.drift import DIGEST

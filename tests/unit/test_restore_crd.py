@@ -13,6 +13,7 @@ import yaml
 
 from statefulwebapp.api.model import RestoreSpec
 from statefulwebapp.controllers import restore
+from statefulwebapp.specs import restoring
 from tests.unit.test_crd import unknown_fields, walk
 from tests.unit.test_render import SCENARIO
 
@@ -81,8 +82,8 @@ def test_the_status_the_operator_writes_is_declared(root: dict[str, Any]) -> Non
     schema = root["properties"]["status"]
     app = dict(SCENARIO, metadata={**SCENARIO["metadata"]})
     spec = RestoreSpec(name="back", namespace="default", uid="u", app_name="web")
-    accepted = restore.decide(spec, {}, restore.Observed(app=app, first="back"), "T")
-    refused = restore.decide(spec, {}, restore.Observed(app=None), "T")
+    accepted = restoring.decide(spec, {}, restoring.Observed(app=app, first="back"), "T")
+    refused = restoring.decide(spec, {}, restoring.Observed(app=None), "T")
     result = {
         "result": "restored",
         "archive": "a",
@@ -90,10 +91,10 @@ def test_the_status_the_operator_writes_is_declared(root: dict[str, Any]) -> Non
         "message": "m",
         "candidates": ["n/a"],
     }
-    done = restore.decide(
+    done = restoring.decide(
         spec,
         {"phase": "Running"},
-        restore.Observed(
+        restoring.Observed(
             app=app,
             job={"status": {"conditions": [{"type": "Complete", "status": "True"}]}},
             result=result,
