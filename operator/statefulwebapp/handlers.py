@@ -28,8 +28,9 @@ import kopf
 
 from statefulwebapp.api import kinds
 from statefulwebapp.controllers import sources
+from statefulwebapp.controllers.app import key_of
 from statefulwebapp.controllers.policy import NO_POLICY
-from statefulwebapp.manager import RESYNC_SECONDS, Controller, key_of, new_queue
+from statefulwebapp.manager import RESYNC_SECONDS, Controller, new_queue
 from statefulwebapp.runtime import informer, kube
 from statefulwebapp.runtime.metrics import Metrics
 from statefulwebapp.runtime.workqueue import ROLLOUTS_PER_MINUTE
