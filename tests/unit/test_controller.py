@@ -20,9 +20,7 @@ from statefulwebapp.runtime.metrics import Metrics
 from statefulwebapp.runtime.workqueue import WorkQueue
 from statefulwebapp.specs import registry, render
 from tests.unit.fakeapi import FakeApi, Obj
-from tests.unit.test_reconcile import APPLY_ORDER, PATHS, RENDERED
-from tests.unit.test_render import SCENARIO
-from tests.unit.test_status import healthy
+from tests.unit.scenario import APPLY_ORDER, PATHS, RENDERED, SCENARIO, healthy
 
 KEY = ("default", "web")
 APP = kube.path(kinds.APP, "web", "default")

@@ -20,7 +20,7 @@ from statefulwebapp.specs import drift
 from statefulwebapp.specs.render import render_network_policy, render_statefulset, render_volume
 from statefulwebapp.specs.render_backup import render_daemonset
 from tests.e2e.fieldsets import owned_paths, rendering_fields
-from tests.unit.test_render import SCENARIO
+from tests.unit.scenario import SCENARIO
 
 APP = parse(SCENARIO)
 LIVE = Path(__file__).parent / "data/live"

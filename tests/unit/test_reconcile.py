@@ -13,35 +13,15 @@ from typing import Any
 import pytest
 import requests
 
-from statefulwebapp.api import kinds
 from statefulwebapp.api.parse import parse
 from statefulwebapp.controllers.app_state import Memory, Outcome
 from statefulwebapp.controllers.policy import NO_POLICY, Export, ExportClaims, Policy
 from statefulwebapp.controllers.reconcile import reconcile
 from statefulwebapp.controllers.volumes import collect_volume
-from statefulwebapp.runtime import kube
 from statefulwebapp.specs import drift, registry
 from statefulwebapp.specs.drift import DIGEST
 from tests.unit.fakeapi import FakeApi, Obj, error
-from tests.unit.test_render import SCENARIO
-
-NS = "default"
-APP_PATH = kube.path(kinds.APP, "web", NS)
-PATHS = {
-    "CronJob": kube.path(kinds.CRONJOB, "web-datelog", NS),
-    "PersistentVolume": kube.path(kinds.PERSISTENT_VOLUME, "default.web-data"),
-    "PersistentVolumeClaim": kube.path(kinds.PERSISTENT_VOLUME_CLAIM, "web-data", NS),
-    "BackupVolume": kube.path(kinds.PERSISTENT_VOLUME, "default.web-backups"),
-    "BackupClaim": kube.path(kinds.PERSISTENT_VOLUME_CLAIM, "web-backups", NS),
-    "Service": kube.path(kinds.SERVICE, "nginx", NS),
-    "NetworkPolicy": kube.path(kinds.NETWORK_POLICY, "web-ingress", NS),
-    "StatefulSet": kube.path(kinds.STATEFULSET, "web", NS),
-    "PodDisruptionBudget": kube.path(kinds.DISRUPTION_BUDGET, "web", NS),
-    "DaemonSet": kube.path(kinds.DAEMONSET, "web-backup", NS),
-}
-RENDERED = [c for c in registry.CHILDREN if c.render(parse(SCENARIO)) is not None]
-"""The children of the scenario (its archives stay on the nodes: no archives' volume)."""
-APPLY_ORDER = [PATHS[c.key] for c in RENDERED]
+from tests.unit.scenario import APP_PATH, APPLY_ORDER, NS, PATHS, RENDERED, SCENARIO
 
 
 class Pass:

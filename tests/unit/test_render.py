@@ -37,41 +37,7 @@ from statefulwebapp.specs.render import (
     render_network_policy,
 )
 from statefulwebapp.specs.render_backup import render_daemonset, render_restore_job
-
-GOLDEN = Path(__file__).parent / "golden"
-
-SCENARIO = {
-    "apiVersion": "apps.k8slab.io/v1alpha1",
-    "kind": "StatefulWebApp",
-    "metadata": {"name": "web", "namespace": "default", "uid": "0000-uid", "generation": 1},
-    "spec": {
-        "replicas": 3,
-        "serviceName": "nginx",
-        "storage": {
-            "nfs": {"server": "211.183.3.100", "path": "/shared"},
-            "capacity": "100Mi",
-            "request": "10Mi",
-        },
-    },
-}
-
-
-ARCHIVED = {
-    **SCENARIO,
-    "spec": {
-        **SCENARIO["spec"],
-        "backup": {
-            "target": {
-                "nfs": {
-                    "server": "10.0.0.9",
-                    "path": "/archives",
-                    "mountOptions": ["port=20049", "mountport=20048"],
-                }
-            }
-        },
-    },
-}
-"""The scenario with its archives on an NFS export of their own (``backup.target.nfs``)."""
+from tests.unit.scenario import ARCHIVED, GOLDEN, SCENARIO
 
 
 @pytest.fixture

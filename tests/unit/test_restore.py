@@ -24,7 +24,7 @@ from statefulwebapp.specs import restoring
 from statefulwebapp.specs.render import render_statefulset
 from statefulwebapp.specs.render_backup import render_restore_job
 from tests.unit.fakeapi import FakeApi, error
-from tests.unit.test_render import ARCHIVED, GOLDEN, SCENARIO
+from tests.unit.scenario import ARCHIVED, GOLDEN, SCENARIO
 
 NOW = "2026-12-02T03:00:00Z"
 SPEC = RestoreSpec(name="back", namespace="default", uid="0000-restore", app_name="web")

@@ -14,8 +14,8 @@ import yaml
 from statefulwebapp.api.model import RestoreSpec
 from statefulwebapp.controllers import restore
 from statefulwebapp.specs import restoring
+from tests.unit.scenario import SCENARIO
 from tests.unit.test_crd import unknown_fields, walk
-from tests.unit.test_render import SCENARIO
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds/statefulwebapprestores.apps.k8slab.io.yaml"
 
