@@ -31,9 +31,7 @@ from statefulwebapp.controllers import restore, sources
 from statefulwebapp.runtime import informer, kube
 from statefulwebapp.specs import names, restoring
 from tests.unit.fakeapi import APPLY, Call, FakeApi, Obj
-from tests.unit.test_controller import APP, KEY, Fixture, app
-from tests.unit.test_lease import Clock, candidate
-from tests.unit.test_reconcile import Pass
+from tests.unit.harness import APP, KEY, Clock, Fixture, Pass, app, candidate
 
 Rule = tuple[str, str, str]
 """(apiGroup, resource or resource/subresource, verb), as a Role's rules name them."""

@@ -6,64 +6,22 @@ from __future__ import annotations
 import copy
 import json
 import time
-from typing import Any
 
 import pytest
 
 from statefulwebapp import manager as controller
-from statefulwebapp.api import kinds
 from statefulwebapp.api.parse import parse
 from statefulwebapp.controllers import sources
-from statefulwebapp.manager import Controller
-from statefulwebapp.runtime import informer, kube
-from statefulwebapp.runtime.metrics import Metrics
+from statefulwebapp.runtime import kube
 from statefulwebapp.runtime.workqueue import WorkQueue
 from statefulwebapp.specs import registry, render
-from tests.unit.fakeapi import FakeApi, Obj
+from tests.unit.harness import APP, KEY, STATUS, Fixture, app
 from tests.unit.scenario import APPLY_ORDER, PATHS, RENDERED, SCENARIO, healthy
-
-KEY = ("default", "web")
-APP = kube.path(kinds.APP, "web", "default")
-STATUS = APP + "/status"
-TIMEOUT = 10.0
-
-
-class Fixture:
-    def __init__(self, queue: WorkQueue | None = None) -> None:
-        self.api = FakeApi()
-        self.apps: dict[tuple[str, str], list[str]] = {}
-        self.queue = queue or WorkQueue(coalesce=0.01)
-        self.controller = Controller(
-            self.api,  # type: ignore[arg-type]
-            apps=self.apps,
-            restores={},
-            metrics=Metrics(),
-            queue=self.queue,
-            children={source.store: informer.Store() for source in sources.SOURCES},
-        )
-
-    def index(self, body: Obj) -> Obj:
-        """The app on the server and in kopf's index, as after its event."""
-        self.api.objects[APP] = copy.deepcopy(body)
-        self.apps[KEY] = [json.dumps(body)]
-        return body
-
-    def settle(self, *keys: Any) -> None:
-        deadline = time.monotonic() + TIMEOUT
-        while not all(self.queue.idle(key) for key in keys or (KEY,)):
-            assert time.monotonic() < deadline, "passes still running"
-            time.sleep(0.01)
 
 
 @pytest.fixture
 def fx() -> Fixture:
     return Fixture()
-
-
-def app() -> Obj:
-    body = copy.deepcopy(SCENARIO)
-    body["metadata"].update(uid="uid-app", resourceVersion="1")
-    return body
 
 
 def test_an_app_event_applies_every_child_then_writes_the_status(fx: Fixture) -> None:

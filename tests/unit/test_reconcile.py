@@ -5,69 +5,22 @@ sends, per-child failures, and nothing sent when nothing changed. No network.
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 import requests
 
 from statefulwebapp.api.parse import parse
-from statefulwebapp.controllers.app_state import Memory, Outcome
-from statefulwebapp.controllers.policy import NO_POLICY, Export, ExportClaims, Policy
-from statefulwebapp.controllers.reconcile import reconcile
+from statefulwebapp.controllers.app_state import Memory
+from statefulwebapp.controllers.policy import Export, ExportClaims, Policy
 from statefulwebapp.controllers.volumes import collect_volume
 from statefulwebapp.specs import drift, registry
 from statefulwebapp.specs.drift import DIGEST
 from tests.unit.fakeapi import FakeApi, Obj, error
+from tests.unit.harness import Pass
 from tests.unit.scenario import APP_PATH, APPLY_ORDER, NS, PATHS, RENDERED, SCENARIO
-
-
-class Pass:
-    """Runs passes of one app the way controller.py does: observed children from the server's
-    store, the app with the status last written, one Memory across passes."""
-
-    def __init__(self, api: FakeApi) -> None:
-        self.api = api
-        self.memory = Memory()
-        self.warnings: list[tuple[str, str]] = []
-        self.body: Obj = copy.deepcopy(SCENARIO)
-
-    def edit(self, **spec: Any) -> None:
-        self.body = copy.deepcopy(self.body)
-        for key, value in spec.items():
-            if value is None:
-                self.body["spec"].pop(key, None)
-            else:
-                self.body["spec"][key] = value
-        self.body["metadata"]["generation"] += 1
-
-    def run(
-        self,
-        rollout_due: bool = True,
-        lookups: Executor | None = None,
-        policy: Policy = NO_POLICY,
-        claims: ExportClaims | None = None,
-    ) -> Outcome:
-        self.api.requests.clear()
-        self.api.versioned()
-        observed = {kind: self.api.objects.get(path) for kind, path in PATHS.items()}
-        outcome = reconcile(
-            self.api,  # type: ignore[arg-type]
-            body=self.body,
-            observed=observed,
-            warn=lambda reason, message: self.warnings.append((reason, message)),
-            logger=logging.getLogger("test"),
-            memory=self.memory,
-            rollout_due=lambda: rollout_due,
-            lookups=lookups,
-            policy=policy,
-            claims=claims,
-        )
-        if outcome.written_status is not None:
-            self.body = {**self.body, "status": outcome.written_status}
-        return outcome
 
 
 def ready_children(api: FakeApi) -> None:
