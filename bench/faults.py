@@ -57,8 +57,9 @@ from bench.fleet import (
     log,
     make_namespace,
 )
-from statefulwebapp import kinds, kube, names
-from statefulwebapp.model import parse
+from statefulwebapp.api.parse import parse
+from statefulwebapp.runtime import kube
+from statefulwebapp.specs import names, registry
 
 OUT = REPO / "bench/results"
 OPERATOR_LOG = OUT / "faults-operator.log"
@@ -685,7 +686,7 @@ def bad_inputs() -> dict[str, Any]:
             if made:
                 half[app] = f"refused at admission, yet {sorted(made)} exist"
             continue
-        expected = len([m for m in kinds.render_all(parse_or_none(obj)).values() if m])
+        expected = len([m for m in registry.render_all(parse_or_none(obj)).values() if m])
         if not app_ready(obj) and 0 < len(made) < expected:
             reason = (obj.get("status", {}).get("conditions") or [{}])[0].get("reason")
             half[app] = f"{reason}: {len(made)}/{expected} children"

@@ -44,10 +44,11 @@ import requests
 
 from bench.profile import Recording
 from bench.timeline import tail_timeline, timelines
-from statefulwebapp import names
-from statefulwebapp.kinds import render_all
-from statefulwebapp.kube import USER_AGENT, apply
-from statefulwebapp.model import parse
+from statefulwebapp.api.parse import parse
+from statefulwebapp.runtime.kube import apply
+from statefulwebapp.specs import names
+from statefulwebapp.specs.names import MANAGER, USER_AGENT
+from statefulwebapp.specs.registry import BY_KEY, render_all
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / ".cluster"
@@ -432,9 +433,9 @@ def create_floor_app(api: pykube.HTTPClient, name: str, namespace: str) -> None:
         app.reload()
     else:
         app.create()
-    for manifest in render_all(parse(app.obj)).values():
+    for key, manifest in render_all(parse(app.obj)).items():
         if manifest is not None:
-            apply(api, manifest)
+            apply(api, BY_KEY[key], manifest, manager=MANAGER)
 
 
 def run_floor_fleet(api: pykube.HTTPClient, namespace: str, n: int, workers: int) -> Fleet:

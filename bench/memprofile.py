@@ -20,7 +20,8 @@ import tracemalloc
 from pathlib import Path
 from types import FrameType
 
-from statefulwebapp import cli, lease
+from statefulwebapp import cli
+from statefulwebapp.runtime import lease
 
 FRAMES = 25
 TOP = 15

@@ -17,9 +17,10 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from statefulwebapp import kinds
-from statefulwebapp.kinds import render_all
-from statefulwebapp.model import parse
+from statefulwebapp.api import kinds
+from statefulwebapp.api.parse import parse
+from statefulwebapp.specs import registry
+from statefulwebapp.specs.registry import render_all
 
 WORKLOADS = ("statefulsets", "daemonsets")
 """The kinds whose pods are the app's: a pod's name is its workload's and a suffix."""
@@ -49,7 +50,7 @@ def owners(bodies: Mapping[str, dict[str, Any]]) -> dict[tuple[str, str], tuple[
         found[(kinds.APP.plural, app)] = (app, kinds.APP.name)
         for key, manifest in render_all(parse(body)).items():
             if manifest is not None:
-                child = kinds.BY_KEY[key]
+                child = registry.BY_KEY[key]
                 found[(child.plural, manifest["metadata"]["name"])] = (app, child.name)
     return found
 

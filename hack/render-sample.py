@@ -3,7 +3,7 @@
     .venv/bin/python hack/render-sample.py [--pod-security default|restricted] [FILE]
 
 FILE defaults to the sample app, crds/samples/web.yaml. The operator's own pure renderers
-(``kinds.render_all(model.parse(body))``) make them, offline, exactly as a pass would apply them:
+(``registry.render_all(parse.parse(body))``) make them, offline, exactly as a pass would apply them:
 `make lint-k8s` hands them to the Kubernetes linter. ``--pod-security`` overrides the app's
 ``spec.podSecurity``, so one sample covers both modes.
 """
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from statefulwebapp import kinds, model
+from statefulwebapp.api import parse
+from statefulwebapp.specs import registry
 
 SAMPLE = Path(__file__).resolve().parents[1] / "crds/samples/web.yaml"
 
@@ -33,7 +34,7 @@ def main() -> int:
     body["metadata"].setdefault("uid", "00000000-0000-0000-0000-000000000000")
     if args.pod_security:
         body["spec"]["podSecurity"] = args.pod_security
-    children = [c for c in kinds.render_all(model.parse(body)).values() if c is not None]
+    children = [c for c in registry.render_all(parse.parse(body)).values() if c is not None]
     yaml.safe_dump_all(children, sys.stdout, sort_keys=False)
     return 0
 

@@ -23,10 +23,13 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from statefulwebapp import controller, handlers, kube, lease, workqueue
-from statefulwebapp.metrics import Endpoint, Metrics
-from statefulwebapp.model import DEFAULT_BACKUP_ROOT
-from statefulwebapp.policy import Export, Policy
+from statefulwebapp import handlers, manager
+from statefulwebapp.api import kinds
+from statefulwebapp.api.model import DEFAULT_BACKUP_ROOT
+from statefulwebapp.controllers.policy import Export, Policy
+from statefulwebapp.runtime import kube, lease, workqueue
+from statefulwebapp.runtime.metrics import Endpoint, Metrics
+from statefulwebapp.specs import names
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 LEASE_NAME = "statefulwebapp-operator"
@@ -108,7 +111,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resync-seconds",
         type=float,
-        default=controller.RESYNC_SECONDS,
+        default=manager.RESYNC_SECONDS,
         metavar="S",
         help=(
             "period of the full check that repairs what the watches missed in a gap, "
@@ -198,10 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     metrics = Metrics()
     elector = lease.Elector(
-        kube.connect(timeout=lease.Timing.retry, pool=2, metrics=metrics),
+        kube.connect(
+            timeout=lease.Timing.retry, pool=2, metrics=metrics, user_agent=names.USER_AGENT
+        ),
         namespace,
         name,
         args.identity,
+        kind=kinds.LEASE,
     )
     endpoint = None if args.health == "none" else Endpoint(args.health, metrics)
     if endpoint is not None:

@@ -1,12 +1,12 @@
 """kopf wiring: the indexes of the apps and restores, and handlers that hand events over.
 
-Every event ends up in one place, :func:`statefulwebapp.reconcile.reconcile`: the app's own
-(its creation, any change, the listing at the operator's start) and any event of a labelled
-child (a deletion included, which is how a deleted child comes back within seconds). kopf
+Every event ends up in one place, :func:`statefulwebapp.controllers.reconcile.reconcile`: the
+app's own (its creation, any change, the listing at the operator's start) and any event of a
+labelled child (a deletion included, which is how a deleted child comes back within seconds). kopf
 watches the apps; the children are watched by ``informer.py`` (packed on arrival, no per-object
 worker), with a server-side label selector, so the operator never lists the cluster's other
 StatefulSets or Services. What the operator holds while it runs, and what it does with an
-event, is :class:`statefulwebapp.controller.Controller`, built at start and kept in kopf's memo:
+event, is :class:`statefulwebapp.manager.Controller`, built at start and kept in kopf's memo:
 nothing here keeps state.
 
 Only event handlers and indexes are registered: kopf keeps no state on the apps (no finalizer,
@@ -26,11 +26,15 @@ from typing import Any
 
 import kopf
 
-from statefulwebapp import informer, kinds, kube, restore
-from statefulwebapp.controller import RESYNC_SECONDS, Controller, key_of, new_queue
-from statefulwebapp.metrics import Metrics
-from statefulwebapp.policy import NO_POLICY
-from statefulwebapp.workqueue import ROLLOUTS_PER_MINUTE
+from statefulwebapp.api import kinds
+from statefulwebapp.controllers import sources
+from statefulwebapp.controllers.app import key_of
+from statefulwebapp.controllers.policy import NO_POLICY
+from statefulwebapp.manager import RESYNC_SECONDS, Controller, new_queue
+from statefulwebapp.runtime import informer, kube
+from statefulwebapp.runtime.metrics import Metrics
+from statefulwebapp.runtime.workqueue import ROLLOUTS_PER_MINUTE
+from statefulwebapp.specs import names, restoring
 
 APP = (kinds.APP.group, kinds.APP.version, kinds.APP.plural)
 RESTORE = (kinds.RESTORE.group, kinds.RESTORE.version, kinds.RESTORE.plural)
@@ -58,7 +62,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
     # nobody.
     metrics = memo.metrics if "metrics" in memo else Metrics()
     controller = Controller(
-        kube.connect(metrics=metrics),
+        kube.connect(metrics=metrics, user_agent=names.USER_AGENT),
         apps=kwargs["idx_apps"],
         restores=kwargs["idx_restores"],
         metrics=metrics,
@@ -76,7 +80,7 @@ async def index_apps(body: kopf.Body, namespace: str | None, name: str, **_: Any
 
     With its creation time: of two apps on one export, the older keeps it (policy.py).
     """
-    return {key_of(namespace, name): informer.pack(body, also=("creationTimestamp",))}
+    return {key_of(namespace, name): sources.pack(body, also=("creationTimestamp",))}
 
 
 @kopf.on.event(*APP, id="app")
@@ -109,7 +113,7 @@ async def index_restores(
         **{k: meta.get(k) for k in ("name", "namespace", "uid", "creationTimestamp")},
         "ownerReferences": meta.get("ownerReferences") or [],
     }
-    return {key_of(namespace, restore.app_of(body)): json.dumps(kept, separators=(",", ":"))}
+    return {key_of(namespace, restoring.app_of(body)): json.dumps(kept, separators=(",", ":"))}
 
 
 @kopf.on.event(*RESTORE, id="restore")
@@ -127,6 +131,6 @@ async def on_restore_event(
     controller.restore_changed(
         namespace or "",
         name,
-        key_of(namespace, restore.app_of(body)),
+        key_of(namespace, restoring.app_of(body)),
         deleted=event["type"] == "DELETED",
     )

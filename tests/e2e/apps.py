@@ -10,9 +10,11 @@ from typing import Any
 import pykube
 import yaml
 
-from statefulwebapp import drift, kinds
-from statefulwebapp.kinds import render_all
-from statefulwebapp.model import DEFAULT_BUSYBOX_IMAGE, DEFAULT_IMAGE, parse
+from statefulwebapp.api import kinds
+from statefulwebapp.api.model import DEFAULT_BUSYBOX_IMAGE, DEFAULT_IMAGE
+from statefulwebapp.api.parse import parse
+from statefulwebapp.specs import drift, registry
+from statefulwebapp.specs.registry import render_all
 from tests.e2e.cluster import BACKUP_ROOT, Cluster, local_images, wait_for
 from tests.e2e.fieldsets import owned_paths, rendering_fields
 
@@ -160,7 +162,7 @@ def apply(cluster: Cluster, namespace: str, body: dict[str, Any]) -> str:
 
 def child(cluster: Cluster, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
     """The child ``name`` of ``kind`` (a kind's name, or a child's key such as BackupVolume)."""
-    known = kinds.BY_KEY.get(kind) or kinds.BY_NAME.get(kind)
+    known = registry.BY_KEY.get(kind) or kinds.BY_NAME.get(kind)
     plural = known.plural if known else kind.lower()
     args = ["get", plural, name, "-o", "json", "--ignore-not-found", "--show-managed-fields"]
     if known is None or known.namespaced:

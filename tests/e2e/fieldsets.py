@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from statefulwebapp import names
+from statefulwebapp.specs import names
 
 ATOMIC = frozenset(
     {

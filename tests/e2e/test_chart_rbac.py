@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from statefulwebapp import names
+from statefulwebapp.specs import names
 from tests.e2e.apps import apply, child, get_app, ready_condition, sample
 from tests.e2e.cluster import (
     CHART,

@@ -23,14 +23,14 @@ from typing import Any
 import pykube
 import pytest
 
-from statefulwebapp import names
-from statefulwebapp.model import (
+from statefulwebapp.api.model import (
     DEFAULT_BUSYBOX_IMAGE,
     DEFAULT_WRITABLE_PATHS,
     backup_resources,
     date_logger_resources,
     web_resources,
 )
+from statefulwebapp.specs import names
 from tests.e2e.apps import (
     CONTROL_PLANE,
     apply,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from statefulwebapp import names
+from statefulwebapp.specs import names
 from tests.e2e.apps import apply, child, delete_namespace, get_app, sample, wait_ready
 from tests.e2e.cluster import (
     CRDS,

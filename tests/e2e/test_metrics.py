@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from statefulwebapp import informer, kinds
-from statefulwebapp.model import parse
+from statefulwebapp.api.parse import parse
+from statefulwebapp.controllers import sources
+from statefulwebapp.specs import registry
 from tests.e2e.apps import apply, get_app, sample, wait_ready
 from tests.e2e.cluster import Cluster, Operator, run_operator, wait_for
 from tests.e2e.metrics import Scrape, health, scrape
@@ -46,14 +47,14 @@ def test_a_leader_counts_the_passes_requests_and_ready_apps_of_a_new_app(
         before = wait_for(
             lambda: (
                 (s := of(operator)).total("statefulwebapp_api_requests_total", verb="list")
-                >= len(informer.SOURCES)
+                >= len(sources.SOURCES)
                 and s
             ),
             30,
             "a list of every watched kind",
         )
         assert before.total(PASSES) == 0
-        for source in informer.SOURCES:
+        for source in sources.SOURCES:
             assert before.value("statefulwebapp_watch_relists_total", kind=source.store) == 0
         apply(cluster, apps_ns, sample())
         wait_ready(cluster, apps_ns)
@@ -72,13 +73,13 @@ def test_a_leader_counts_the_passes_requests_and_ready_apps_of_a_new_app(
         # Each child created by one apply (three replicas: the disruption budget too), then
         # the status acknowledged and Ready: at least two status writes.
         requests = "statefulwebapp_api_requests_total"
-        rendered = [m for m in kinds.render_all(parse(get_app(cluster, apps_ns))).values() if m]
+        rendered = [m for m in registry.render_all(parse(get_app(cluster, apps_ns))).values() if m]
         assert after.value(requests, verb="apply", code="201") == len(rendered)
         # Creations are counted exactly (each child created once); how many applies in all
         # a loaded machine needs (a retry after a timeout) is the benchmark's figure.
         assert after.total(requests, verb="apply") >= len(rendered), after.text
         assert after.value(requests, verb="patch", code="200") >= 2  # type: ignore[operator]
-        assert after.total(requests, verb="watch") >= len(informer.SOURCES)
+        assert after.total(requests, verb="watch") >= len(sources.SOURCES)
         # The lease: looked for (404), created, then renewed every 2 s.
         assert after.value(requests, verb="create", code="201") == 1
         wait_for(lambda: of(operator).value(requests, verb="update", code="200"), 10, "a renewal")

@@ -33,8 +33,8 @@ from typing import Any
 
 import pytest
 
-from statefulwebapp import names
-from statefulwebapp.model import parse as parse_app
+from statefulwebapp.api.parse import parse as parse_app
+from statefulwebapp.specs import names
 from tests.e2e.apps import apply, child, explain, get_app, ready_condition, sample, wait_ready
 from tests.e2e.cluster import REPO, Cluster, Operator, make_namespace, tools_bin, wait_for
 from tests.e2e.realnode import (

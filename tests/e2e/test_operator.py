@@ -20,9 +20,9 @@ import pykube
 import pytest
 import yaml
 
-from statefulwebapp import names
-from statefulwebapp.kinds import BACKUP_CLAIM, BACKUP_VOLUME, render_all
-from statefulwebapp.model import parse
+from statefulwebapp.api.parse import parse
+from statefulwebapp.specs import names
+from statefulwebapp.specs.registry import BACKUP_CLAIM, BACKUP_VOLUME, render_all
 from tests.e2e.apps import (
     apply,
     child,

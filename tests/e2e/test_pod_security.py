@@ -23,8 +23,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from statefulwebapp.kinds import render_all
-from statefulwebapp.model import parse
+from statefulwebapp.api.parse import parse
+from statefulwebapp.specs.registry import render_all
 from tests.e2e.cluster import Cluster, make_namespace
 
 pytestmark = pytest.mark.local_cluster(

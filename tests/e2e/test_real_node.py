@@ -29,9 +29,10 @@ from typing import Any
 import pytest
 import yaml
 
-from statefulwebapp import names
-from statefulwebapp.model import parse
-from statefulwebapp.render import DATA_VOLUME, render_daemonset, render_statefulset
+from statefulwebapp.api.parse import parse
+from statefulwebapp.specs import names
+from statefulwebapp.specs.render import DATA_VOLUME, render_statefulset
+from statefulwebapp.specs.render_backup import render_daemonset
 from tests.e2e.apps import REAL_NODE, apply, delete_namespace, get_app, sample, wait_ready
 from tests.e2e.cluster import CHART, Cluster, helm, make_namespace, wait_for
 from tests.e2e.metrics import Scrape, health, scrape, scrape_through_api

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from statefulwebapp import names
-from statefulwebapp.model import parse
+from statefulwebapp.api.parse import parse
+from statefulwebapp.specs import names
 from tests.e2e.apps import apply, child, get_app, sample, wait_ready
 from tests.e2e.cluster import CRD_NAMES, CRDS, Cluster, Operator, make_namespace, wait_for
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from statefulwebapp import names, render
+from statefulwebapp.specs import names, render
 from tests.e2e.apps import (
     apply,
     children_match_the_rendering,

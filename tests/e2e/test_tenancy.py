@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from statefulwebapp import names
+from statefulwebapp.specs import names
 from tests.e2e.apps import (
     apply,
     child,

@@ -24,12 +24,14 @@ import copy
 from dataclasses import dataclass
 from typing import Any, cast
 
-from statefulwebapp import handlers, informer, kinds, kube, names, restore
-from statefulwebapp.model import parse_restore
+from statefulwebapp import handlers
+from statefulwebapp.api import kinds
+from statefulwebapp.api.parse import parse_restore
+from statefulwebapp.controllers import restore, sources
+from statefulwebapp.runtime import informer, kube
+from statefulwebapp.specs import names, restoring
 from tests.unit.fakeapi import APPLY, Call, FakeApi, Obj
-from tests.unit.test_controller import APP, KEY, Fixture, app
-from tests.unit.test_lease import Clock, candidate
-from tests.unit.test_reconcile import Pass
+from tests.unit.harness import APP, KEY, Clock, Fixture, Pass, app, candidate
 
 Rule = tuple[str, str, str]
 """(apiGroup, resource or resource/subresource, verb), as a Role's rules name them."""
@@ -100,12 +102,12 @@ def drive() -> Usage:
     client = cast(Any, api)  # The fake stands in for a pykube.HTTPClient.
     events: list[tuple[str, str]] = []
 
-    # Start (Controller.start, informer.start): every source listed, then watched once (the fake
+    # Start (Controller.start, sources.start): every source listed, then watched once (the fake
     # ends a watch at once, where Informer.run would watch again for ever); then the volumes of
     # apps deleted while the operator was down are looked for.
     watches = [
         informer.Informer(client, source, controller.children[source.store], controller.tell)
-        for source in informer.SOURCES
+        for source in sources.SOURCES
     ]
     for one in watches:
         one.list(report=False)
@@ -168,8 +170,8 @@ def _restore(api: FakeApi, events: list[tuple[str, str]]) -> None:
         "metadata": {"name": "back", "namespace": namespace, "uid": "uid-restore"},
         "spec": {"appName": name},
     }
-    path = kube.path(kinds.RESTORE.name, "back", namespace)
-    job = kube.path(kinds.JOB.name, names.restore_job(parse_restore(body)), namespace)
+    path = kube.path(kinds.RESTORE, "back", namespace)
+    job = kube.path(kinds.JOB, names.restore_job(parse_restore(body)), namespace)
     api.objects[path] = body
     # The app's own StatefulSet, stopped: owned by its uid, as the restore checks.
     owner = {"kind": kinds.APP.name, "apiVersion": f"{kinds.APP.group}/{kinds.APP.version}"}
@@ -202,7 +204,7 @@ def _restore(api: FakeApi, events: list[tuple[str, str]]) -> None:
     api.objects[job]["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
     message = "result=restored\narchive=default-web-20261202T010203Z.tar.gz\nnode=n1\n"
     terminated = {"finishedAt": "2026-12-02T03:00:00Z", "message": message}
-    api.objects[kube.path(kinds.POD.name, "back-x7k2p", namespace)] = {
+    api.objects[kube.path(kinds.POD, "back-x7k2p", namespace)] = {
         "metadata": {
             "name": "back-x7k2p",
             "namespace": namespace,
@@ -211,14 +213,14 @@ def _restore(api: FakeApi, events: list[tuple[str, str]]) -> None:
         "status": {"containerStatuses": [{"state": {"terminated": terminated}}]},
     }
     step()  # The Job complete: its pod's result read, Succeeded.
-    assert restore.phase(api.objects[path]) == restore.SUCCEEDED, api.objects[path]["status"]
+    assert restoring.phase(api.objects[path]) == restoring.SUCCEEDED, api.objects[path]["status"]
     # Another restore, past its deadline with its Job not finished: the Job is suspended.
     api.objects[job]["status"] = {}
     api.objects[path]["status"] = {
-        "phase": restore.RUNNING,
+        "phase": restoring.RUNNING,
         "startTime": "2026-01-01T00:00:00Z",
         "message": "restoring latest",
     }
     step()
-    assert restore.phase(api.objects[path]) == restore.FAILED, api.objects[path]["status"]
+    assert restoring.phase(api.objects[path]) == restoring.FAILED, api.objects[path]["status"]
     assert api.objects[job]["spec"]["suspend"] is True, "the late restore's Job still runs"

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from bench import faults
 
-from statefulwebapp import names
+from statefulwebapp.specs import names
 
 
 def obj(kind: str, app: str, status: dict[str, Any], **meta: Any) -> dict[str, Any]:

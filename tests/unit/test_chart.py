@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from statefulwebapp import kinds
+from statefulwebapp.api import kinds
 from tests.unit import api_usage
 from tests.unit.api_usage import Rule
 

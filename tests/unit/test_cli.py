@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from statefulwebapp import cli, controller, workqueue
+from statefulwebapp import cli
+from statefulwebapp import manager as controller
+from statefulwebapp.runtime import workqueue
 
 
 def test_the_defaults_are_the_controllers() -> None:

@@ -6,62 +6,22 @@ from __future__ import annotations
 import copy
 import json
 import time
-from typing import Any
 
 import pytest
 
-from statefulwebapp import controller, informer, kinds, kube, render
-from statefulwebapp.controller import Controller
-from statefulwebapp.metrics import Metrics
-from statefulwebapp.model import parse
-from statefulwebapp.workqueue import WorkQueue
-from tests.unit.fakeapi import FakeApi, Obj
-from tests.unit.test_reconcile import APPLY_ORDER, PATHS, RENDERED
-from tests.unit.test_render import SCENARIO
-from tests.unit.test_status import healthy
-
-KEY = ("default", "web")
-APP = kube.path("StatefulWebApp", "web", "default")
-STATUS = APP + "/status"
-TIMEOUT = 10.0
-
-
-class Fixture:
-    def __init__(self, queue: WorkQueue | None = None) -> None:
-        self.api = FakeApi()
-        self.apps: dict[tuple[str, str], list[str]] = {}
-        self.queue = queue or WorkQueue(coalesce=0.01)
-        self.controller = Controller(
-            self.api,  # type: ignore[arg-type]
-            apps=self.apps,
-            restores={},
-            metrics=Metrics(),
-            queue=self.queue,
-            children={source.store: informer.Store() for source in informer.SOURCES},
-        )
-
-    def index(self, body: Obj) -> Obj:
-        """The app on the server and in kopf's index, as after its event."""
-        self.api.objects[APP] = copy.deepcopy(body)
-        self.apps[KEY] = [json.dumps(body)]
-        return body
-
-    def settle(self, *keys: Any) -> None:
-        deadline = time.monotonic() + TIMEOUT
-        while not all(self.queue.idle(key) for key in keys or (KEY,)):
-            assert time.monotonic() < deadline, "passes still running"
-            time.sleep(0.01)
+from statefulwebapp import manager as controller
+from statefulwebapp.api.parse import parse
+from statefulwebapp.controllers import sources
+from statefulwebapp.runtime import kube
+from statefulwebapp.runtime.workqueue import WorkQueue
+from statefulwebapp.specs import registry, render
+from tests.unit.harness import APP, KEY, STATUS, Fixture, app
+from tests.unit.scenario import APPLY_ORDER, PATHS, RENDERED, SCENARIO, healthy
 
 
 @pytest.fixture
 def fx() -> Fixture:
     return Fixture()
-
-
-def app() -> Obj:
-    body = copy.deepcopy(SCENARIO)
-    body["metadata"].update(uid="uid-app", resourceVersion="1")
-    return body
 
 
 def test_an_app_event_applies_every_child_then_writes_the_status(fx: Fixture) -> None:
@@ -85,7 +45,7 @@ def test_its_own_status_write_is_not_written_again_before_the_watch_shows_it(
 
 def test_child_events_before_kopf_lists_the_apps_wait_for_it(fx: Fixture) -> None:
     fx.index(app())
-    fx.controller.tell(kinds.STATEFULSET, KEY, "DELETED")
+    fx.controller.tell(registry.STATEFULSET, KEY, "DELETED")
     time.sleep(0.1)
     assert fx.api.requests == [], "a pass ran before kopf had listed the apps"
     fx.controller.open()
@@ -97,7 +57,7 @@ def test_a_volume_whose_app_is_gone_is_collected(fx: Fixture) -> None:
     fx.controller.open()
     volume = PATHS["PersistentVolume"]
     fx.api.objects[volume] = render.render_volume(parse(SCENARIO))
-    fx.controller.tell(kinds.PERSISTENT_VOLUME, KEY, "ADDED")
+    fx.controller.tell(registry.PERSISTENT_VOLUME, KEY, "ADDED")
     fx.settle(("volume", *KEY))
     assert ("DELETE", volume) in fx.api.requests
     assert volume not in fx.api.objects
@@ -141,10 +101,10 @@ def test_objects_planted_in_another_namespace_under_an_apps_labels_are_never_its
     }
     spec = parse(body)
     victims = {
-        kinds.DISRUPTION_BUDGET: "important-pod",
-        kinds.DAEMONSET: "important-dae",
-        kinds.CRONJOB: "important-cro",
-        kinds.SERVICE: spec.service_name,
+        registry.DISRUPTION_BUDGET: "important-pod",
+        registry.DAEMONSET: "important-dae",
+        registry.CRONJOB: "important-cro",
+        registry.SERVICE: spec.service_name,
     }
     for child, name in victims.items():
         labels = {
@@ -158,18 +118,18 @@ def test_objects_planted_in_another_namespace_under_an_apps_labels_are_never_its
             "metadata": {"name": name, "namespace": "a", "uid": f"a-{name}", "labels": labels},
         }
         victim = {**planted, "metadata": {"name": name, "namespace": "default", "uid": name}}
-        if child is not kinds.SERVICE:
-            fx.api.objects[kube.path(child.name, name, "default")] = victim
+        if child is not registry.SERVICE:
+            fx.api.objects[kube.path(child, name, "default")] = victim
         # As the informer would keep it: by the owner it names (none), so not at all.
-        key = informer.child_source(child).key(planted)
+        key = sources.child_source(child).key(planted)
         if key is not None:
             fx.controller.children[child.key].put(f"a-{name}", key, json.dumps(planted))
     fx.controller.app_changed(KEY, fx.index(body))
     fx.settle()
     assert [path for verb, path in fx.api.requests if verb == "DELETE"] == []
     for child, name in victims.items():
-        if child is not kinds.SERVICE:
-            assert kube.path(child.name, name, "default") in fx.api.objects
+        if child is not registry.SERVICE:
+            assert kube.path(child, name, "default") in fx.api.objects
     status = fx.api.objects[APP]["status"]
     reasons = [c["reason"] for c in status["conditions"] if c["type"] == "Ready"]
     assert reasons
@@ -182,7 +142,9 @@ def test_a_child_is_deleted_only_with_the_uid_it_was_seen_with(fx: Fixture) -> N
     fx.settle()
     cronjob = PATHS["CronJob"]
     seen = fx.api.objects[cronjob]
-    fx.controller.children[kinds.CRONJOB.key].put(seen["metadata"]["uid"], KEY, informer.pack(seen))
+    fx.controller.children[registry.CRONJOB.key].put(
+        seen["metadata"]["uid"], KEY, sources.pack(seen)
+    )
     fx.api.objects[cronjob] = {**seen, "metadata": {**seen["metadata"], "uid": "a-new-one"}}
     body = app()
     body["spec"] = {**body["spec"], "dateLogger": {"enabled": False}}
@@ -204,21 +166,21 @@ def test_a_daemonset_counting_up_to_ready_costs_the_ready_write_alone() -> None:
         body["status"] = copy.deepcopy(observed.get(child.key, {}).get("status", {}))
         if "observedGeneration" in body["status"]:
             body["status"]["observedGeneration"] = body["metadata"]["generation"]
-        fx.controller.children[child.key].put(body["metadata"]["uid"], KEY, informer.pack(body))
+        fx.controller.children[child.key].put(body["metadata"]["uid"], KEY, sources.pack(body))
     daemonset = fx.api.objects[PATHS["DaemonSet"]]
     fx.api.requests.clear()
-    registry = fx.controller.metrics.registry
+    samples = fx.controller.metrics.registry
     count = "statefulwebapp_reconcile_duration_seconds_count"
-    before = registry.get_sample_value(count) or 0
+    before = samples.get_sample_value(count) or 0
     for ready in range(5):
         daemonset["status"]["numberReady"] = ready
-        store = fx.controller.children[kinds.DAEMONSET.key]
-        store.put(daemonset["metadata"]["uid"], KEY, informer.pack(daemonset))
-        fx.controller.tell(kinds.DAEMONSET, KEY, "MODIFIED")
+        store = fx.controller.children[registry.DAEMONSET.key]
+        store.put(daemonset["metadata"]["uid"], KEY, sources.pack(daemonset))
+        fx.controller.tell(registry.DAEMONSET, KEY, "MODIFIED")
         fx.settle()
         time.sleep(0.05)  # Past the short window: the next report gets a pass of its own.
         fx.settle()
-    assert (registry.get_sample_value(count) or 0) - before == 5, "a report waited for another"
+    assert (samples.get_sample_value(count) or 0) - before == 5, "a report waited for another"
     assert fx.api.sent().count(STATUS) == 1, fx.api.requests
     written = fx.api.objects[APP]["status"]
     assert next(c for c in written["conditions"] if c["type"] == "Ready")["status"] == "True"

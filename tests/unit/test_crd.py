@@ -1,6 +1,6 @@
 """Tests for the StatefulWebApp CRD, read as YAML: no cluster needed.
 
-The CRD is the one statement of what a valid spec is; ``statefulwebapp.model`` reads the same
+The CRD is the one statement of what a valid spec is; ``statefulwebapp.api.model`` reads the same
 fields with the same defaults. These tests hold the two in step (defaults, the status the
 operator writes), check what ``kubectl explain`` shows (a description everywhere) and that the
 sample in crds/samples/ is an object both accept. What the rules accept is tested against the
@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from statefulwebapp import model, names, status
+from statefulwebapp.api import model, parse
+from statefulwebapp.specs import names, status
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds/statefulwebapps.apps.k8slab.io.yaml"
@@ -264,7 +265,7 @@ def test_resource_blocks_are_defaulted_by_the_model_as_their_description_says(
     sub = at(spec_schema, path)
     assert "default" not in sub
     said = " ".join(sub["description"].split()).split("Default:", 1)[1]
-    resources = MODEL_DEFAULTS[path](model.parse(body(copy.deepcopy(MINIMAL))))
+    resources = MODEL_DEFAULTS[path](parse.parse(body(copy.deepcopy(MINIMAL))))
     for half in ("requests", "limits"):
         part = (
             said.split(f"{half} of", 1)[1].split("limits of", 1)[0]
@@ -277,7 +278,7 @@ def test_resource_blocks_are_defaulted_by_the_model_as_their_description_says(
 
 @pytest.mark.parametrize("path", sorted(DEFAULTS))
 def test_crd_default_equals_model_default(spec_schema: Schema, path: str) -> None:
-    app = model.parse(body(copy.deepcopy(MINIMAL)))
+    app = parse.parse(body(copy.deepcopy(MINIMAL)))
     assert at(spec_schema, path)["default"] == DEFAULTS[path](app)
 
 
@@ -306,7 +307,7 @@ def test_defaulted_minimal_spec_parses_like_the_bare_one(spec_schema: Schema) ->
     assert "resources" not in defaulted
     assert "resources" not in defaulted["backup"]
     assert "resources" not in defaulted["dateLogger"]
-    assert model.parse(body(defaulted)) == model.parse(body(copy.deepcopy(MINIMAL)))
+    assert parse.parse(body(defaulted)) == parse.parse(body(copy.deepcopy(MINIMAL)))
 
 
 def test_optional_fields_the_operator_defaults_have_no_crd_default(spec_schema: Schema) -> None:
@@ -317,7 +318,7 @@ def test_optional_fields_the_operator_defaults_have_no_crd_default(spec_schema: 
     # runAsUser has no CRD default so that the CRD can tell it was set (it is refused without
     # podSecurity: restricted); the model's default is the nginx user.
     assert "default" not in at(spec_schema, "runAsUser")
-    app = model.parse(body(copy.deepcopy(MINIMAL)))
+    app = parse.parse(body(copy.deepcopy(MINIMAL)))
     assert app.service_name == "web"
     assert app.storage.request == app.storage.capacity
     assert app.run_as_user == 101
@@ -397,7 +398,7 @@ def test_every_resources_field_has_one_shape_and_says_how_to_remove_it(
         )
     assert shapes[0] == shapes[1] == shapes[2]
     # Throttling a web server only delays its answers: its default has no CPU limit.
-    minimal = model.parse(body(copy.deepcopy(MINIMAL)))
+    minimal = parse.parse(body(copy.deepcopy(MINIMAL)))
     assert "cpu" not in minimal.resources.limits
     assert minimal.backup.resources.limits["cpu"] == "100m"
 
@@ -503,7 +504,7 @@ def test_optional_old_self_only_where_creation_must_be_checked_too(root: Schema)
 
 
 def test_status_the_operator_writes_is_declared(root: Schema) -> None:
-    app = model.parse(body(copy.deepcopy(MINIMAL)))
+    app = parse.parse(body(copy.deepcopy(MINIMAL)))
     written = status.compute(app, generation=1, children={}, now="2025-01-01T00:00:00Z")
     assert unknown_fields(written, root["properties"]["status"]) == []
     schema = root["properties"]["status"]
@@ -545,7 +546,7 @@ def test_sample_declares_only_known_fields(sample: dict[str, Any], root: Schema)
 def test_sample_is_the_reference_scenario(sample: dict[str, Any], spec_schema: Schema) -> None:
     obj = copy.deepcopy(sample)
     obj["metadata"].update(namespace="default", uid="0000-1111")
-    app = model.parse(obj)
+    app = parse.parse(obj)
     assert app.name == "web"
     assert app.replicas == 3
     assert app.image == model.DEFAULT_IMAGE
@@ -558,4 +559,4 @@ def test_sample_is_the_reference_scenario(sample: dict[str, Any], spec_schema: S
     assert app.date_logger.schedule == "*/1 * * * *"
     # The API server's defaults do not change what the operator makes of it.
     obj["spec"] = apply_defaults(obj["spec"], spec_schema)
-    assert model.parse(obj) == app
+    assert parse.parse(obj) == app

@@ -14,17 +14,13 @@ from typing import Any
 
 import pytest
 
-from statefulwebapp import drift
-from statefulwebapp.model import parse
-from statefulwebapp.reconcile import owned
-from statefulwebapp.render import (
-    render_daemonset,
-    render_network_policy,
-    render_statefulset,
-    render_volume,
-)
+from statefulwebapp.api.parse import parse
+from statefulwebapp.controllers.reconcile import owned
+from statefulwebapp.specs import drift
+from statefulwebapp.specs.render import render_network_policy, render_statefulset, render_volume
+from statefulwebapp.specs.render_backup import render_daemonset
 from tests.e2e.fieldsets import owned_paths, rendering_fields
-from tests.unit.test_render import SCENARIO
+from tests.unit.scenario import SCENARIO
 
 APP = parse(SCENARIO)
 LIVE = Path(__file__).parent / "data/live"

@@ -11,7 +11,7 @@ from typing import Any
 import kopf
 
 from statefulwebapp import handlers
-from tests.unit.test_controller import APP, KEY, STATUS, Fixture, app
+from tests.unit.harness import APP, KEY, STATUS, Fixture, app
 
 
 def memo(fx: Fixture) -> kopf.Memo:

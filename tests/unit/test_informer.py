@@ -11,7 +11,10 @@ from typing import Any, cast
 
 import pytest
 
-from statefulwebapp import drift, informer, kinds, names
+from statefulwebapp.api import kinds
+from statefulwebapp.controllers import sources
+from statefulwebapp.runtime import informer
+from statefulwebapp.specs import drift, names, registry
 
 
 def service(uid: str, app: str, version: str = "1", **extra: Any) -> dict[str, Any]:
@@ -53,12 +56,12 @@ class Told:
 def make_watch() -> tuple[informer.Informer, Told]:
     told = Told()
     return informer.Informer(
-        cast(Any, None), informer.child_source(kinds.SERVICE), informer.Store(), told, "ns"
+        cast(Any, None), sources.child_source(registry.SERVICE), informer.Store(), told, "ns"
     ), told
 
 
 def test_pack_keeps_what_a_pass_reads_and_drops_the_rest() -> None:
-    packed = json.loads(informer.pack(service("u1", "web")))
+    packed = json.loads(sources.pack(service("u1", "web")))
     assert packed["metadata"]["annotations"] == {drift.DIGEST: "abc"}
     assert "managedFields" not in packed["metadata"]
     assert packed["spec"] == {"clusterIP": "None"}
@@ -68,7 +71,7 @@ def test_pack_keeps_what_a_pass_reads_and_drops_the_rest() -> None:
 def test_owner_key_of_a_namespaced_child_is_its_controller_reference_in_its_namespace() -> None:
     ref = {"apiVersion": "apps.k8slab.io/v1alpha1", "kind": "StatefulWebApp", "name": "web"}
     owned = {"namespace": "a", "ownerReferences": [{**ref, "uid": "u", "controller": True}]}
-    assert informer.owner_key(owned) == ("a", "web")
+    assert sources.owner_key(owned) == ("a", "web")
     # Planted in namespace a with the labels of app b/web: never b's, and without an owner
     # reference, nobody's.
     planted = {
@@ -79,18 +82,18 @@ def test_owner_key_of_a_namespaced_child_is_its_controller_reference_in_its_name
             names.LABEL_MANAGED_BY: names.MANAGER,
         },
     }
-    assert informer.owner_key(planted) is None
-    assert informer.owner_key({**planted, **owned}) == ("a", "web")
+    assert sources.owner_key(planted) is None
+    assert sources.owner_key({**planted, **owned}) == ("a", "web")
     # Owned by something else, or not as its controller: not ours.
     other = {**ref, "kind": "Deployment", "apiVersion": "apps/v1", "controller": True}
-    assert informer.owner_key({"namespace": "a", "ownerReferences": [other]}) is None
-    assert informer.owner_key({"namespace": "a", "ownerReferences": [ref]}) is None
+    assert sources.owner_key({"namespace": "a", "ownerReferences": [other]}) is None
+    assert sources.owner_key({"namespace": "a", "ownerReferences": [ref]}) is None
 
 
 def test_owner_key_of_a_volume_is_its_labels() -> None:
     labels = {names.LABEL_INSTANCE: "web", names.LABEL_APP_NAMESPACE: "ns"}
-    assert informer.owner_key({"labels": labels}) == ("ns", "web")
-    assert informer.owner_key({"labels": {names.LABEL_INSTANCE: "web"}}) is None
+    assert sources.owner_key({"labels": labels}) == ("ns", "web")
+    assert sources.owner_key({"labels": {names.LABEL_INSTANCE: "web"}}) is None
 
 
 def test_store_is_a_mapping_of_apps_to_packed_objects() -> None:
@@ -183,7 +186,7 @@ def test_pod_names_tell_their_app_and_component() -> None:
 
 def test_a_mount_failure_is_kept_under_its_app_and_others_are_dropped() -> None:
     told = Told()
-    one = informer.Informer(cast(Any, None), informer.MOUNT_FAILURES, informer.Store(), told, "ns")
+    one = informer.Informer(cast(Any, None), sources.MOUNT_FAILURES, informer.Store(), told, "ns")
     one.event({"type": "ADDED", "object": failed_mount("web-1")})
     one.event({"type": "ADDED", "object": failed_mount("other", uid="e2")})
     assert told.events == [("Event", ("ns", "web"), "ADDED")]
@@ -202,7 +205,7 @@ def test_a_mount_failure_is_kept_under_its_app_and_others_are_dropped() -> None:
 
 def test_a_mount_failure_series_is_seen_at_its_last_observation() -> None:
     series = {"series": {"lastObservedTime": "2026-11-25T10:09:00.000000Z"}}
-    packed = json.loads(informer.pack_pod_event(failed_mount("web-0", **series)))
+    packed = json.loads(sources.pack_pod_event(failed_mount("web-0", **series)))
     assert packed["seen"] == "2026-11-25T10:09:00.000000Z"
 
 
@@ -234,14 +237,14 @@ def test_only_events_of_our_apps_pods_are_kept_however_many_foreign_pods_there_a
     the events of an app's pods go with them."""
     told = Told()
     stores = {
-        kinds.STATEFULSET.key: informer.Store(),
-        kinds.DAEMONSET.key: informer.Store(),
-        informer.PROBE_FAILURES.store: informer.Store(),
+        registry.STATEFULSET.key: informer.Store(),
+        registry.DAEMONSET.key: informer.Store(),
+        sources.PROBE_FAILURES.store: informer.Store(),
     }
     workloads = informer.Informer(
-        cast(Any, None), informer.child_source(kinds.STATEFULSET), stores["StatefulSet"], told
+        cast(Any, None), sources.child_source(registry.STATEFULSET), stores["StatefulSet"], told
     )
-    source = informer.bound(informer.PROBE_FAILURES, stores)
+    source = sources.bound(sources.PROBE_FAILURES, stores)
     events = informer.Informer(cast(Any, None), source, stores[source.store], told)
     for round_ in range(3):
         app = f"web{round_}"

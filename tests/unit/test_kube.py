@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from statefulwebapp import kube
+from statefulwebapp.runtime import kube
 
 SERVER = "https://10.96.0.1:443"
 

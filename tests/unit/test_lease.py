@@ -10,24 +10,13 @@ import threading
 
 import pytest
 
-from statefulwebapp import kube
-from statefulwebapp.lease import Elector, NoLeaseNamespaceError, Timing
+from statefulwebapp.api import kinds
+from statefulwebapp.runtime import kube
+from statefulwebapp.runtime.lease import NoLeaseNamespaceError
 from tests.unit.fakeapi import FakeApi, error
+from tests.unit.harness import Clock, candidate
 
-PATH = kube.path("Lease", "op", "ns")
-TIMING = Timing(duration=15.0, deadline=10.0, retry=0.01)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def candidate(api: FakeApi, clock: Clock, identity: str) -> Elector:
-    return Elector(api, "ns", "op", identity, timing=TIMING, clock=clock)  # type: ignore[arg-type]
+PATH = kube.path(kinds.LEASE, "op", "ns")
 
 
 @pytest.fixture

@@ -22,8 +22,11 @@ import requests
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from statefulwebapp import informer, kinds, kube, workqueue
-from statefulwebapp.metrics import OUTCOMES, PASS_BUCKETS, Endpoint, Metrics
+from statefulwebapp.api import kinds
+from statefulwebapp.controllers import sources
+from statefulwebapp.runtime import informer, kube, workqueue
+from statefulwebapp.runtime.metrics import OUTCOMES, PASS_BUCKETS, Endpoint, Metrics
+from statefulwebapp.specs import registry
 
 
 @pytest.fixture(autouse=True)
@@ -303,10 +306,11 @@ def test_every_request_of_a_counting_client_is_counted_by_verb_and_code() -> Non
     metrics = Metrics()
     try:
         api = client(f"http://127.0.0.1:{server.server_address[1]}", metrics)
-        assert kube.get(api, "Service", "nginx", "ns") == {}
-        assert kube.get(api, "Service", "missing", "ns") is None
-        assert list(kube.list_metadata(api, "Service")) == []
-        kube.apply(api, {"kind": "Service", "metadata": {"name": "nginx", "namespace": "ns"}})
+        assert kube.get(api, kinds.SERVICE, "nginx", "ns") == {}
+        assert kube.get(api, kinds.SERVICE, "missing", "ns") is None
+        assert list(kube.list_metadata(api, kinds.SERVICE)) == []
+        service = {"kind": "Service", "metadata": {"name": "nginx", "namespace": "ns"}}
+        kube.apply(api, kinds.SERVICE, service, manager="test")
     finally:
         server.shutdown()
         server.server_close()
@@ -317,7 +321,7 @@ def test_every_request_of_a_counting_client_is_counted_by_verb_and_code() -> Non
     assert value(metrics, counted, verb="apply", code="200") == 1
     # No answer at all (nothing listens any more): counted as an error, and still raised.
     with pytest.raises(requests.ConnectionError):
-        kube.get(api, "Service", "nginx", "ns")
+        kube.get(api, kinds.SERVICE, "nginx", "ns")
     assert value(metrics, counted, verb="get", code="error") == 1
 
 
@@ -364,7 +368,7 @@ def test_a_relist_after_410_gone_is_counted_by_kind_and_the_start_list_is_not() 
     metrics = Metrics()
     one = informer.Informer(
         cast(Any, None),
-        informer.child_source(kinds.SERVICE),
+        sources.child_source(registry.SERVICE),
         informer.Store(),
         lambda *_: None,
         metrics=metrics,

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from statefulwebapp.model import (
+from statefulwebapp.api.model import (
     DEFAULT_BUSYBOX_IMAGE,
     DEFAULT_IMAGE,
     DEFAULT_WRITABLE_PATHS,
     SpecError,
-    parse,
 )
+from statefulwebapp.api.parse import parse
 
 
 def body(**spec: Any) -> dict[str, Any]:

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from statefulwebapp.model import parse
-from statefulwebapp.policy import Export, ExportClaims, Policy, exports_of
-from tests.unit.test_render import SCENARIO
+from statefulwebapp.api.parse import parse
+from statefulwebapp.controllers.policy import Export, ExportClaims, Policy, exports_of
+from tests.unit.scenario import SCENARIO
 
 
 def app(namespace: str, path: str, created: str, **backup: Any) -> dict[str, Any]:

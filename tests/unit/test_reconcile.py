@@ -5,85 +5,22 @@ sends, per-child failures, and nothing sent when nothing changed. No network.
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 import requests
 
-from statefulwebapp import drift, kinds, kube
-from statefulwebapp.drift import DIGEST
-from statefulwebapp.model import parse
-from statefulwebapp.policy import NO_POLICY, Export, ExportClaims, Policy
-from statefulwebapp.reconcile import Memory, Outcome, collect_volume, reconcile
+from statefulwebapp.api.parse import parse
+from statefulwebapp.controllers.app_state import Memory
+from statefulwebapp.controllers.policy import Export, ExportClaims, Policy
+from statefulwebapp.controllers.volumes import collect_volume
+from statefulwebapp.specs import drift, registry
+from statefulwebapp.specs.drift import DIGEST
 from tests.unit.fakeapi import FakeApi, Obj, error
-from tests.unit.test_render import SCENARIO
-
-NS = "default"
-APP_PATH = kube.path("StatefulWebApp", "web", NS)
-PATHS = {
-    "CronJob": kube.path("CronJob", "web-datelog", NS),
-    "PersistentVolume": kube.path("PersistentVolume", "default.web-data"),
-    "PersistentVolumeClaim": kube.path("PersistentVolumeClaim", "web-data", NS),
-    "BackupVolume": kube.path("PersistentVolume", "default.web-backups"),
-    "BackupClaim": kube.path("PersistentVolumeClaim", "web-backups", NS),
-    "Service": kube.path("Service", "nginx", NS),
-    "NetworkPolicy": kube.path("NetworkPolicy", "web-ingress", NS),
-    "StatefulSet": kube.path("StatefulSet", "web", NS),
-    "PodDisruptionBudget": kube.path("PodDisruptionBudget", "web", NS),
-    "DaemonSet": kube.path("DaemonSet", "web-backup", NS),
-}
-RENDERED = [c for c in kinds.CHILDREN if c.render(parse(SCENARIO)) is not None]
-"""The children of the scenario (its archives stay on the nodes: no archives' volume)."""
-APPLY_ORDER = [PATHS[c.key] for c in RENDERED]
-
-
-class Pass:
-    """Runs passes of one app the way controller.py does: observed children from the server's
-    store, the app with the status last written, one Memory across passes."""
-
-    def __init__(self, api: FakeApi) -> None:
-        self.api = api
-        self.memory = Memory()
-        self.warnings: list[tuple[str, str]] = []
-        self.body: Obj = copy.deepcopy(SCENARIO)
-
-    def edit(self, **spec: Any) -> None:
-        self.body = copy.deepcopy(self.body)
-        for key, value in spec.items():
-            if value is None:
-                self.body["spec"].pop(key, None)
-            else:
-                self.body["spec"][key] = value
-        self.body["metadata"]["generation"] += 1
-
-    def run(
-        self,
-        rollout_due: bool = True,
-        lookups: Executor | None = None,
-        policy: Policy = NO_POLICY,
-        claims: ExportClaims | None = None,
-    ) -> Outcome:
-        self.api.requests.clear()
-        self.api.versioned()
-        observed = {kind: self.api.objects.get(path) for kind, path in PATHS.items()}
-        outcome = reconcile(
-            self.api,  # type: ignore[arg-type]
-            body=self.body,
-            observed=observed,
-            warn=lambda reason, message: self.warnings.append((reason, message)),
-            logger=logging.getLogger("test"),
-            memory=self.memory,
-            rollout_due=lambda: rollout_due,
-            lookups=lookups,
-            policy=policy,
-            claims=claims,
-        )
-        if outcome.written_status is not None:
-            self.body = {**self.body, "status": outcome.written_status}
-        return outcome
+from tests.unit.harness import Pass
+from tests.unit.scenario import APP_PATH, APPLY_ORDER, NS, PATHS, RENDERED, SCENARIO
 
 
 def ready_children(api: FakeApi) -> None:
@@ -492,7 +429,7 @@ def test_a_spec_is_digested_once_whatever_the_passes(
     # The stamps are those a fresh digest gives.
     live = app.api.objects[PATHS["StatefulSet"]]
     assert live["metadata"]["annotations"][DIGEST] == digest(
-        kinds.STATEFULSET.render(parse(app.body))
+        registry.STATEFULSET.render(parse(app.body))
     )
     app.memory.forget(("default", "web"))
     app.run()
@@ -553,7 +490,7 @@ def test_a_new_app_gets_its_network_policy_before_any_pod(app: Pass) -> None:
     assert sent.index(PATHS["NetworkPolicy"]) < sent.index(PATHS["StatefulSet"])
     assert sent.index(PATHS["NetworkPolicy"]) < sent.index(PATHS["DaemonSet"])
     live = app.api.objects[PATHS["NetworkPolicy"]]
-    assert live["spec"] == kinds.NETWORK_POLICY.render(parse(SCENARIO))["spec"]  # type: ignore[index]
+    assert live["spec"] == registry.NETWORK_POLICY.render(parse(SCENARIO))["spec"]  # type: ignore[index]
 
 
 def test_the_network_policy_turned_off_is_deleted_and_back_when_on(app: Pass) -> None:

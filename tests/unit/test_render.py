@@ -12,8 +12,16 @@ from typing import Any
 import pytest
 import yaml
 
-from statefulwebapp import names
-from statefulwebapp.kinds import (
+from statefulwebapp.api.model import (
+    DEFAULT_BUSYBOX_IMAGE,
+    DEFAULT_IMAGE,
+    DEFAULT_WRITABLE_PATHS,
+    AppSpec,
+    RestoreSpec,
+)
+from statefulwebapp.api.parse import parse
+from statefulwebapp.specs import names
+from statefulwebapp.specs.registry import (
     CHILDREN,
     CRONJOB,
     DAEMONSET,
@@ -22,57 +30,14 @@ from statefulwebapp.kinds import (
     render_all,
     spec_field,
 )
-from statefulwebapp.model import (
-    DEFAULT_BUSYBOX_IMAGE,
-    DEFAULT_IMAGE,
-    DEFAULT_WRITABLE_PATHS,
-    AppSpec,
-    RestoreSpec,
-    parse,
-)
-from statefulwebapp.render import (
+from statefulwebapp.specs.render import (
     AGENT_CAPABILITIES,
     RESTORE_CAPABILITIES,
     WEB_PORT,
-    render_daemonset,
     render_network_policy,
-    render_restore_job,
 )
-
-GOLDEN = Path(__file__).parent / "golden"
-
-SCENARIO = {
-    "apiVersion": "apps.k8slab.io/v1alpha1",
-    "kind": "StatefulWebApp",
-    "metadata": {"name": "web", "namespace": "default", "uid": "0000-uid", "generation": 1},
-    "spec": {
-        "replicas": 3,
-        "serviceName": "nginx",
-        "storage": {
-            "nfs": {"server": "211.183.3.100", "path": "/shared"},
-            "capacity": "100Mi",
-            "request": "10Mi",
-        },
-    },
-}
-
-
-ARCHIVED = {
-    **SCENARIO,
-    "spec": {
-        **SCENARIO["spec"],
-        "backup": {
-            "target": {
-                "nfs": {
-                    "server": "10.0.0.9",
-                    "path": "/archives",
-                    "mountOptions": ["port=20049", "mountport=20048"],
-                }
-            }
-        },
-    },
-}
-"""The scenario with its archives on an NFS export of their own (``backup.target.nfs``)."""
+from statefulwebapp.specs.render_backup import render_daemonset, render_restore_job
+from tests.unit.scenario import ARCHIVED, GOLDEN, SCENARIO
 
 
 @pytest.fixture

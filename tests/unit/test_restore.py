@@ -1,4 +1,4 @@
-"""A restore's steps (restore.decide) and its Job (render.render_restore_job), without a cluster.
+"""A restore's steps (restoring.decide) and its Job (render_restore_job), without a cluster.
 
 The Job's manifest is pinned as a golden file (``UPDATE_GOLDEN=1 make unit`` rewrites it); the
 script it runs is tested under busybox in test_restore_script.py, and the whole restore on the
@@ -14,12 +14,17 @@ from typing import Any, cast
 import pytest
 import yaml
 
-from statefulwebapp import kube, restore
-from statefulwebapp.model import RestoreSpec, parse
-from statefulwebapp.objects import timestamp
-from statefulwebapp.render import render_restore_job, render_statefulset
+from statefulwebapp.api import kinds
+from statefulwebapp.api.model import RestoreSpec
+from statefulwebapp.api.objects import timestamp
+from statefulwebapp.api.parse import parse
+from statefulwebapp.controllers import restore
+from statefulwebapp.runtime import kube
+from statefulwebapp.specs import restoring
+from statefulwebapp.specs.render import render_statefulset
+from statefulwebapp.specs.render_backup import render_restore_job
 from tests.unit.fakeapi import FakeApi, error
-from tests.unit.test_render import ARCHIVED, GOLDEN, SCENARIO
+from tests.unit.scenario import ARCHIVED, GOLDEN, SCENARIO
 
 NOW = "2026-12-02T03:00:00Z"
 SPEC = RestoreSpec(name="back", namespace="default", uid="0000-restore", app_name="web")
@@ -108,7 +113,7 @@ def test_a_restoring_app_renders_no_web_pod() -> None:
 
 
 def test_a_new_restore_is_accepted_adopted_and_stops_the_web_pods() -> None:
-    action = restore.decide(SPEC, {}, restore.Observed(app=APP, first="back"), NOW)
+    action = restoring.decide(SPEC, {}, restoring.Observed(app=APP, first="back"), NOW)
     assert action.status is not None
     assert (action.status["phase"], action.status["startTime"]) == ("Pending", NOW)
     assert action.adopt is not None
@@ -122,22 +127,22 @@ def test_a_new_restore_is_accepted_adopted_and_stops_the_web_pods() -> None:
     ("seen", "reason", "says"),
     [
         (
-            restore.Observed(app=None, apps=("shop", "blog")),
+            restoring.Observed(app=None, apps=("shop", "blog")),
             "NoSuchApp",
             "no StatefulWebApp 'web' in namespace default (apps there: blog, shop)",
         ),
         (
-            restore.Observed(app=APP, first="earlier"),
+            restoring.Observed(app=APP, first="earlier"),
             "AnotherRestoreRunning",
             "restore earlier of app web came first",
         ),
         (
-            restore.Observed(app={**APP, "spec": {**APP["spec"], "podSecurity": "restricted"}}),
+            restoring.Observed(app={**APP, "spec": {**APP["spec"], "podSecurity": "restricted"}}),
             "NoArchives",
             "podSecurity: restricted",
         ),
         (
-            restore.Observed(
+            restoring.Observed(
                 app={
                     **ARCHIVED,
                     "spec": {**ARCHIVED["spec"], "podSecurity": "restricted"},  # type: ignore[dict-item]
@@ -151,9 +156,9 @@ def test_a_new_restore_is_accepted_adopted_and_stops_the_web_pods() -> None:
     ids=["no such app", "a second restore", "restricted", "restricted, archives on NFS"],
 )
 def test_what_cannot_be_restored_fails_at_once_saying_why(
-    seen: restore.Observed, reason: str, says: str
+    seen: restoring.Observed, reason: str, says: str
 ) -> None:
-    action = restore.decide(SPEC, {}, seen, NOW)
+    action = restoring.decide(SPEC, {}, seen, NOW)
     assert action.status is not None
     assert action.status["phase"] == "Failed"
     assert action.status["conditions"][0]["reason"] == reason
@@ -166,14 +171,16 @@ def test_what_cannot_be_restored_fails_at_once_saying_why(
 def test_the_job_starts_only_once_no_web_pod_is_left() -> None:
     pending = {"phase": "Pending"}
     for left in (sts(3, 3, 3), sts(0, 1), sts(0, 0, 1)):
-        waiting = restore.decide(SPEC, pending, restore.Observed(app=APP, statefulset=left), NOW)
+        waiting = restoring.decide(
+            SPEC, pending, restoring.Observed(app=APP, statefulset=left), NOW
+        )
         assert waiting.job is None
         assert waiting.requeue_after
     # A StatefulSet that is not the app's (planted with its labels, or an earlier app's) says
     # nothing of the app's pods.
-    planted = restore.Observed(app=APP, statefulset=sts(0, 0, uid="someone-else"))
-    assert restore.decide(SPEC, pending, planted, NOW).job is None
-    go = restore.decide(SPEC, pending, restore.Observed(app=APP, statefulset=sts(0, 0)), NOW)
+    planted = restoring.Observed(app=APP, statefulset=sts(0, 0, uid="someone-else"))
+    assert restoring.decide(SPEC, pending, planted, NOW).job is None
+    go = restoring.decide(SPEC, pending, restoring.Observed(app=APP, statefulset=sts(0, 0)), NOW)
     assert go.job is not None
     assert go.status is not None
     assert go.status["phase"] == "Running"
@@ -181,17 +188,17 @@ def test_the_job_starts_only_once_no_web_pod_is_left() -> None:
 
 def test_a_finished_job_is_told_with_the_scripts_result() -> None:
     running = {"phase": "Running", "startTime": NOW}
-    result = restore.parse_result(
+    result = restoring.parse_result(
         "result=restored\narchive=default-web-20261202T010203Z.tar.gz\nnode=n1\n"
         "message=restored default-web-20261202T010203Z.tar.gz from node n1 (3 files)\n"
         "candidate=n1/default-web-20261202T010203Z.tar.gz\n"
         "candidate=n1/default-web-20261202T000203Z.tar.gz\n"
     )
-    still = restore.decide(SPEC, running, restore.Observed(app=APP, job=job()), NOW)
+    still = restoring.decide(SPEC, running, restoring.Observed(app=APP, job=job()), NOW)
     assert still.status is None
     assert still.requeue_after
-    done = restore.decide(
-        SPEC, running, restore.Observed(app=APP, job=job("Complete"), result=result), NOW
+    done = restoring.decide(
+        SPEC, running, restoring.Observed(app=APP, job=job("Complete"), result=result), NOW
     )
     assert done.status is not None
     assert done.status["phase"] == "Succeeded"
@@ -205,10 +212,10 @@ def test_a_finished_job_is_told_with_the_scripts_result() -> None:
     assert done.requeue_after is None
     assert done.app_event is not None
     assert done.app_event[1] == "Restored"
-    failed = restore.decide(
+    failed = restoring.decide(
         SPEC,
         running,
-        restore.Observed(
+        restoring.Observed(
             app=APP,
             job=job("Failed"),
             result={"result": "failed", "message": "no archive x", "candidates": []},
@@ -219,7 +226,9 @@ def test_a_finished_job_is_told_with_the_scripts_result() -> None:
     assert (failed.status["phase"], failed.status["message"]) == ("Failed", "no archive x")
     assert failed.wake_app  # The web pods come back either way.
     # Finished is finished.
-    assert restore.decide(SPEC, done.status, restore.Observed(app=APP), NOW) == restore.Action()
+    assert (
+        restoring.decide(SPEC, done.status, restoring.Observed(app=APP), NOW) == restoring.Action()
+    )
 
 
 def test_one_restore_per_app_goes_the_started_one_else_the_oldest() -> None:
@@ -229,22 +238,22 @@ def test_one_restore_per_app_goes_the_started_one_else_the_oldest() -> None:
             "status": {"phase": phase} if phase else {},
         }
 
-    assert restore.first_active([]) == ""
-    assert restore.first_active([r("b", "T2"), r("a", "T2"), r("c", "T1")]) == "c"
-    assert restore.first_active([r("c", "T1"), r("z", "T3", "Pending")]) == "z"
-    assert restore.first_active([r("c", "T1", "Succeeded"), r("z", "T3")]) == "z"
-    assert restore.under_way([r("c", "T1"), r("z", "T3", "Running")]) == "z"
-    assert restore.under_way([r("c", "T1"), r("z", "T3", "Failed")]) == ""
+    assert restoring.first_active([]) == ""
+    assert restoring.first_active([r("b", "T2"), r("a", "T2"), r("c", "T1")]) == "c"
+    assert restoring.first_active([r("c", "T1"), r("z", "T3", "Pending")]) == "z"
+    assert restoring.first_active([r("c", "T1", "Succeeded"), r("z", "T3")]) == "z"
+    assert restoring.under_way([r("c", "T1"), r("z", "T3", "Running")]) == "z"
+    assert restoring.under_way([r("c", "T1"), r("z", "T3", "Failed")]) == ""
 
 
 def test_a_restore_past_its_deadline_fails_saying_what_waited_and_stops_its_job() -> None:
     spec = dataclasses.replace(SPEC, timeout_seconds=30)
     started = {"phase": "Running", "startTime": "2026-12-02T03:00:00Z", "message": "restoring x"}
-    seen = restore.Observed(app=APP, statefulset=sts(0, 0), job=job())
-    within = restore.decide(spec, started, seen, "2026-12-02T03:00:30Z")
+    seen = restoring.Observed(app=APP, statefulset=sts(0, 0), job=job())
+    within = restoring.decide(spec, started, seen, "2026-12-02T03:00:30Z")
     assert within.status is None
     assert not within.stop_job
-    late = restore.decide(spec, started, seen, "2026-12-02T03:00:31Z")
+    late = restoring.decide(spec, started, seen, "2026-12-02T03:00:31Z")
     assert late.status is not None
     assert late.status["phase"] == "Failed"
     assert late.status["conditions"][0]["reason"] == "DeadlineExceeded"
@@ -254,14 +263,14 @@ def test_a_restore_past_its_deadline_fails_saying_what_waited_and_stops_its_job(
     assert late.wake_app, "the app's web pods start again"
     # Web pods that never stop: the same, without a Job to stop.
     pending = {**started, "phase": "Pending", "message": "stopping the web pods of web (1 left)"}
-    stuck = restore.Observed(app=APP, statefulset=sts(0, 1))
-    late = restore.decide(spec, pending, stuck, "2026-12-02T03:01:00Z")
+    stuck = restoring.Observed(app=APP, statefulset=sts(0, 1))
+    late = restoring.decide(spec, pending, stuck, "2026-12-02T03:01:00Z")
     assert late.status is not None
     assert "while stopping the web pods of web (1 left)" in late.status["message"]
     assert not late.stop_job
     # A Job that has finished is read, whatever the clock says.
-    done = restore.Observed(app=APP, statefulset=sts(0, 0), job=job("Complete"), result={})
-    assert restore.decide(spec, started, done, "2026-12-02T04:00:00Z").stop_job is False
+    done = restoring.Observed(app=APP, statefulset=sts(0, 0), job=job("Complete"), result={})
+    assert restoring.decide(spec, started, done, "2026-12-02T04:00:00Z").stop_job is False
 
 
 def test_a_job_the_api_server_refuses_ends_the_restore_in_its_words() -> None:
@@ -274,9 +283,9 @@ def test_a_job_the_api_server_refuses_ends_the_restore_in_its_words() -> None:
         "spec": {"appName": "web"},
         "status": {"phase": "Pending", "startTime": timestamp(), "message": "stopping web pods"},
     }
-    path = kube.path("StatefulWebAppRestore", "back", "default")
+    path = kube.path(kinds.RESTORE, "back", "default")
     api.objects[path] = body
-    job = kube.path("Job", "back", "default")
+    job = kube.path(kinds.JOB, "back", "default")
     api.answers[("PATCH", job)] = error(422, "Invalid", "must be no more than 63 bytes", "spec")
     action = restore.reconcile_restore(
         cast(Any, api),
@@ -305,13 +314,13 @@ def test_reports_of_a_restores_own_work_files_end_with_it() -> None:
         {"pod": "web-backup-d", "seen": "2026-11-25T10:20:01.250000Z"},
         {"pod": "web-backup-e", "seen": ""},
     ]
-    ended = {"status": {"phase": restore.SUCCEEDED, "completionTime": "2026-11-25T10:20:00Z"}}
-    earlier = {"status": {"phase": restore.FAILED, "completionTime": "2026-11-25T09:00:00Z"}}
-    running = {"status": {"phase": restore.RUNNING}}
+    ended = {"status": {"phase": restoring.SUCCEEDED, "completionTime": "2026-11-25T10:20:00Z"}}
+    earlier = {"status": {"phase": restoring.FAILED, "completionTime": "2026-11-25T09:00:00Z"}}
+    running = {"status": {"phase": restoring.RUNNING}}
 
-    kept = restore.told_since_last([earlier, ended, running], reports)
+    kept = restoring.told_since_last([earlier, ended, running], reports)
 
     assert [r["pod"] for r in kept] == ["web-backup-c", "web-backup-d"]
     # No restore has ended (none, or one deleted with its record): every report counts.
-    assert restore.told_since_last([running], reports) == reports
-    assert restore.told_since_last([], reports) == reports
+    assert restoring.told_since_last([running], reports) == reports
+    assert restoring.told_since_last([], reports) == reports

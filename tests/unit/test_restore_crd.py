@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 import yaml
 
-from statefulwebapp import restore
-from statefulwebapp.model import RestoreSpec
+from statefulwebapp.api.model import RestoreSpec
+from statefulwebapp.controllers import restore
+from statefulwebapp.specs import restoring
+from tests.unit.scenario import SCENARIO
 from tests.unit.test_crd import unknown_fields, walk
-from tests.unit.test_render import SCENARIO
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds/statefulwebapprestores.apps.k8slab.io.yaml"
 
@@ -81,8 +82,8 @@ def test_the_status_the_operator_writes_is_declared(root: dict[str, Any]) -> Non
     schema = root["properties"]["status"]
     app = dict(SCENARIO, metadata={**SCENARIO["metadata"]})
     spec = RestoreSpec(name="back", namespace="default", uid="u", app_name="web")
-    accepted = restore.decide(spec, {}, restore.Observed(app=app, first="back"), "T")
-    refused = restore.decide(spec, {}, restore.Observed(app=None), "T")
+    accepted = restoring.decide(spec, {}, restoring.Observed(app=app, first="back"), "T")
+    refused = restoring.decide(spec, {}, restoring.Observed(app=None), "T")
     result = {
         "result": "restored",
         "archive": "a",
@@ -90,10 +91,10 @@ def test_the_status_the_operator_writes_is_declared(root: dict[str, Any]) -> Non
         "message": "m",
         "candidates": ["n/a"],
     }
-    done = restore.decide(
+    done = restoring.decide(
         spec,
         {"phase": "Running"},
-        restore.Observed(
+        restoring.Observed(
             app=app,
             job={"status": {"conditions": [{"type": "Complete", "status": "True"}]}},
             result=result,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from statefulwebapp.resync import Plan, Snapshot, compare
+from statefulwebapp.controllers.resync import Plan, Snapshot, compare
 
 ALL = frozenset(
     {"CronJob", "PersistentVolume", "PersistentVolumeClaim", "Service", "StatefulSet", "DaemonSet"}

@@ -7,45 +7,12 @@ from typing import Any
 
 import pytest
 
-from statefulwebapp.model import parse
-from statefulwebapp.status import Problem, combine, compute, date_log, recheck_after, urgent
-from tests.unit.test_render import SCENARIO
+from statefulwebapp.api.parse import parse
+from statefulwebapp.specs.failures import recheck_after
+from statefulwebapp.specs.status import Problem, combine, compute, date_log, urgent
+from tests.unit.scenario import SCENARIO, healthy
 
 APP = parse(SCENARIO)
-
-
-def healthy() -> dict[str, Any]:
-    return {
-        "PersistentVolume": {"status": {"phase": "Bound"}},
-        "PersistentVolumeClaim": {"status": {"phase": "Bound"}},
-        "Service": {},
-        "PodDisruptionBudget": {},
-        "NetworkPolicy": {},
-        "StatefulSet": {
-            "metadata": {"generation": 2},
-            "status": {
-                "observedGeneration": 2,
-                "replicas": 3,
-                "readyReplicas": 3,
-                "updatedReplicas": 3,
-            },
-        },
-        "DaemonSet": {
-            "metadata": {"generation": 1},
-            "status": {
-                "observedGeneration": 1,
-                "desiredNumberScheduled": 4,
-                "numberReady": 4,
-                "updatedNumberScheduled": 4,
-            },
-        },
-        "CronJob": {
-            "status": {
-                "lastScheduleTime": "2026-11-25T10:00:00Z",
-                "lastSuccessfulTime": "2026-11-25T10:00:02Z",
-            }
-        },
-    }
 
 
 def ready(status: dict[str, Any]) -> dict[str, Any]:

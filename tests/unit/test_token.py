@@ -9,7 +9,7 @@ from typing import Any
 import requests
 import requests.adapters
 
-from statefulwebapp.kube import ProjectedToken
+from statefulwebapp.runtime.kube import ProjectedToken
 
 
 class Server(requests.adapters.BaseAdapter):

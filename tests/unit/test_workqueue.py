@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from statefulwebapp.workqueue import Delays, Result, Resume, WorkQueue
+from statefulwebapp.runtime.workqueue import Delays, Result, Resume, WorkQueue
 
 TIMEOUT = 10.0
 

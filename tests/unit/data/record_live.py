@@ -20,8 +20,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from statefulwebapp import drift, kinds, kube
-from statefulwebapp.model import parse
+from statefulwebapp.api import kinds
+from statefulwebapp.api.parse import parse
+from statefulwebapp.runtime import kube
+from statefulwebapp.specs import drift, names, registry
 
 OUT = Path(__file__).parent / "live"
 SPEC: dict[str, Any] = {
@@ -42,7 +44,7 @@ def kubectl(*args: str, stdin: str | None = None) -> str:
 
 def wait_ready(api: Any, ns: str) -> dict[str, Any]:
     for _ in range(120):
-        app = kube.get(api, "StatefulWebApp", "web", ns) or {}
+        app = kube.get(api, kinds.APP, "web", ns) or {}
         status = app.get("status") or {}
         ready = (status.get("conditions") or [{}])[0].get("status") == "True"
         if ready and status.get("observedGeneration") == app["metadata"]["generation"]:
@@ -52,7 +54,7 @@ def wait_ready(api: Any, ns: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    api = kube.connect()
+    api = kube.connect(user_agent=names.USER_AGENT)
     ns = f"record-{uuid.uuid4().hex[:6]}"
     kubectl("create", "namespace", ns)
     body = {"apiVersion": "apps.k8slab.io/v1alpha1", "kind": "StatefulWebApp"}
@@ -63,13 +65,16 @@ def main() -> None:
     kubectl("apply", "-f", "-", stdin=json.dumps(body))
     app = wait_ready(api, ns)
     answers = {}
-    for kind, manifest in kinds.render_all(parse(app)).items():
+    for kind, manifest in registry.render_all(parse(app)).items():
         assert manifest is not None
-        answers[kind] = (drift.stamp(manifest), kube.apply(api, drift.stamp(manifest)))
+        answers[kind] = (
+            drift.stamp(manifest),
+            kube.apply(api, registry.BY_KEY[kind], drift.stamp(manifest), manager=names.MANAGER),
+        )
     time.sleep(5)
     for kind, (rendered, answer) in answers.items():
         meta = rendered["metadata"]
-        live = kube.get(api, kind, meta["name"], meta.get("namespace", ""))
+        live = kube.get(api, registry.BY_KEY[kind], meta["name"], meta.get("namespace", ""))
         case = CASES.get(kind, "default")
         path = OUT / f"{kind.lower()}-{case}.json"
         record = {"rendered": rendered, "answer": answer, "live": live}

@@ -23,9 +23,11 @@ from typing import Any
 
 import pykube
 
-from statefulwebapp import kinds, kube
-from statefulwebapp.informer import owner_key
-from statefulwebapp.objects import Key
+from statefulwebapp.api import kinds
+from statefulwebapp.api.objects import Key
+from statefulwebapp.controllers.sources import owner_key
+from statefulwebapp.runtime import kube
+from statefulwebapp.specs import registry
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ def compare(index: Snapshot, cluster: Snapshot) -> Plan:
         if missing:
             plan.repair[key] = missing
     for key, present in cluster.children.items():
-        volumes = {child.key for child in kinds.CHILDREN if not child.namespaced}
+        volumes = {child.key for child in registry.CHILDREN if not child.namespaced}
         if volumes & present and key not in cluster.apps:
             plan.orphans.add(key)
     plan.orphans -= plan.gone
@@ -74,7 +76,7 @@ def list_apps(api: pykube.HTTPClient, namespaces: Iterable[str]) -> frozenset[Ke
     return frozenset(
         (str(m.get("namespace")), str(m.get("name")))
         for scope in sorted(namespaces) or [""]
-        for m in kube.list_metadata(api, kinds.APP.name, namespace=scope)
+        for m in kube.list_metadata(api, kinds.APP, namespace=scope)
     )
 
 
@@ -83,7 +85,7 @@ def from_cluster(api: pykube.HTTPClient, namespaces: Iterable[str]) -> Snapshot:
     scopes = sorted(namespaces) or [""]
     apps = list_apps(api, namespaces)
     children: dict[Key, set[str]] = {}
-    for child in kinds.CHILDREN:
+    for child in registry.CHILDREN:
         for meta in _listed(api, child, scopes):
             key = owner_key(meta)
             if key is not None:
@@ -93,6 +95,6 @@ def from_cluster(api: pykube.HTTPClient, namespaces: Iterable[str]) -> Snapshot:
     return Snapshot(apps, {key: frozenset(present) for key, present in children.items()})
 
 
-def _listed(api: pykube.HTTPClient, child: kinds.Child, scopes: list[str]) -> Iterator[Any]:
+def _listed(api: pykube.HTTPClient, child: registry.Child, scopes: list[str]) -> Iterator[Any]:
     for scope in scopes if child.namespaced else [""]:
-        yield from kube.list_metadata(api, child.name, namespace=scope, selector=child.selector)
+        yield from kube.list_metadata(api, child, namespace=scope, selector=child.selector)

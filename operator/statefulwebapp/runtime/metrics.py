@@ -40,7 +40,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.exposition import choose_encoder
 
 OUTCOMES = ("in_sync", "changed", "problem", "retry", "gone", "error")
-"""What a reconcile pass ended with (``reconcile.Outcome.label``, and ``error`` when it raised):
+"""What a reconcile pass ended with (``app_state.Outcome.label``, and ``error`` when it raised):
 nothing to write; wrote something (a child, the status); a problem that waits for the user
 (InvalidSpec, Refused, NameConflict: not retried); server trouble or RBAC (retried with
 backoff); the app was gone; an unexpected exception (a bug, retried with backoff)."""

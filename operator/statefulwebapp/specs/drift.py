@@ -23,7 +23,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from statefulwebapp import names
+from statefulwebapp.specs import names
 
 DIGEST = f"{names.ANNOTATION_PREFIX}/rendering"
 """Annotation on every child: digest of the rendering it was last applied from."""

@@ -1,10 +1,10 @@
-"""The one registry of kinds: where each lives in the API, how a child is rendered.
+"""The child registry: what the operator renders for each app, and the order it applies them in.
 
 For each child it also says which spec field the API server's complaints point back to.
 
-Everything that iterates over the children (the watches in ``informer.py``, the URLs in
-``kube.py``, the reconcile's apply order) reads :data:`CHILDREN`, so adding a child kind is one
-entry here plus its renderer.
+Everything that iterates over the children (the watches in ``controllers/sources.py``, the
+reconcile's apply order, the resync) reads :data:`CHILDREN`, so adding a child kind is one
+entry here plus its renderer (and its location in ``api/kinds.py``).
 """
 
 from __future__ import annotations
@@ -12,30 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from statefulwebapp import names, render
-from statefulwebapp.model import GROUP, KIND, PLURAL, VERSION, AppSpec
-from statefulwebapp.objects import Manifest
-
-
-@dataclass(frozen=True)
-class Kind:
-    """Where a kind lives in the API."""
-
-    name: str
-    """The kind, such as ``StatefulSet``."""
-    group: str
-    """API group; empty for the core group."""
-    version: str
-    """API version within the group."""
-    plural: str
-    """Resource name in URLs."""
-    namespaced: bool
-    """Whether objects of the kind live in a namespace."""
-
-    @property
-    def api_base(self) -> str:
-        """``/api/v1`` or ``/apis/<group>/<version>``."""
-        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+from statefulwebapp.api import kinds
+from statefulwebapp.api.kinds import Kind
+from statefulwebapp.api.model import AppSpec
+from statefulwebapp.api.objects import Manifest
+from statefulwebapp.specs import names, render, render_backup
 
 
 @dataclass(frozen=True)
@@ -79,11 +60,7 @@ def _kind(kind: Kind) -> tuple[str, str, str, str, bool]:
 
 
 CRONJOB = Child(
-    "CronJob",
-    "batch",
-    "v1",
-    "cronjobs",
-    namespaced=True,
+    *_kind(kinds.CRONJOB),
     render=render.render_cronjob,
     spec_fields=(
         ("spec.schedule", "spec.dateLogger.schedule"),
@@ -98,11 +75,7 @@ CRONJOB = Child(
     validates=True,
 )
 PERSISTENT_VOLUME = Child(
-    "PersistentVolume",
-    "",
-    "v1",
-    "persistentvolumes",
-    namespaced=False,
+    *_kind(kinds.PERSISTENT_VOLUME),
     render=render.render_volume,
     spec_fields=(
         ("spec.capacity", "spec.storage.capacity"),
@@ -113,17 +86,13 @@ PERSISTENT_VOLUME = Child(
     labels=_DATA,
 )
 PERSISTENT_VOLUME_CLAIM = Child(
-    "PersistentVolumeClaim",
-    "",
-    "v1",
-    "persistentvolumeclaims",
-    namespaced=True,
+    *_kind(kinds.PERSISTENT_VOLUME_CLAIM),
     render=render.render_claim,
     spec_fields=(("spec.resources", "spec.storage.request"), ("", "spec.storage")),
     labels=_DATA,
 )
 BACKUP_VOLUME = Child(
-    *_kind(PERSISTENT_VOLUME),
+    *_kind(kinds.PERSISTENT_VOLUME),
     render=render.render_backup_volume,
     spec_fields=(
         ("spec.nfs", "spec.backup.target.nfs"),
@@ -134,18 +103,14 @@ BACKUP_VOLUME = Child(
     labels=_ARCHIVES,
 )
 BACKUP_CLAIM = Child(
-    *_kind(PERSISTENT_VOLUME_CLAIM),
+    *_kind(kinds.PERSISTENT_VOLUME_CLAIM),
     render=render.render_backup_claim,
     spec_fields=(("", "spec.backup.target"),),
     role="BackupClaim",
     labels=_ARCHIVES,
 )
 SERVICE = Child(
-    "Service",
-    "",
-    "v1",
-    "services",
-    namespaced=True,
+    *_kind(kinds.SERVICE),
     render=render.render_service,
     spec_fields=(
         ("metadata.name", "spec.serviceName"),
@@ -154,20 +119,12 @@ SERVICE = Child(
     ),
 )
 NETWORK_POLICY = Child(
-    "NetworkPolicy",
-    "networking.k8s.io",
-    "v1",
-    "networkpolicies",
-    namespaced=True,
+    *_kind(kinds.NETWORK_POLICY),
     render=render.render_network_policy,
     spec_fields=(("", "spec.networkPolicy"),),
 )
 STATEFULSET = Child(
-    "StatefulSet",
-    "apps",
-    "v1",
-    "statefulsets",
-    namespaced=True,
+    *_kind(kinds.STATEFULSET),
     render=render.render_statefulset,
     spec_fields=(
         ("spec.replicas", "spec.replicas"),
@@ -190,21 +147,13 @@ STATEFULSET = Child(
     ),
 )
 DISRUPTION_BUDGET = Child(
-    "PodDisruptionBudget",
-    "policy",
-    "v1",
-    "poddisruptionbudgets",
-    namespaced=True,
+    *_kind(kinds.DISRUPTION_BUDGET),
     render=render.render_disruption_budget,
     spec_fields=(("", "spec.disruptionBudget"),),
 )
 DAEMONSET = Child(
-    "DaemonSet",
-    "apps",
-    "v1",
-    "daemonsets",
-    namespaced=True,
-    render=render.render_daemonset,
+    *_kind(kinds.DAEMONSET),
+    render=render_backup.render_daemonset,
     spec_fields=(
         (f"{_POD}.containers[0].resources", "spec.backup.resources"),
         (f"{_POD}.containers[0].imagePullPolicy", "spec.backup.imagePullPolicy"),
@@ -232,25 +181,6 @@ CHILDREN: tuple[Child, ...] = (
 storage before the workloads that mount it, and the NetworkPolicy before the pods it covers
 (the CronJob's come at its first schedule, later)."""
 
-APP = Kind(KIND, GROUP, VERSION, PLURAL, namespaced=True)
-LEASE = Kind("Lease", "coordination.k8s.io", "v1", "leases", namespaced=True)
-"""The leader election's lock (lease.py)."""
-EVENT = Kind("Event", "", "v1", "events", namespaced=True)
-"""Watched for the kubelet's FailedMount and Unhealthy events only (informer.MOUNT_FAILURES,
-informer.PROBE_FAILURES): they say why a pod waits for its volume, why an agent is not ready."""
-
-RESTORE = Kind("StatefulWebAppRestore", GROUP, VERSION, "statefulwebapprestores", namespaced=True)
-"""A request to put an archive back into an app's volume (restore.py)."""
-JOB = Kind("Job", "batch", "v1", "jobs", namespaced=True)
-"""A restore's Job: read while the restore runs, never watched."""
-POD = Kind("Pod", "", "v1", "pods", namespaced=True)
-"""A restore Job's pods: listed once when the Job has finished, for their result."""
-
-BY_NAME: dict[str, Kind] = {
-    kind.name: kind
-    for kind in (*(c for c in CHILDREN if not c.role), APP, LEASE, EVENT, RESTORE, JOB, POD)
-}
-"""Every kind by its name, for its API location (a role's child shares its kind's)."""
 BY_KEY: dict[str, Child] = {child.key: child for child in CHILDREN}
 """Every child by :attr:`Child.key`."""
 

@@ -11,166 +11,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pykube
 
-from statefulwebapp import drift, kinds, kube, names, refusals, status
-from statefulwebapp.model import AppSpec, SpecError, parse
-from statefulwebapp.objects import Key, Obj, timestamp
-from statefulwebapp.policy import NO_POLICY, ExportClaims, Policy, exports_of
+from statefulwebapp.api import kinds
+from statefulwebapp.api.model import AppSpec, SpecError
+from statefulwebapp.api.objects import Obj, timestamp
+from statefulwebapp.api.parse import parse
+from statefulwebapp.controllers import refusals
+from statefulwebapp.controllers.app_state import Memory, Outcome, Seen
+from statefulwebapp.controllers.policy import NO_POLICY, ExportClaims, Policy, exports_of
+from statefulwebapp.runtime import kube
+from statefulwebapp.specs import drift, failures, names, registry, status
 
 Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 Warn = Callable[[str, str], None]
 """Posts a Warning event on the app: ``warn(reason, message)``."""
-
-
-@dataclass
-class Outcome:
-    """What one reconcile did, for logs and tests."""
-
-    applied: list[str] = field(default_factory=list)
-    """Children written (kind/name)."""
-    deleted: list[str] = field(default_factory=list)
-    """Children removed because the spec disabled them."""
-    problems: list[status.Problem] = field(default_factory=list)
-    """Why the app, or some of its children, are not reconciled; empty when all are."""
-    status_written: bool = False
-    """Whether the status subresource was patched."""
-    written_version: str | None = None
-    """The app's resourceVersion after that status write, if the API server returned one."""
-    written_status: dict[str, Any] | None = None
-    """The status as written; newer than what the watch has shown until it shows that version."""
-    status_held: bool = False
-    """Whether a progress-only status change was held back (``progress_due`` was False)."""
-    rollouts_held: list[str] = field(default_factory=list)
-    """Workloads whose new rendering (same spec, a new operator version) waits for the fleet's
-    rollout budget; the pass should come back."""
-    app_gone: bool = False
-    """The app the pass was given no longer exists (its index entry outlived a watch gap):
-    nothing was written, and it should get no more passes."""
-    ready_reason: str | None = None
-    """The reason of the Ready condition the pass computed (written or held back); None when
-    it computed no status (the app gone, its namespace going away)."""
-    recheck_after: float | None = None
-    """The status the pass computed is not Ready and quotes the kubelet's reports: seconds
-    until the first of them ages out, when the status must be computed again."""
-
-    @property
-    def label(self) -> str:
-        """How the pass ended, for ``statefulwebapp_reconcile_passes_total``.
-
-        ``gone``; ``retry`` (server trouble, RBAC: retried with backoff); ``problem`` (waits
-        for the user: InvalidSpec, Refused, NameConflict); ``changed`` (applied, deleted or
-        wrote the status); ``in_sync`` (nothing to write).
-        """
-        if self.app_gone:
-            return "gone"
-        if self.retry:
-            return "retry"
-        if self.problems:
-            return "problem"
-        if self.applied or self.deleted or self.status_written:
-            return "changed"
-        return "in_sync"
-
-    @property
-    def retry(self) -> bool:
-        """Whether a pass should come again without waiting for an event (server trouble)."""
-        return any(problem.retry for problem in self.problems)
-
-    @property
-    def retry_after(self) -> float | None:
-        """The longest wait the API server asked for, if it asked."""
-        return max((p.retry_after for p in self.problems if p.retry_after), default=None)
-
-
-@dataclass
-class Memory:
-    """What passes remember of an app's children between passes, in this process only.
-
-    Per app and child kind: the form the API server stored our last rendering in, when it
-    differs from the rendering (see ``drift.stored_form``), and a refusal of a rendering, so
-    that it is not sent again until the spec changes. A restart loses both, which costs at most
-    one no-op apply of such a child and one more try of a refused one.
-    """
-
-    stored: dict[Key, dict[str, tuple[str, dict[str, Any]]]] = field(default_factory=dict)
-    """App -> kind -> (digest, stored form)."""
-    refused: dict[Key, dict[str, tuple[str, status.Problem]]] = field(default_factory=dict)
-    """App -> kind -> (digest, why it was refused)."""
-    synced: dict[Key, dict[str, tuple[str, str]]] = field(default_factory=dict)
-    """App -> kind -> (digest, resourceVersion) of the child last found up to date. Most passes
-    come from one child's event: the others are the very objects checked last time, and
-    comparing them again field by field was 6 % of the operator's CPU in a 300-app fleet.
-    Any write to a child (its status included) changes its resourceVersion."""
-    digests: dict[Key, tuple[AppSpec, dict[str, str]]] = field(default_factory=dict)
-    """App -> (the spec last rendered, the digest of each child's rendering). Most passes come
-    from a child's event and find the spec unchanged: rendering it again is cheap (0.14 ms for
-    the scenario's app), digesting it is not (1.5 ms, a sorted JSON dump and a hash of each
-    child), and keeping the stamped renderings would hold 23 MiB for 1000 apps."""
-
-    def rendering(self, app: AppSpec) -> dict[str, Obj | None]:
-        """The stamped children of ``app`` by kind (None: disabled), digested once per spec."""
-        key = (app.namespace, app.name)
-        rendered = kinds.render_all(app)
-        last = self.digests.get(key)
-        if last is None or last[0] != app:
-            digests = {kind: drift.digest(m) for kind, m in rendered.items() if m is not None}
-            self.digests[key] = (app, digests)
-        else:
-            digests = last[1]
-        return {
-            kind: None if manifest is None else drift.stamp(manifest, digests[kind])
-            for kind, manifest in rendered.items()
-        }
-
-    def forget(self, key: Key) -> None:
-        """The app is gone."""
-        self.stored.pop(key, None)
-        self.refused.pop(key, None)
-        self.synced.pop(key, None)
-        self.digests.pop(key, None)
-
-
-@dataclass(frozen=True)
-class Seen:
-    """The app's object as the pass found it, read once (its spec is parsed into an AppSpec).
-
-    Which generation of the spec it is at, and what its status, last written by this operator,
-    says: the pass compares with these, never with the raw object again.
-    """
-
-    namespace: str
-    """The app's namespace."""
-    name: str
-    """The app's name."""
-    generation: int
-    """``metadata.generation``: the version of its spec."""
-    status: Obj
-    """The status as last written (empty for a new app)."""
-
-    @classmethod
-    def of(cls, body: Obj) -> Seen:
-        """Read ``body`` (an app's object) once."""
-        meta = body.get("metadata") or {}
-        return cls(
-            namespace=str(meta.get("namespace", "")),
-            name=str(meta.get("name", "")),
-            generation=int(meta.get("generation", 0)),
-            status=body.get("status") or {},
-        )
-
-    @property
-    def acknowledged(self) -> bool:
-        """Whether the status already answers this generation of the spec."""
-        return self.status.get("observedGeneration") == self.generation
-
-    @property
-    def ready(self) -> Obj:
-        """The Ready condition last written; empty if none."""
-        return status.ready_condition(self.status)
 
 
 def owned(app: AppSpec, obj: Obj) -> bool:
@@ -205,7 +63,7 @@ def reconcile(
     come back. ``rollout_due()`` is asked before re-applying a StatefulSet or DaemonSet whose
     rendering changed while the spec did not (an operator upgrade): a fleet must not roll at
     once. ``mount_failures`` and ``probe_failures``: the kubelet's FailedMount and Unhealthy
-    events of the app's pods, packed (``informer.pack_pod_event``), for the status.
+    events of the app's pods, packed (``sources.pack_pod_event``), for the status.
     ``restoring``: the StatefulWebAppRestore under way for the app, if one is (restore.py):
     the web pods are stopped while it runs. ``lookups``: a pool for the looks before
     creating missing children, which then go at once. ``policy``: the admin's decisions (the
@@ -284,7 +142,7 @@ def reconcile(
     )
     outcome.ready_reason = status.ready_condition(new).get("reason")
     if outcome.ready_reason != "Ready":
-        outcome.recheck_after = status.recheck_after(app, mount_failures, probe_failures, now)
+        outcome.recheck_after = failures.recheck_after(app, mount_failures, probe_failures, now)
     _publish(api, seen, new, outcome, progress_due=progress_due)
     return outcome
 
@@ -302,11 +160,10 @@ def _look_up(
     direct look. With a pool the looks go at once, so a new app waits one round trip for them
     rather than one per child.
     """
-    wanted = [(kinds.APP.name, app.name)] + [
-        (kinds.BY_KEY[key].name, (desired[key] or {})["metadata"]["name"]) for key in missing
-    ]
+    wanted: list[tuple[kube.Resource, str]] = [(kinds.APP, app.name)]
+    wanted += [(registry.BY_KEY[key], (desired[key] or {})["metadata"]["name"]) for key in missing]
 
-    def look(kind_name: tuple[str, str]) -> Obj | None:
+    def look(kind_name: tuple[kube.Resource, str]) -> Obj | None:
         return kube.get(api, *kind_name, app.namespace, cached=True)
 
     found = list(lookups.map(look, wanted)) if lookups is not None else [look(w) for w in wanted]
@@ -322,7 +179,7 @@ def _find_conflict(
         if manifest is None:
             continue
         live = children.get(key)
-        kind = kinds.BY_KEY[key].name
+        kind = registry.BY_KEY[key].name
         name = manifest["metadata"]["name"]
         if live is not None and not owned(app, live):
             return status.Problem(
@@ -370,7 +227,7 @@ def _converge(
         refused=memory.refused.setdefault(key, {}),
         synced=memory.synced.setdefault(key, {}),
     )
-    for child in kinds.CHILDREN:
+    for child in registry.CHILDREN:
         manifest = desired[child.key]
         live = children.get(child.key)
         try:
@@ -403,9 +260,9 @@ def _converge(
         logger.info("applied %s; deleted %s", outcome.applied or "-", outcome.deleted or "-")
 
 
-def _unasked_rollout(child: kinds.Child, manifest: Obj, live: Obj | None) -> bool:
+def _unasked_rollout(child: registry.Child, manifest: Obj, live: Obj | None) -> bool:
     """A workload applied before from another rendering of the same spec (an operator upgrade)."""
-    if child not in (kinds.STATEFULSET, kinds.DAEMONSET) or live is None:
+    if child not in (registry.STATEFULSET, registry.DAEMONSET) or live is None:
         return False
     before = drift.stamp_of(live)
     return before is not None and before != drift.stamp_of(manifest)
@@ -413,7 +270,7 @@ def _unasked_rollout(child: kinds.Child, manifest: Obj, live: Obj | None) -> boo
 
 def _delete(
     api: pykube.HTTPClient,
-    child: kinds.Child,
+    child: registry.Child,
     app: AppSpec,
     children: dict[str, Obj | None],
     outcome: Outcome,
@@ -434,7 +291,7 @@ def _delete(
     # The uid as a precondition: an object of that name made since the cache saw ours is not
     # deleted in its place.
     uid = str(live["metadata"].get("uid") or "")
-    if kube.delete(api, child.name, name, app.namespace if child.namespaced else "", uid=uid):
+    if kube.delete(api, child, name, app.namespace if child.namespaced else "", uid=uid):
         outcome.deleted.append(f"{child.name}/{name}")
 
 
@@ -449,7 +306,7 @@ class _Known:
 
 def _apply(  # noqa: PLR0917  (the pass's state, each piece used)
     api: pykube.HTTPClient,
-    child: kinds.Child,
+    child: registry.Child,
     manifest: Obj,
     live: Obj | None,
     known: _Known,
@@ -472,7 +329,7 @@ def _apply(  # noqa: PLR0917  (the pass's state, each piece used)
     if before is not None and before[0] == digest:
         # Refused as it is: sending it again would be refused again.
         return before[1]
-    answer = kube.apply(api, manifest)
+    answer = kube.apply(api, child, manifest, manager=names.MANAGER)
     known.refused.pop(child.key, None)
     children[child.key] = answer
     form_now = drift.stored_form(manifest, answer)
@@ -501,7 +358,7 @@ def _publish(
     if not status.urgent(seen.status, new) and not progress_due():
         outcome.status_held = True
         return
-    written = kube.patch_status(api, seen.namespace, seen.name, new)
+    written = kube.patch_status(api, seen.namespace, seen.name, new, kinds.APP)
     outcome.status_written = True
     if written is not None:
         outcome.written_version = written.get("metadata", {}).get("resourceVersion")
@@ -519,27 +376,3 @@ def _invalid_status(seen: Seen, problem: status.Problem) -> dict[str, Any]:
         now=timestamp(),
     )
     return {"observedGeneration": seen.generation, "conditions": [ready]}
-
-
-def collect_volume(api: pykube.HTTPClient, namespace: str, app_name: str) -> bool:
-    """Delete the cluster-scoped volumes (data, archives) of an app that is gone; True if any.
-
-    No owner reference can tie a PersistentVolume to a namespaced app, so the operator
-    collects it itself, from the app's deletion event or, if it was not running then, from the
-    volume's own event at its next start. Retain keeps the exported data on the NFS server; only
-    the PersistentVolume object goes. Namespaced children are removed by the garbage collector
-    through their owner references.
-    """
-    # The caller's index may lag behind the cluster (a watch gap, a second instance): only a
-    # direct read may say the app is gone.
-    if kube.get(api, kinds.APP.name, app_name, namespace) is not None:
-        return False
-    deleted = False
-    for name in (names.volume_of(namespace, app_name), names.backup_volume_of(namespace, app_name)):
-        live = kube.get(api, kinds.PERSISTENT_VOLUME.name, name)
-        if live is None or live.get("metadata", {}).get("deletionTimestamp"):
-            continue
-        if names.volume_owned(live, namespace, app_name):
-            uid = str(live["metadata"].get("uid") or "")
-            deleted |= kube.delete(api, kinds.PERSISTENT_VOLUME.name, name, uid=uid)
-    return deleted

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
-from statefulwebapp.model import GROUP, KIND
+from statefulwebapp.api.model import GROUP, KIND
 
 if TYPE_CHECKING:
-    from statefulwebapp.model import AppSpec, RestoreSpec
+    from statefulwebapp.api.model import AppSpec, RestoreSpec
 
 MANAGER = "statefulwebapp-operator"
 """Field manager for server-side apply and value of ``app.kubernetes.io/managed-by``."""
+USER_AGENT = f"{MANAGER}/{version('statefulwebapp-operator')}"
+"""Sent with every request, so the API server's audit log tells our requests apart."""
 
 CRONJOB_SUFFIX = "-datelog"
 MAX_CRONJOB_NAME = 52

@@ -30,8 +30,8 @@ from typing import Any
 import pykube
 import requests
 
-from statefulwebapp import kinds, kube
-from statefulwebapp.objects import timestamp
+from statefulwebapp.api.objects import timestamp
+from statefulwebapp.runtime import kube
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,13 @@ class Elector:
         name: str,
         identity: str,
         *,
+        kind: kube.Resource,
         timing: Timing = Timing(),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """A candidate called ``identity`` (unique per process)."""
+        """A candidate called ``identity`` (unique per process); ``kind``: the Lease's location."""
         self.api = api
+        self.kind = kind
         self.namespace = namespace
         self.name = name
         self.identity = identity
@@ -99,7 +101,7 @@ class Elector:
     def try_acquire(self) -> bool:
         """One attempt to take the lease, or renew it if ours; True if we hold it now."""
         now = self._clock()
-        lease = kube.get(self.api, kinds.LEASE.name, self.name, self.namespace)
+        lease = kube.get(self.api, self.kind, self.name, self.namespace)
         self.answered_at = now
         if lease is None:
             return self._write(self._record(None), create=True, now=now)
@@ -140,7 +142,7 @@ class Elector:
 
     def _write(self, record: dict[str, Any], *, create: bool, now: float) -> bool:
         try:
-            (kube.create if create else kube.replace)(self.api, record)
+            (kube.create if create else kube.replace)(self.api, self.kind, record)
         except kube.ApiError as err:
             if err.status in (409, 422):  # Someone else wrote first: not ours this round.
                 return False
@@ -217,11 +219,11 @@ class Elector:
         """Stop renewing and, if the lease is still ours, hand it back at once."""
         self._stop.set()
         try:
-            lease = kube.get(self.api, kinds.LEASE.name, self.name, self.namespace)
+            lease = kube.get(self.api, self.kind, self.name, self.namespace)
             if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
                 return
             lease["spec"] = {**lease["spec"], "holderIdentity": None, "leaseDurationSeconds": 1}
-            kube.replace(self.api, lease)
+            kube.replace(self.api, self.kind, lease)
             log.info("released the lease %s", self.where)
         except (kube.ApiError, requests.RequestException) as err:
             log.warning("could not release the lease %s: %s", self.where, err)

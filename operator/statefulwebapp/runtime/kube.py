@@ -2,13 +2,15 @@
 
 Every request a client from :func:`connect` sends (these functions', the children's watches',
 the lease's) is counted by verb and status code when it is given the process's
-:class:`~statefulwebapp.metrics.Metrics`: below the session, in its HTTP adapter, so a request
-that got no answer (refused, timed out) counts too, as ``error``.
+:class:`~statefulwebapp.runtime.metrics.Metrics`: below the session, in its HTTP adapter, so a
+request that got no answer (refused, timed out) counts too, as ``error``.
 
 Children are written with server-side apply under one field manager, so a field someone else
 owns is left alone, a field we own is set back, and a field we no longer send is removed. Paths
-come from the registry in ``kinds.py`` instead of discovery: the operator only ever touches
-those kinds, and skipping discovery saves requests at start-up.
+come from the caller's :class:`Resource` (``api/kinds.py`` has one for each kind the operator
+talks to) instead of discovery: the operator only ever touches those kinds, and skipping
+discovery saves requests at start-up. This module knows no resource of ours: which kinds, which
+field manager and which user agent are the caller's to say.
 """
 
 from __future__ import annotations
@@ -18,15 +20,13 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
-from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pykube
 import requests
 
-from statefulwebapp import kinds, names
-from statefulwebapp.metrics import Metrics
+from statefulwebapp.runtime.metrics import Metrics
 
 
 class ApiError(RuntimeError):
@@ -65,8 +65,32 @@ def _seconds(value: str | None) -> float | None:
         return None
 
 
-USER_AGENT = f"{names.MANAGER}/{version('statefulwebapp-operator')}"
-"""Sent with every request, so the API server's audit log tells our requests apart."""
+class Resource(Protocol):
+    """Where a kind lives in the API: what its URLs are made of (a client-go REST mapping)."""
+
+    @property
+    def name(self) -> str:
+        """The kind, such as ``StatefulSet``."""
+
+    @property
+    def group(self) -> str:
+        """API group; empty for the core group."""
+
+    @property
+    def version(self) -> str:
+        """API version within the group."""
+
+    @property
+    def plural(self) -> str:
+        """Resource name in URLs."""
+
+    @property
+    def namespaced(self) -> bool:
+        """Whether objects of the kind live in a namespace."""
+
+    @property
+    def api_base(self) -> str:
+        """``/api/v1`` or ``/apis/<group>/<version>``."""
 
 
 POOL_SIZE = 16
@@ -75,11 +99,16 @@ requests, so a burst reuses connections instead of opening (and discarding) TLS 
 
 
 def connect(
-    timeout: float = 30, pool: int = POOL_SIZE, metrics: Metrics | None = None
+    timeout: float = 30,
+    pool: int = POOL_SIZE,
+    metrics: Metrics | None = None,
+    *,
+    user_agent: str = "",
 ) -> pykube.HTTPClient:
     """A client for the in-cluster service account, else ``$KUBECONFIG`` or ~/.kube/config.
 
     With ``metrics``, each request it sends is counted (``statefulwebapp_api_requests_total``).
+    ``user_agent``: sent with every request (the API server's audit log tells them apart by it).
     """
     config = pykube.KubeConfig.from_env()
     adapter = (
@@ -88,7 +117,8 @@ def connect(
         else CountingAdapter(metrics, config, pool_maxsize=pool)
     )
     api = pykube.HTTPClient(config, timeout=timeout, http_adapter=adapter)
-    api.session.headers["User-Agent"] = USER_AGENT
+    if user_agent:
+        api.session.headers["User-Agent"] = user_agent
     settle_environment(api.session, api.url)
     if SERVICE_ACCOUNT_TOKEN.is_file() and config.user.get("token"):
         ProjectedToken(config.user, SERVICE_ACCOUNT_TOKEN).install(api.session)
@@ -224,11 +254,10 @@ class ProjectedToken:
         session.hooks["response"].append(after)
 
 
-def path(kind: str, name: str, namespace: str = "") -> str:
+def path(kind: Resource, name: str, namespace: str = "") -> str:
     """The URL path of one object."""
-    info = kinds.BY_NAME[kind]
-    scope = f"/namespaces/{namespace}" if info.namespaced else ""
-    return f"{info.api_base}{scope}/{info.plural}/{name}"
+    scope = f"/namespaces/{namespace}" if kind.namespaced else ""
+    return f"{kind.api_base}{scope}/{kind.plural}/{name}"
 
 
 def _url(api: pykube.HTTPClient, p: str) -> str:
@@ -236,7 +265,7 @@ def _url(api: pykube.HTTPClient, p: str) -> str:
 
 
 def get(
-    api: pykube.HTTPClient, kind: str, name: str, namespace: str = "", *, cached: bool = False
+    api: pykube.HTTPClient, kind: Resource, name: str, namespace: str = "", *, cached: bool = False
 ) -> dict[str, Any] | None:
     """The live object, or None when it does not exist.
 
@@ -256,16 +285,15 @@ def get(
 
 
 def list_metadata(
-    api: pykube.HTTPClient, kind: str, *, namespace: str = "", selector: str = ""
+    api: pykube.HTTPClient, kind: Resource, *, namespace: str = "", selector: str = ""
 ) -> Iterator[dict[str, Any]]:
     """The metadata of every object of ``kind`` (in ``namespace``, or all), page by page.
 
     Asks for PartialObjectMetadata: no specs or statuses cross the wire, so a full check of a
     thousand apps' children stays a few small requests.
     """
-    info = kinds.BY_NAME[kind]
-    scope = f"/namespaces/{namespace}" if info.namespaced and namespace else ""
-    p = f"{info.api_base}{scope}/{info.plural}"
+    scope = f"/namespaces/{namespace}" if kind.namespaced and namespace else ""
+    p = f"{kind.api_base}{scope}/{kind.plural}"
     for page in pages(api, p, selector=selector, limit=500, accept=METADATA_LIST):
         for item in page.get("items") or []:
             yield item.get("metadata") or {}
@@ -315,13 +343,15 @@ def pages(
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
-def apply(api: pykube.HTTPClient, manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """Server-side apply ``manifest`` as the operator's field manager, taking over conflicts."""
+def apply(
+    api: pykube.HTTPClient, kind: Resource, manifest: Mapping[str, Any], *, manager: str
+) -> dict[str, Any]:
+    """Server-side apply ``manifest`` (a ``kind``) as ``manager``, taking over conflicts."""
     meta = manifest["metadata"]
-    p = path(manifest["kind"], meta["name"], meta.get("namespace", ""))
+    p = path(kind, meta["name"], meta.get("namespace", ""))
     response = api.session.patch(
         _url(api, p),
-        params={"fieldManager": names.MANAGER, "force": "true"},
+        params={"fieldManager": manager, "force": "true"},
         data=json.dumps(manifest),
         headers={"Content-Type": "application/apply-patch+yaml"},
         timeout=api.timeout,
@@ -329,17 +359,17 @@ def apply(api: pykube.HTTPClient, manifest: Mapping[str, Any]) -> dict[str, Any]
     return _answer("apply", p, response)
 
 
-def create(api: pykube.HTTPClient, manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """Create ``manifest`` (POST); a 409 if it exists."""
+def create(api: pykube.HTTPClient, kind: Resource, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Create ``manifest`` (a ``kind``; POST); a 409 if it exists."""
     meta = manifest["metadata"]
-    p = path(manifest["kind"], meta["name"], meta.get("namespace", "")).rsplit("/", 1)[0]
+    p = path(kind, meta["name"], meta.get("namespace", "")).rsplit("/", 1)[0]
     return _answer("create", p, api.session.post(_url(api, p), json=manifest, timeout=api.timeout))
 
 
-def replace(api: pykube.HTTPClient, manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """Replace ``manifest`` (PUT); a 409 if its resourceVersion is not the current one."""
+def replace(api: pykube.HTTPClient, kind: Resource, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Replace ``manifest`` (a ``kind``; PUT); a 409 if its resourceVersion is not current."""
     meta = manifest["metadata"]
-    p = path(manifest["kind"], meta["name"], meta.get("namespace", ""))
+    p = path(kind, meta["name"], meta.get("namespace", ""))
     return _answer("replace", p, api.session.put(_url(api, p), json=manifest, timeout=api.timeout))
 
 
@@ -352,7 +382,7 @@ def _answer(verb: str, p: str, response: requests.Response) -> dict[str, Any]:
 
 
 def delete(
-    api: pykube.HTTPClient, kind: str, name: str, namespace: str = "", *, uid: str = ""
+    api: pykube.HTTPClient, kind: Resource, name: str, namespace: str = "", *, uid: str = ""
 ) -> bool:
     """Delete an object in the background; True if this request deleted it.
 
@@ -372,7 +402,7 @@ def delete(
 
 
 def merge_patch(
-    api: pykube.HTTPClient, kind: str, name: str, namespace: str, patch: Mapping[str, Any]
+    api: pykube.HTTPClient, kind: Resource, name: str, namespace: str, patch: Mapping[str, Any]
 ) -> dict[str, Any] | None:
     """Merge-patch an object (not its status); None if it is gone."""
     p = path(kind, name, namespace)
@@ -392,9 +422,9 @@ def patch_status(
     namespace: str,
     name: str,
     status: Mapping[str, Any],
-    kind: str = kinds.APP.name,
+    kind: Resource,
 ) -> dict[str, Any] | None:
-    """Merge-patch the status subresource of an app (or a restore); lists are replaced whole.
+    """Merge-patch the status subresource of an object of ``kind``; lists are replaced whole.
 
     Returns the object as the write left it, or None if it is gone.
     """

@@ -1,18 +1,10 @@
-"""The children's informers: a paged list, then a watch, each object packed as it arrives.
+"""Informers: a paged list, then a watch, each object packed as it arrives into a store.
 
-kopf gives every object it watches a queue and a worker of its own, fed with the object's full
-body (managed fields included). At a thousand apps that is seven thousand bodies alive at once
-at every start, and the peak stays as the process's RSS: Python's allocator rarely hands its
-arenas back. A pass needs far less of a child: the fields :func:`pack` keeps, and which app to
-pass. So kopf watches the apps (its handlers and their index) and the children are watched
-here: one thread per kind (and per served namespace) lists page by page, then watches from the
-list's resourceVersion; every object is packed and its parsed body dropped as soon as it is
-read. WorkQueue read the packed children from a :class:`Store`, shaped like kopf's indexes.
-
-The kubelet's FailedMount events are watched the same way (:data:`MOUNT_FAILURES`): a pod
-waiting for its volume says only ``ContainerCreating``; the event says why, and the status
-repeats it. So are its failed readiness checks (:data:`PROBE_FAILURES`): a backup agent that is
-not ready says only that; the check's output says what its last archive run met.
+An :class:`Informer` lists one :class:`Source` page by page, then watches it from the list's
+resourceVersion; every object is packed (the source says how) and its parsed body dropped as
+soon as it is read. Passes read the packed objects from a :class:`Store`, shaped like kopf's
+indexes. What the operator watches, and why it does not let kopf watch it, is
+``controllers/sources.py``.
 
 A watch that ends (the server's timeout, a dropped connection, an API server restart) resumes
 from the last resourceVersion it saw; bookmarks keep that version fresh. When the server no
@@ -23,24 +15,23 @@ vanished meanwhile is reported (kopf's relisting never reports the vanished ones
 from __future__ import annotations
 
 import contextvars
-import functools
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pykube
 import requests
 
-from statefulwebapp import drift, kinds, kube, names
-from statefulwebapp.metrics import Metrics
-from statefulwebapp.objects import Key, Manifest
+from statefulwebapp.api.objects import Key, Manifest
+from statefulwebapp.runtime import kube
+from statefulwebapp.runtime.metrics import Metrics
 
-Notify = Callable[[kinds.Kind, Key, str], None]
-"""Told of a change: the object's kind, its app, the event (ADDED, MODIFIED, DELETED)."""
+Notify = Callable[[kube.Resource, Key, str], None]
+"""Told of a change: the object's kind, its key, the event (ADDED, MODIFIED, DELETED)."""
 
 PAGE = 200
 """Objects per list page: the parsed page is the largest transient the watches hold."""
@@ -59,115 +50,20 @@ BACKOFF = (1.0, 30.0)
 _log = logging.getLogger(__name__)
 
 
-def pack(body: Mapping[str, Any], also: tuple[str, ...] = ()) -> str:
-    """What reconcile and status need of an object, as compact JSON; ``also``: more metadata.
-
-    A thousand apps mean seven thousand objects held. As parsed dicts they took 65 KB per app;
-    as JSON text, a quarter of that. A pass parses the seven it needs, well under a millisecond.
-    """
-    meta = body.get("metadata") or {}
-    kept_meta = {key: meta[key] for key in (*_META, *also) if key in meta}
-    # Of the annotations, only the digest the drift rule reads: others' may be large.
-    stamp = drift.stamp_of(body)
-    if stamp is not None:
-        kept_meta["annotations"] = {drift.DIGEST: stamp}
-    kept = {
-        "apiVersion": body.get("apiVersion"),
-        "kind": body.get("kind"),
-        "metadata": kept_meta,
-        "spec": body.get("spec"),
-        "status": body.get("status"),
-    }
-    return json.dumps(kept, separators=(",", ":"))
-
-
-_META = (
-    "name",
-    "namespace",
-    "uid",
-    "generation",
-    "resourceVersion",
-    "deletionTimestamp",
-    "labels",
-    "ownerReferences",
-)
-
-
-def owner_key(meta: Mapping[str, Any]) -> Key | None:
-    """The app an object of ours names as its owner; None if it names none.
-
-    A namespaced child names its app by its controller ownerReference, which can only point
-    within its own namespace: an object planted in another namespace with an app's labels is
-    never attributed to that app (the pass checks the reference's uid, which it knows). A
-    volume is cluster-scoped and cannot be owned: its labels name the app, and the pass checks
-    that its claimRef names the app's claim as well (:func:`names.volume_owned`).
-    """
-    namespace = meta.get("namespace")
-    if namespace:
-        ref = names.controller_of(meta)
-        return None if ref is None else (str(namespace), str(ref.get("name") or ""))
-    labels = meta.get("labels") or {}
-    app_namespace, name = labels.get(names.LABEL_APP_NAMESPACE), labels.get(names.LABEL_INSTANCE)
-    return (str(app_namespace), str(name)) if app_namespace and name else None
-
-
-def pack_pod_event(body: Mapping[str, Any]) -> str:
-    """What the status says of a pod's event: pod, node, message, when last seen."""
-    involved = body.get("involvedObject") or {}
-    series = body.get("series") or {}
-    seen = (
-        series.get("lastObservedTime")
-        or body.get("lastTimestamp")
-        or body.get("eventTime")
-        or (body.get("metadata") or {}).get("creationTimestamp")
-    )
-    kept = {
-        "pod": involved.get("name"),
-        "node": (body.get("source") or {}).get("host") or body.get("reportingInstance") or "",
-        "message": body.get("message") or "",
-        "seen": seen or "",
-    }
-    return json.dumps(kept, separators=(",", ":"))
-
-
-def pod_event_key(
-    body: Mapping[str, Any], workloads: Mapping[str, Store] | None = None
-) -> Key | None:
-    """The app whose web pod or backup agent the event is about; None for any other pod.
-
-    ``workloads``: the stores of the apps' StatefulSets and DaemonSets. With them, a pod counts
-    only while its app's workload of its component is held there: the watch of events is
-    cluster-wide and names a pod by name alone, and any pod named like one of ours (``x-0``)
-    must cost no memory.
-    """
-    involved = body.get("involvedObject") or {}
-    owner = names.pod_owner(str(involved.get("name") or ""))
-    if owner is None:
-        return None
-    key = (str(involved.get("namespace") or ""), owner[0])
-    if workloads is not None:
-        workload = kinds.STATEFULSET if owner[1] == names.WEB else kinds.DAEMONSET
-        if key not in workloads[workload.key]:
-            return None
-    return key
-
-
 @dataclass(frozen=True)
 class Source:
     """What one watch follows: a kind, a server-side selector, and what is kept of an object."""
 
-    kind: kinds.Kind
+    kind: kube.Resource
     """The kind watched."""
+    key: Callable[[Mapping[str, Any]], Key | None]
+    """The key an object is stored (and told) under; None: not kept."""
+    pack: Callable[[Mapping[str, Any]], str]
+    """The packed form kept in the store."""
     labels: str = ""
     """Label selector."""
     fields: str = ""
     """Field selector."""
-    key: Callable[[Mapping[str, Any]], Key | None] = lambda body: owner_key(
-        body.get("metadata") or {}
-    )
-    """The app an object belongs to; None: none of ours, not kept."""
-    pack: Callable[[Mapping[str, Any]], str] = pack
-    """The packed form kept in the store."""
     name: str = ""
     """The store's name, when several sources watch one kind; else the kind's name."""
 
@@ -175,30 +71,6 @@ class Source:
     def store(self) -> str:
         """Name of the store this source fills (the stores returned by :func:`start`)."""
         return self.name or self.kind.name
-
-
-def child_source(child: kinds.Child) -> Source:
-    """A child, watched by the operator's label (and its role's), stored by its key."""
-    return Source(child, labels=child.selector, name=child.key)
-
-
-def _pod_events(reason: str, name: str) -> Source:
-    """The kubelet's ``reason`` events of pods, selected by the server."""
-    return Source(
-        kinds.EVENT,
-        fields=f"reason={reason},involvedObject.kind=Pod",
-        key=pod_event_key,
-        pack=pack_pod_event,
-        name=name,
-    )
-
-
-MOUNT_FAILURES = _pod_events("FailedMount", "MountFailures")
-"""The kubelet's FailedMount events of pods, selected by the server: none while mounts work."""
-
-PROBE_FAILURES = _pod_events("Unhealthy", "ProbeFailures")
-"""The kubelet's failed probes of pods (``Unhealthy``), selected by the server: none while
-every check passes, so a healthy fleet costs this watch nothing."""
 
 
 class Store(Mapping[Key, tuple[str, ...]]):
@@ -442,39 +314,25 @@ class Informer:
         self._tell(key, str(kind), self.store.put(uid, key, self.source.pack(body)))
 
 
-SOURCES: tuple[Source, ...] = (
-    *(child_source(child) for child in kinds.CHILDREN),
-    MOUNT_FAILURES,
-    PROBE_FAILURES,
-)
-"""Everything watched besides the apps: the children, then the pods' failures."""
-
-
-def bound(source: Source, stores: Mapping[str, Store]) -> Source:
-    """``source`` as it is watched next to ``stores``: pods' events only of our apps' pods.
-
-    The workloads' stores are filled first: :data:`SOURCES` lists the children first.
-    """
-    if source.key is pod_event_key:
-        return replace(source, key=functools.partial(pod_event_key, workloads=stores))
-    return source
-
-
 def start(
     api: pykube.HTTPClient,
+    sources: Iterable[Source],
     namespaces: frozenset[str],
     notify: Notify,
     metrics: Metrics | None = None,
+    *,
+    bind: Callable[[Source, Mapping[str, Store]], Source] = lambda source, _: source,
 ) -> dict[str, Store]:
     """List every source now, then watch each in a thread; the stores by :attr:`Source.store`.
 
-    Returns once every kind was listed, so the first pass finds every child there is; a kind
-    whose list failed is listed again by its thread, with backoff, until it succeeds.
+    ``bind``: a source as it is watched next to the stores filled before it. Returns once every
+    kind was listed, so the first pass finds every object there is; a kind whose list failed is
+    listed again by its thread, with backoff, until it succeeds.
     """
     stores: dict[str, Store] = {}
     watches: list[Informer] = []
-    for listed in SOURCES:
-        source = bound(listed, stores)
+    for listed in sources:
+        source = bind(listed, stores)
         store = stores[source.store] = Store()
         scopes = sorted(namespaces) if source.kind.namespaced and namespaces else [""]
         watches += [

@@ -1,32 +1,26 @@
-"""The reconcile of a StatefulWebAppRestore: stop the web pods, run the Job, tell the result.
+"""How a StatefulWebAppRestore goes: stop the web pods, run the Job, tell the result.
 
 A restore goes ``Pending`` (accepted: the web pods are stopping) -> ``Running`` (its Job runs)
 -> ``Succeeded`` or ``Failed``, once. From ``Pending`` on, its app renders its StatefulSet with
 no replicas (``AppSpec.restoring``), so no web pod serves a half-restored volume; the Job
-(``render.render_restore_job``) starts only once the StatefulSet reports no pod left. The
+(``render_backup.render_restore_job``) starts only once the StatefulSet reports no pod left. The
 Job's script keeps the volume's previous content until the archive is fully extracted and
 swaps it in a way a retry can finish, so a failed or killed restore loses nothing. Its result
 (the archive, the node, the candidates it considered) comes back as the pod's termination
 message.
 
 :func:`decide` is pure: from the restore, its app and what the cluster shows, what to do next.
-:func:`reconcile_restore` reads those and does it. A restore under way is passed again every
-:data:`POLL_SECONDS` (its Job is not watched: restores are rare and short), a finished one
-never again: a restore costs a handful of requests and a few status writes, an app with no
-restore nothing.
+``controllers/restore.py`` reads those and does it (``reconcile_restore``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import pykube
-
-from statefulwebapp import kinds, kube, names, refusals
-from statefulwebapp.model import (
+from statefulwebapp.api.model import (
     DEFAULT_BACKUP_ROOT,
     GROUP,
     KIND,
@@ -34,11 +28,11 @@ from statefulwebapp.model import (
     AppSpec,
     RestoreSpec,
     SpecError,
-    parse,
-    parse_restore,
 )
-from statefulwebapp.objects import Manifest, timestamp
-from statefulwebapp.render import render_restore_job
+from statefulwebapp.api.objects import Manifest
+from statefulwebapp.api.parse import parse
+from statefulwebapp.specs import names
+from statefulwebapp.specs.render_backup import render_restore_job
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
 ACTIVE = frozenset({"", PENDING, RUNNING})
@@ -180,7 +174,7 @@ def decide(restore: RestoreSpec, status: Mapping[str, Any], seen: Observed, now:
         if current in STARTED:
             return Action()  # The app is being deleted: the garbage collector takes this too.
         apps = ", ".join(sorted(seen.apps)) or "none"
-        return _fail(
+        return fail(
             status,
             now,
             "NoSuchApp",
@@ -190,7 +184,7 @@ def decide(restore: RestoreSpec, status: Mapping[str, Any], seen: Observed, now:
     try:
         app = parse(seen.app, backup_root=seen.backup_root)
     except SpecError as err:
-        return _fail(status, now, "InvalidApp", f"app {restore.app_name}: {err}; fix the app first")
+        return fail(status, now, "InvalidApp", f"app {restore.app_name}: {err}; fix the app first")
     if current not in STARTED:
         return _start(restore, app, status, seen, now)
     return _run(restore, app, status, seen, now)
@@ -201,7 +195,7 @@ def _start(
 ) -> Action:
     shared = app.backup.target.nfs
     if app.restricted and shared is None:
-        return _fail(
+        return fail(
             status,
             now,
             "NoArchives",
@@ -211,7 +205,7 @@ def _start(
     if app.restricted and shared is not None:
         # The Job swaps the volume's content whoever owns it: it runs as root, which a
         # "restricted" namespace does not admit.
-        return _fail(
+        return fail(
             status,
             now,
             "PodSecurityRestricted",
@@ -220,7 +214,7 @@ def _start(
             f"{shared.server}:{shared.path}, one directory per node",
         )
     if seen.first and seen.first != restore.name:
-        return _fail(
+        return fail(
             status,
             now,
             "AnotherRestoreRunning",
@@ -306,7 +300,7 @@ def _run(
             app_event=("Normal", "Restored", f"restore {restore.name}: {message}"),
         )
     message = str(result.get("message") or "the restore's pod failed without a result")
-    return _fail(status, now, "RestoreFailed", message, **extra)
+    return fail(status, now, "RestoreFailed", message, **extra)
 
 
 def _past_deadline(restore: RestoreSpec, status: Mapping[str, Any], now: str) -> float | None:
@@ -336,12 +330,13 @@ def _timed_out(
             "the volume's content, the next restore of this app finishes that swap first: "
             "create one; kubectl describe pods of the Job said why it did not finish)"
         )
-    action = _fail(status, now, "DeadlineExceeded", message)
+    action = fail(status, now, "DeadlineExceeded", message)
     action.stop_job = seen.job is not None
     return action
 
 
-def _fail(status: Mapping[str, Any], now: str, reason: str, message: str, **extra: Any) -> Action:
+def fail(status: Mapping[str, Any], now: str, reason: str, message: str, **extra: Any) -> Action:
+    """End the restore as Failed with ``reason``; an app it stopped comes back."""
     return Action(
         status=_status(status, now, FAILED, reason, message, completionTime=now, **extra),
         wake_app=str(status.get("phase") or "") in STARTED,
@@ -369,85 +364,3 @@ def _status(
     if not done:
         new.pop("completionTime", None)
     return new
-
-
-def pod_result(api: pykube.HTTPClient, restore: RestoreSpec) -> dict[str, Any] | None:
-    """The result the newest finished pod of the restore's Job left, or None if none has."""
-    p = f"{kinds.POD.api_base}/namespaces/{restore.namespace}/{kinds.POD.plural}"
-    finished: list[tuple[str, str]] = []
-    for page in kube.pages(api, p, selector=f"{names.LABEL_RESTORE}={restore.name}", limit=50):
-        for pod in page.get("items") or []:
-            for container in (pod.get("status") or {}).get("containerStatuses") or []:
-                ended = (container.get("state") or {}).get("terminated") or {}
-                if ended:
-                    finished.append(
-                        (str(ended.get("finishedAt") or ""), str(ended.get("message") or ""))
-                    )
-    if not finished:
-        return None
-    return parse_result(max(finished)[1])
-
-
-def reconcile_restore(
-    api: pykube.HTTPClient,
-    body: Mapping[str, Any],
-    *,
-    app: Manifest | None,
-    apps: Sequence[str],
-    siblings: Sequence[Mapping[str, Any]],
-    statefulset: Manifest | None,
-    post_event: Callable[[str, str, str], None],
-    backup_root: str = DEFAULT_BACKUP_ROOT,
-) -> Action:
-    """One pass of a restore: read what :func:`decide` needs, then do what it says.
-
-    ``siblings``: every restore of the same app (this one included), as last seen.
-    """
-    try:
-        restore = parse_restore(body)
-    except SpecError as err:  # The CRD's schema makes this a stale object at most.
-        return Action(status={"phase": FAILED, "message": str(err)})
-    status = body.get("status") or {}
-    if phase(body) in {SUCCEEDED, FAILED}:
-        return Action()
-    job = result = None
-    if phase(body) in STARTED:
-        job = kube.get(api, kinds.JOB.name, names.restore_job(restore), restore.namespace)
-        if job_finished(job):
-            result = pod_result(api, restore) or {}
-    seen = Observed(
-        app=app,
-        apps=apps,
-        first=first_active(siblings),
-        statefulset=statefulset,
-        job=job,
-        result=result,
-        backup_root=backup_root,
-    )
-    action = decide(restore, status, seen, timestamp())
-    if action.adopt is not None:
-        owners = (body.get("metadata") or {}).get("ownerReferences") or []
-        if not any(o.get("uid") == action.adopt["uid"] for o in owners):
-            patch = {"metadata": {"ownerReferences": [*owners, action.adopt]}}
-            kube.merge_patch(api, kinds.RESTORE.name, restore.name, restore.namespace, patch)
-    if action.stop_job and job is not None:
-        # Suspended, the Job's pods are stopped by the Job controller and none is started
-        # again; the Job stays with its restore (its owner) as the record of what ran.
-        suspend = {"spec": {"suspend": True}}
-        name = names.restore_job(restore)
-        kube.merge_patch(api, kinds.JOB.name, name, restore.namespace, suspend)
-    if action.job is not None:
-        try:
-            kube.apply(api, action.job)
-        except kube.ApiError as err:
-            refused = refusals.problem(kinds.JOB, f"{restore.namespace}/{restore.name}", err)
-            if refused.retry:
-                raise
-            # No retry can change a refusal of what the restore asked for: it ends, in the
-            # API server's words, and the app comes back.
-            action = _fail(status, timestamp(), "JobRefused", refused.message)
-    if action.status is not None and action.status != {k: status.get(k) for k in action.status}:
-        kube.patch_status(api, restore.namespace, restore.name, action.status, kinds.RESTORE.name)
-    if action.app_event is not None and app is not None:
-        post_event(*action.app_event)
-    return action

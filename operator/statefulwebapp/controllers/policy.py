@@ -21,9 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from statefulwebapp.model import DEFAULT_BACKUP_ROOT, AppSpec, SpecError, parse
-from statefulwebapp.objects import Key
-from statefulwebapp.status import Problem
+from statefulwebapp.api.model import DEFAULT_BACKUP_ROOT, AppSpec, SpecError
+from statefulwebapp.api.objects import Key
+from statefulwebapp.api.parse import parse
+from statefulwebapp.specs.status import Problem
 
 
 @dataclass(frozen=True, order=True)

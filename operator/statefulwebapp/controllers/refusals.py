@@ -24,8 +24,9 @@ import re
 
 import requests
 
-from statefulwebapp import kinds, status
-from statefulwebapp.kube import ApiError
+from statefulwebapp.api import kinds
+from statefulwebapp.runtime.kube import ApiError
+from statefulwebapp.specs import registry, status
 
 _RBAC = re.compile(r"\bcannot \S+ resource\b")
 """How the API server words an RBAC denial (the authorizer's message; admission never says it)."""
@@ -50,7 +51,7 @@ def problem(child: kinds.Kind, where: str, err: Exception) -> status.Problem:
             retry=True,
         )
     if err.status == 422:
-        spec_field = kinds.spec_field(child, err.fields[0] if err.fields else "")
+        spec_field = registry.spec_field(child, err.fields[0] if err.fields else "")
         return status.Problem(
             "InvalidSpec",
             f"{spec_field}: the API server refused {what}: {err.message}; fix {spec_field} "

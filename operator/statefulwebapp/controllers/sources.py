@@ -1,0 +1,186 @@
+"""What the operator watches besides the apps, and what it keeps of each object.
+
+kopf gives every object it watches a queue and a worker of its own, fed with the object's full
+body (managed fields included). At a thousand apps that is seven thousand bodies alive at once
+at every start, and the peak stays as the process's RSS: Python's allocator rarely hands its
+arenas back. A pass needs far less of a child: the fields :func:`pack` keeps, and which app to
+pass. So kopf watches the apps (its handlers and their index) and the children are watched by
+the informers of ``runtime/informer.py``: one thread per kind (and per served namespace) lists
+page by page, then watches; every object is packed and its parsed body dropped as soon as it is
+read. Passes read the packed children from a :class:`~statefulwebapp.runtime.informer.Store`.
+
+The kubelet's FailedMount events are watched the same way (:data:`MOUNT_FAILURES`): a pod
+waiting for its volume says only ``ContainerCreating``; the event says why, and the status
+repeats it. So are its failed readiness checks (:data:`PROBE_FAILURES`): a backup agent that is
+not ready says only that; the check's output says what its last archive run met.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import pykube
+
+from statefulwebapp.api import kinds
+from statefulwebapp.api.objects import Key
+from statefulwebapp.runtime.informer import Notify, Source, Store
+from statefulwebapp.runtime.informer import start as start_informers
+from statefulwebapp.runtime.metrics import Metrics
+from statefulwebapp.specs import drift, names, registry
+
+
+def pack(body: Mapping[str, Any], also: tuple[str, ...] = ()) -> str:
+    """What reconcile and status need of an object, as compact JSON; ``also``: more metadata.
+
+    A thousand apps mean seven thousand objects held. As parsed dicts they took 65 KB per app;
+    as JSON text, a quarter of that. A pass parses the seven it needs, well under a millisecond.
+    """
+    meta = body.get("metadata") or {}
+    kept_meta = {key: meta[key] for key in (*_META, *also) if key in meta}
+    # Of the annotations, only the digest the drift rule reads: others' may be large.
+    stamp = drift.stamp_of(body)
+    if stamp is not None:
+        kept_meta["annotations"] = {drift.DIGEST: stamp}
+    kept = {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": kept_meta,
+        "spec": body.get("spec"),
+        "status": body.get("status"),
+    }
+    return json.dumps(kept, separators=(",", ":"))
+
+
+_META = (
+    "name",
+    "namespace",
+    "uid",
+    "generation",
+    "resourceVersion",
+    "deletionTimestamp",
+    "labels",
+    "ownerReferences",
+)
+
+
+def owner_key(meta: Mapping[str, Any]) -> Key | None:
+    """The app an object of ours names as its owner; None if it names none.
+
+    A namespaced child names its app by its controller ownerReference, which can only point
+    within its own namespace: an object planted in another namespace with an app's labels is
+    never attributed to that app (the pass checks the reference's uid, which it knows). A
+    volume is cluster-scoped and cannot be owned: its labels name the app, and the pass checks
+    that its claimRef names the app's claim as well (:func:`names.volume_owned`).
+    """
+    namespace = meta.get("namespace")
+    if namespace:
+        ref = names.controller_of(meta)
+        return None if ref is None else (str(namespace), str(ref.get("name") or ""))
+    labels = meta.get("labels") or {}
+    app_namespace, name = labels.get(names.LABEL_APP_NAMESPACE), labels.get(names.LABEL_INSTANCE)
+    return (str(app_namespace), str(name)) if app_namespace and name else None
+
+
+def pack_pod_event(body: Mapping[str, Any]) -> str:
+    """What the status says of a pod's event: pod, node, message, when last seen."""
+    involved = body.get("involvedObject") or {}
+    series = body.get("series") or {}
+    seen = (
+        series.get("lastObservedTime")
+        or body.get("lastTimestamp")
+        or body.get("eventTime")
+        or (body.get("metadata") or {}).get("creationTimestamp")
+    )
+    kept = {
+        "pod": involved.get("name"),
+        "node": (body.get("source") or {}).get("host") or body.get("reportingInstance") or "",
+        "message": body.get("message") or "",
+        "seen": seen or "",
+    }
+    return json.dumps(kept, separators=(",", ":"))
+
+
+def pod_event_key(
+    body: Mapping[str, Any], workloads: Mapping[str, Store] | None = None
+) -> Key | None:
+    """The app whose web pod or backup agent the event is about; None for any other pod.
+
+    ``workloads``: the stores of the apps' StatefulSets and DaemonSets. With them, a pod counts
+    only while its app's workload of its component is held there: the watch of events is
+    cluster-wide and names a pod by name alone, and any pod named like one of ours (``x-0``)
+    must cost no memory.
+    """
+    involved = body.get("involvedObject") or {}
+    owner = names.pod_owner(str(involved.get("name") or ""))
+    if owner is None:
+        return None
+    key = (str(involved.get("namespace") or ""), owner[0])
+    if workloads is not None:
+        workload = registry.STATEFULSET if owner[1] == names.WEB else registry.DAEMONSET
+        if key not in workloads[workload.key]:
+            return None
+    return key
+
+
+def _owner(body: Mapping[str, Any]) -> Key | None:
+    return owner_key(body.get("metadata") or {})
+
+
+def child_source(child: registry.Child) -> Source:
+    """A child, watched by the operator's label (and its role's), stored by its key."""
+    return Source(child, key=_owner, pack=pack, labels=child.selector, name=child.key)
+
+
+def _pod_events(reason: str, name: str) -> Source:
+    """The kubelet's ``reason`` events of pods, selected by the server."""
+    return Source(
+        kinds.EVENT,
+        fields=f"reason={reason},involvedObject.kind=Pod",
+        key=pod_event_key,
+        pack=pack_pod_event,
+        name=name,
+    )
+
+
+MOUNT_FAILURES = _pod_events("FailedMount", "MountFailures")
+"""The kubelet's FailedMount events of pods, selected by the server: none while mounts work."""
+
+PROBE_FAILURES = _pod_events("Unhealthy", "ProbeFailures")
+"""The kubelet's failed probes of pods (``Unhealthy``), selected by the server: none while
+every check passes, so a healthy fleet costs this watch nothing."""
+
+
+SOURCES: tuple[Source, ...] = (
+    *(child_source(child) for child in registry.CHILDREN),
+    MOUNT_FAILURES,
+    PROBE_FAILURES,
+)
+"""Everything watched besides the apps: the children, then the pods' failures."""
+
+
+def bound(source: Source, stores: Mapping[str, Store]) -> Source:
+    """``source`` as it is watched next to ``stores``: pods' events only of our apps' pods.
+
+    The workloads' stores are filled first: :data:`SOURCES` lists the children first.
+    """
+    if source.key is pod_event_key:
+        return replace(source, key=functools.partial(pod_event_key, workloads=stores))
+    return source
+
+
+def start(
+    api: pykube.HTTPClient,
+    namespaces: frozenset[str],
+    notify: Notify,
+    metrics: Metrics | None = None,
+) -> dict[str, Store]:
+    """List every source now, then watch each in a thread; the stores by :attr:`Source.store`.
+
+    Returns once every kind was listed, so the first pass finds every child there is; a kind
+    whose list failed is listed again by its thread, with backoff, until it succeeds.
+    """
+    return start_informers(api, SOURCES, namespaces, notify, metrics, bind=bound)
