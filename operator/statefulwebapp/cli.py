@@ -23,12 +23,13 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from statefulwebapp import handlers, manager
+from statefulwebapp import handlers
 from statefulwebapp.api import kinds
 from statefulwebapp.api.model import DEFAULT_BACKUP_ROOT
 from statefulwebapp.controllers.policy import Export, Policy
-from statefulwebapp.runtime import kube, lease, workqueue
+from statefulwebapp.runtime import kube, lease
 from statefulwebapp.runtime.metrics import Endpoint, Metrics
+from statefulwebapp.settings import DEFAULTS, Settings
 from statefulwebapp.specs import names
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -111,7 +112,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resync-seconds",
         type=float,
-        default=manager.RESYNC_SECONDS,
+        default=DEFAULTS.resync_seconds,
         metavar="S",
         help=(
             "period of the full check that repairs what the watches missed in a gap, "
@@ -122,7 +123,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-rollouts-per-minute",
         type=float,
-        default=workqueue.ROLLOUTS_PER_MINUTE,
+        default=DEFAULTS.max_rollouts_per_minute,
         metavar="N",
         help=(
             "apps whose web pods or backup agents may roll per minute when a new operator "
@@ -131,7 +132,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--backup-root",
-        default=DEFAULT_BACKUP_ROOT,
+        default=DEFAULTS.policy.backup_root,
         metavar="DIR",
         help=(
             "absolute directory on every node under which the backup agents keep archives, "
@@ -231,13 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                     # kopf would otherwise name itself after the login user, and a container
                     # runs under a UID without a passwd entry (getpass fails there).
                     identity=args.identity,
-                    memo=kopf.Memo(
-                        namespaces=frozenset(args.namespace or ()),
-                        resync_seconds=args.resync_seconds,
-                        max_rollouts_per_minute=args.max_rollouts_per_minute,
-                        policy=Policy(args.backup_root, tuple(args.nfs_allow)),
-                        metrics=metrics,
-                    ),
+                    memo=kopf.Memo(settings=settings(args), metrics=metrics),
                 )
             )
         finally:
@@ -247,6 +242,16 @@ def main(argv: list[str] | None = None) -> int:
         if endpoint is not None:
             endpoint.stop()
     return 0
+
+
+def settings(args: argparse.Namespace) -> Settings:
+    """The settings the parsed command line gives."""
+    return Settings(
+        namespaces=frozenset(args.namespace or ()),
+        resync_seconds=args.resync_seconds,
+        max_rollouts_per_minute=args.max_rollouts_per_minute,
+        policy=Policy(args.backup_root, tuple(args.nfs_allow)),
+    )
 
 
 async def _operator(endpoint: Endpoint | None, **kwargs: Any) -> None:

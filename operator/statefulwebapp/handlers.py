@@ -29,11 +29,10 @@ import kopf
 from statefulwebapp.api import kinds
 from statefulwebapp.controllers import sources
 from statefulwebapp.controllers.app import key_of
-from statefulwebapp.controllers.policy import NO_POLICY
-from statefulwebapp.manager import RESYNC_SECONDS, Controller, new_queue
+from statefulwebapp.manager import Controller, new_queue
 from statefulwebapp.runtime import informer, kube
 from statefulwebapp.runtime.metrics import Metrics
-from statefulwebapp.runtime.workqueue import ROLLOUTS_PER_MINUTE
+from statefulwebapp.settings import DEFAULTS, Settings
 from statefulwebapp.specs import names, restoring
 
 APP = (kinds.APP.group, kinds.APP.version, kinds.APP.plural)
@@ -46,9 +45,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
 
     Returns once every child is listed: kopf starts the apps' watch after the startup
     handlers, so the first pass of an app finds its children there. ``memo`` may carry
-    ``namespaces``, ``resync_seconds``, ``max_rollouts_per_minute``, ``policy`` (the admin's
-    decisions) and ``metrics`` (the command's, which it serves); kopf passes its indexes to
-    startup handlers too.
+    ``settings`` (the command's, :class:`Settings`) and ``metrics`` (the command's, which it
+    serves); kopf run directly gets the defaults. kopf passes its indexes to startup handlers
+    too.
     """
     # Watches that silently stop are kopf's best-known failure; bound them on both ends.
     settings.watching.server_timeout = informer.SERVER_TIMEOUT
@@ -60,18 +59,19 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
     settings.posting.level = logging.WARNING
     # Without the command's metrics (kopf run directly): a registry of their own, served by
     # nobody.
-    metrics = memo.metrics if "metrics" in memo else Metrics()
+    metrics: Metrics = memo.metrics if "metrics" in memo else Metrics()
+    told: Settings = memo.settings if "settings" in memo else DEFAULTS
     controller = Controller(
         kube.connect(metrics=metrics, user_agent=names.USER_AGENT),
         apps=kwargs["idx_apps"],
         restores=kwargs["idx_restores"],
         metrics=metrics,
-        namespaces=frozenset(memo.get("namespaces") or ()),
-        policy=memo.get("policy") or NO_POLICY,
-        queue=new_queue(float(memo.get("max_rollouts_per_minute", ROLLOUTS_PER_MINUTE))),
+        namespaces=told.namespaces,
+        policy=told.policy,
+        queue=new_queue(told.max_rollouts_per_minute),
     )
     memo.controller = controller
-    controller.start(float(memo.get("resync_seconds", RESYNC_SECONDS)))
+    controller.start(told.resync_seconds)
 
 
 @kopf.index(*APP, id="idx_apps")

@@ -7,15 +7,36 @@ from pathlib import Path
 import pytest
 
 from statefulwebapp import cli
-from statefulwebapp import manager as controller
-from statefulwebapp.runtime import workqueue
+from statefulwebapp.settings import DEFAULTS
 
 
-def test_the_defaults_are_the_controllers() -> None:
-    args = cli.parser().parse_args([])
-    assert args.resync_seconds == controller.RESYNC_SECONDS
-    assert args.max_rollouts_per_minute == workqueue.ROLLOUTS_PER_MINUTE
-    assert args.namespace in (None, [])
+def test_no_option_gives_the_default_settings() -> None:
+    assert cli.settings(cli.parser().parse_args([])) == DEFAULTS
+
+
+def test_each_option_reaches_the_settings() -> None:
+    told = cli.settings(
+        cli.parser().parse_args(
+            [
+                "-n",
+                "a",
+                "-n",
+                "b",
+                "--resync-seconds",
+                "0",
+                "--max-rollouts-per-minute",
+                "5",
+                "--backup-root",
+                "/srv/archives",
+                "--nfs-allow",
+                "10.0.0.9:/exports",
+            ]
+        )
+    )
+    assert told.namespaces == frozenset({"a", "b"})
+    assert (told.resync_seconds, told.max_rollouts_per_minute) == (0.0, 5.0)
+    assert told.policy.backup_root == "/srv/archives"
+    assert [str(export) for export in told.policy.nfs_allow] == ["10.0.0.9:/exports"]
 
 
 def test_outside_a_pod_the_lease_lives_in_swa_system(
