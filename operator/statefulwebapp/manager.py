@@ -17,26 +17,25 @@ single reads and writes are atomic.
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import cast
 
-import kopf
 import pykube
 
-from statefulwebapp.api.objects import Key, Obj
-from statefulwebapp.controllers import refusals, restore, sources
-from statefulwebapp.controllers.app import Apps, Index, app_logger, first, has, owned_first
-from statefulwebapp.controllers.app_state import Memory
+from statefulwebapp.api.objects import Key
+from statefulwebapp.controllers import sources
+from statefulwebapp.controllers.app import Apps, app_logger, has
+from statefulwebapp.controllers.events import EventRecorder
 from statefulwebapp.controllers.policy import NO_POLICY, ExportClaims, Policy
+from statefulwebapp.controllers.reconcile import AppReconciler, Index, first
+from statefulwebapp.controllers.restore import RestoreReconciler, RestoreResult
 from statefulwebapp.controllers.resync import Plan, Snapshot, compare, from_cluster
 from statefulwebapp.runtime import informer, kube, workqueue
 from statefulwebapp.runtime.metrics import Metrics
-from statefulwebapp.specs import names, registry, restoring
+from statefulwebapp.specs import names, registry
 
 RESYNC_SECONDS = 30.0
 """Default period of the full check (``--resync-seconds``): the longest a change missed in a
@@ -115,29 +114,39 @@ class Controller(Apps):
         self.api = api
         """The passes' client (the informers have their own: their connections stay open)."""
         self.apps = apps
-        self.restores = restores
         self.metrics = metrics
         self.namespaces = namespaces
         """The namespaces served (empty: all). Volumes are cluster-scoped: an operator serving
         some namespaces must not collect the volumes of apps in the others."""
-        self.policy = policy
-        """The admin's decisions: the archives' root on the nodes, the exports allowed."""
         self.claims = ExportClaims()
         """Which live app uses which NFS export; filled from kopf's index at :meth:`open`."""
         self.queue = queue or new_queue()
-        self.lookups = ThreadPoolExecutor(LOOKUPS, thread_name_prefix="lookup")
-        """Where a pass's looks before creating children go at once (reconcile._look_up)."""
         self.children: Mapping[str, informer.Store] = children or {}
         """The informers' caches, by store name (a child kind, or a source's name)."""
-        self.memory = Memory()
-        """Per app, what passes remember of its children (stored forms, refusals)."""
         self.resume = workqueue.Resume()
-        self.gone: dict[Key, str] = {}
-        """Apps found deleted although kopf's index still holds them (a watch gap: kopf relists
-        without DELETED events), with the uid of that stale entry: they get no more passes."""
-        self.last_status: dict[Key, tuple[str | None, Obj]] = {}
-        """Per app, the resourceVersion and status of this operator's last status write, until
-        the watch has shown that write."""
+        recorder = EventRecorder()
+        self.reconciler = AppReconciler(
+            api,
+            self.queue,
+            apps=apps,
+            restores=restores,
+            cache=self.children,
+            metrics=metrics,
+            recorder=recorder,
+            lookups=ThreadPoolExecutor(LOOKUPS, thread_name_prefix="lookup"),
+            policy=policy,
+            claims=self.claims,
+        )
+        """Passes of the apps."""
+        self.restorer = RestoreReconciler(
+            api,
+            apps,
+            restores,
+            cache=self.children,
+            recorder=recorder,
+            backup_root=policy.backup_root,
+        )
+        """Passes of the restores."""
         self._lock = threading.Lock()
         self._held: dict[tuple[str, Key], tuple[kube.Resource, str]] | None = {}
         """Child events told before kopf had listed the apps (see :meth:`tell`); None after."""
@@ -159,6 +168,7 @@ class Controller(Apps):
             self.tell,
             self.metrics,
         )
+        self.reconciler.cache = self.restorer.cache = self.children
         self.collect_orphans()
         if resync_seconds > 0:
             # The copied context carries kopf's event queue into the thread.
@@ -205,7 +215,7 @@ class Controller(Apps):
     def _child_changed(self, child: kube.Resource, key: Key, event: str) -> None:
         """Repair the child if needed and recompute the app's status."""
         volume = isinstance(child, registry.Child) and not child.namespaced
-        if volume and (key in self.gone or not has(self.apps, key)):
+        if volume and (key in self.reconciler.gone or not has(self.apps, key)):
             # A volume whose app is gone: its deletion event was handled before the volume
             # could go, or it was deleted during a watch gap.
             if event != "DELETED":
@@ -242,7 +252,7 @@ class Controller(Apps):
             self.enqueue(key, log, missing)
         for key in plan.gone:
             stale = first(self.apps, key)
-            self.gone[key] = str((stale or {}).get("metadata", {}).get("uid"))
+            self.reconciler.gone[key] = str((stale or {}).get("metadata", {}).get("uid"))
             self.forget(key)
             self.collect(key)
         for key in plan.orphans:
@@ -251,7 +261,8 @@ class Controller(Apps):
 
     def snapshot(self) -> Snapshot:
         """The apps and the kinds of their children, as the index and caches show them."""
-        apps = frozenset(key for key in self.apps if has(self.apps, key) and key not in self.gone)
+        gone = self.reconciler.gone
+        apps = frozenset(key for key in self.apps if has(self.apps, key) and key not in gone)
         children: dict[Key, set[str]] = {}
         for child in registry.CHILDREN:
             cache = self.children[child.key]
@@ -283,51 +294,9 @@ class Controller(Apps):
         logger = app_logger(app_key)
 
         def step() -> workqueue.Result:
-            siblings = [json.loads(packed) for packed in self.restores.get(app_key, ())]
-            body = next((r for r in siblings if r["metadata"]["name"] == name), None)
-            if body is None:
-                return workqueue.Result()  # Deleted, or its app renamed: nothing to do.
-            app = first(self.apps, app_key)
-            namespace = app_key[0]
-
-            def post_event(kind: str, reason: str, message: str) -> None:
-                if app is None:
-                    return
-                try:
-                    kopf.event(
-                        kopf.Body(cast(kopf.RawBody, app)),
-                        type=kind,
-                        reason=reason,
-                        message=message,
-                    )
-                except LookupError:  # Outside kopf's context (no event queue): the log must do.
-                    logger.info("%s: %s", reason, message)
-
-            try:
-                action = restore.reconcile_restore(
-                    self.api,
-                    body,
-                    app=app,
-                    apps=[n for ns, n in self.apps if ns == namespace],
-                    siblings=siblings,
-                    statefulset=owned_first(
-                        self.children[registry.STATEFULSET.name],
-                        app_key,
-                        str((app or {}).get("metadata", {}).get("uid") or ""),
-                    ),
-                    post_event=post_event,
-                    backup_root=self.policy.backup_root,
-                )
-            except (kube.ApiError, *refusals.TRANSIENT) as err:
-                logger.error("restore %s: %s; retrying with backoff", name, err)
-                return workqueue.Result(failed=True)
-            if action.wake_app:
+            result = self.restorer.reconcile(app_key, name, logger)
+            if isinstance(result, RestoreResult) and result.wake_app:
                 self.enqueue(app_key)
-            if action.status is not None and action.status.get("phase") in {
-                restoring.SUCCEEDED,
-                restoring.FAILED,
-            }:
-                logger.info("restore %s: %s", action.status["phase"], action.status.get("message"))
-            return workqueue.Result(requeue_after=action.requeue_after)
+            return result
 
         return lambda: context.run(step)

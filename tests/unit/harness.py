@@ -17,8 +17,9 @@ from typing import Any
 from statefulwebapp.api import kinds
 from statefulwebapp.controllers import sources
 from statefulwebapp.controllers.app_state import Memory, Outcome
+from statefulwebapp.controllers.events import EventRecorder, Log
 from statefulwebapp.controllers.policy import NO_POLICY, ExportClaims, Policy
-from statefulwebapp.controllers.reconcile import reconcile
+from statefulwebapp.controllers.reconcile import AppReconciler, Observation
 from statefulwebapp.manager import Controller
 from statefulwebapp.runtime import informer, kube
 from statefulwebapp.runtime.lease import Elector, Timing
@@ -66,14 +67,40 @@ def app() -> Obj:
     return body
 
 
+class Recorded(EventRecorder):
+    """Keeps the app's Warning events instead of posting them."""
+
+    def __init__(self) -> None:
+        self.warnings: list[tuple[str, str]] = []
+
+    def event(self, app: Obj, kind: str, reason: str, message: str, logger: Log) -> None:
+        assert kind == "Warning", (kind, reason, message)
+        self.warnings.append((reason, message))
+
+
+class Budgets(WorkQueue):
+    """A work queue whose rollout budget the test sets; progress writes always due."""
+
+    def __init__(self) -> None:
+        super().__init__(coalesce=0.01)
+        self.rollouts = True
+
+    def rollout_due(self) -> bool:
+        return self.rollouts
+
+    def progress_due(self, key: Any) -> bool:
+        return True
+
+
 class Pass:
-    """Runs passes of one app the way controllers/app.py does: observed children from the server's
-    store, the app with the status last written, one Memory across passes."""
+    """Runs passes of one app the way ``AppReconciler.reconcile`` does: observed children from
+    the server's store, the app with the status last written, one Memory across passes."""
 
     def __init__(self, api: FakeApi) -> None:
         self.api = api
         self.memory = Memory()
-        self.warnings: list[tuple[str, str]] = []
+        self.recorded = Recorded()
+        self.warnings = self.recorded.warnings
         self.body: Obj = copy.deepcopy(SCENARIO)
 
     def edit(self, **spec: Any) -> None:
@@ -95,17 +122,19 @@ class Pass:
         self.api.requests.clear()
         self.api.versioned()
         observed = {kind: self.api.objects.get(path) for kind, path in PATHS.items()}
-        outcome = reconcile(
+        budgets = Budgets()
+        budgets.rollouts = rollout_due
+        reconciler = AppReconciler(
             self.api,  # type: ignore[arg-type]
-            body=self.body,
-            observed=observed,
-            warn=lambda reason, message: self.warnings.append((reason, message)),
-            logger=logging.getLogger("test"),
+            budgets,
+            recorder=self.recorded,
             memory=self.memory,
-            rollout_due=lambda: rollout_due,
             lookups=lookups,
             policy=policy,
             claims=claims,
+        )
+        outcome = reconciler.converge(
+            Observation(body=self.body, children=observed), logging.getLogger("test")
         )
         if outcome.written_status is not None:
             self.body = {**self.body, "status": outcome.written_status}

@@ -66,18 +66,18 @@ def test_a_volume_whose_app_is_gone_is_collected(fx: Fixture) -> None:
 def test_a_deleted_app_is_forgotten_and_its_volume_collected(fx: Fixture) -> None:
     fx.controller.app_changed(KEY, fx.index(app()))
     fx.settle()
-    assert fx.controller.last_status
+    assert fx.controller.reconciler.last_status
     del fx.apps[KEY], fx.api.objects[APP]
     fx.controller.app_deleted(KEY)
     fx.settle(("volume", *KEY))
     assert ("DELETE", PATHS["PersistentVolume"]) in fx.api.requests
-    assert KEY not in fx.controller.last_status
+    assert KEY not in fx.controller.reconciler.last_status
 
 
 def test_an_app_found_gone_after_a_watch_gap_gets_no_pass(fx: Fixture) -> None:
     body = fx.index(app())
     fx.controller.open()
-    fx.controller.gone[KEY] = body["metadata"]["uid"]
+    fx.controller.reconciler.gone[KEY] = body["metadata"]["uid"]
     fx.controller.enqueue(KEY)
     fx.settle()
     assert fx.api.sent() == []

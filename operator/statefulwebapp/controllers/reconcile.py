@@ -1,150 +1,348 @@
-"""The one idempotent reconcile: desired children from the spec, applied where they differ.
+"""The app's reconciler: one idempotent pass from the spec to the children and the status.
 
-It runs for every event of the app (its creation, changes and the operator's start) and of any
-of its children, so drift is repaired and the status recomputed from the same code path. It
-reads the children from the operator's in-memory indexes, writes only what differs, and writes
+A pass runs for every event of the app (its creation, changes and the operator's start) and of
+any of its children, so drift is repaired and the status recomputed from the same code path. It
+reads the app and its children from the operator's caches, writes only what differs, and writes
 the status only when it changed: a quiet cluster costs no requests.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pykube
 
 from statefulwebapp.api import kinds
 from statefulwebapp.api.model import AppSpec, SpecError
-from statefulwebapp.api.objects import Obj, timestamp
+from statefulwebapp.api.objects import Key, Obj, timestamp
 from statefulwebapp.api.parse import parse
-from statefulwebapp.controllers import refusals
+from statefulwebapp.controllers import refusals, sources
 from statefulwebapp.controllers.app_state import Memory, Outcome, Seen
+from statefulwebapp.controllers.converge import converge, owned, where
+from statefulwebapp.controllers.events import EventRecorder
 from statefulwebapp.controllers.policy import NO_POLICY, ExportClaims, Policy, exports_of
-from statefulwebapp.runtime import kube
-from statefulwebapp.specs import drift, failures, names, registry, status
+from statefulwebapp.runtime import informer, kube, workqueue
+from statefulwebapp.runtime.metrics import Metrics
+from statefulwebapp.specs import failures, names, registry, restoring, status
 
 Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
-Warn = Callable[[str, str], None]
-"""Posts a Warning event on the app: ``warn(reason, message)``."""
+Index = Mapping[Any, Any]
+"""One of kopf's indexes (``idx_apps``, ``idx_restores``): key -> the packed objects stored."""
 
 
-def owned(app: AppSpec, obj: Obj) -> bool:
-    """Whether ``obj`` is this app's (``names.owned``: by uid; a volume by labels and claim)."""
-    return names.owned(obj, app.namespace, app.name, app.uid)
+def first(index: Index, key: Any) -> dict[str, Any] | None:
+    """The first object an index or a cache holds under ``key``, unpacked; None if none."""
+    store = index.get(key)
+    packed = next(iter(store), None) if store is not None else None
+    return json.loads(packed) if packed is not None else None
 
 
-def reconcile(
-    api: pykube.HTTPClient,
-    *,
-    body: Obj,
-    observed: Mapping[str, Obj | None],
-    warn: Warn,
-    logger: Log,
-    memory: Memory,
-    progress_due: Callable[[], bool] = lambda: True,
-    rollout_due: Callable[[], bool] = lambda: True,
-    mount_failures: Sequence[Obj] = (),
-    probe_failures: Sequence[Obj] = (),
-    restoring: str = "",
-    lookups: Executor | None = None,
-    policy: Policy = NO_POLICY,
-    claims: ExportClaims | None = None,
-) -> Outcome:
-    """Bring the app's children in line with its spec and publish the recomputed status.
+def owned_first(cache: Index, key: Key, uid: str) -> dict[str, Any] | None:
+    """The object a cache holds under app ``key`` that is the app's (``names.owned``); else None.
 
-    ``observed`` maps each child (its ``key``) to the object last seen by the watches (None if not
-    seen). A missing child is looked up once before creating it, so an object of the same
-    name that belongs to someone else is reported, never overwritten. A status change that is
-    only progress (:func:`status.urgent`) is written if ``progress_due()`` says so (it is
-    asked only then, so it may spend a budget); if not, ``status_held`` tells the caller to
-    come back. ``rollout_due()`` is asked before re-applying a StatefulSet or DaemonSet whose
-    rendering changed while the spec did not (an operator upgrade): a fleet must not roll at
-    once. ``mount_failures`` and ``probe_failures``: the kubelet's FailedMount and Unhealthy
-    events of the app's pods, packed (``sources.pack_pod_event``), for the status.
-    ``restoring``: the StatefulWebAppRestore under way for the app, if one is (restore.py):
-    the web pods are stopped while it runs. ``lookups``: a pool for the looks before
-    creating missing children, which then go at once. ``policy``: the admin's decisions (the
-    archives' root on the nodes, the exports allowed); ``claims``: the exports live apps use,
-    of which an app gets none an older app holds.
+    A cache is keyed by the owner an object names; an earlier app of the same name may still
+    own one there (the garbage collector has not come yet), and it is not this app's.
     """
-    outcome = Outcome()
-    seen = Seen.of(body)
-    children = dict(observed)
-    # 1. Parse the spec once into the typed model.
-    try:
-        app = parse(body, backup_root=policy.backup_root)
-        if restoring:
-            app = replace(app, restoring=restoring)
-    except SpecError as err:
-        outcome.problems.append(status.Problem("InvalidSpec", f"{err}; fix the field and re-apply"))
-        _warn_if_news(seen, outcome, warn)
-        # Without a valid spec there is no model to compute a status from: report the
-        # problem alone and touch no child.
-        invalid = _invalid_status(seen, outcome.problems[0])
-        outcome.ready_reason = status.ready_condition(invalid).get("reason")
-        _publish(api, seen, invalid, outcome, progress_due=progress_due)
-        return outcome
-    # 2. Render every child, stamped with the digest of its rendering (digested once per spec).
-    desired = memory.rendering(app)
-    # 3. The admin decides which exports an app may mount, and one export serves one app:
-    #    an app refused either way gets nothing created or changed.
-    refused = policy.refusal(app) or (
-        claims.holder((app.namespace, app.name), exports_of(app)) if claims else None
-    )
-    if refused is not None:
-        outcome.problems.append(refused)
-    else:
+    for packed in cache.get(key, ()):
+        obj: dict[str, Any] = json.loads(packed)
+        if names.owned(obj, key[0], key[1], uid):
+            return obj
+    return first(cache, key)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the caches show of one app for one pass: the app, its children, the kubelet's words."""
+
+    body: Obj
+    """The app as last seen, with the status this operator last wrote."""
+    children: Mapping[str, Obj | None]
+    """Each child (its ``key``) as last seen by the watches; None if not seen."""
+    mount_failures: Sequence[Obj] = ()
+    """The kubelet's FailedMount events of the app's pods (``sources.pack_pod_event``)."""
+    probe_failures: Sequence[Obj] = ()
+    """Their Unhealthy events, told since the app's last restore ended."""
+    restoring: str = ""
+    """The StatefulWebAppRestore under way for the app, if one is: its web pods are stopped."""
+
+
+@dataclass(frozen=True)
+class AppResult(workqueue.Result):
+    """A pass's result for the work queue, and whether the app was found gone."""
+
+    app_gone: bool = False
+    """The app no longer exists (deleted during a watch gap): forget it, collect its volume."""
+
+
+@dataclass
+class AppReconciler:
+    """Reconciles StatefulWebApps (kubebuilder's reconciler): its client, caches and budgets.
+
+    :meth:`reconcile` is one pass of one app, as the work queue runs it (one at a time per
+    app); :meth:`converge` is its core, from an :class:`Observation` to an :class:`Outcome`.
+    """
+
+    api: pykube.HTTPClient
+    """The passes' client."""
+    queue: workqueue.WorkQueue
+    """The work queue: its budgets of progress-only status writes and of unasked rollouts."""
+    apps: Index = field(default_factory=dict)
+    """kopf's index of the apps."""
+    restores: Index = field(default_factory=dict)
+    """kopf's index of the restores, by their app."""
+    cache: Mapping[str, informer.Store] = field(default_factory=dict)
+    """The informers' caches, by store name (a child's key, or a source's name)."""
+    metrics: Metrics = field(default_factory=Metrics)
+    recorder: EventRecorder = field(default_factory=EventRecorder)
+    """Where the app's Warning events go."""
+    memory: Memory = field(default_factory=Memory)
+    """Per app, what passes remember of its children (stored forms, refusals)."""
+    lookups: Executor | None = None
+    """A pool for the looks before creating missing children, which then go at once."""
+    policy: Policy = NO_POLICY
+    """The admin's decisions: the archives' root on the nodes, the exports allowed."""
+    claims: ExportClaims | None = None
+    """The exports live apps use, of which an app gets none an older app holds."""
+    gone: dict[Key, str] = field(default_factory=dict)
+    """Apps found deleted although kopf's index still holds them (a watch gap: kopf relists
+    without DELETED events), with the uid of that stale entry: they get no more passes."""
+    last_status: dict[Key, tuple[str | None, Obj]] = field(default_factory=dict)
+    """Per app, the resourceVersion and status of this operator's last status write, until
+    the watch has shown that write."""
+
+    def reconcile(
+        self, key: Key, logger: Log, missing: frozenset[str] = frozenset()
+    ) -> workqueue.Result:
+        """One pass of the app ``key``.
+
+        ``missing``: children a resync found gone although the caches still show them.
+        """
+        # 1. The app as kopf's index holds it. None, one going away, or one found gone after a
+        #    watch gap: recreating its children would fight the deletion.
+        indexed = first(self.apps, key)
+        if (
+            indexed is None
+            or indexed["metadata"].get("deletionTimestamp")
+            or self.gone.get(key) == indexed["metadata"].get("uid")
+        ):
+            return workqueue.Result()
+        # 2. The status this operator last wrote stands until the watch shows it.
+        body = self.with_written_status(key, indexed)
+        # 3. What the caches show of its children, its pods and its restores.
+        started = time.monotonic()
+        observation = self.observe(key, body, missing)
+        # 4. The pass.
         try:
-            # 4. Before creating a missing child: the app must really exist (an index entry can
-            #    outlive a watch gap), and no object of ours may be in the way of a child's name.
-            missing = [k for k, manifest in desired.items() if manifest and children.get(k) is None]
-            if missing:
-                current, found = _look_up(api, app, desired, missing, lookups)
-                if current is None or current["metadata"].get("uid") != app.uid:
-                    outcome.app_gone = True
+            outcome = self.converge(observation, logger)
+        except Exception as err:
+            logger.error("reconcile failed, retrying with backoff: %s", err)
+            # The status write is the one request outside converge's own handling of failures.
+            trouble = isinstance(err, (kube.ApiError, *refusals.TRANSIENT))
+            self.metrics.passed("retry" if trouble else "error", time.monotonic() - started)
+            return workqueue.Result(failed=True)
+        # 5. What it did: counted, remembered, and logged when it is news.
+        self.metrics.passed(outcome.label, time.monotonic() - started)
+        self.metrics.app_ready(key, outcome.ready_reason)
+        if outcome.app_gone:
+            logger.info("the app is gone (deleted while unwatched): no more passes")
+            self.gone[key] = str(body["metadata"].get("uid"))
+            return AppResult(app_gone=True)
+        if outcome.written_status is not None:
+            self.last_status[key] = (outcome.written_version, outcome.written_status)
+        # Logged when the status changes or a retry follows, not on every event of a child that
+        # is waiting for a spec change.
+        for problem in outcome.problems if outcome.status_written or outcome.retry else ():
+            say = logger.error if problem.retry else logger.warning
+            said = "" if problem.retry else "; not retried"
+            say("%s: %s%s", problem.reason, problem.message, said)
+        # 6. When it comes back: a retry, a held write, a report of the kubelet's ageing out.
+        return workqueue.Result(
+            failed=outcome.retry,
+            held=outcome.status_held or bool(outcome.rollouts_held),
+            status_written=outcome.status_written,
+            retry_after=outcome.retry_after,
+            requeue_after=outcome.recheck_after,
+        )
+
+    def observe(self, key: Key, body: Obj, missing: frozenset[str]) -> Observation:
+        """The app's children, pods' failures and restore under way, from the caches."""
+        uid = str(body["metadata"].get("uid") or "")
+        children = {
+            child.key: owned_first(self.cache[child.key], key, uid) for child in registry.CHILDREN
+        }
+        children.update(dict.fromkeys(missing))
+        mounts = self.cache[sources.MOUNT_FAILURES.store].get(key, ())
+        checks = self.cache[sources.PROBE_FAILURES.store].get(key, ())
+        restores = [json.loads(packed) for packed in self.restores.get(key, ())]
+        return Observation(
+            body=body,
+            children=children,
+            mount_failures=[json.loads(packed) for packed in mounts],
+            probe_failures=restoring.told_since_last(
+                restores, [json.loads(packed) for packed in checks]
+            ),
+            restoring=restoring.under_way(restores),
+        )
+
+    def unseen_status(self, key: Key, body: Obj) -> Obj | None:
+        """The status last written, if ``body`` does not show it yet; forgotten once it does."""
+        entry = self.last_status.get(key)
+        if entry is None:
+            return None
+        version, written = entry
+        meta = body.get("metadata", {})
+        if meta.get("resourceVersion") == version or body.get("status") == written:
+            self.last_status.pop(key, None)
+            return None
+        return written
+
+    def with_written_status(self, key: Key, body: Obj) -> Obj:
+        """The app as last seen, with the status last written if the watch has not shown it.
+
+        The status is the operator's alone to write, and a pass can run before the watch
+        delivers the operator's own last write. Compared with the older status, the same status
+        would be written again and its conditions' lastTransitionTime moved.
+        """
+        written = self.unseen_status(key, body)
+        return body if written is None else {**body, "status": written}
+
+    def forget(self, key: Key) -> None:
+        """Drop what passes remember of an app that is gone."""
+        self.memory.forget(key)
+        self.metrics.forget_app(key)
+        self.last_status.pop(key, None)
+
+    def converge(self, seen_now: Observation, logger: Log) -> Outcome:
+        """Bring the app's children in line with its spec and publish the recomputed status.
+
+        A missing child is looked up once before creating it, so an object of the same name
+        that belongs to someone else is reported, never overwritten. A status change that is
+        only progress (:func:`status.urgent`) waits for the queue's budget of such writes
+        (``status_held`` tells the caller to come back). A StatefulSet or DaemonSet whose
+        rendering changed while the spec did not (an operator upgrade) waits for the queue's
+        budget of rollouts: a fleet must not roll at once.
+        """
+        body = seen_now.body
+        outcome = Outcome()
+        seen = Seen.of(body)
+        key = (seen.namespace, seen.name)
+        children = dict(seen_now.children)
+        # 1. Parse the spec once into the typed model.
+        try:
+            app = parse(body, backup_root=self.policy.backup_root)
+            if seen_now.restoring:
+                app = replace(app, restoring=seen_now.restoring)
+        except SpecError as err:
+            problem = status.Problem("InvalidSpec", f"{err}; fix the field and re-apply")
+            outcome.problems.append(problem)
+            self._warn_if_news(body, seen, outcome, logger)
+            # Without a valid spec there is no model to compute a status from: report the
+            # problem alone and touch no child.
+            invalid = _invalid_status(seen, problem)
+            outcome.ready_reason = status.ready_condition(invalid).get("reason")
+            self._publish(seen, invalid, outcome)
+            return outcome
+        # 2. Render every child, stamped with the digest of its rendering (digested once per spec).
+        desired = self.memory.rendering(app)
+        # 3. The admin decides which exports an app may mount, and one export serves one app:
+        #    an app refused either way gets nothing created or changed.
+        claims = self.claims
+        refused = self.policy.refusal(app) or (
+            claims.holder(key, exports_of(app)) if claims else None
+        )
+        if refused is not None:
+            outcome.problems.append(refused)
+        else:
+            try:
+                # 4. Before creating a missing child: the app must really exist (an index entry
+                #    can outlive a watch gap), and no object of ours may be in a child's way.
+                missing = [k for k, wanted in desired.items() if wanted and children.get(k) is None]
+                if missing:
+                    current, found = _look_up(self.api, app, desired, missing, self.lookups)
+                    if current is None or current["metadata"].get("uid") != app.uid:
+                        outcome.app_gone = True
+                        return outcome
+                    children.update(found)
+                conflict = _find_conflict(app, desired, children)
+                if conflict is not None:
+                    outcome.problems.append(conflict)
+                else:
+                    # 5. Converge each child on its own: one refusal freezes no other.
+                    converge(
+                        self.api,
+                        app=app,
+                        desired=desired,
+                        children=children,
+                        outcome=outcome,
+                        memory=self.memory,
+                        logger=logger,
+                        rollout_due=self.queue.rollout_due if seen.acknowledged else _always,
+                    )
+            except (kube.ApiError, *refusals.TRANSIENT) as err:
+                if isinstance(err, kube.ApiError) and err.terminating:
+                    # The namespace, and the app with it, is going away: nothing to repair.
                     return outcome
-                children.update(found)
-            conflict = _find_conflict(app, desired, children)
-            if conflict is not None:
-                outcome.problems.append(conflict)
-            else:
-                # 5. Converge each child on its own: one refusal freezes no other.
-                _converge(
-                    api,
-                    app=app,
-                    desired=desired,
-                    children=children,
-                    outcome=outcome,
-                    memory=memory,
-                    logger=logger,
-                    rollout_due=rollout_due if seen.acknowledged else lambda: True,
+                outcome.problems.append(
+                    refusals.problem(kinds.APP, f"{app.namespace}/{app.name}", err)
                 )
-        except (kube.ApiError, *refusals.TRANSIENT) as err:
-            if isinstance(err, kube.ApiError) and err.terminating:
-                # The namespace, and the app with it, is going away: nothing to repair or report.
-                return outcome
-            outcome.problems.append(refusals.problem(kinds.APP, f"{app.namespace}/{app.name}", err))
-    _warn_if_news(seen, outcome, warn)
-    # 6. The status, recomputed from the children as they now are.
-    now = timestamp()
-    new = status.compute(
-        app,
-        generation=seen.generation,
-        children=children,
-        previous=seen.status,
-        problem=status.combine(outcome.problems),
-        mount_failures=mount_failures,
-        probe_failures=probe_failures,
-        now=now,
-    )
-    outcome.ready_reason = status.ready_condition(new).get("reason")
-    if outcome.ready_reason != "Ready":
-        outcome.recheck_after = failures.recheck_after(app, mount_failures, probe_failures, now)
-    _publish(api, seen, new, outcome, progress_due=progress_due)
-    return outcome
+        self._warn_if_news(body, seen, outcome, logger)
+        # 6. The status, recomputed from the children as they now are.
+        now = timestamp()
+        new = status.compute(
+            app,
+            generation=seen.generation,
+            children=children,
+            previous=seen.status,
+            problem=status.combine(outcome.problems),
+            mount_failures=seen_now.mount_failures,
+            probe_failures=seen_now.probe_failures,
+            now=now,
+        )
+        outcome.ready_reason = status.ready_condition(new).get("reason")
+        if outcome.ready_reason != "Ready":
+            outcome.recheck_after = failures.recheck_after(
+                app, seen_now.mount_failures, seen_now.probe_failures, now
+            )
+        self._publish(seen, new, outcome)
+        return outcome
+
+    def _warn_if_news(self, body: Obj, seen: Seen, outcome: Outcome, logger: Log) -> None:
+        """Post a Warning event when the app's Ready condition does not already tell of it.
+
+        Events are for changes: repeating the same Warning on every child event would flood the
+        namespace and cost a write each time.
+        """
+        problem = status.combine(outcome.problems)
+        if problem is None or all(p.reason == "ServerTrouble" for p in outcome.problems):
+            # Server trouble is retried with backoff: a log line and the condition tell of it,
+            # a Warning event per retry would add load to a server already in trouble.
+            return
+        said = (seen.ready.get("reason"), seen.ready.get("message"))
+        if said != (problem.reason, problem.message):
+            self.recorder.event(body, "Warning", problem.reason, problem.message, logger)
+
+    def _publish(self, seen: Seen, new: dict[str, Any], outcome: Outcome) -> None:
+        if all(seen.status.get(name) == value for name, value in new.items()):
+            return
+        urgent = status.urgent(seen.status, new)
+        if not urgent and not self.queue.progress_due((seen.namespace, seen.name)):
+            outcome.status_held = True
+            return
+        written = kube.patch_status(self.api, seen.namespace, seen.name, new, kinds.APP)
+        outcome.status_written = True
+        if written is not None:
+            outcome.written_version = written.get("metadata", {}).get("resourceVersion")
+            outcome.written_status = written.get("status")
+
+
+def _always() -> bool:
+    return True
 
 
 def _look_up(
@@ -184,185 +382,11 @@ def _find_conflict(
         if live is not None and not owned(app, live):
             return status.Problem(
                 "NameConflict",
-                f"{kind} {_where(kind, name, app)} already exists and does not belong to this "
+                f"{kind} {where(kind, name, app)} already exists and does not belong to this "
                 "StatefulWebApp; nothing was changed. Delete or rename that object, or choose "
                 "another app name or serviceName",
             )
     return None
-
-
-def _where(kind: str, name: str, app: AppSpec) -> str:
-    return name if not kinds.BY_NAME[kind].namespaced else f"{app.namespace}/{name}"
-
-
-def _warn_if_news(seen: Seen, outcome: Outcome, warn: Warn) -> None:
-    """Post a Warning event when the app's Ready condition does not already tell of it.
-
-    Events are for changes: repeating the same Warning on every child event would flood the
-    namespace and cost a write each time.
-    """
-    problem = status.combine(outcome.problems)
-    if problem is None or all(p.reason == "ServerTrouble" for p in outcome.problems):
-        # Server trouble is retried with backoff: a log line and the condition tell of it,
-        # a Warning event per retry would add load to a server already in trouble.
-        return
-    if (seen.ready.get("reason"), seen.ready.get("message")) != (problem.reason, problem.message):
-        warn(problem.reason, problem.message)
-
-
-def _converge(
-    api: pykube.HTTPClient,
-    *,
-    app: AppSpec,
-    desired: Mapping[str, Obj | None],
-    children: dict[str, Obj | None],
-    outcome: Outcome,
-    memory: Memory,
-    logger: Log,
-    rollout_due: Callable[[], bool],
-) -> None:
-    key = (app.namespace, app.name)
-    known = _Known(
-        stored=memory.stored.setdefault(key, {}),
-        refused=memory.refused.setdefault(key, {}),
-        synced=memory.synced.setdefault(key, {}),
-    )
-    for child in registry.CHILDREN:
-        manifest = desired[child.key]
-        live = children.get(child.key)
-        try:
-            if manifest is None or (not child.namespaced and _released(live)):
-                # Disabled by the spec; or a Released volume, whose claim was deleted (by
-                # hand, or with an earlier app of this name): it never binds again, so it goes
-                # and its deletion event brings the pass that recreates it. Retain keeps the
-                # NFS data either way.
-                _delete(api, child, app, children, outcome)
-                continue
-            if _unasked_rollout(child, manifest, live) and not rollout_due():
-                outcome.rollouts_held.append(f"{child.name}/{manifest['metadata']['name']}")
-                continue
-            problem = _apply(api, child, manifest, live, known, children, outcome)
-        except (kube.ApiError, *refusals.TRANSIENT) as err:
-            if isinstance(err, kube.ApiError) and err.terminating:
-                raise
-            name = (manifest or live or {}).get("metadata", {}).get("name", "")
-            problem = refusals.problem(child, _where(child.name, name, app), err)
-            if not problem.retry and manifest is not None:
-                known.refused[child.key] = (drift.stamp_of(manifest) or "", problem)
-        if problem is None:
-            continue
-        outcome.problems.append(problem)
-        if child.validates and problem.reason == "InvalidSpec":
-            # Only the API server could check this child, and it says the spec is invalid:
-            # an invalid spec is never half applied.
-            break
-    if outcome.applied or outcome.deleted:
-        logger.info("applied %s; deleted %s", outcome.applied or "-", outcome.deleted or "-")
-
-
-def _unasked_rollout(child: registry.Child, manifest: Obj, live: Obj | None) -> bool:
-    """A workload applied before from another rendering of the same spec (an operator upgrade)."""
-    if child not in (registry.STATEFULSET, registry.DAEMONSET) or live is None:
-        return False
-    before = drift.stamp_of(live)
-    return before is not None and before != drift.stamp_of(manifest)
-
-
-def _delete(
-    api: pykube.HTTPClient,
-    child: registry.Child,
-    app: AppSpec,
-    children: dict[str, Obj | None],
-    outcome: Outcome,
-) -> None:
-    live = children.get(child.key)
-    if live is None:
-        return
-    children[child.key] = None
-    if not owned(app, live):
-        # Not the app's (another incarnation's, or an object that only carries its labels):
-        # never the operator's to delete.
-        return
-    if live["metadata"].get("deletionTimestamp"):
-        # Deleted already, waiting on a finalizer (a claim still mounted, a volume still
-        # bound): asking again on every pass would change nothing.
-        return
-    name = live["metadata"]["name"]
-    # The uid as a precondition: an object of that name made since the cache saw ours is not
-    # deleted in its place.
-    uid = str(live["metadata"].get("uid") or "")
-    if kube.delete(api, child, name, app.namespace if child.namespaced else "", uid=uid):
-        outcome.deleted.append(f"{child.name}/{name}")
-
-
-@dataclass(frozen=True)
-class _Known:
-    """What :class:`Memory` holds of one app's children, by kind, for one pass."""
-
-    stored: dict[str, tuple[str, dict[str, Any]]]
-    refused: dict[str, tuple[str, status.Problem]]
-    synced: dict[str, tuple[str, str]]
-
-
-def _apply(  # noqa: PLR0917  (the pass's state, each piece used)
-    api: pykube.HTTPClient,
-    child: registry.Child,
-    manifest: Obj,
-    live: Obj | None,
-    known: _Known,
-    children: dict[str, Obj | None],
-    outcome: Outcome,
-) -> status.Problem | None:
-    """Apply ``manifest`` unless the child is up to date or this rendering was refused."""
-    digest = drift.stamp_of(manifest) or ""
-    version = str((live or {}).get("metadata", {}).get("resourceVersion") or "")
-    if version and known.synced.get(child.key) == (digest, version):
-        return None
-    form = known.stored.get(child.key)
-    if drift.up_to_date(manifest, live, form[1] if form and form[0] == digest else None):
-        known.refused.pop(child.key, None)
-        if version:
-            known.synced[child.key] = (digest, version)
-        return None
-    known.synced.pop(child.key, None)
-    before = known.refused.get(child.key)
-    if before is not None and before[0] == digest:
-        # Refused as it is: sending it again would be refused again.
-        return before[1]
-    answer = kube.apply(api, child, manifest, manager=names.MANAGER)
-    known.refused.pop(child.key, None)
-    children[child.key] = answer
-    form_now = drift.stored_form(manifest, answer)
-    if form_now is None:
-        known.stored.pop(child.key, None)
-    else:
-        known.stored[child.key] = (digest, form_now)
-    outcome.applied.append(f"{child.name}/{manifest['metadata']['name']}")
-    return None
-
-
-def _released(volume: Obj | None) -> bool:
-    return volume is not None and (volume.get("status") or {}).get("phase") == "Released"
-
-
-def _publish(
-    api: pykube.HTTPClient,
-    seen: Seen,
-    new: dict[str, Any],
-    outcome: Outcome,
-    *,
-    progress_due: Callable[[], bool],
-) -> None:
-    if all(seen.status.get(name) == value for name, value in new.items()):
-        return
-    if not status.urgent(seen.status, new) and not progress_due():
-        outcome.status_held = True
-        return
-    written = kube.patch_status(api, seen.namespace, seen.name, new, kinds.APP)
-    outcome.status_written = True
-    if written is not None:
-        outcome.written_version = written.get("metadata", {}).get("resourceVersion")
-        outcome.written_status = written.get("status")
 
 
 def _invalid_status(seen: Seen, problem: status.Problem) -> dict[str, Any]:

@@ -7,7 +7,10 @@ status writes, an app with no restore nothing. How a restore goes is ``specs/res
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pykube
@@ -18,11 +21,13 @@ from statefulwebapp.api.model import (
     RestoreSpec,
     SpecError,
 )
-from statefulwebapp.api.objects import Manifest, timestamp
+from statefulwebapp.api.objects import Key, Manifest, timestamp
 from statefulwebapp.api.parse import parse_restore
 from statefulwebapp.controllers import refusals
-from statefulwebapp.runtime import kube
-from statefulwebapp.specs import names
+from statefulwebapp.controllers.events import EventRecorder
+from statefulwebapp.controllers.reconcile import Index, first, owned_first
+from statefulwebapp.runtime import informer, kube, workqueue
+from statefulwebapp.specs import names, registry
 from statefulwebapp.specs.restoring import (
     FAILED,
     STARTED,
@@ -36,6 +41,8 @@ from statefulwebapp.specs.restoring import (
     parse_result,
     phase,
 )
+
+Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 
 def pod_result(api: pykube.HTTPClient, restore: RestoreSpec) -> dict[str, Any] | None:
@@ -118,3 +125,63 @@ def reconcile_restore(
     if action.app_event is not None and app is not None:
         post_event(*action.app_event)
     return action
+
+
+@dataclass(frozen=True)
+class RestoreResult(workqueue.Result):
+    """A restore's pass result for the work queue, and whether its app must be passed."""
+
+    wake_app: bool = False
+    """The app starts or stops restoring: its web pods stop or come back."""
+
+
+@dataclass
+class RestoreReconciler:
+    """Reconciles StatefulWebAppRestores: its client, the caches it reads, where events go."""
+
+    api: pykube.HTTPClient
+    apps: Index
+    """kopf's index of the apps."""
+    restores: Index
+    """kopf's index of the restores, by their app."""
+    cache: Mapping[str, informer.Store] = field(default_factory=dict)
+    """The informers' caches: the app's StatefulSet says when its web pods are stopped."""
+    recorder: EventRecorder = field(default_factory=EventRecorder)
+    backup_root: str = DEFAULT_BACKUP_ROOT
+    """The admin's directory of archives on the nodes."""
+
+    def reconcile(self, app_key: Key, name: str, logger: Log) -> workqueue.Result:
+        """One pass of restore ``name`` of the app ``app_key``."""
+        # 1. The restore as kopf's index holds it, among its app's restores.
+        siblings = [json.loads(packed) for packed in self.restores.get(app_key, ())]
+        body = next((r for r in siblings if r["metadata"]["name"] == name), None)
+        if body is None:
+            return workqueue.Result()  # Deleted, or its app renamed: nothing to do.
+        # 2. Its app, and the app's own StatefulSet, from the caches.
+        app = first(self.apps, app_key)
+        uid = str((app or {}).get("metadata", {}).get("uid") or "")
+        statefulset = owned_first(self.cache[registry.STATEFULSET.key], app_key, uid)
+
+        def post_event(kind: str, reason: str, message: str) -> None:
+            if app is not None:
+                self.recorder.event(app, kind, reason, message, logger)
+
+        # 3. One step: read what decide() needs, do what it says.
+        try:
+            action = reconcile_restore(
+                self.api,
+                body,
+                app=app,
+                apps=[n for ns, n in self.apps if ns == app_key[0]],
+                siblings=siblings,
+                statefulset=statefulset,
+                post_event=post_event,
+                backup_root=self.backup_root,
+            )
+        except (kube.ApiError, *refusals.TRANSIENT) as err:
+            logger.error("restore %s: %s; retrying with backoff", name, err)
+            return workqueue.Result(failed=True)
+        # 4. Said when it ends; passed again while it goes; its app passed when it must.
+        if action.status is not None and action.status.get("phase") in {SUCCEEDED, FAILED}:
+            logger.info("restore %s: %s", action.status["phase"], action.status.get("message"))
+        return RestoreResult(requeue_after=action.requeue_after, wake_app=action.wake_app)
