@@ -119,7 +119,7 @@ class Controller(Apps):
         """The namespaces served (empty: all). Volumes are cluster-scoped: an operator serving
         some namespaces must not collect the volumes of apps in the others."""
         self.claims = ExportClaims()
-        """Which live app uses which NFS export; filled from kopf's index at :meth:`open`."""
+        """Which live app uses which NFS export; filled from kopf's index at :meth:`caches_synced`."""
         self.queue = queue or new_queue()
         self.children: Mapping[str, informer.Store] = children or {}
         """The informers' caches, by store name (a child kind, or a source's name)."""
@@ -149,7 +149,7 @@ class Controller(Apps):
         """Passes of the restores."""
         self._lock = threading.Lock()
         self._held: dict[tuple[str, Key], tuple[kube.Resource, str]] | None = {}
-        """Child events told before kopf had listed the apps (see :meth:`tell`); None after."""
+        """Child events told before kopf had listed the apps (see :meth:`on_child_event`); None after."""
         metrics.queue(self.queue.depth)
 
     # ------------------------------------------------------------------------- start ----
@@ -165,7 +165,7 @@ class Controller(Apps):
         self.children = sources.start(
             kube.connect(pool=streams, metrics=self.metrics, user_agent=names.USER_AGENT),
             self.namespaces,
-            self.tell,
+            self.on_child_event,
             self.metrics,
         )
         self.reconciler.cache = self.restorer.cache = self.children
@@ -182,12 +182,12 @@ class Controller(Apps):
 
     # ----------------------------------------------------------------- child events ----
 
-    def tell(self, child: kube.Resource, key: Key, event: str) -> None:
+    def on_child_event(self, child: kube.Resource, key: Key, event: str) -> None:
         """A child (or a pod's event) changed or vanished: an informer's thread calls this.
 
         The children are listed before kopf starts; an event that comes before kopf's index of
         the apps is full would find no app (or count a partial fleet as resumed), so it is held
-        until the first app event (:meth:`open`), then told.
+        until the first app event (:meth:`caches_synced`), then told.
         """
         with self._lock:
             if self._held is not None:
@@ -198,7 +198,7 @@ class Controller(Apps):
                 return
         self._child_changed(child, key, event)
 
-    def open(self) -> None:
+    def caches_synced(self) -> None:
         """Tell what was held, and every event from now on: kopf has listed the apps."""
         with self._lock:
             held, self._held = self._held, None

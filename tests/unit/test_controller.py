@@ -45,19 +45,19 @@ def test_its_own_status_write_is_not_written_again_before_the_watch_shows_it(
 
 def test_child_events_before_kopf_lists_the_apps_wait_for_it(fx: Fixture) -> None:
     fx.index(app())
-    fx.controller.tell(registry.STATEFULSET, KEY, "DELETED")
+    fx.controller.on_child_event(registry.STATEFULSET, KEY, "DELETED")
     time.sleep(0.1)
     assert fx.api.requests == [], "a pass ran before kopf had listed the apps"
-    fx.controller.open()
+    fx.controller.caches_synced()
     fx.settle()
     assert PATHS["StatefulSet"] in fx.api.sent()
 
 
 def test_a_volume_whose_app_is_gone_is_collected(fx: Fixture) -> None:
-    fx.controller.open()
+    fx.controller.caches_synced()
     volume = PATHS["PersistentVolume"]
     fx.api.objects[volume] = render.render_volume(parse(SCENARIO))
-    fx.controller.tell(registry.PERSISTENT_VOLUME, KEY, "ADDED")
+    fx.controller.on_child_event(registry.PERSISTENT_VOLUME, KEY, "ADDED")
     fx.settle(("volume", *KEY))
     assert ("DELETE", volume) in fx.api.requests
     assert volume not in fx.api.objects
@@ -76,7 +76,7 @@ def test_a_deleted_app_is_forgotten_and_its_volume_collected(fx: Fixture) -> Non
 
 def test_an_app_found_gone_after_a_watch_gap_gets_no_pass(fx: Fixture) -> None:
     body = fx.index(app())
-    fx.controller.open()
+    fx.controller.caches_synced()
     fx.controller.reconciler.gone[KEY] = body["metadata"]["uid"]
     fx.controller.enqueue(KEY)
     fx.settle()
@@ -176,7 +176,7 @@ def test_a_daemonset_counting_up_to_ready_costs_the_ready_write_alone() -> None:
         daemonset["status"]["numberReady"] = ready
         store = fx.controller.children[registry.DAEMONSET.key]
         store.put(daemonset["metadata"]["uid"], KEY, sources.pack(daemonset))
-        fx.controller.tell(registry.DAEMONSET, KEY, "MODIFIED")
+        fx.controller.on_child_event(registry.DAEMONSET, KEY, "MODIFIED")
         fx.settle()
         time.sleep(0.05)  # Past the short window: the next report gets a pass of its own.
         fx.settle()

@@ -58,7 +58,7 @@ def test_an_app_event_reaches_the_controller_and_its_deletion_collects() -> None
 def test_a_restore_event_wakes_its_app() -> None:
     fx = Fixture()
     fx.index(app())
-    fx.controller.open()
+    fx.controller.caches_synced()
     restore = {
         "apiVersion": "apps.k8slab.io/v1alpha1",
         "kind": "StatefulWebAppRestore",

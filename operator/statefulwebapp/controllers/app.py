@@ -60,7 +60,7 @@ class Apps:
     reconciler: AppReconciler
     resume: workqueue.Resume
 
-    def open(self) -> None:
+    def caches_synced(self) -> None:
         """Tell the child events held until kopf listed the apps (the manager's)."""
         raise NotImplementedError
 
@@ -70,7 +70,7 @@ class Apps:
         """The app appeared, changed or was listed at start: converge it."""
         # kopf runs no handler before its index of the apps is full: the children's events
         # held until now can find their apps.
-        self.open()
+        self.caches_synced()
         # Forget the last write as soon as the watch shows it.
         self.reconciler.unseen_status(key, body)
         if self.reconciler.gone.get(key) != body.get("metadata", {}).get("uid"):
@@ -82,7 +82,7 @@ class Apps:
 
     def app_deleted(self, key: Key, logger: kopf.Logger | None = None) -> None:
         """The app is gone: forget it and collect its volume."""
-        self.open()
+        self.caches_synced()
         self.forget(key)
         self.collect(key, logger)
 
