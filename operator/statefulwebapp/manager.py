@@ -45,10 +45,10 @@ a few metadata-only list requests per period and no write when in sync."""
 RESYNC_CPU_SHARE = 0.01
 """The most of one core the full check may take: the period grows past ``--resync-seconds``
 when one check costs more than this share of it. A check decodes the metadata of every app and
-child, managed fields included (no list can leave them out): with a thousand apps, about 1.3 s
-of CPU, and every 30 s that was 30 % of the operator's CPU during the benchmark's 1000-app
-fleet. With it, a thousand apps are checked about every two minutes; the children's own
-watches still relist after a gap at once (informer.py)."""
+child, managed fields included (no list can leave them out), so its cost grows with the
+fleet, and at a fixed period it would come to dominate the operator's CPU. Past that share the
+check runs less often; the children's own watches still relist after a gap at once
+(informer.py)."""
 
 LOOKUPS = 8
 """Threads for the looks before creating children: with the eight pass workers, within

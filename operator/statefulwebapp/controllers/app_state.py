@@ -91,13 +91,14 @@ class Memory:
     synced: dict[Key, dict[str, tuple[str, str]]] = field(default_factory=dict)
     """App -> kind -> (digest, resourceVersion) of the child last found up to date. Most passes
     come from one child's event: the others are the very objects checked last time, and
-    comparing them again field by field was 6 % of the operator's CPU in a 300-app fleet.
-    Any write to a child (its status included) changes its resourceVersion."""
+    comparing them again field by field would spend CPU on every pass to learn nothing. Any
+    write to a child (its status included) changes its resourceVersion."""
     digests: dict[Key, tuple[AppSpec, dict[str, str]]] = field(default_factory=dict)
     """App -> (the spec last rendered, the digest of each child's rendering). Most passes come
-    from a child's event and find the spec unchanged: rendering it again is cheap (0.14 ms for
-    the scenario's app), digesting it is not (1.5 ms, a sorted JSON dump and a hash of each
-    child), and keeping the stamped renderings would hold 23 MiB for 1000 apps."""
+    from a child's event and find the spec unchanged: rendering it again is cheap, digesting
+    it is not (a sorted JSON dump and a hash of each child), and keeping the stamped
+    renderings instead would hold every app's children in memory (CHANGELOG.md has the
+    figures)."""
 
     def rendering(self, app: AppSpec) -> dict[str, Obj | None]:
         """The stamped children of ``app`` by kind (None: disabled), digested once per spec."""

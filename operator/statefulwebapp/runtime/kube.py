@@ -129,9 +129,8 @@ def settle_environment(session: requests.Session, url: str) -> None:
     """Read the proxy settings of the environment once, not on every request.
 
     requests looks at the environment (proxies, no_proxy, ~/.netrc, a CA bundle) on every
-    request: 6 % of the operator's CPU in a fleet of 300 new apps (``make bench
-    BENCH_ARGS='--n 300 --repeats 1 --soak 10 --steady 5 --profile'``, pods on kwok). Every
-    request goes to the one API server, so the proxy chosen for it now (none when ``no_proxy``
+    request, a share of the operator's CPU that grows with its requests (CHANGELOG.md has the
+    profile). Every request goes to the one API server, so the proxy chosen for it now (none when ``no_proxy``
     covers it) serves them all. The token and the CA come from the kubeconfig or the service
     account, never from ~/.netrc or ``REQUESTS_CA_BUNDLE``.
     """

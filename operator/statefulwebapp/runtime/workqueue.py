@@ -86,8 +86,8 @@ class Delays:
                 self._thread = threading.Thread(target=self._loop, name="delays", daemon=True)
                 self._thread.start()
             # The thread sleeps until the earliest entry: only a new earliest one changes
-            # that. Waking it for every entry (a pass's trail each) cost 3 % of the operator's
-            # CPU in a 300-app fleet, a thread switch for nothing.
+            # that. Waking it for every entry (a pass's trail each) is a thread switch for
+            # nothing, once per pass.
             if self._due[0] is entry:
                 self._wake.notify()
 
