@@ -119,7 +119,8 @@ class Controller(Apps):
         """The namespaces served (empty: all). Volumes are cluster-scoped: an operator serving
         some namespaces must not collect the volumes of apps in the others."""
         self.claims = ExportClaims()
-        """Which live app uses which NFS export; filled from kopf's index at :meth:`caches_synced`."""
+        """Which live app uses which NFS export; filled from kopf's index once its caches are
+        synced (:meth:`caches_synced`)."""
         self.queue = queue or new_queue()
         self.children: Mapping[str, informer.Store] = children or {}
         """The informers' caches, by store name (a child kind, or a source's name)."""
@@ -149,7 +150,8 @@ class Controller(Apps):
         """Passes of the restores."""
         self._lock = threading.Lock()
         self._held: dict[tuple[str, Key], tuple[kube.Resource, str]] | None = {}
-        """Child events told before kopf had listed the apps (see :meth:`on_child_event`); None after."""
+        """Child events told before kopf had listed the apps (:meth:`on_child_event`); None
+        after."""
         metrics.queue(self.queue.depth)
 
     # ------------------------------------------------------------------------- start ----
