@@ -131,8 +131,8 @@ def settle_environment(session: requests.Session, url: str) -> None:
     requests looks at the environment (proxies, no_proxy, ~/.netrc, a CA bundle) on every
     request, a share of the operator's CPU that grows with its requests (CHANGELOG.md has the
     profile). Every request goes to the one API server, so the proxy chosen for it now (none
-    when ``no_proxy`` covers it) serves them all. The token and the CA come from the kubeconfig or the service
-    account, never from ~/.netrc or ``REQUESTS_CA_BUNDLE``.
+    when ``no_proxy`` covers it) serves them all. The token and the CA come from the
+    kubeconfig or the service account, never from ~/.netrc or ``REQUESTS_CA_BUNDLE``.
     """
     session.proxies = dict(requests.utils.get_environ_proxies(url))
     session.trust_env = False
