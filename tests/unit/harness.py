@@ -39,7 +39,7 @@ class Fixture:
         self.apps: dict[tuple[str, str], list[str]] = {}
         self.queue = queue or WorkQueue(coalesce=0.01)
         self.controller = Controller(
-            self.api,  # type: ignore[arg-type]
+            self.api,
             apps=self.apps,
             restores={},
             metrics=Metrics(),
@@ -96,7 +96,7 @@ class Pass:
         self.api.versioned()
         observed = {kind: self.api.objects.get(path) for kind, path in PATHS.items()}
         outcome = reconcile(
-            self.api,  # type: ignore[arg-type]
+            self.api,
             body=self.body,
             observed=observed,
             warn=lambda reason, message: self.warnings.append((reason, message)),
@@ -124,4 +124,4 @@ class Clock:
 
 
 def candidate(api: FakeApi, clock: Clock, identity: str) -> Elector:
-    return Elector(api, "ns", "op", identity, kind=kinds.LEASE, timing=TIMING, clock=clock)  # type: ignore[arg-type]
+    return Elector(api, "ns", "op", identity, kind=kinds.LEASE, timing=TIMING, clock=clock)
