@@ -86,9 +86,10 @@ kubeconfig: ## Print the local cluster's kubeconfig path
 
 LINT_PY := operator tests bench hack/durations.py hack/render-sample.py hack/lint
 .PHONY: lint
-lint: venv lint-k8s ## ruff on the operator, the tests, the benchmark and the scripts; mypy --strict on the operator; lint-k8s
+lint: venv lint-k8s ## ruff on the operator, the tests, the benchmark and the scripts; mypy --strict on the operator, the tests and the benchmark; lint-k8s
 	$(VENV)/bin/ruff check $(LINT_PY)
 	$(VENV)/bin/ruff format --check $(LINT_PY)
+	@# What mypy checks is pyproject.toml's [tool.mypy] packages: statefulwebapp, tests, bench.
 	$(VENV)/bin/mypy
 
 # Needs Go (as `make tools` does): it builds helm and kube-score into the tools cache when

@@ -169,7 +169,8 @@ def stale_statuses(ns: str, apps: Iterable[str]) -> dict[str, str]:
     objs = listed(ns, "pods", "statefulsets", "daemonsets")
     pods: dict[tuple[str, str], list[bool]] = defaultdict(list)
     for pod in (o for o in objs if o["kind"] == "Pod"):
-        owner = next(iter(pod["metadata"].get("ownerReferences") or []), {}).get("kind", "")
+        refs: list[dict[str, Any]] = pod["metadata"].get("ownerReferences") or []
+        owner = next(iter(refs), {}).get("kind", "")
         conditions = (pod.get("status") or {}).get("conditions") or []
         ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
         pods[(instance_of(pod), owner)].append(ready)
@@ -364,7 +365,8 @@ def outage(what: str, seconds: float, n: int) -> dict[str, Any]:
     except RuntimeError:
         operator.stop()
         raise
-    floor = threading.Thread(target=cluster_recovery, args=(ns, back, recovered := {}))
+    recovered: dict[str, float] = {}
+    floor = threading.Thread(target=cluster_recovery, args=(ns, back, recovered))
     floor.start()
     burst: dict[str, Any] = {}
     burst_floor = threading.Thread(target=burst_recovery, args=(floor_ns, apps, back, burst))
@@ -426,7 +428,7 @@ def not_ready(ns: str, apps: list[str]) -> dict[str, str]:
         if obj is None:
             stuck[name] = "missing"
         elif not app_ready(obj):
-            ready = next(
+            ready: dict[str, Any] = next(
                 (c for c in obj.get("status", {}).get("conditions", []) if c["type"] == "Ready"),
                 {},
             )
@@ -651,7 +653,7 @@ def bad_specs() -> list[tuple[str, dict[str, Any], str]]:
 
 
 def _merged(base: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    out = json.loads(json.dumps(base))
+    out: dict[str, Any] = json.loads(json.dumps(base))
     for key, value in spec.items():
         out[key] = {**out[key], **value} if isinstance(value, dict) and key in out else value
     return out
@@ -665,7 +667,7 @@ def bad_inputs() -> dict[str, Any]:
     outcome: dict[str, str] = {}
     for i, (case, spec, name) in enumerate(cases):
         app = name or f"bad-{i:02d}"
-        body = {"apiVersion": "apps.k8slab.io/v1alpha1", "kind": "StatefulWebApp"}
+        body: dict[str, Any] = {"apiVersion": "apps.k8slab.io/v1alpha1", "kind": "StatefulWebApp"}
         body |= {"metadata": {"name": app, "namespace": ns}, "spec": spec}
         result = subprocess.run(
             [kubectl_path(), "--kubeconfig", str(CLUSTER / "kubeconfig"), "apply", "-f", "-"],
@@ -824,7 +826,7 @@ def outages(lengths: list[float], n: int) -> dict[str, Any]:
     return result
 
 
-TARGETS = [
+TARGETS: list[tuple[str, str, Callable[[Any], bool]]] = [
     ("kill9_runs", ">= 50", lambda v: v >= 50),
     ("kill9_converged_pct", "= 100", lambda v: v == 100),
     ("kill9_duplicates", "= 0", lambda v: v == 0),

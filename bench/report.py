@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-TARGETS = {
+TARGETS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "floor_first": ("true", lambda v: v is True),
     "datelog_active": ("true", lambda v: v is True),
     "floor_ratio": ("<= 1.1", lambda v: v <= 1.1),

@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--backup-root {args.backup_root!r}: {wrong}", file=sys.stderr)
         return 2
     # Counters without their `_created` twins: one series per counter, as most exporters.
-    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+    prometheus_client.disable_created_metrics()
     metrics = Metrics()
     elector = lease.Elector(
         kube.connect(

@@ -44,7 +44,10 @@ def sample(**spec: Any) -> dict[str, Any]:
 
 
 def get_app(cluster: Cluster, namespace: str, name: str = "web") -> dict[str, Any]:
-    return json.loads(cluster.kubectl("get", "swa", name, "-n", namespace, "-o", "json"))
+    app: dict[str, Any] = json.loads(
+        cluster.kubectl("get", "swa", name, "-n", namespace, "-o", "json")
+    )
+    return app
 
 
 def ready_condition(app: dict[str, Any]) -> dict[str, Any]:

@@ -12,10 +12,9 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import dns.exception
 import dns.resolver
@@ -34,7 +33,19 @@ def tools_bin() -> Path:
     return Path(out.stdout.strip())
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
+class Check(Protocol):
+    """What :func:`wait_for` polls: called with no argument.
+
+    A Protocol rather than ``Callable[[], Any]``: a lambda that binds a loop variable as a
+    default (``lambda ip=ip: ...``) is callable with no argument, but mypy cannot infer such a
+    lambda against a ``Callable`` type.
+    """
+
+    def __call__(self) -> Any:
+        """The value polled: truthy once the awaited thing happened."""
+
+
+def wait_for(check: Check, timeout: float, what: str, interval: float = 0.5) -> Any:
     """Poll ``check`` until it returns something truthy; fail saying ``what`` never happened."""
     deadline = time.monotonic() + timeout
     last: Any = None

@@ -207,7 +207,13 @@ def test_rendered_chart_passes_server_side_validation(
     The `helm test` Pod is left out: admission refuses a Pod whose ServiceAccount does not exist
     yet, which a dry run cannot create; it runs for real in tests/e2e/test_real_node.py.
     """
-    helm_template = [tools_bin() / "helm", "template", "dry", str(CHART), "--skip-tests"]
+    helm_template: list[str | Path] = [
+        tools_bin() / "helm",
+        "template",
+        "dry",
+        str(CHART),
+        "--skip-tests",
+    ]
     rendered = subprocess.run(
         [*helm_template, "-n", "default", *values],
         capture_output=True,

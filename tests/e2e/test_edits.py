@@ -53,7 +53,7 @@ pytestmark = pytest.mark.local_cluster(
 )
 
 Obj = dict[str, Any]
-Check = Callable[[Cluster, str, dict[str, Obj | None]], None]
+Check = Callable[[Cluster, str, dict[str, Obj | None]], object]
 
 
 def container(obj: Obj | None) -> Obj:
@@ -97,10 +97,10 @@ def pods_of(cluster: Cluster, namespace: str, selector: str) -> list[str]:
     )
 
 
-def covers_every_pod(cluster: Cluster, namespace: str, policy: Obj | None) -> None:
+def covers_every_pod(cluster: Cluster, namespace: str, policy: Obj | None) -> bool:
     """The live NetworkPolicy's selector, as the API server reads it, selects exactly the app's
     pods: its web pods, its agents and its date logger's (retried: a new Job pod may come
-    between the two lists)."""
+    between the two lists). True once it holds, as :func:`_eq`."""
     assert policy is not None
     selector = policy["spec"]["podSelector"]
     terms = [f"{key}={value}" for key, value in selector.get("matchLabels", {}).items()]
@@ -116,6 +116,7 @@ def covers_every_pod(cluster: Cluster, namespace: str, policy: Obj | None) -> No
     covered = wait_for(same, 30, "the policy to select every pod of the app and no other")
     assert "web-0" in covered, covered
     assert any(pod.startswith("web-backup-") for pod in covered), covered
+    return True
 
 
 def job_container(obj: Obj | None) -> Obj:
@@ -654,8 +655,10 @@ STEPS: list[tuple[str, Edit | list[Obj], Check]] = [
 ]
 
 
-def _eq(got: Any, want: Any) -> None:
+def _eq(got: Any, want: Any) -> bool:
+    # True once it holds: a step's check runs several in one lambda, as a tuple of their values.
     assert got == want, f"got {got!r}, want {want!r}"
+    return True
 
 
 @pytest.fixture(scope="module")

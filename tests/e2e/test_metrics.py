@@ -64,12 +64,12 @@ def test_a_leader_counts_the_passes_requests_and_ready_apps_of_a_new_app(
             "the app counted Ready",
         )
         print(after.text)  # What docs/operations.md shows (pytest -s).
-        assert after.value(PASSES, outcome="changed") >= 2  # type: ignore[operator]
+        assert after.value(PASSES, outcome="changed") >= 2
         for outcome in ("problem", "retry", "gone", "error"):
             assert after.value(PASSES, outcome=outcome) == 0, outcome
         histogram = "statefulwebapp_reconcile_duration_seconds"
         assert after.value(f"{histogram}_count") == after.total(PASSES)
-        assert 0 < after.value(f"{histogram}_sum") < 60  # type: ignore[operator]
+        assert 0 < after.value(f"{histogram}_sum") < 60
         # Each child created by one apply (three replicas: the disruption budget too), then
         # the status acknowledged and Ready: at least two status writes.
         requests = "statefulwebapp_api_requests_total"
@@ -78,7 +78,7 @@ def test_a_leader_counts_the_passes_requests_and_ready_apps_of_a_new_app(
         # Creations are counted exactly (each child created once); how many applies in all
         # a loaded machine needs (a retry after a timeout) is the benchmark's figure.
         assert after.total(requests, verb="apply") >= len(rendered), after.text
-        assert after.value(requests, verb="patch", code="200") >= 2  # type: ignore[operator]
+        assert after.value(requests, verb="patch", code="200") >= 2
         assert after.total(requests, verb="watch") >= len(sources.SOURCES)
         # The lease: looked for (404), created, then renewed every 2 s.
         assert after.value(requests, verb="create", code="201") == 1
@@ -135,7 +135,7 @@ def test_a_standby_serves_leader_state_0_and_no_pass_until_it_takes_over(
                 "b to pass the app",
             )
             # A new leader writes nothing: its pass finds every child as the old one left it.
-            assert taken.value(PASSES, outcome="in_sync") >= 1, taken.text  # type: ignore[operator]
+            assert taken.value(PASSES, outcome="in_sync") >= 1, taken.text
             assert taken.total("statefulwebapp_api_requests_total", verb="apply") == 0, taken.text
             assert health("127.0.0.1", b.health_port) == (200, "ok\n")
         finally:

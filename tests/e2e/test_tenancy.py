@@ -84,7 +84,7 @@ def uid(cluster: Cluster, kind: str, name: str, namespace: str) -> str | None:
     return None if found is None else str(found["metadata"]["uid"])
 
 
-POD = {
+POD: dict[str, Any] = {
     "metadata": {"labels": {"k8slab.io/planted": "yes"}},
     "spec": {"containers": [{"name": "c", "image": "busybox"}]},
 }

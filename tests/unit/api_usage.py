@@ -106,7 +106,9 @@ def drive() -> Usage:
     # ends a watch at once, where Informer.run would watch again for ever); then the volumes of
     # apps deleted while the operator was down are looked for.
     watches = [
-        informer.Informer(client, source, controller.children[source.store], controller.on_child_event)
+        informer.Informer(
+            client, source, controller.children[source.store], controller.on_child_event
+        )
         for source in sources.SOURCES
     ]
     for one in watches:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+from requests import Response
 
 Obj = dict[str, Any]
 
@@ -27,7 +28,7 @@ APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 
 
-def response(status: int, body: Any, headers: dict[str, str] | None = None) -> requests.Response:
+def response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     r = requests.Response()
     r.status_code = status
     r._content = json.dumps(body).encode()
@@ -35,7 +36,7 @@ def response(status: int, body: Any, headers: dict[str, str] | None = None) -> r
     return r
 
 
-def stream(*events: Obj) -> requests.Response:
+def stream(*events: Obj) -> Response:
     """A watch's answer: ``events``, one JSON line each, then the end of the stream."""
     r = requests.Response()
     r.status_code = 200
@@ -43,7 +44,7 @@ def stream(*events: Obj) -> requests.Response:
     return r
 
 
-def error(status: int, reason: str, message: str, *fields: str) -> requests.Response:
+def error(status: int, reason: str, message: str, *fields: str) -> Response:
     """An error answer shaped like the API server's Status object."""
     causes = [{"field": f, "message": message} for f in fields]
     return response(
@@ -114,9 +115,7 @@ class FakeSession:
     def _path(self, url: str) -> str:
         return url.removeprefix(self.api.url)
 
-    def get(
-        self, url: str, *, params: Mapping[str, str] | None = None, **_: Any
-    ) -> requests.Response:
+    def get(self, url: str, *, params: Mapping[str, str] | None = None, **_: Any) -> Response:
         return self.api.handle("GET", self._path(url), None, {}, params)
 
     def patch(
@@ -127,16 +126,16 @@ class FakeSession:
         headers: dict[str, str],
         params: Mapping[str, str] | None = None,
         **_: Any,
-    ) -> requests.Response:
+    ) -> Response:
         return self.api.handle("PATCH", self._path(url), json.loads(data), headers, params)
 
-    def delete(self, url: str, *, json: Obj | None = None, **_: Any) -> requests.Response:
+    def delete(self, url: str, *, json: Obj | None = None, **_: Any) -> Response:
         return self.api.handle("DELETE", self._path(url), json, {})
 
-    def post(self, url: str, *, json: Obj, **_: Any) -> requests.Response:
+    def post(self, url: str, *, json: Obj, **_: Any) -> Response:
         return self.api.handle("POST", self._path(url), json, {"Content-Type": JSON})
 
-    def put(self, url: str, *, json: Obj, **_: Any) -> requests.Response:
+    def put(self, url: str, *, json: Obj, **_: Any) -> Response:
         return self.api.handle("PUT", self._path(url), json, {"Content-Type": JSON})
 
 
@@ -191,7 +190,7 @@ class FakeApi:
     requests: list[tuple[str, str]] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     """Every request, in order, never cleared by the tests that clear ``requests``."""
-    answers: dict[tuple[str, str], requests.Response | Exception] = field(default_factory=dict)
+    answers: dict[tuple[str, str], Response | Exception] = field(default_factory=dict)
     """Scripted answers for (verb, path), returned instead of the normal behaviour."""
     canonical: Callable[[Obj], Obj] = lambda obj: obj
     """How the server rewrites an applied object before storing it."""
@@ -209,7 +208,7 @@ class FakeApi:
         body: Any,
         headers: dict[str, str],
         params: Mapping[str, str] | None = None,
-    ) -> requests.Response:
+    ) -> Response:
         self.requests.append((verb, path))
         query = dict(params or {})
         content_type = headers.get("Content-Type", "")
@@ -226,7 +225,7 @@ class FakeApi:
 
     def _serve(
         self, verb: str, path: str, body: Any, content_type: str, params: Mapping[str, str]
-    ) -> requests.Response:
+    ) -> Response:
         if verb == "GET" and not target(path).name:
             return self._list(target(path), params)
         if verb == "GET":
@@ -240,7 +239,7 @@ class FakeApi:
             return self._replace(path, body)
         return self._patch(path, body, content_type)
 
-    def _delete(self, path: str, options: Obj | None) -> requests.Response:
+    def _delete(self, path: str, options: Obj | None) -> Response:
         """Delete, with the API server's uid precondition (409 when another object has the name)."""
         obj = self.objects.get(path)
         if not obj:
@@ -250,7 +249,7 @@ class FakeApi:
             return error(409, "Conflict", "Precondition failed: UID in precondition")
         return response(200, self.objects.pop(path))
 
-    def _patch(self, path: str, body: Obj, content_type: str) -> requests.Response:
+    def _patch(self, path: str, body: Obj, content_type: str) -> Response:
         if path.endswith("/status"):
             app = self.objects.setdefault(path.removesuffix("/status"), {"metadata": {}})
             app["status"] = body["status"]
@@ -260,13 +259,13 @@ class FakeApi:
         assert content_type == APPLY
         return self._apply(path, body)
 
-    def _merge(self, path: str, body: Obj) -> requests.Response:
+    def _merge(self, path: str, body: Obj) -> Response:
         if path not in self.objects:
             return error(404, "NotFound", "not found")
         self.objects[path] = merged(self.objects[path], body)
         return response(200, self._bump(self.objects[path]))
 
-    def _list(self, of: Target, params: Mapping[str, str]) -> requests.Response:
+    def _list(self, of: Target, params: Mapping[str, str]) -> Response:
         if params.get("watch") == "true":
             return stream()  # No event, ended at once: as at the server's timeout.
         labels, fields = params.get("labelSelector", ""), params.get("fieldSelector", "")
@@ -277,13 +276,13 @@ class FakeApi:
         ]
         return response(200, {"metadata": {"resourceVersion": str(self._version)}, "items": items})
 
-    def _create(self, path: str, body: Obj) -> requests.Response:
+    def _create(self, path: str, body: Obj) -> Response:
         if path in self.objects:
             return error(409, "AlreadyExists", "already exists")
         self.objects[path] = copy.deepcopy(body)
         return response(201, self._bump(self.objects[path]))
 
-    def _replace(self, path: str, body: Obj) -> requests.Response:
+    def _replace(self, path: str, body: Obj) -> Response:
         current = self.objects.get(path)
         if current is None:
             return error(404, "NotFound", "not found")
@@ -292,7 +291,7 @@ class FakeApi:
         self.objects[path] = copy.deepcopy(body)
         return response(200, self._bump(self.objects[path]))
 
-    def _apply(self, path: str, body: Obj) -> requests.Response:
+    def _apply(self, path: str, body: Obj) -> Response:
         """Store the applied object: 201 when that created it, as the API server answers."""
         stored = self.canonical(copy.deepcopy(body))
         before = self.objects.get(path)

@@ -11,6 +11,7 @@ import copy
 import json
 import logging
 import time
+from collections.abc import Mapping
 from concurrent.futures import Executor
 from typing import Any
 
@@ -40,7 +41,7 @@ class Fixture:
         self.apps: dict[tuple[str, str], list[str]] = {}
         self.queue = queue or WorkQueue(coalesce=0.01)
         self.controller = Controller(
-            self.api,  # type: ignore[arg-type]
+            self.api,
             apps=self.apps,
             restores={},
             metrics=Metrics(),
@@ -73,7 +74,9 @@ class Recorded(EventRecorder):
     def __init__(self) -> None:
         self.warnings: list[tuple[str, str]] = []
 
-    def event(self, app: Obj, kind: str, reason: str, message: str, logger: Log) -> None:
+    def event(
+        self, app: Mapping[str, Any], kind: str, reason: str, message: str, logger: Log
+    ) -> None:
         assert kind == "Warning", (kind, reason, message)
         self.warnings.append((reason, message))
 
@@ -125,7 +128,7 @@ class Pass:
         budgets = Budgets()
         budgets.rollouts = rollout_due
         reconciler = AppReconciler(
-            self.api,  # type: ignore[arg-type]
+            self.api,
             budgets,
             recorder=self.recorded,
             memory=self.memory,
@@ -153,4 +156,4 @@ class Clock:
 
 
 def candidate(api: FakeApi, clock: Clock, identity: str) -> Elector:
-    return Elector(api, "ns", "op", identity, kind=kinds.LEASE, timing=TIMING, clock=clock)  # type: ignore[arg-type]
+    return Elector(api, "ns", "op", identity, kind=kinds.LEASE, timing=TIMING, clock=clock)

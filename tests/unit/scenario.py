@@ -16,7 +16,7 @@ from statefulwebapp.specs import registry
 
 GOLDEN = Path(__file__).parent / "golden"
 
-SCENARIO = {
+SCENARIO: dict[str, Any] = {
     "apiVersion": "apps.k8slab.io/v1alpha1",
     "kind": "StatefulWebApp",
     "metadata": {"name": "web", "namespace": "default", "uid": "0000-uid", "generation": 1},
@@ -32,7 +32,7 @@ SCENARIO = {
 }
 
 
-ARCHIVED = {
+ARCHIVED: dict[str, Any] = {
     **SCENARIO,
     "spec": {
         **SCENARIO["spec"],

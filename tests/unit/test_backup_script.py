@@ -11,7 +11,9 @@ import signal
 import subprocess
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -20,6 +22,18 @@ SCRIPT = SCRIPTS / "backup.sh"
 CHECK_SCRIPT = SCRIPTS / "backup-check.sh"
 PREFIX = "default-web"
 ARCHIVE_RE = re.compile(rf"^{re.escape(PREFIX)}-\d{{8}}T\d{{6}}Z\.tar\.gz$")
+
+
+class Run(Protocol):
+    """The ``run`` fixture: backup.sh once (after ``prelude``), with ``env`` added."""
+
+    def __call__(self, prelude: str = "", **env: str) -> subprocess.CompletedProcess[str]: ...
+
+
+class Check(Protocol):
+    """The ``check`` fixture: backup-check.sh, with ``env`` added."""
+
+    def __call__(self, **env: str) -> subprocess.CompletedProcess[str]: ...
 
 
 @pytest.fixture
@@ -31,7 +45,7 @@ def state(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def run(busybox: str, applet_path: str, state: Path):
+def run(busybox: str, applet_path: str, state: Path) -> Run:
     script = SCRIPT.read_text()
 
     def _run(prelude: str = "", **env: str) -> subprocess.CompletedProcess[str]:
@@ -96,7 +110,7 @@ def members(archive: Path) -> dict[str, bytes | None]:
     return result
 
 
-def test_run_creates_archive_with_source_contents(run, src: Path, dest: Path) -> None:
+def test_run_creates_archive_with_source_contents(run: Run, src: Path, dest: Path) -> None:
     (src / "index.html").write_text("hello")
     (src / ".hidden").write_text("secret")
     (src / "sub" / "deeper").mkdir(parents=True)
@@ -120,7 +134,7 @@ def test_run_creates_archive_with_source_contents(run, src: Path, dest: Path) ->
     assert f"{size} bytes" in log_lines[0]
 
 
-def test_empty_source_gives_valid_empty_archive(run, src: Path, dest: Path) -> None:
+def test_empty_source_gives_valid_empty_archive(run: Run, src: Path, dest: Path) -> None:
     result = run(BACKUP_SOURCE=str(src), BACKUP_DEST=str(dest))
 
     assert result.returncode == 0, result.stderr
@@ -129,7 +143,7 @@ def test_empty_source_gives_valid_empty_archive(run, src: Path, dest: Path) -> N
     assert all(data is None for data in content.values()), content
 
 
-def test_retention_keeps_newest_and_ignores_other_files(run, src: Path, dest: Path) -> None:
+def test_retention_keeps_newest_and_ignores_other_files(run: Run, src: Path, dest: Path) -> None:
     (src / "f").write_text("x")
     old = [fake_archive(dest, f"2020010{day}T000000Z") for day in range(1, 6)]
     unrelated = [
@@ -158,7 +172,7 @@ def test_retention_keeps_newest_and_ignores_other_files(run, src: Path, dest: Pa
         assert after[path.name] == before[path.name], f"{path.name} was modified"
 
 
-def test_two_runs_in_same_second_do_not_overwrite(run, src: Path, dest: Path) -> None:
+def test_two_runs_in_same_second_do_not_overwrite(run: Run, src: Path, dest: Path) -> None:
     (src / "f").write_text("x")
     first = run(BACKUP_SOURCE=str(src), BACKUP_DEST=str(dest))
     second = run(BACKUP_SOURCE=str(src), BACKUP_DEST=str(dest))
@@ -168,7 +182,7 @@ def test_two_runs_in_same_second_do_not_overwrite(run, src: Path, dest: Path) ->
     assert len(archives(dest)) == 2
 
 
-def test_stale_partial_of_own_prefix_is_swept(run, src: Path, dest: Path) -> None:
+def test_stale_partial_of_own_prefix_is_swept(run: Run, src: Path, dest: Path) -> None:
     own = dest / f".{PREFIX}-20200101T000000Z.tar.gz.partial"
     other = dest / ".other-20200101T000000Z.tar.gz.partial"
     own.write_text("half")
@@ -194,7 +208,9 @@ FAILING_TAR = (
 
 
 @pytest.mark.parametrize("broken", ["missing-source", "dest-is-file", "tar-fails"])
-def test_failed_run_reports_and_keeps_existing_archives(run, tmp_path: Path, broken: str) -> None:
+def test_failed_run_reports_and_keeps_existing_archives(
+    run: Run, tmp_path: Path, broken: str
+) -> None:
     src = tmp_path / "data"
     dest = tmp_path / "backup"
     src.mkdir()
@@ -242,7 +258,7 @@ def test_failed_run_reports_and_keeps_existing_archives(run, tmp_path: Path, bro
         ("BACKUP_PREFIX", "web*"),
     ],
 )
-def test_invalid_config_is_rejected(run, src: Path, dest: Path, var: str, value: str) -> None:
+def test_invalid_config_is_rejected(run: Run, src: Path, dest: Path, var: str, value: str) -> None:
     (src / "f").write_text("x")
     fake_archive(dest, "20200101T000000Z")
     before = snapshot(dest)
@@ -256,7 +272,7 @@ def test_invalid_config_is_rejected(run, src: Path, dest: Path, var: str, value:
     assert snapshot(dest) == before
 
 
-def test_leading_zeros_are_accepted(run, src: Path, dest: Path) -> None:
+def test_leading_zeros_are_accepted(run: Run, src: Path, dest: Path) -> None:
     fake_archive(dest, "20200101T000000Z")
     result = run(BACKUP_SOURCE=str(src), BACKUP_DEST=str(dest), BACKUP_KEEP="08")
 
@@ -273,7 +289,7 @@ def read_state(state: Path) -> tuple[str, int, str]:
     return kind, int(epoch), rest
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -339,7 +355,7 @@ def error_of(result: subprocess.CompletedProcess[str]) -> str:
     return line[len(prefix) :]
 
 
-def test_successful_run_writes_ok_state(run, src: Path, dest: Path, state: Path) -> None:
+def test_successful_run_writes_ok_state(run: Run, src: Path, dest: Path, state: Path) -> None:
     (src / "f").write_text("x")
     before = time.time()
 
@@ -377,7 +393,7 @@ FAILING_RM = (
 
 @pytest.mark.parametrize("broken", ["missing-source", "tar-fails", "tar-names-partial"])
 def test_failed_run_writes_failed_state_with_its_error(
-    run, tmp_path: Path, src: Path, dest: Path, state: Path, broken: str
+    run: Run, tmp_path: Path, src: Path, dest: Path, state: Path, broken: str
 ) -> None:
     (src / "f").write_text("x")
     env = {"BACKUP_SOURCE": str(src), "BACKUP_DEST": str(dest)}
@@ -413,7 +429,7 @@ def test_failed_run_writes_failed_state_with_its_error(
 
 @pytest.mark.parametrize("broken", ["missing-source", "tar-names-partial", "prune-fails"])
 def test_same_cause_gives_same_error_text(
-    run, tmp_path: Path, src: Path, dest: Path, state: Path, broken: str
+    run: Run, tmp_path: Path, src: Path, dest: Path, state: Path, broken: str
 ) -> None:
     env = {"BACKUP_SOURCE": str(src), "BACKUP_DEST": str(dest)}
     prelude = ""
@@ -450,7 +466,7 @@ def test_same_cause_gives_same_error_text(
 
 
 def test_error_in_state_is_one_short_printable_line(
-    run, src: Path, dest: Path, state: Path
+    run: Run, src: Path, dest: Path, state: Path
 ) -> None:
     noisy_tar = (
         "tar() {\n"
@@ -477,7 +493,7 @@ def test_error_in_state_is_one_short_printable_line(
     assert len(error) == 300
 
 
-def test_state_is_replaced_by_rename(run, src: Path, dest: Path, state: Path) -> None:
+def test_state_is_replaced_by_rename(run: Run, src: Path, dest: Path, state: Path) -> None:
     state.write_text("ok 1 older-run.tar.gz\n")
     (state.parent / f"{state.name}.tmp").write_text("left by a killed agent")
     with state.open() as old:
@@ -497,7 +513,7 @@ def test_state_is_replaced_by_rename(run, src: Path, dest: Path, state: Path) ->
 
 @pytest.mark.parametrize("where", ["missing-directory", "is-a-directory"])
 def test_bad_state_path_is_a_config_error(
-    run, tmp_path: Path, src: Path, dest: Path, where: str
+    run: Run, tmp_path: Path, src: Path, dest: Path, where: str
 ) -> None:
     if where == "missing-directory":
         state = tmp_path / "no-such-dir" / "backup.state"
@@ -519,7 +535,7 @@ def test_bad_state_path_is_a_config_error(
 
 
 @pytest.fixture
-def check(busybox: str, applet_path: str, state: Path, src: Path, dest: Path):
+def check(busybox: str, applet_path: str, state: Path, src: Path, dest: Path) -> Check:
     """Run backup-check.sh as the readiness probe does: its text as the -c argument of sh, in
     the agent's environment (the volume ``src``, the archives ``dest``)."""
     script = CHECK_SCRIPT.read_text()
@@ -554,7 +570,7 @@ def test_check_script_is_short() -> None:
     assert len(code) <= 40
 
 
-def test_check_passes_after_successful_run(run, check, src: Path, dest: Path) -> None:
+def test_check_passes_after_successful_run(run: Run, check: Check, src: Path, dest: Path) -> None:
     assert run(BACKUP_SOURCE=str(src), BACKUP_DEST=str(dest)).returncode == 0
 
     result = check()
@@ -563,7 +579,7 @@ def test_check_passes_after_successful_run(run, check, src: Path, dest: Path) ->
     assert result.stdout == ""
 
 
-def test_check_fails_before_first_run(check, state: Path) -> None:
+def test_check_fails_before_first_run(check: Check, state: Path) -> None:
     result = check()
 
     assert result.returncode == 1
@@ -571,7 +587,7 @@ def test_check_fails_before_first_run(check, state: Path) -> None:
     assert not state.exists()
 
 
-def test_check_reports_failed_run(run, check, tmp_path: Path, dest: Path) -> None:
+def test_check_reports_failed_run(run: Run, check: Check, tmp_path: Path, dest: Path) -> None:
     failed = run(BACKUP_SOURCE=str(tmp_path / "does-not-exist"), BACKUP_DEST=str(dest))
     assert failed.returncode == 1
 
@@ -584,7 +600,7 @@ def test_check_reports_failed_run(run, check, tmp_path: Path, dest: Path) -> Non
 
 @pytest.mark.parametrize(("interval", "twice"), [(None, 7200), ("10", 20), ("010", 20)])
 def test_check_fails_when_newest_archive_is_too_old(
-    check, state: Path, dest: Path, interval: str | None, twice: int
+    check: Check, state: Path, dest: Path, interval: str | None, twice: int
 ) -> None:
     name = fake_archive(dest, "20200101T000000Z").name
     env = {} if interval is None else {"BACKUP_INTERVAL_SECONDS": interval}
@@ -602,7 +618,7 @@ def test_check_fails_when_newest_archive_is_too_old(
 
 
 def test_check_passes_again_after_later_success(
-    run, check, src: Path, dest: Path, state: Path
+    run: Run, check: Check, src: Path, dest: Path, state: Path
 ) -> None:
     state.write_text(f"ok {int(time.time()) - 86400} {PREFIX}-20200101T000000Z.tar.gz\n")
     assert check().returncode == 1
@@ -632,7 +648,7 @@ def test_check_passes_again_after_later_success(
         None,
     ],
 )
-def test_check_rejects_garbled_state(check, state: Path, content: str | None) -> None:
+def test_check_rejects_garbled_state(check: Check, state: Path, content: str | None) -> None:
     if content is None:
         state.mkdir()  # exists, but cannot be read as a file
     else:
@@ -645,7 +661,7 @@ def test_check_rejects_garbled_state(check, state: Path, content: str | None) ->
 
 
 @pytest.mark.parametrize("interval", ["0", "1h", "-1"])
-def test_check_rejects_bad_interval(check, state: Path, interval: str) -> None:
+def test_check_rejects_bad_interval(check: Check, state: Path, interval: str) -> None:
     state.write_text(f"ok {int(time.time())} name.tar.gz\n")
 
     result = check(BACKUP_INTERVAL_SECONDS=interval)
@@ -656,7 +672,7 @@ def test_check_rejects_bad_interval(check, state: Path, interval: str) -> None:
 
 
 def test_a_destination_that_takes_no_file_is_said_plainly_and_the_same_each_run(
-    run, src: Path, dest: Path, state: Path
+    run: Run, src: Path, dest: Path, state: Path
 ) -> None:
     """tar and gzip race to report it (broken pipe, short write, ...); the agent does not."""
     subprocess.run(["chattr", "+i", str(dest)], check=True)
@@ -689,7 +705,7 @@ def restore_starts_during_tar(src: Path, *, fails: bool) -> str:
     "when", ["before-the-run", "during-a-run-that-succeeds", "during-a-run-that-fails"]
 )
 def test_a_restore_in_the_volume_pauses_the_runs_and_keeps_no_archive(
-    run, check, src: Path, dest: Path, state: Path, when: str
+    run: Run, check: Check, src: Path, dest: Path, state: Path, when: str
 ) -> None:
     """A restore's work entries (restore.sh) mean the content is being swapped: an archive of
     it could be half old, half new, and the newest, the one a restore of "latest" takes."""
@@ -718,7 +734,7 @@ def test_a_restore_in_the_volume_pauses_the_runs_and_keeps_no_archive(
 
 
 def test_a_pause_goes_on_from_its_start_and_ends_with_the_next_archive(
-    run, check, src: Path, dest: Path, state: Path
+    run: Run, check: Check, src: Path, dest: Path, state: Path
 ) -> None:
     work = src / ".swa-restore-uid.partial"
     work.mkdir()
@@ -741,7 +757,7 @@ PAUSED = "backup: paused: a restore's work files (.swa-restore-*) are in the vol
 
 @pytest.mark.parametrize("entry", [".swa-restore-uid.partial", ".swa-restore-uid.swap"])
 def test_restore_work_files_make_the_agent_unready_at_once_whatever_its_state(
-    check, src: Path, dest: Path, state: Path, entry: str
+    check: Check, src: Path, dest: Path, state: Path, entry: str
 ) -> None:
     """An interrupted restore leaves them: the operator names it on the app from this line."""
     state.write_text(f"ok {int(time.time())} {fake_archive(dest, '20200101T000000Z').name}\n")
@@ -755,7 +771,7 @@ def test_restore_work_files_make_the_agent_unready_at_once_whatever_its_state(
 
 @pytest.mark.parametrize("interval", ["10", "3000"])
 def test_a_pause_whose_work_files_are_gone_counts_as_a_run(
-    check, state: Path, interval: str
+    check: Check, state: Path, interval: str
 ) -> None:
     """The restore ended: the agent is ready until the next run archives, if it runs."""
     now = int(time.time())
@@ -773,7 +789,7 @@ def test_a_pause_whose_work_files_are_gone_counts_as_a_run(
 
 
 def test_a_missing_newest_archive_makes_the_agent_unready(
-    run, check, src: Path, dest: Path, state: Path
+    run: Run, check: Check, src: Path, dest: Path, state: Path
 ) -> None:
     assert run(BACKUP_SOURCE=str(src), BACKUP_DEST=str(dest)).returncode == 0
     assert check().returncode == 0
@@ -791,7 +807,7 @@ def test_a_missing_newest_archive_makes_the_agent_unready(
 
 @pytest.mark.parametrize(("interval", "limit"), [("10", 3600), ("3000", 6000)])
 def test_a_run_under_way_is_alive_until_it_is_hung(
-    check, state: Path, dest: Path, interval: str, limit: int
+    check: Check, state: Path, dest: Path, interval: str, limit: int
 ) -> None:
     """A slow agent (a big volume, a low CPU limit) is not failing; a run past two intervals or
     an hour, whichever is longer, is stuck."""
@@ -813,7 +829,7 @@ def test_a_run_under_way_is_alive_until_it_is_hung(
 
 
 def test_a_run_marks_itself_under_way_until_its_state_is_written(
-    run, src: Path, dest: Path, state: Path, tmp_path: Path
+    run: Run, src: Path, dest: Path, state: Path, tmp_path: Path
 ) -> None:
     seen = tmp_path / "seen"
     spy = f'tar() {{\n  cp "$BACKUP_STATE.run" {seen}\n  command tar "$@"\n}}\n'
@@ -827,7 +843,7 @@ def test_a_run_marks_itself_under_way_until_its_state_is_written(
 
 @pytest.mark.parametrize("keep", ["1", "2"])
 def test_an_archive_dated_in_the_future_never_makes_new_ones_vanish(
-    run, src: Path, dest: Path, keep: str
+    run: Run, src: Path, dest: Path, keep: str
 ) -> None:
     """Its name outranks every new one: by name alone, each new archive would be pruned right
     after it was made (a clock set back, a file put there by hand)."""
@@ -843,7 +859,7 @@ def test_an_archive_dated_in_the_future_never_makes_new_ones_vanish(
 
 
 def test_an_archive_dated_within_the_clock_skew_is_an_ordinary_one(
-    run, src: Path, dest: Path
+    run: Run, src: Path, dest: Path
 ) -> None:
     """Another node's clock a little ahead is no clock jump."""
     (src / "f").write_text("x")
@@ -858,7 +874,7 @@ def test_an_archive_dated_within_the_clock_skew_is_an_ordinary_one(
 
 
 @pytest.mark.parametrize("since", ["", "soon", "0123", "-5"])
-def test_a_garbled_pause_is_garbled(check, state: Path, since: str) -> None:
+def test_a_garbled_pause_is_garbled(check: Check, state: Path, since: str) -> None:
     state.write_text(f"paused {int(time.time())} {since}\n")
 
     result = check()
@@ -867,7 +883,7 @@ def test_a_garbled_pause_is_garbled(check, state: Path, since: str) -> None:
     assert "unreadable or garbled" in result.stdout
 
 
-def test_a_nodes_own_directory_is_made_only_when_asked(run, src: Path, tmp_path: Path) -> None:
+def test_a_nodes_own_directory_is_made_only_when_asked(run: Run, src: Path, tmp_path: Path) -> None:
     export = tmp_path / "export"
     export.mkdir()
     (src / "index.html").write_text("hello")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from bench import faults
+from bench import faults, fleet
 
 from statefulwebapp.specs import names
 
@@ -67,5 +67,5 @@ def test_the_burst_floor_counts_an_app_once_all_its_children_pass(
 
     listing = [*children("a", ds_ready=4), *children("b", ds_ready=3)]
     monkeypatch.setattr(faults, "listed", lambda ns, *kinds: listing)
-    monkeypatch.setitem(faults.SPEC, "replicas", 1)
+    monkeypatch.setitem(fleet.SPEC, "replicas", 1)  # the SPEC bench.faults imports
     assert faults.floor_ready_apps("ns") == {"a"}

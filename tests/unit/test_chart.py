@@ -95,6 +95,7 @@ def named(docs: tuple[Manifest, ...], kind: str, name: str) -> Manifest:
 
 def operator_container(docs: tuple[Manifest, ...]) -> Manifest:
     (deployment,) = of_kind(docs, "Deployment")
+    container: Manifest
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     return container
 

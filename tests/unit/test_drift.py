@@ -10,12 +10,12 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from statefulwebapp.api.parse import parse
-from statefulwebapp.controllers.reconcile import owned
+from statefulwebapp.controllers.converge import owned
 from statefulwebapp.specs import drift
 from statefulwebapp.specs.render import render_network_policy, render_statefulset, render_volume
 from statefulwebapp.specs.render_backup import render_daemonset
@@ -163,7 +163,7 @@ def test_recordings_cover_removal_and_canonical_forms() -> None:
     ds = load(LIVE / "daemonset-no-tolerations.json")
     # Applied after tolerateControlPlane went from true to false: the tolerations are gone.
     assert "tolerations" not in ds["live"]["spec"]["template"]["spec"]
-    with_them = drift.stamp(render_daemonset(APP))
+    with_them = drift.stamp(cast("dict[str, Any]", render_daemonset(APP)))
     assert not drift.up_to_date(with_them, ds["live"])
 
 

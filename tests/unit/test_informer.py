@@ -11,9 +11,8 @@ from typing import Any, cast
 
 import pytest
 
-from statefulwebapp.api import kinds
 from statefulwebapp.controllers import sources
-from statefulwebapp.runtime import informer
+from statefulwebapp.runtime import informer, kube
 from statefulwebapp.specs import drift, names, registry
 
 
@@ -49,7 +48,7 @@ class Told:
     def __init__(self) -> None:
         self.events: list[tuple[str, tuple[str, str], str]] = []
 
-    def __call__(self, child: kinds.Kind, key: tuple[str, str], event: str) -> None:
+    def __call__(self, child: kube.Resource, key: tuple[str, str], event: str) -> None:
         self.events.append((child.name, key, event))
 
 
@@ -204,7 +203,7 @@ def test_a_mount_failure_is_kept_under_its_app_and_others_are_dropped() -> None:
 
 
 def test_a_mount_failure_series_is_seen_at_its_last_observation() -> None:
-    series = {"series": {"lastObservedTime": "2026-11-25T10:09:00.000000Z"}}
+    series: dict[str, Any] = {"series": {"lastObservedTime": "2026-11-25T10:09:00.000000Z"}}
     packed = json.loads(sources.pack_pod_event(failed_mount("web-0", **series)))
     assert packed["seen"] == "2026-11-25T10:09:00.000000Z"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import requests
@@ -259,11 +259,11 @@ def test_a_deleted_child_is_recreated_after_one_look_at_the_app(app: Pass) -> No
 def test_a_volume_is_collected_only_after_a_direct_read_says_its_app_is_gone(app: Pass) -> None:
     ready(app)
     # The app is there (whatever an index says): its volume stays.
-    assert not collect_volume(app.api, NS, "web")  # type: ignore[arg-type]
+    assert not collect_volume(app.api, NS, "web")
     assert app.api.sent("DELETE") == []
     del app.api.objects[APP_PATH]
     app.api.requests.clear()
-    assert collect_volume(app.api, NS, "web")  # type: ignore[arg-type]
+    assert collect_volume(app.api, NS, "web")
     assert app.api.requests == [
         ("GET", APP_PATH),
         ("GET", PATHS["PersistentVolume"]),
@@ -309,7 +309,7 @@ def test_both_volumes_of_a_gone_app_are_collected(app: Pass) -> None:
     ready(app)
     del app.api.objects[APP_PATH]
     app.api.requests.clear()
-    assert collect_volume(app.api, NS, "web")  # type: ignore[arg-type]
+    assert collect_volume(app.api, NS, "web")
     assert app.api.sent("DELETE") == [PATHS["PersistentVolume"], PATHS["BackupVolume"]]
 
 
@@ -429,7 +429,7 @@ def test_a_spec_is_digested_once_whatever_the_passes(
     # The stamps are those a fresh digest gives.
     live = app.api.objects[PATHS["StatefulSet"]]
     assert live["metadata"]["annotations"][DIGEST] == digest(
-        registry.STATEFULSET.render(parse(app.body))
+        cast("Obj", registry.STATEFULSET.render(parse(app.body)))
     )
     app.memory.forget(("default", "web"))
     app.run()

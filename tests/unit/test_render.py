@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -81,15 +81,14 @@ def test_archives_on_nfs_are_each_nodes_directory_of_the_claim() -> None:
     plain = render_all(parse(SCENARIO))
     assert plain["BackupVolume"] is None
     assert plain["BackupClaim"] is None
-    plain_env = {
-        e["name"] for e in plain["DaemonSet"]["spec"]["template"]["spec"]["containers"][0]["env"]
-    }  # type: ignore[index]
+    plain_ds = cast("dict[str, Any]", plain["DaemonSet"])
+    plain_env = {e["name"] for e in plain_ds["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "NODE_NAME" not in plain_env
     assert "BACKUP_CREATE_DEST" not in plain_env
     off = {
         **ARCHIVED,
         "spec": {**ARCHIVED["spec"], "backup": {**ARCHIVED["spec"]["backup"], "enabled": False}},
-    }  # type: ignore[dict-item]
+    }
     assert all(
         render_all(parse(off))[k] is None for k in ("DaemonSet", "BackupVolume", "BackupClaim")
     )

@@ -145,7 +145,7 @@ def test_a_new_restore_is_accepted_adopted_and_stops_the_web_pods() -> None:
             restoring.Observed(
                 app={
                     **ARCHIVED,
-                    "spec": {**ARCHIVED["spec"], "podSecurity": "restricted"},  # type: ignore[dict-item]
+                    "spec": {**ARCHIVED["spec"], "podSecurity": "restricted"},
                 }
             ),
             "PodSecurityRestricted",

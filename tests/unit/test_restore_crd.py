@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from statefulwebapp.api import kinds
 from statefulwebapp.api.model import RestoreSpec
-from statefulwebapp.controllers import restore
 from statefulwebapp.specs import restoring
 from tests.unit.scenario import SCENARIO
 from tests.unit.test_crd import unknown_fields, walk
@@ -33,8 +33,8 @@ def root(crd: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_names_columns_and_subresources(crd: dict[str, Any]) -> None:
-    assert crd["spec"]["names"]["kind"] == restore.kinds.RESTORE.name
-    assert crd["spec"]["names"]["plural"] == restore.kinds.RESTORE.plural
+    assert crd["spec"]["names"]["kind"] == kinds.RESTORE.name
+    assert crd["spec"]["names"]["plural"] == kinds.RESTORE.plural
     assert crd["spec"]["names"]["shortNames"] == ["swar"]
     version = crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -94,6 +95,21 @@ class Result:
     candidates: list[str]
 
 
+class Env(Protocol):
+    """The ``env`` fixture: the restore environment with ``overrides`` (None removes one)."""
+
+    def __call__(self, **overrides: str | None) -> dict[str, str]: ...
+
+
+class Run(Protocol):
+    """The ``run`` fixture: the script after ``prelude``, in ``env(**overrides)``.
+
+    ``prelude`` is positional only: no override (a variable, maybe None) can land in it.
+    """
+
+    def __call__(self, prelude: str = "", /, **overrides: str | None) -> Result: ...
+
+
 def parse_result(text: str) -> tuple[dict[str, str], list[str]]:
     """Parse the key=value result lines, checking their order and keys."""
     fields: dict[str, str] = {}
@@ -116,7 +132,7 @@ def parse_result(text: str) -> tuple[dict[str, str], list[str]]:
 
 
 @pytest.fixture
-def env(applet_path: str, data: Path, backup: Path, result_file: Path):
+def env(applet_path: str, data: Path, backup: Path, result_file: Path) -> Env:
     """Build the restore environment: defaults, overridden; None removes a variable."""
 
     def _env(**overrides: str | None) -> dict[str, str]:
@@ -140,10 +156,10 @@ def env(applet_path: str, data: Path, backup: Path, result_file: Path):
 
 
 @pytest.fixture
-def run(busybox: str, env, result_file: Path) -> Callable[..., Result]:
+def run(busybox: str, env: Env, result_file: Path) -> Run:
     script = SCRIPT.read_text()
 
-    def _run(prelude: str = "", **overrides: str | None) -> Result:
+    def _run(prelude: str = "", /, **overrides: str | None) -> Result:
         result_file.unlink(missing_ok=True)
         proc = subprocess.run(
             [busybox, "sh", "-c", prelude + script],
@@ -188,16 +204,22 @@ def read_tree(root: Path) -> dict[str, bytes | tuple[str, str] | None]:
     return tree
 
 
-def snapshot(root: Path) -> dict[str, tuple]:
+def snapshot(root: Path) -> dict[str, tuple[bytes | tuple[str, str] | None, int, int]]:
     """Everything below root (not root itself): content, mode and mtime of each entry."""
-    result: dict[str, tuple] = {}
+    result: dict[str, tuple[bytes | tuple[str, str] | None, int, int]] = {}
     for rel, content in read_tree(root).items():
         st = (root / rel).lstat()
         result[rel] = (content, st.st_mode, st.st_mtime_ns)
     return result
 
 
-def make_archive(directory: Path, stamp: str, tree: Tree, prefix: str = PREFIX, setup=None) -> Path:
+def make_archive(
+    directory: Path,
+    stamp: str,
+    tree: Tree,
+    prefix: str = PREFIX,
+    setup: Callable[[Path], None] | None = None,
+) -> Path:
     """Write an archive of tree as backup.sh would (``tar -czf A -C src .``)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / archive_name(stamp, prefix)
@@ -217,7 +239,7 @@ def work_entries(root: Path) -> list[str]:
 # ------------------------------------------------------------ flat layout ----
 
 
-def test_latest_restores_newest_archive_exactly(run, data: Path, backup: Path) -> None:
+def test_latest_restores_newest_archive_exactly(run: Run, data: Path, backup: Path) -> None:
     def setup(src: Path) -> None:
         os.chmod(src / "sub/deeper/data.bin", 0o640)
         os.utime(src / "index.html", ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
@@ -240,7 +262,7 @@ def test_latest_restores_newest_archive_exactly(run, data: Path, backup: Path) -
     assert result.candidates == [f"n1/{archive_name(T2)}", f"n1/{archive_name(T1)}"]
 
 
-def test_named_older_archive(run, data: Path, backup: Path) -> None:
+def test_named_older_archive(run: Run, data: Path, backup: Path) -> None:
     make_archive(backup, T1, OLDER)
     make_archive(backup, T2, NEW)
 
@@ -253,7 +275,7 @@ def test_named_older_archive(run, data: Path, backup: Path) -> None:
 
 
 def test_archive_made_by_backup_script(
-    run, busybox: str, applet_path: str, tmp_path: Path, data: Path, backup: Path
+    run: Run, busybox: str, applet_path: str, tmp_path: Path, data: Path, backup: Path
 ) -> None:
     src = tmp_path / "src"
     src.mkdir()
@@ -284,7 +306,7 @@ def test_archive_made_by_backup_script(
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root restores owners")
-def test_owners_are_restored_by_number(run, data: Path, backup: Path) -> None:
+def test_owners_are_restored_by_number(run: Run, data: Path, backup: Path) -> None:
     # The names in an archive come from the image that made it; the volume's owners are
     # the numbers. "root" here must not turn uid 4242 into 0.
     path = backup / archive_name(T1)
@@ -305,7 +327,7 @@ def test_owners_are_restored_by_number(run, data: Path, backup: Path) -> None:
     assert (st.st_uid, st.st_gid) == (4242, 4343)
 
 
-def test_only_exact_archive_names_are_candidates(run, data: Path, backup: Path) -> None:
+def test_only_exact_archive_names_are_candidates(run: Run, data: Path, backup: Path) -> None:
     make_archive(backup, T1, NEW)
     # Newer, but not archives of this prefix: a partial, another app whose name starts
     # with ours, odd names, and a directory with an archive's name.
@@ -322,7 +344,9 @@ def test_only_exact_archive_names_are_candidates(run, data: Path, backup: Path) 
     assert result.candidates == [f"n1/{archive_name(T1)}"]
 
 
-def test_restore_node_equal_to_node_name_is_accepted_on_flat(run, data: Path, backup: Path) -> None:
+def test_restore_node_equal_to_node_name_is_accepted_on_flat(
+    run: Run, data: Path, backup: Path
+) -> None:
     make_archive(backup, T1, NEW)
 
     result = run(RESTORE_NODE="n1")
@@ -331,7 +355,7 @@ def test_restore_node_equal_to_node_name_is_accepted_on_flat(run, data: Path, ba
     assert read_tree(data) == NEW
 
 
-def test_work_entries_in_archive_are_not_restored(run, data: Path, backup: Path) -> None:
+def test_work_entries_in_archive_are_not_restored(run: Run, data: Path, backup: Path) -> None:
     # A backup taken while a restore was swapping holds its work entries; bringing a
     # marker back would make the next run "resume" a swap that does not exist.
     tree = {
@@ -369,7 +393,7 @@ def nodes_backup(backup: Path) -> Path:
 
 
 def test_nodes_latest_across_nodes_tie_takes_first_node(
-    run, data: Path, nodes_backup: Path
+    run: Run, data: Path, nodes_backup: Path
 ) -> None:
     result = run(RESTORE_LAYOUT="nodes", RESTORE_NODE_NAME=None)
 
@@ -385,7 +409,7 @@ def test_nodes_latest_across_nodes_tie_takes_first_node(
     ]
 
 
-def test_latest_is_never_an_archive_dated_in_the_future(run, data: Path, backup: Path) -> None:
+def test_latest_is_never_an_archive_dated_in_the_future(run: Run, data: Path, backup: Path) -> None:
     """A name after the clock (a clock set back since, a file put there) says nothing of what is
     newest: taking it would restore stale data as the latest."""
     make_archive(backup, T1, OLDER)
@@ -404,7 +428,7 @@ def test_latest_is_never_an_archive_dated_in_the_future(run, data: Path, backup:
     ]
 
 
-def test_nodes_restore_node_limits_to_that_node(run, data: Path, nodes_backup: Path) -> None:
+def test_nodes_restore_node_limits_to_that_node(run: Run, data: Path, nodes_backup: Path) -> None:
     result = run(RESTORE_LAYOUT="nodes", RESTORE_NODE="n4", RESTORE_NODE_NAME="n1")
 
     assert result.returncode == 0, result.stderr
@@ -419,7 +443,7 @@ def test_nodes_restore_node_limits_to_that_node(run, data: Path, nodes_backup: P
     ids=["on-n3", "on-n2", "any-node-first-in-order"],
 )
 def test_nodes_named_archive(
-    run, data: Path, nodes_backup: Path, node: str, expected_node: str
+    run: Run, data: Path, nodes_backup: Path, node: str, expected_node: str
 ) -> None:
     result = run(RESTORE_LAYOUT="nodes", RESTORE_NODE=node, RESTORE_ARCHIVE=archive_name(T3))
 
@@ -428,7 +452,7 @@ def test_nodes_named_archive(
     assert result.fields["node"] == expected_node
 
 
-def test_nodes_named_archive_not_on_that_node(run, data: Path, nodes_backup: Path) -> None:
+def test_nodes_named_archive_not_on_that_node(run: Run, data: Path, nodes_backup: Path) -> None:
     before = snapshot(data)
 
     result = run(RESTORE_LAYOUT="nodes", RESTORE_NODE="n1", RESTORE_ARCHIVE=archive_name(T2))
@@ -444,7 +468,9 @@ def test_nodes_named_archive_not_on_that_node(run, data: Path, nodes_backup: Pat
 # ------------------------------------------------------- permanent failures ----
 
 
-def test_missing_archive_lists_candidates_and_leaves_target(run, data: Path, backup: Path) -> None:
+def test_missing_archive_lists_candidates_and_leaves_target(
+    run: Run, data: Path, backup: Path
+) -> None:
     for stamp in (T1, T2, T3):
         make_archive(backup, stamp, NEW)
     before = snapshot(data)
@@ -470,7 +496,7 @@ def test_missing_archive_lists_candidates_and_leaves_target(run, data: Path, bac
     [{}, {"RESTORE_LAYOUT": "nodes"}, {"RESTORE_LAYOUT": "nodes", "RESTORE_NODE": "n9"}],
     ids=["flat", "nodes", "nodes-missing-node-dir"],
 )
-def test_no_archives_at_all(run, data: Path, backup: Path, layout: dict[str, str]) -> None:
+def test_no_archives_at_all(run: Run, data: Path, backup: Path, layout: dict[str, str]) -> None:
     (backup / "n1").mkdir()
     (backup / f".{archive_name(T1)}.partial").write_bytes(b"half")
     make_archive(backup / "n1", T1, NEW, prefix="other")
@@ -506,7 +532,7 @@ def _flip_byte(path: Path) -> None:
 
 @pytest.mark.parametrize("corrupt", [_truncate, _garbage, _not_a_tar, _flip_byte])
 def test_corrupt_archive_fails_permanently(
-    run, data: Path, backup: Path, corrupt: Callable[[Path], None]
+    run: Run, data: Path, backup: Path, corrupt: Callable[[Path], None]
 ) -> None:
     make_archive(backup, T1, OLDER)
     corrupt(make_archive(backup, T2, NEW))
@@ -551,7 +577,7 @@ def failing_mv(pattern: str) -> str:
     )
 
 
-def test_extraction_failure_leaves_target_untouched(run, data: Path, backup: Path) -> None:
+def test_extraction_failure_leaves_target_untouched(run: Run, data: Path, backup: Path) -> None:
     make_archive(backup, T1, NEW)
     before = snapshot(data)
 
@@ -564,7 +590,7 @@ def test_extraction_failure_leaves_target_untouched(run, data: Path, backup: Pat
     assert result.fields["archive"] == archive_name(T1)
 
 
-def test_archive_pruned_while_checked_is_retryable(run, data: Path, backup: Path) -> None:
+def test_archive_pruned_while_checked_is_retryable(run: Run, data: Path, backup: Path) -> None:
     make_archive(backup, T1, NEW)
     # The backup agent deletes the archive between listing and reading it.
     prelude = 'tar() { if [ "$1" = -tzf ]; then rm -f "$2"; fi; command tar "$@"; }\n'
@@ -578,7 +604,7 @@ def test_archive_pruned_while_checked_is_retryable(run, data: Path, backup: Path
     assert work_entries(data) == []
 
 
-def test_failed_move_of_old_content_is_rolled_back(run, data: Path, backup: Path) -> None:
+def test_failed_move_of_old_content_is_rolled_back(run: Run, data: Path, backup: Path) -> None:
     make_archive(backup, T1, NEW)
     (data / "stuck").write_text("a mount point, say")
     before = snapshot(data)
@@ -592,7 +618,9 @@ def test_failed_move_of_old_content_is_rolled_back(run, data: Path, backup: Path
     assert work_entries(data) == []
 
 
-def test_failed_move_of_new_content_is_resumed_by_next_run(run, data: Path, backup: Path) -> None:
+def test_failed_move_of_new_content_is_resumed_by_next_run(
+    run: Run, data: Path, backup: Path
+) -> None:
     make_archive(backup, T1, NEW)
 
     failed = run(failing_mv("*.partial/sub"))
@@ -640,7 +668,7 @@ def leave_swap(data: Path, swap_id: str, phase: str) -> None:
 @pytest.mark.parametrize("phase", ["old", "new"])
 @pytest.mark.parametrize("swap_id", ["r1", "earlier-1"], ids=["same-id", "earlier-id"])
 def test_interrupted_swap_is_rolled_forward(
-    run, data: Path, backup: Path, phase: str, swap_id: str
+    run: Run, data: Path, backup: Path, phase: str, swap_id: str
 ) -> None:
     make_archive(backup, T1, NEW)
     leave_swap(data, swap_id, phase)
@@ -660,7 +688,9 @@ def test_interrupted_swap_is_rolled_forward(
     assert work_entries(data) == []
 
 
-def test_old_marker_without_extracted_copy_is_rolled_back(run, data: Path, backup: Path) -> None:
+def test_old_marker_without_extracted_copy_is_rolled_back(
+    run: Run, data: Path, backup: Path
+) -> None:
     make_archive(backup, T1, NEW)
     leave_swap(data, "lost", "old")
     shutil.rmtree(data / ".swa-restore-lost.partial")
@@ -671,7 +701,7 @@ def test_old_marker_without_extracted_copy_is_rolled_back(run, data: Path, backu
     assert read_tree(data) == OLD, "the old content was not put back"
 
 
-def test_stale_work_dirs_are_removed(run, data: Path, backup: Path) -> None:
+def test_stale_work_dirs_are_removed(run: Run, data: Path, backup: Path) -> None:
     make_archive(backup, T1, NEW)
     write_tree(
         data,
@@ -692,7 +722,7 @@ def test_stale_work_dirs_are_removed(run, data: Path, backup: Path) -> None:
     assert read_tree(data) == NEW
 
 
-def test_stale_partial_is_removed_even_when_no_archive(run, data: Path, backup: Path) -> None:
+def test_stale_partial_is_removed_even_when_no_archive(run: Run, data: Path, backup: Path) -> None:
     write_tree(data, {".swa-restore-gone.partial": None, ".swa-restore-gone.partial/x": b"x"})
 
     result = run()
@@ -702,7 +732,9 @@ def test_stale_partial_is_removed_even_when_no_archive(run, data: Path, backup: 
 
 
 @pytest.mark.parametrize("content", ["", "garbage\n"])
-def test_unknown_marker_fails_without_changes(run, data: Path, backup: Path, content: str) -> None:
+def test_unknown_marker_fails_without_changes(
+    run: Run, data: Path, backup: Path, content: str
+) -> None:
     make_archive(backup, T1, NEW)
     (data / ".swa-restore-x.swap").write_text(content)
     before = snapshot(data)
@@ -740,7 +772,7 @@ def test_unknown_marker_fails_without_changes(run, data: Path, backup: Path, con
     ],
 )
 def test_invalid_config_exits_2(
-    run, data: Path, backup: Path, overrides: dict[str, str | None], var: str
+    run: Run, data: Path, backup: Path, overrides: dict[str, str | None], var: str
 ) -> None:
     make_archive(backup, T1, NEW)
     before = snapshot(data)
@@ -758,7 +790,7 @@ def test_invalid_config_exits_2(
     assert var in error_lines[0]
 
 
-def test_archives_inside_target_are_rejected(run, data: Path) -> None:
+def test_archives_inside_target_are_rejected(run: Run, data: Path) -> None:
     make_archive(data / "backups", T1, NEW)
     before = snapshot(data)
 
@@ -768,7 +800,9 @@ def test_archives_inside_target_are_rejected(run, data: Path) -> None:
     assert snapshot(data) == before
 
 
-def test_config_error_with_unwritable_result_still_prints(busybox: str, env, data: Path) -> None:
+def test_config_error_with_unwritable_result_still_prints(
+    busybox: str, env: Env, data: Path
+) -> None:
     proc = subprocess.run(
         [busybox, "sh", "-c", SCRIPT.read_text()],
         env=env(RESTORE_PREFIX=None, RESTORE_RESULT="/nonexistent/dir/result"),
@@ -793,7 +827,9 @@ def stamps(count: int) -> list[str]:
     return [f"202512{day:02d}T000000Z" for day in range(1, count + 1)]
 
 
-def test_result_format_and_candidate_limit(run, data: Path, backup: Path, result_file) -> None:
+def test_result_format_and_candidate_limit(
+    run: Run, data: Path, backup: Path, result_file: Path
+) -> None:
     for stamp in stamps(25):
         make_archive(backup, stamp, {"day": stamp.encode()})
 
@@ -815,7 +851,7 @@ def test_result_format_and_candidate_limit(run, data: Path, backup: Path, result
 
 
 def test_result_stays_under_termination_message_limit(
-    run, data: Path, backup: Path, result_file
+    run: Run, data: Path, backup: Path, result_file: Path
 ) -> None:
     prefix = "p" * 200
     for stamp in stamps(25):
@@ -832,7 +868,7 @@ def test_result_stays_under_termination_message_limit(
 # ------------------------------------------------------------------ signals ----
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -865,7 +901,7 @@ def run_and_terminate(
 
 
 def test_sigterm_during_extraction_leaves_target_untouched(
-    busybox: str, env, tmp_path: Path, data: Path, backup: Path, result_file: Path
+    busybox: str, env: Env, tmp_path: Path, data: Path, backup: Path, result_file: Path
 ) -> None:
     make_archive(backup, T1, NEW)
     ready = tmp_path / "ready"
@@ -892,7 +928,7 @@ def test_sigterm_during_extraction_leaves_target_untouched(
 
 @pytest.mark.parametrize("phase", ["old", "new"])
 def test_sigterm_mid_swap_is_finished_by_next_run(
-    busybox: str, run, env, tmp_path: Path, data: Path, backup: Path, phase: str
+    busybox: str, run: Run, env: Env, tmp_path: Path, data: Path, backup: Path, phase: str
 ) -> None:
     make_archive(backup, T1, NEW)
     ready = tmp_path / "ready"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import requests
 import requests.adapters
@@ -21,7 +21,15 @@ class Server(requests.adapters.BaseAdapter):
         self.valid = valid
         self.seen: list[str] = []
 
-    def send(self, request: requests.PreparedRequest, **_: Any) -> requests.Response:
+    def send(  # BaseAdapter.send's signature: requests passes the options by keyword
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float, float] | tuple[float, None] | None = None,
+        verify: bool | str = True,
+        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
+        proxies: Mapping[str, str] | None = None,
+    ) -> requests.Response:
         request.headers.setdefault("Authorization", f"Bearer {self.user['token']}")
         self.seen.append(request.headers["Authorization"])
         response = requests.Response()

@@ -57,7 +57,7 @@ def main() -> None:
     api = kube.connect(user_agent=names.USER_AGENT)
     ns = f"record-{uuid.uuid4().hex[:6]}"
     kubectl("create", "namespace", ns)
-    body = {"apiVersion": "apps.k8slab.io/v1alpha1", "kind": "StatefulWebApp"}
+    body: dict[str, Any] = {"apiVersion": "apps.k8slab.io/v1alpha1", "kind": "StatefulWebApp"}
     body |= {"metadata": {"name": "web", "namespace": ns}, "spec": SPEC}
     kubectl("apply", "-f", "-", stdin=json.dumps(body))
     wait_ready(api, ns)
