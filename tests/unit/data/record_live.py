@@ -1,4 +1,4 @@
-"""Record live children for tests/unit/test_drift.py from a running local cluster.
+"""Record live children for tests/unit/specs/test_drift.py from a running local cluster.
 
     make cluster-up && make crd
     KUBECONFIG=.cluster/kubeconfig .venv/bin/statefulwebapp-operator --health none &

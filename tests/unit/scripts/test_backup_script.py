@@ -17,7 +17,7 @@ from typing import Protocol
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "operator/statefulwebapp/scripts"
+SCRIPTS = Path(__file__).resolve().parents[3] / "operator/statefulwebapp/scripts"
 SCRIPT = SCRIPTS / "backup.sh"
 CHECK_SCRIPT = SCRIPTS / "backup-check.sh"
 PREFIX = "default-web"

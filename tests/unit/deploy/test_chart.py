@@ -24,7 +24,7 @@ from tests.unit.api_usage import Rule
 
 pytestmark = pytest.mark.helm
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "deploy/statefulwebapp-operator"
 CRD_NAME = "statefulwebapps.apps.k8slab.io.yaml"
 RELEASE = "swa"

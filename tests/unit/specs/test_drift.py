@@ -23,7 +23,7 @@ from tests.e2e.fieldsets import owned_paths, rendering_fields
 from tests.unit.scenario import SCENARIO
 
 APP = parse(SCENARIO)
-LIVE = Path(__file__).parent / "data/live"
+LIVE = Path(__file__).parents[1] / "data/live"
 
 
 def test_stamp_is_a_stable_digest_of_the_rendering() -> None:

@@ -27,7 +27,7 @@ from typing import Protocol
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "operator/statefulwebapp/scripts"
+SCRIPTS = Path(__file__).resolve().parents[3] / "operator/statefulwebapp/scripts"
 SCRIPT = SCRIPTS / "restore.sh"
 BACKUP_SCRIPT = SCRIPTS / "backup.sh"
 PREFIX = "default-web"

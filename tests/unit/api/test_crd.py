@@ -20,7 +20,7 @@ import yaml
 from statefulwebapp.api import model, parse
 from statefulwebapp.specs import names, status
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CRD_PATH = ROOT / "crds/statefulwebapps.apps.k8slab.io.yaml"
 SAMPLE_PATH = ROOT / "crds/samples/web.yaml"
 

@@ -14,10 +14,10 @@ import yaml
 from statefulwebapp.api import kinds
 from statefulwebapp.api.model import RestoreSpec
 from statefulwebapp.specs import restoring
+from tests.unit.api.test_crd import unknown_fields, walk
 from tests.unit.scenario import SCENARIO
-from tests.unit.test_crd import unknown_fields, walk
 
-CRD_PATH = Path(__file__).resolve().parents[2] / "crds/statefulwebapprestores.apps.k8slab.io.yaml"
+CRD_PATH = Path(__file__).resolve().parents[3] / "crds/statefulwebapprestores.apps.k8slab.io.yaml"
 
 
 @pytest.fixture(scope="module")
