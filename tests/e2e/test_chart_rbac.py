@@ -275,6 +275,7 @@ def lifecycle(cluster: Cluster, namespace: str, operator: Operator) -> None:
             backup={"enabled": False},
             dateLogger={"enabled": False},
             disruptionBudget={"enabled": False},
+            networkPolicy={"enabled": False},
         ),
     )
     until(
@@ -282,6 +283,7 @@ def lifecycle(cluster: Cluster, namespace: str, operator: Operator) -> None:
             child(cluster, "DaemonSet", "web-backup", namespace) is None
             and child(cluster, "CronJob", "web-datelog", namespace) is None
             and child(cluster, "PodDisruptionBudget", "web", namespace) is None
+            and child(cluster, "NetworkPolicy", "web-ingress", namespace) is None
         ),
         "the disabled children to go",
     )
