@@ -96,12 +96,15 @@ def wait_applied(cluster: Cluster, namespace: str, name: str = "web", timeout: f
     return wait_for(applied, timeout, f"StatefulWebApp {namespace}/{name} to answer its spec")
 
 
-def wait_reason(cluster: Cluster, namespace: str, reason: str, name: str = "web") -> Any:
+def wait_reason(
+    cluster: Cluster, namespace: str, reason: str, name: str = "web", timeout: float = 60
+) -> Any:
+    """The app's Ready condition once its reason is ``reason``, waited for."""
     return wait_for(
         lambda: (
             (c := ready_condition(get_app(cluster, namespace, name))).get("reason") == reason and c
         ),
-        60,
+        timeout,
         f"Ready condition with reason {reason}",
     )
 

@@ -42,6 +42,7 @@ from tests.e2e.apps import (
     ready_condition,
     sample,
     wait_ready,
+    wait_reason,
 )
 from tests.e2e.cluster import Cluster, Operator, make_namespace, wait_for
 from tests.e2e.realnode import (
@@ -552,15 +553,7 @@ def test_a_restore_deleted_mid_swap_is_named_on_the_app_until_a_new_one_finishes
     )
     assert list(app.served.glob(".swa-restore-*.swap")), "the swap finished before the deletion"
     try:
-        condition = wait_for(
-            lambda: (
-                (c := ready_condition(get_app(cluster, app.namespace))).get("reason")
-                == "RestoreInterrupted"
-                and c
-            ),
-            120,
-            "Ready=False RestoreInterrupted",
-        )
+        condition = wait_reason(cluster, app.namespace, "RestoreInterrupted", timeout=120)
     except BaseException:
         explain(cluster, app.namespace)
         raise
