@@ -19,14 +19,13 @@ import yaml
 
 from statefulwebapp.api import model, parse
 from statefulwebapp.specs import names, status
+from tests.unit.crd_schema import Schema, unknown_fields, walk
 
 ROOT = Path(__file__).resolve().parents[3]
 CRD_PATH = ROOT / "crds/statefulwebapps.apps.k8slab.io.yaml"
 SAMPLE_PATH = ROOT / "crds/samples/web.yaml"
 
 MINIMAL: dict[str, Any] = {"storage": {"nfs": {"server": "211.183.3.100", "path": "/shared"}}}
-
-Schema = dict[str, Any]
 
 
 def body(spec: dict[str, Any], name: str = "web") -> dict[str, Any]:
@@ -65,20 +64,6 @@ def spec_schema(root: Schema) -> Schema:
     return schema
 
 
-def walk(schema: Schema, path: str = "") -> Iterator[tuple[str, Schema]]:
-    """Every sub-schema below ``schema``: properties, array items and map values."""
-    for key, sub in schema.get("properties", {}).items():
-        child = f"{path}.{key}" if path else key
-        yield child, sub
-        yield from walk(sub, child)
-    if isinstance(schema.get("items"), dict):
-        yield f"{path}[]", schema["items"]
-        yield from walk(schema["items"], f"{path}[]")
-    if isinstance(schema.get("additionalProperties"), dict):
-        yield f"{path}[*]", schema["additionalProperties"]
-        yield from walk(schema["additionalProperties"], f"{path}[*]")
-
-
 def at(schema: Schema, path: str) -> Schema:
     """The sub-schema of a dotted property path such as ``spec.storage.nfs``."""
     for key in path.split("."):
@@ -102,26 +87,6 @@ def apply_defaults(obj: Any, schema: Schema) -> Any:
         for item in obj:
             apply_defaults(item, schema["items"])
     return obj
-
-
-def unknown_fields(obj: Any, schema: Schema, path: str = "") -> list[str]:
-    """Paths in ``obj`` the schema does not declare (the API server would prune them)."""
-    found: list[str] = []
-    if isinstance(obj, dict) and schema.get("type") == "object":
-        props = schema.get("properties", {})
-        extra = schema.get("additionalProperties")
-        for key, value in obj.items():
-            child = f"{path}.{key}" if path else key
-            if key in props:
-                found += unknown_fields(value, props[key], child)
-            elif isinstance(extra, dict):
-                found += unknown_fields(value, extra, child)
-            elif not extra and not schema.get("x-kubernetes-preserve-unknown-fields"):
-                found.append(child)
-    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
-        for i, item in enumerate(obj):
-            found += unknown_fields(item, schema["items"], f"{path}[{i}]")
-    return found
 
 
 def rules(schema: Schema) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -14,7 +14,7 @@ import yaml
 from statefulwebapp.api import kinds
 from statefulwebapp.api.model import RestoreSpec
 from statefulwebapp.specs import restoring
-from tests.unit.api.test_crd import unknown_fields, walk
+from tests.unit.crd_schema import unknown_fields, walk
 from tests.unit.scenario import SCENARIO
 
 CRD_PATH = Path(__file__).resolve().parents[3] / "crds/statefulwebapprestores.apps.k8slab.io.yaml"
