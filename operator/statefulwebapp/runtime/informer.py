@@ -90,6 +90,11 @@ class Store(Mapping[Key, tuple[str, ...]]):
         with self._lock:
             return tuple(self._by_key[key].values())
 
+    def __contains__(self, key: object) -> bool:
+        """Whether app ``key`` has an object here, its entries not copied (asked per pod event)."""
+        with self._lock:
+            return key in self._by_key
+
     def __iter__(self) -> Iterator[Key]:
         """The apps that have an object of this kind (a snapshot)."""
         with self._lock:
