@@ -184,8 +184,8 @@ class AppReconciler:
             body=body,
             children=children,
             mount_failures=[json.loads(packed) for packed in mounts],
-            probe_failures=restoring.told_since_last(
-                restores, [json.loads(packed) for packed in checks]
+            probe_failures=failures.told_after(
+                [json.loads(packed) for packed in checks], restoring.last_ended(restores)
             ),
             restoring=restoring.under_way(restores),
         )

@@ -53,6 +53,17 @@ def _seen(failure: Obj) -> datetime | None:
         return None
 
 
+def told_after(reports: Sequence[Obj], moment: str) -> list[Obj]:
+    """The ``reports`` last told after ``moment`` (an RFC 3339 time); all of them if "".
+
+    A report whose time cannot be read is left out once there is a moment to compare with.
+    """
+    if not moment:
+        return list(reports)
+    after = datetime.fromisoformat(moment)
+    return [r for r in reports if (seen := _seen(r)) is not None and seen > after]
+
+
 def recheck_after(
     app: AppSpec, mount_failures: Sequence[Obj], probe_failures: Sequence[Obj], now: str
 ) -> float | None:

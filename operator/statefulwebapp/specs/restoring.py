@@ -119,28 +119,14 @@ def under_way(restores: Sequence[Mapping[str, Any]]) -> str:
     return first_active(started)
 
 
-def told_since_last(
-    restores: Sequence[Mapping[str, Any]], reports: Sequence[Mapping[str, Any]]
-) -> list[Mapping[str, Any]]:
-    """The kubelet's ``reports`` (packed pod events) told after the app's last restore ended.
+def last_ended(restores: Sequence[Mapping[str, Any]]) -> str:
+    """When the last of an app's ``restores`` ended (``completionTime``); "" if none has.
 
-    While a restore runs, the agents' checks find its work files in the volume; reports of
-    that, still fresh when it has ended, would read as a restore stopped half-way.
+    While a restore runs, the agents' checks find its work files in the volume; their reports
+    of that, still fresh when it has ended, must not read as a restore stopped half-way.
     """
     ends = [str((r.get("status") or {}).get("completionTime") or "") for r in restores]
-    last = max(ends, default="")
-    if not last:
-        return list(reports)
-    ended = _parse_time(last)
-    kept = []
-    for report in reports:
-        try:
-            seen = datetime.fromisoformat(str(report.get("seen")))
-        except ValueError:
-            continue
-        if seen > ended:
-            kept.append(report)
-    return kept
+    return max(ends, default="")
 
 
 def parse_result(message: str) -> dict[str, Any]:

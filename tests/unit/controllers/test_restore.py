@@ -20,7 +20,7 @@ from statefulwebapp.api.objects import timestamp
 from statefulwebapp.api.parse import parse
 from statefulwebapp.controllers import restore
 from statefulwebapp.runtime import kube
-from statefulwebapp.specs import restoring
+from statefulwebapp.specs import failures, restoring
 from statefulwebapp.specs.render import render_statefulset
 from statefulwebapp.specs.render_backup import render_restore_job
 from tests.unit.fakeapi import FakeApi, error
@@ -318,9 +318,9 @@ def test_reports_of_a_restores_own_work_files_end_with_it() -> None:
     earlier = {"status": {"phase": restoring.FAILED, "completionTime": "2026-11-25T09:00:00Z"}}
     running = {"status": {"phase": restoring.RUNNING}}
 
-    kept = restoring.told_since_last([earlier, ended, running], reports)
+    kept = failures.told_after(reports, restoring.last_ended([earlier, ended, running]))
 
     assert [r["pod"] for r in kept] == ["web-backup-c", "web-backup-d"]
     # No restore has ended (none, or one deleted with its record): every report counts.
-    assert restoring.told_since_last([running], reports) == reports
-    assert restoring.told_since_last([], reports) == reports
+    assert failures.told_after(reports, restoring.last_ended([running])) == reports
+    assert failures.told_after(reports, restoring.last_ended([])) == reports
