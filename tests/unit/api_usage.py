@@ -7,9 +7,10 @@ code sends the requests (:func:`drive`), the fake API server records them (``Fak
 and :func:`needs` names the RBAC verb the API server would authorize each with.
 
 :func:`drive` walks, once each, the paths that send a kind of request the operator sends: the
-informers' lists and watches, the search for orphaned volumes at start, a new app's passes (look,
-apply, status), optional children turned off (deleted), an invalid spec (a Warning event), the
-full check's metadata lists, a deleted app's volume collected, a restore from acceptance to its
+informers' lists and watches, the search for orphaned volumes at start, a new app's passes
+(apply, status), children a full check found gone (the app and their names read), optional
+children turned off (deleted), an invalid spec (a Warning event), the full check's metadata
+lists, a deleted app's volume collected, a restore from acceptance to its
 result (its owner reference, its status, its Job, the Job's pods), and leader election's lease
 (read, created, renewed, released). A new kind of request needs a step here; until it has one,
 the chart test says which rule is granted but never used, or missing.
@@ -29,7 +30,7 @@ from statefulwebapp.api import kinds
 from statefulwebapp.api.parse import parse_restore
 from statefulwebapp.controllers import restore, sources
 from statefulwebapp.runtime import informer, kube
-from statefulwebapp.specs import names, restoring
+from statefulwebapp.specs import names, registry, restoring
 from tests.unit.fakeapi import APPLY, Call, FakeApi, Obj
 from tests.unit.harness import APP, KEY, Clock, Fixture, Pass, app, candidate
 
@@ -116,14 +117,19 @@ def drive() -> Usage:
         one.watch()
     controller.collect_orphans()
 
-    # A new app: it and each missing child read, each child applied (which creates it), then its
-    # status written.
+    # A new app: each child applied (which creates it; the caches say no name is taken, and
+    # the app's event that it exists), then its status written.
     controller.app_changed(KEY, fx.index(app()))
     fx.settle()
 
-    # The watches show the children (a relist); the optional ones turned off are deleted.
+    # The watches show the children (a relist). A full check that finds them all gone although
+    # the caches show them: the app and each child's name read on the API server.
     for one in watches:
         one.list(report=True)
+    controller.enqueue(KEY, missing=frozenset(child.key for child in registry.CHILDREN))
+    fx.settle()
+
+    # The optional children turned off are deleted.
     off = app()
     off["metadata"]["generation"] += 1
     off["spec"].update({part: {"enabled": False} for part in OPTIONAL})

@@ -101,6 +101,9 @@ class Call:
     """The body's Content-Type; empty when none was sent."""
     status: int
     """The fake's answer; 0 when a scripted exception was raised instead."""
+    accept: str = ""
+    """The Accept header; empty when none was sent (a metadata-only list or watch names
+    PartialObjectMetadata)."""
 
     @property
     def target(self) -> Target:
@@ -115,8 +118,15 @@ class FakeSession:
     def _path(self, url: str) -> str:
         return url.removeprefix(self.api.url)
 
-    def get(self, url: str, *, params: Mapping[str, str] | None = None, **_: Any) -> Response:
-        return self.api.handle("GET", self._path(url), None, {}, params)
+    def get(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        **_: Any,
+    ) -> Response:
+        return self.api.handle("GET", self._path(url), None, dict(headers or {}), params)
 
     def patch(
         self,
@@ -167,6 +177,15 @@ def selected(obj: Obj, labels: str, fields: str) -> bool:
     return True
 
 
+def _metadata_only(answer: Obj) -> Obj:
+    """A list as the API server sends it to a client asking for PartialObjectMetadataList."""
+    items = [
+        {"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": i["metadata"]}
+        for i in answer.get("items") or []
+    ]
+    return {**answer, "kind": "PartialObjectMetadataList", "items": items}
+
+
 def merged(obj: Any, patch: Any) -> Any:
     """``obj`` with the JSON merge patch ``patch`` (RFC 7386) applied."""
     if not isinstance(patch, dict):
@@ -211,16 +230,18 @@ class FakeApi:
     ) -> Response:
         self.requests.append((verb, path))
         query = dict(params or {})
-        content_type = headers.get("Content-Type", "")
+        content_type, accept = headers.get("Content-Type", ""), headers.get("Accept", "")
         scripted = self.answers.get((verb, path))
         if isinstance(scripted, Exception):
-            self.calls.append(Call(verb, path, query, content_type, 0))
+            self.calls.append(Call(verb, path, query, content_type, 0, accept))
             raise scripted
         # Not ``scripted or ...``: a Response that is an error is falsy.
         answer = (
             self._serve(verb, path, body, content_type, query) if scripted is None else scripted
         )
-        self.calls.append(Call(verb, path, query, content_type, answer.status_code))
+        if "as=PartialObjectMetadataList" in accept and answer.ok and "watch" not in query:
+            answer = response(answer.status_code, _metadata_only(answer.json()))
+        self.calls.append(Call(verb, path, query, content_type, answer.status_code, accept))
         return answer
 
     def _serve(

@@ -73,6 +73,7 @@ class Apps:
         self.caches_synced()
         # Forget the last write as soon as the watch shows it.
         self.reconciler.unseen_status(key, body)
+        self.reconciler.seen_event(key, body)
         if self.reconciler.gone.get(key) != body.get("metadata", {}).get("uid"):
             self.reconciler.gone.pop(key, None)  # A new app of that name.
         self.enqueue(key, logger)

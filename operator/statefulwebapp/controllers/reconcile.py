@@ -24,7 +24,7 @@ from statefulwebapp.api.objects import Key, Obj, timestamp
 from statefulwebapp.api.parse import parse
 from statefulwebapp.controllers import refusals, sources
 from statefulwebapp.controllers.app_state import Memory, Outcome, Seen
-from statefulwebapp.controllers.converge import converge, owned, where
+from statefulwebapp.controllers.converge import converge, name_conflict, owned
 from statefulwebapp.controllers.events import EventRecorder
 from statefulwebapp.controllers.policy import NO_POLICY, ExportClaims, Policy, exports_of
 from statefulwebapp.runtime import informer, kube, workqueue
@@ -70,6 +70,12 @@ class Observation:
     """Their Unhealthy events, told since the app's last restore ended."""
     restoring: str = ""
     """The StatefulWebAppRestore under way for the app, if one is: its web pods are stopped."""
+    app_current: bool = False
+    """The app's own watch event brought this very version since the last pass: it exists, and
+    creating its children needs no read of it first."""
+    stale: frozenset[str] = frozenset()
+    """Children a resync found gone although the caches still show them: only a read of the
+    API server says whether their names are free."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,13 @@ class AppReconciler:
     last_status: dict[Key, tuple[str | None, Obj]] = field(default_factory=dict)
     """Per app, the resourceVersion and status of this operator's last status write, until
     the watch has shown that write."""
+    current: dict[Key, str] = field(default_factory=dict)
+    """Per app, the resourceVersion its last watch event brought, until the next pass: an index
+    entry can outlive a watch gap, an event cannot."""
+
+    def seen_event(self, key: Key, body: Obj) -> None:
+        """The app's watch event (or kopf's listing) showed ``body``: it exists as of now."""
+        self.current[key] = str(body.get("metadata", {}).get("resourceVersion"))
 
     def reconcile(
         self, key: Key, logger: Log, missing: frozenset[str] = frozenset()
@@ -137,6 +150,8 @@ class AppReconciler:
         # 3. What the caches show of its children, its pods and its restores.
         started = time.monotonic()
         observation = self.observe(key, body, missing)
+        if self.current.pop(key, None) == indexed["metadata"].get("resourceVersion"):
+            observation = replace(observation, app_current=True)
         # 4. The pass.
         try:
             outcome = self.converge(observation, logger)
@@ -188,6 +203,7 @@ class AppReconciler:
                 [json.loads(packed) for packed in checks], restoring.last_ended(restores)
             ),
             restoring=restoring.under_way(restores),
+            stale=missing,
         )
 
     def unseen_status(self, key: Key, body: Obj) -> Obj | None:
@@ -215,14 +231,16 @@ class AppReconciler:
     def forget(self, key: Key) -> None:
         """Drop what passes remember of an app that is gone."""
         self.memory.forget(key)
+        self.current.pop(key, None)
         self.metrics.forget_app(key)
         self.last_status.pop(key, None)
 
     def converge(self, seen_now: Observation, logger: Log) -> Outcome:
         """Bring the app's children in line with its spec and publish the recomputed status.
 
-        A missing child is looked up once before creating it, so an object of the same name
-        that belongs to someone else is reported, never overwritten. A status change that is
+        A missing child's name is looked up before creating it (in the caches, else on the API
+        server), so an object of the same name that belongs to someone else is reported, never
+        overwritten. A status change that is
         only progress (:func:`status.urgent`) waits for the queue's budget of such writes
         (``status_held`` tells the caller to come back). A StatefulSet or DaemonSet whose
         rendering changed while the spec did not (an operator upgrade) waits for the queue's
@@ -261,11 +279,11 @@ class AppReconciler:
         else:
             try:
                 # 4. Before creating a missing child: the app must really exist (an index entry
-                #    can outlive a watch gap), and no object of ours may be in a child's way.
+                #    can outlive a watch gap), and no object may be in a child's way.
                 missing = [k for k, wanted in desired.items() if wanted and children.get(k) is None]
                 if missing:
-                    current, found = _look_up(self.api, app, desired, missing, self.lookups)
-                    if current is None or current["metadata"].get("uid") != app.uid:
+                    found = self._names_in_use(seen_now, app, desired, missing)
+                    if found is None:
                         outcome.app_gone = True
                         return outcome
                     children.update(found)
@@ -312,6 +330,41 @@ class AppReconciler:
         self._publish(seen, new, outcome)
         return outcome
 
+    def _names_in_use(
+        self,
+        seen_now: Observation,
+        app: AppSpec,
+        desired: Mapping[str, Obj | None],
+        missing: Sequence[str],
+    ) -> dict[str, Obj | None] | None:
+        """What holds each ``missing`` child's name; None if the app itself is gone.
+
+        The caches answer (the children's stores and the other names of each kind) once they
+        are listed; the API server's watch cache answers for the rest, and for the app unless its
+        own event has just shown it.
+        """
+        found: dict[str, Obj | None] = {}
+        ask: list[str] = []
+        for key in missing:
+            child = registry.BY_KEY[key]
+            name = (desired[key] or {})["metadata"]["name"]
+            known, obj = (
+                sources.named(self.cache, child, (app.namespace if child.namespaced else "", name))
+                if key not in seen_now.stale
+                else (False, None)
+            )
+            if known:
+                found[key] = obj
+            else:
+                ask.append(key)
+        if not ask and seen_now.app_current:
+            return found
+        confirm = not seen_now.app_current
+        current, looked = _look_up(self.api, app, desired, ask, self.lookups, confirm=confirm)
+        if confirm and (current is None or current["metadata"].get("uid") != app.uid):
+            return None
+        return {**found, **looked}
+
     def _warn_if_news(self, body: Obj, seen: Seen, outcome: Outcome, logger: Log) -> None:
         """Post a Warning event when the app's Ready condition does not already tell of it.
 
@@ -351,21 +404,23 @@ def _look_up(
     desired: Mapping[str, Obj | None],
     missing: Sequence[str],
     lookups: Executor | None,
+    *,
+    confirm: bool,
 ) -> tuple[Obj | None, dict[str, Obj | None]]:
-    """The app and the ``missing`` children as the API server's watch cache has them.
+    """The app (if ``confirm``) and the ``missing`` children, from the API server's cache.
 
-    The watches only see our labelled objects: a foreign object in a child's way needs a
-    direct look. With a pool the looks go at once, so a new app waits one round trip for them
-    rather than one per child.
+    With a pool the looks go at once, so a pass waits one round trip for them rather than one
+    per child.
     """
-    wanted: list[tuple[kube.Resource, str]] = [(kinds.APP, app.name)]
+    wanted: list[tuple[kube.Resource, str]] = [(kinds.APP, app.name)] if confirm else []
     wanted += [(registry.BY_KEY[key], (desired[key] or {})["metadata"]["name"]) for key in missing]
 
     def look(kind_name: tuple[kube.Resource, str]) -> Obj | None:
         return kube.get(api, *kind_name, app.namespace, cached=True)
 
     found = list(lookups.map(look, wanted)) if lookups is not None else [look(w) for w in wanted]
-    return found[0], dict(zip(missing, found[1:], strict=True))
+    current = found.pop(0) if confirm else None
+    return current, dict(zip(missing, found, strict=True))
 
 
 def _find_conflict(
@@ -377,15 +432,8 @@ def _find_conflict(
         if manifest is None:
             continue
         live = children.get(key)
-        kind = registry.BY_KEY[key].name
-        name = manifest["metadata"]["name"]
         if live is not None and not owned(app, live):
-            return status.Problem(
-                "NameConflict",
-                f"{kind} {where(kind, name, app)} already exists and does not belong to this "
-                "StatefulWebApp; nothing was changed. Delete or rename that object, or choose "
-                "another app name or serviceName",
-            )
+            return name_conflict(registry.BY_KEY[key], manifest["metadata"]["name"], app)
     return None
 
 

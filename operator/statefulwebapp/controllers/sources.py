@@ -26,7 +26,7 @@ from typing import Any
 import pykube
 
 from statefulwebapp.api import kinds
-from statefulwebapp.api.objects import Key
+from statefulwebapp.api.objects import Key, Obj
 from statefulwebapp.runtime.informer import Notify, Source, Store
 from statefulwebapp.runtime.informer import start as start_informers
 from statefulwebapp.runtime.metrics import Metrics
@@ -131,8 +131,38 @@ def _owner(body: Mapping[str, Any]) -> Key | None:
 
 
 def child_source(child: registry.Child) -> Source:
-    """A child, watched by the operator's label (and its role's), stored by its key."""
-    return Source(child, key=_owner, pack=pack, labels=child.selector, name=child.key)
+    """A child, watched by the operator's label (and its role's), stored by its key.
+
+    One with those labels and no owner of ours is held by its name alone: it still takes the
+    name a new app's child would have.
+    """
+    return Source(child, key=_owner, pack=pack, labels=child.selector, name=child.key, unowned=True)
+
+
+def _nobody(body: Mapping[str, Any]) -> None:
+    return None
+
+
+def names_source(kind: kinds.Kind) -> Source:
+    """The names in use of ``kind`` outside the operator's labels: metadata only, held by name.
+
+    With the children's own stores, they say whether a new app's child would take a name that
+    is someone else's, without a read per child. Nothing is told of them: no pass follows an
+    object that is not ours.
+    """
+    return Source(
+        kind,
+        key=_nobody,
+        pack=pack,
+        labels=f"{names.LABEL_MANAGED_BY}!={names.MANAGER}",
+        name=f"{kind.name}Names",
+        metadata_only=True,
+        unowned=True,
+    )
+
+
+NAMES: Mapping[str, Source] = {child.name: names_source(child) for child in registry.CHILDREN}
+"""Per kind of child (its name), the source of the names in use that are not the operator's."""
 
 
 def _pod_events(reason: str, name: str) -> Source:
@@ -156,10 +186,31 @@ every check passes, so a healthy fleet costs this watch nothing."""
 
 SOURCES: tuple[Source, ...] = (
     *(child_source(child) for child in registry.CHILDREN),
+    *NAMES.values(),
     MOUNT_FAILURES,
     PROBE_FAILURES,
 )
-"""Everything watched besides the apps: the children, then the pods' failures."""
+"""Everything watched besides the apps: the children, the other names of their kinds, then the
+pods' failures."""
+
+
+def named(stores: Mapping[str, Store], child: registry.Child, name: Key) -> tuple[bool, Obj | None]:
+    """Whether the caches can tell who holds ``name`` for ``child``, and the object if one does.
+
+    Every store of the child's kind is looked in: the children's (any app's, or nobody's, with
+    the operator's labels) and the other names'. (False, None) while one of them has not been
+    listed yet: the caller must ask the API server.
+    """
+    held = [stores.get(c.key) for c in registry.CHILDREN if c.name == child.name] + [
+        stores.get(NAMES[child.name].store)
+    ]
+    if any(store is None or not store.synced for store in held):
+        return False, None
+    for store in held:
+        packed = store.named(name) if store is not None else None
+        if packed is not None:
+            return True, json.loads(packed)
+    return True, None
 
 
 def bound(source: Source, stores: Mapping[str, Store]) -> Source:

@@ -66,6 +66,12 @@ class Source:
     """Field selector."""
     name: str = ""
     """The store's name, when several sources watch one kind; else the kind's name."""
+    metadata_only: bool = False
+    """Ask for PartialObjectMetadata: the server sends no spec or status, so nothing of them is
+    decoded (for sources whose objects are wanted for their names and owners alone)."""
+    unowned: bool = False
+    """Hold the objects ``key`` gives no app as well, by name only (:meth:`Store.named`): an
+    object with the operator's labels but no owner of ours still takes its name."""
 
     @property
     def store(self) -> str:
@@ -73,17 +79,40 @@ class Source:
         return self.name or self.kind.name
 
 
+Entry = tuple[Key | None, str, Key]
+"""What a store holds of one object: the app it belongs to (None: none), its packed form, and
+its (namespace, name)."""
+
+
 class Store(Mapping[Key, tuple[str, ...]]):
-    """The packed objects of one kind, by the app they belong to.
+    """The packed objects of one kind, by the app they belong to, and by name.
 
     Written by that kind's watches, read by passes in other threads; reads see whole entries.
     """
 
-    def __init__(self) -> None:
-        """Empty until the first list."""
+    def __init__(self, informers: int = 0) -> None:
+        """Empty until the first list of each of its ``informers`` (one per served scope)."""
         self._lock = threading.Lock()
-        self._objects: dict[str, tuple[Key, str]] = {}
+        self._objects: dict[str, Entry] = {}
         self._by_key: dict[Key, dict[str, str]] = {}
+        self._by_name: dict[Key, str] = {}
+        self._unlisted = informers
+
+    @property
+    def synced(self) -> bool:
+        """Whether each informer filling it has listed once (before, an absent name is no proof)."""
+        return self._unlisted <= 0
+
+    def listed(self) -> None:
+        """One of its informers has listed for the first time."""
+        with self._lock:
+            self._unlisted -= 1
+
+    def named(self, name: Key) -> str | None:
+        """The packed object called ``name`` ((namespace, name); "" for cluster-scoped), if held."""
+        with self._lock:
+            uid = self._by_name.get(name)
+            return self._objects[uid][1] if uid is not None else None
 
     def __getitem__(self, key: Key) -> tuple[str, ...]:
         """The packed objects belonging to app ``key`` (usually one)."""
@@ -105,17 +134,23 @@ class Store(Mapping[Key, tuple[str, ...]]):
         with self._lock:
             return len(self._by_key)
 
-    def entry(self, uid: str) -> tuple[Key, str] | None:
-        """The app and packed form of the object ``uid``, if held."""
+    def entry(self, uid: str) -> Entry | None:
+        """The app, packed form and name of the object ``uid``, if held."""
         with self._lock:
             return self._objects.get(uid)
 
-    def put(self, uid: str, key: Key, packed: str) -> Key | None:
-        """Hold the object; the app it belonged to before, if its labels moved it."""
+    def put(self, uid: str, key: Key | None, packed: str, name: Key = ("", "")) -> Key | None:
+        """Hold the object; the app it belonged to before, if its labels moved it.
+
+        ``key`` None: it belongs to no app, and is found by its ``name`` alone.
+        """
         with self._lock:
             before = self._drop(uid)
-            self._objects[uid] = (key, packed)
-            self._by_key.setdefault(key, {})[uid] = packed
+            self._objects[uid] = (key, packed, name)
+            if key is not None:
+                self._by_key.setdefault(key, {})[uid] = packed
+            if name[1]:
+                self._by_name[name] = uid
         return before if before != key else None
 
     def pop(self, uid: str) -> Key | None:
@@ -127,7 +162,11 @@ class Store(Mapping[Key, tuple[str, ...]]):
         entry = self._objects.pop(uid, None)
         if entry is None:
             return None
-        key = entry[0]
+        key, _, name = entry
+        if self._by_name.get(name) == uid:
+            del self._by_name[name]
+        if key is None:
+            return None
         held = self._by_key.get(key, {})
         held.pop(uid, None)
         if not held:
@@ -140,17 +179,26 @@ class VersionGoneError(Exception):
 
 
 def changes(
-    before: Mapping[str, tuple[Key, str]], after: Mapping[str, tuple[Key, str]]
-) -> Iterator[tuple[str, str, Key, str | None]]:
-    """What a relist found: (event, uid, app, packed or None), by uid, in a stable order.
+    before: Mapping[str, Entry], after: Mapping[str, Entry]
+) -> Iterator[tuple[str, str, Entry | None]]:
+    """What a relist found: (event, uid, the entry listed or None), by uid, in a stable order.
 
     An object held and listed the same is no change; one held and not listed is DELETED.
     """
     for uid in sorted(before.keys() - after.keys()):
-        yield "DELETED", uid, before[uid][0], None
+        yield "DELETED", uid, None
     for uid in sorted(after):
         if before.get(uid) != after[uid]:
-            yield ("MODIFIED" if uid in before else "ADDED"), uid, *after[uid]
+            yield ("MODIFIED" if uid in before else "ADDED"), uid, after[uid]
+
+
+METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+"""The Accept header of a metadata-only watch (its events carry PartialObjectMetadata)."""
+
+
+def name_of(meta: Mapping[str, Any]) -> Key:
+    """An object's (namespace, name): "" for a cluster-scoped one's namespace."""
+    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
 
 class Informer:
@@ -184,6 +232,7 @@ class Informer:
         watched = source.name.lower() if source.name else kind.plural
         self.name = f"watch-{watched}" + (f"-{namespace}" if scope else "")
         self.version = ""
+        self._listed_once = False
         self._uids: set[str] = set()
         """The objects this watch put in the store (a store may be shared by scopes)."""
 
@@ -202,40 +251,55 @@ class Informer:
                 # The continue token expired between two pages: start over.
         held = {uid: entry for uid in self._uids if (entry := self.store.entry(uid))}
         changed = 0
-        for event, uid, key, packed in changes(held, listed):
-            moved = self.store.pop(uid) if packed is None else self.store.put(uid, key, packed)
+        for event, uid, entry in changes(held, listed):
+            if entry is None:
+                key, moved = held[uid][0], None
+                self.store.pop(uid)
+            else:
+                key, moved = entry[0], self.store.put(uid, *entry)
             changed += 1
             if report:
-                self._tell(key, event, moved if packed is not None else None)
+                self._tell(key, event, moved)
+        if not self._listed_once:
+            self._listed_once = True
+            self.store.listed()
         self._uids = set(listed)
         return changed
 
-    def _listed(self) -> dict[str, tuple[Key, str]]:
-        """Every object, by uid: its app and packed form; sets the list's resourceVersion."""
-        listed: dict[str, tuple[Key, str]] = {}
+    def _listed(self) -> dict[str, Entry]:
+        """Every object, by uid: its entry; sets the list's resourceVersion."""
+        listed: dict[str, Entry] = {}
         for page in kube.pages(
             self.api,
             self.path,
             selector=self.source.labels,
             fields=self.source.fields,
             limit=PAGE,
+            accept=kube.METADATA_LIST if self.source.metadata_only else None,
             timeout=LIST_TIMEOUT,
         ):
             for body in page.get("items") or []:
-                # A list's items carry no kind; the watch's objects and a get's do.
-                body.setdefault("apiVersion", self.api_version)
-                body.setdefault("kind", self.kind.name)
-                key = self.source.key(body)
-                if key is not None:
-                    uid = str((body.get("metadata") or {}).get("uid"))
-                    listed[uid] = (key, self.source.pack(body))
+                # A list's items carry no kind (a metadata list's say PartialObjectMetadata);
+                # the watch's objects and a get's do.
+                body["apiVersion"], body["kind"] = self.api_version, self.kind.name
+                entry = self._entry(body)
+                if entry is not None:
+                    listed[str((body.get("metadata") or {}).get("uid"))] = entry
             self.version = str((page.get("metadata") or {}).get("resourceVersion") or "")
         return listed
 
-    def _tell(self, key: Key, event: str, moved_from: Key | None) -> None:
+    def _entry(self, body: Mapping[str, Any]) -> Entry | None:
+        """What the store holds of ``body``; None: nothing."""
+        key = self.source.key(body)
+        if key is None and not self.source.unowned:
+            return None
+        return key, self.source.pack(body), name_of(body.get("metadata") or {})
+
+    def _tell(self, key: Key | None, event: str, moved_from: Key | None) -> None:
         if moved_from is not None:  # Relabelled to another app: gone from the first.
             self.notify(self.kind, moved_from, "DELETED")
-        self.notify(self.kind, key, event)
+        if key is not None:
+            self.notify(self.kind, key, event)
 
     def run(self, relist: bool = False) -> None:
         """Watch for ever (a thread's target): resume after a gap, list again after a 410.
@@ -282,6 +346,7 @@ class Informer:
         with self.api.session.get(
             f"{self.api.url.rstrip('/')}{self.path}",
             params=params,
+            headers={"Accept": METADATA} if self.source.metadata_only else None,
             stream=True,
             timeout=CLIENT_TIMEOUT,
         ) as response:
@@ -305,18 +370,19 @@ class Informer:
         if kind == "BOOKMARK":
             return
         uid = str(meta.get("uid"))
-        key = self.source.key(body)
+        if self.source.metadata_only:
+            body["apiVersion"], body["kind"] = self.api_version, self.kind.name
         if kind == "DELETED":
-            held = self.store.pop(uid)
+            entry = self.store.entry(uid)
+            self.store.pop(uid)
             self._uids.discard(uid)
-            gone = held if held is not None else key
-            if gone is not None:
-                self._tell(gone, "DELETED", None)
+            self._tell(entry[0] if entry is not None else self.source.key(body), "DELETED", None)
             return
-        if key is None:
+        entry = self._entry(body)
+        if entry is None:
             return
         self._uids.add(uid)
-        self._tell(key, str(kind), self.store.put(uid, key, self.source.pack(body)))
+        self._tell(entry[0], str(kind), self.store.put(uid, *entry))
 
 
 def start(
@@ -338,8 +404,8 @@ def start(
     watches: list[Informer] = []
     for listed in sources:
         source = bind(listed, stores)
-        store = stores[source.store] = Store()
         scopes = sorted(namespaces) if source.kind.namespaced and namespaces else [""]
+        store = stores[source.store] = Store(informers=len(scopes))
         watches += [
             Informer(api, source, store, notify, scope, metrics=metrics) for scope in scopes
         ]

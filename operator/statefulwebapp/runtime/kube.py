@@ -343,14 +343,23 @@ METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v
 
 
 def apply(
-    api: pykube.HTTPClient, kind: Resource, manifest: Mapping[str, Any], *, manager: str
+    api: pykube.HTTPClient,
+    kind: Resource,
+    manifest: Mapping[str, Any],
+    *,
+    manager: str,
+    force: bool = True,
 ) -> dict[str, Any]:
-    """Server-side apply ``manifest`` (a ``kind``) as ``manager``, taking over conflicts."""
+    """Server-side apply ``manifest`` (a ``kind``) as ``manager``.
+
+    ``force``: take over the fields another manager set; without it, such a field with another
+    value is a conflict (409), and nothing is written.
+    """
     meta = manifest["metadata"]
     p = path(kind, meta["name"], meta.get("namespace", ""))
     response = api.session.patch(
         _url(api, p),
-        params={"fieldManager": manager, "force": "true"},
+        params={"fieldManager": manager, "force": "true" if force else "false"},
         data=json.dumps(manifest),
         headers={"Content-Type": "application/apply-patch+yaml"},
         timeout=api.timeout,

@@ -6,15 +6,17 @@ from __future__ import annotations
 import copy
 import json
 import time
+from typing import Any, cast
 
 import pytest
 
 from statefulwebapp import manager as controller
 from statefulwebapp.api.parse import parse
 from statefulwebapp.controllers import sources
-from statefulwebapp.runtime import kube
+from statefulwebapp.runtime import informer, kube
 from statefulwebapp.runtime.workqueue import WorkQueue
-from statefulwebapp.specs import registry, render
+from statefulwebapp.specs import names, registry, render
+from tests.unit import fakeapi
 from tests.unit.harness import APP, KEY, STATUS, Fixture, app
 from tests.unit.scenario import APPLY_ORDER, PATHS, RENDERED, SCENARIO, healthy
 
@@ -195,3 +197,101 @@ def test_the_full_check_waits_longer_when_it_costs_more_than_its_share() -> None
     dear = 1.3  # CPU seconds, about a check of a thousand apps.
     assert controller.resync_wait(period, dear) == pytest.approx(dear / controller.RESYNC_CPU_SHARE)
     assert controller.resync_wait(period, dear) > period
+
+
+def test_a_new_app_reads_nothing_before_creating_its_children(fx: Fixture) -> None:
+    """The caches are listed and hold none of its children's names; its own event says it
+    exists: no GET, one apply per child, one status write."""
+    fx.controller.app_changed(KEY, fx.index(app()))
+    fx.settle()
+    assert fx.api.sent("GET") == []
+    assert fx.api.sent() == [*APPLY_ORDER, STATUS]
+
+
+def _foreign_service(fx: Fixture, labels: dict[str, str]) -> informer.Store:
+    """A Service named as the app's, of nobody's (``labels``), as the watches would hold it."""
+    name = parse(app()).service_name
+    meta = {"name": name, "namespace": KEY[0], "uid": "theirs", "labels": labels}
+    body = {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {"ports": []}}
+    fx.api.objects[kube.path(registry.SERVICE, name, KEY[0])] = body
+    ours = labels.get(names.LABEL_MANAGED_BY) == names.MANAGER
+    source = sources.child_source(registry.SERVICE) if ours else sources.NAMES["Service"]
+    store = fx.controller.children[source.store]
+    informer.Informer(cast(Any, fx.api), source, store, fx.controller.on_child_event).event(
+        {"type": "ADDED", "object": body}
+    )
+    return store
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [{"team": "b"}, {names.LABEL_MANAGED_BY: names.MANAGER, names.LABEL_INSTANCE: "web"}],
+    ids=["another team's", "our labels, no owner"],
+)
+def test_a_name_taken_is_found_in_the_caches_and_nothing_is_written(
+    fx: Fixture, labels: dict[str, str]
+) -> None:
+    _foreign_service(fx, labels)
+    fx.controller.app_changed(KEY, fx.index(app()))
+    fx.settle()
+    assert fx.api.sent("GET") == []
+    assert fx.api.sent() == [STATUS], "no child applied: one conflict freezes the app"
+    ready = fx.api.objects[APP]["status"]["conditions"][0]
+    assert ready["reason"] == "NameConflict"
+    assert fx.api.objects[PATHS["Service"]]["metadata"]["uid"] == "theirs"
+
+
+def test_a_missing_child_after_the_apps_event_was_used_costs_a_read_of_the_app_alone(
+    fx: Fixture,
+) -> None:
+    """An index entry can outlive a watch gap: a pass not following the app's own event reads
+    the app before creating anything; the names come from the caches still."""
+    fx.controller.app_changed(KEY, fx.index(app()))
+    fx.settle()
+    fx.api.requests.clear()
+    fx.controller.on_child_event(registry.SERVICE, KEY, "DELETED")
+    fx.settle()
+    assert fx.api.sent("GET") == [APP]
+
+
+def test_a_name_is_read_from_the_api_server_while_its_cache_is_not_listed(fx: Fixture) -> None:
+    stores = cast(dict[str, informer.Store], fx.controller.children)
+    stores[sources.NAMES["Service"].store] = informer.Store(informers=1)
+    fx.controller.app_changed(KEY, fx.index(app()))
+    fx.settle()
+    assert fx.api.sent("GET") == [PATHS["Service"]]
+
+
+def test_children_a_full_check_found_gone_are_read_from_the_api_server(fx: Fixture) -> None:
+    fx.controller.app_changed(KEY, fx.index(app()))
+    fx.settle()
+    fx.api.requests.clear()
+    fx.controller.enqueue(KEY, missing=frozenset({registry.SERVICE.key}))
+    fx.settle()
+    assert sorted(fx.api.sent("GET")) == sorted([APP, PATHS["Service"]])
+
+
+def test_a_child_the_caches_do_not_show_is_created_without_force(fx: Fixture) -> None:
+    fx.controller.app_changed(KEY, fx.index(app()))
+    fx.settle()
+    applies = [c for c in fx.api.calls if c.method == "PATCH" and c.path != STATUS]
+    assert [c.params["force"] for c in applies] == ["false"] * len(APPLY_ORDER)
+
+
+def test_a_name_taken_after_the_caches_were_filled_refuses_the_create_and_is_left_alone(
+    fx: Fixture,
+) -> None:
+    """The Service appeared too late for the watches: its owner's fields refuse the apply
+    without force (409); read, it is not the app's, so it is named and not taken over."""
+    service = PATHS["Service"]
+    theirs = {"apiVersion": "v1", "kind": "Service", "metadata": {"uid": "theirs"}}
+    fx.api.objects[service] = theirs
+    fx.api.answers[("PATCH", service)] = fakeapi.error(409, "Conflict", "Apply failed")
+    fx.controller.app_changed(KEY, fx.index(app()))
+    fx.settle()
+    assert ("GET", service) in fx.api.requests
+    assert fx.api.sent().count(service) == 1, "never applied with force"
+    assert fx.api.objects[service] == theirs
+    ready = fx.api.objects[APP]["status"]["conditions"][0]
+    assert ready["reason"] == "NameConflict"
+    assert "Service default/" in ready["message"]

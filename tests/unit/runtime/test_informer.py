@@ -11,9 +11,11 @@ from typing import Any, cast
 
 import pytest
 
+from statefulwebapp.api import kinds
 from statefulwebapp.controllers import sources
 from statefulwebapp.runtime import informer, kube
 from statefulwebapp.specs import drift, names, registry
+from tests.unit.fakeapi import FakeApi
 
 
 def service(uid: str, app: str, version: str = "1", **extra: Any) -> dict[str, Any]:
@@ -110,13 +112,38 @@ def test_store_is_a_mapping_of_apps_to_packed_objects() -> None:
     assert store.pop("u2") is None
 
 
+def test_the_store_finds_an_object_by_name_whoever_owns_it() -> None:
+    store = informer.Store()
+    store.put("u1", ("ns", "web"), "a", name=("ns", "web-svc"))
+    store.put("u2", None, "b", name=("ns", "planted"))
+    assert store.named(("ns", "web-svc")) == "a"
+    assert store.named(("ns", "planted")) == "b", "held by name though it is no app's"
+    assert list(store) == [("ns", "web")], "an object of no app is under no app"
+    assert store.pop("u2") is None
+    assert store.named(("ns", "planted")) is None
+    store.put("u1", ("ns", "web"), "a2", name=("ns", "web-svc"))
+    assert store.named(("ns", "web-svc")) == "a2"
+
+
+def test_a_store_is_synced_once_each_of_its_informers_listed() -> None:
+    store = informer.Store(informers=2)
+    assert not store.synced
+    store.listed()
+    assert not store.synced, "one scope of two"
+    store.listed()
+    assert store.synced
+
+
 def test_a_relist_reports_what_changed_appeared_and_vanished() -> None:
-    before = {"same": (("ns", "a"), "x"), "edited": (("ns", "b"), "1"), "gone": (("ns", "c"), "z")}
-    after = {"same": (("ns", "a"), "x"), "edited": (("ns", "b"), "2"), "new": (("ns", "d"), "w")}
+    def entry(name: str, packed: str) -> informer.Entry:
+        return ("ns", name), packed, ("ns", f"{name}-obj")
+
+    before = {"same": entry("a", "x"), "edited": entry("b", "1"), "gone": entry("c", "z")}
+    after = {"same": entry("a", "x"), "edited": entry("b", "2"), "new": entry("d", "w")}
     assert list(informer.changes(before, after)) == [
-        ("DELETED", "gone", ("ns", "c"), None),
-        ("MODIFIED", "edited", ("ns", "b"), "2"),
-        ("ADDED", "new", ("ns", "d"), "w"),
+        ("DELETED", "gone", None),
+        ("MODIFIED", "edited", entry("b", "2")),
+        ("ADDED", "new", entry("d", "w")),
     ]
     assert list(informer.changes(after, after)) == []
 
@@ -265,3 +292,43 @@ def test_only_events_of_our_apps_pods_are_kept_however_many_foreign_pods_there_a
         events.event({"type": "DELETED", "object": ours})
         assert not events.store
         assert not events._uids
+
+
+def test_the_names_of_others_are_listed_and_watched_as_metadata_alone() -> None:
+    """A foreign Service's spec and status never cross the wire: its name and owners are kept,
+    by name, and no pass is told of it."""
+    api = FakeApi()
+    foreign = service("f1", "web")
+    foreign["metadata"]["labels"] = {"team": "b"}
+    foreign["metadata"].pop("ownerReferences")
+    ours = service("o1", "web")
+    ours["metadata"]["name"] = "ours"
+    api.objects[kube.path(kinds.SERVICE, "nginx", "ns")] = foreign
+    api.objects[kube.path(kinds.SERVICE, "ours", "ns")] = ours
+    told = Told()
+    store = informer.Store(informers=1)
+    one = informer.Informer(cast(Any, api), sources.NAMES["Service"], store, told)
+    assert not store.synced
+    one.list(report=True)
+    one.watch()
+    assert store.synced
+    assert [c.accept for c in api.calls] == [kube.METADATA_LIST, informer.METADATA]
+    held = json.loads(store.named(("ns", "nginx")) or "{}")
+    assert held["metadata"]["labels"] == {"team": "b"}
+    assert held["kind"] == "Service"
+    assert held["spec"] is None, "metadata alone"
+    assert store.named(("ns", "ours")) is None, "the operator's own are the children's stores'"
+    assert told.events == []
+    assert list(store) == []
+
+
+def test_a_child_with_our_labels_and_no_owner_of_ours_is_held_by_its_name() -> None:
+    one, told = make_watch()
+    planted = service("p1", "web")
+    planted["metadata"].pop("ownerReferences")
+    one.event({"type": "ADDED", "object": planted})
+    assert one.store.named(("ns", "nginx")) is not None
+    assert list(one.store) == [], "no app's"
+    assert told.events == [], "no pass"
+    one.event({"type": "DELETED", "object": planted})
+    assert one.store.named(("ns", "nginx")) is None
