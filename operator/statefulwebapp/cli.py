@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         quiet=args.quiet,
         log_format=kopf.LogFormat[args.log_format.upper()],
     )
-    assert handlers.APP  # The import registers the handlers; keep it visibly used.
+    assert handlers.RESTORE  # The import registers the handlers; keep it visibly used.
     namespace, _, name = args.lease.partition("/")
     if not namespace or not name:
         print(f"--lease {args.lease!r}: write NAMESPACE/NAME", file=sys.stderr)

@@ -1,21 +1,24 @@
-"""kopf wiring: the indexes of the apps and restores, and handlers that hand events over.
+"""kopf wiring: its settings, the start of the controller, the restores' index and handler.
 
-Every event ends up in one place, :func:`statefulwebapp.controllers.reconcile.reconcile`: the
-app's own (its creation, any change, the listing at the operator's start) and any event of a
-labelled child (a deletion included, which is how a deleted child comes back within seconds). kopf
-watches the apps; the children are watched by ``informer.py`` (packed on arrival, no per-object
-worker), with a server-side label selector, so the operator never lists the cluster's other
-StatefulSets or Services. What the operator holds while it runs, and what it does with an
-event, is :class:`statefulwebapp.manager.Controller`, built at start and kept in kopf's memo:
-nothing here keeps state.
+Every app event ends up in one place, :meth:`AppReconciler.reconcile
+<statefulwebapp.controllers.reconcile.AppReconciler.reconcile>`: the app's own (its creation,
+any change, the listing at the operator's start) and any event of a labelled child (a deletion
+included, which is how a deleted child comes back within seconds). The apps and their children
+are watched by ``runtime/informer.py`` (packed on arrival, no per-object worker, listed before
+the first pass), the children with a server-side label selector, so the operator never lists
+the cluster's other StatefulSets or Services. kopf watches the restores (few, each a short
+life), and runs the operator: its start, login, and the events it posts. What the operator
+holds while it runs, and what it does with an event, is
+:class:`statefulwebapp.manager.Controller`, built at start and kept in kopf's memo: nothing here
+keeps state.
 
-Only event handlers and indexes are registered: kopf keeps no state on the apps (no finalizer,
-no last-handled annotation), so creating an app costs its children's applies and two status
-writes, a restart costs no write at all, and uninstalling the operator never leaves a namespace
-stuck in deletion. What is level-triggered here is ``status.observedGeneration`` versus
-``metadata.generation``, recomputed on every pass like the rest of the status. The one thing
-the garbage collector cannot do, delete the cluster-scoped volume of a deleted app, is done from
-the app's deletion event, and from the volume's own event if the operator was not running.
+kopf keeps no state on the apps (no finalizer, no last-handled annotation), so creating an app
+costs its children's applies and two status writes, a restart costs no write at all, and
+uninstalling the operator never leaves a namespace stuck in deletion. What is level-triggered
+here is ``status.observedGeneration`` versus ``metadata.generation``, recomputed on every pass
+like the rest of the status. The one thing the garbage collector cannot do, delete the
+cluster-scoped volume of a deleted app, is done from the app's deletion event, and from the
+volume's own event if the operator was not running.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from typing import Any
 import kopf
 
 from statefulwebapp.api import kinds
-from statefulwebapp.controllers import sources
 from statefulwebapp.controllers.app import key_of
 from statefulwebapp.manager import Controller, new_queue
 from statefulwebapp.runtime import informer, kube
@@ -35,16 +37,14 @@ from statefulwebapp.runtime.metrics import Metrics
 from statefulwebapp.settings import DEFAULTS, Settings
 from statefulwebapp.specs import names, restoring
 
-APP = (kinds.APP.group, kinds.APP.version, kinds.APP.plural)
 RESTORE = (kinds.RESTORE.group, kinds.RESTORE.version, kinds.RESTORE.plural)
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Set kopf up, then start the controller: its clients, the children's watches, the resync.
+    """Set kopf up, then start the controller: its clients, the watches, the resync.
 
-    Returns once every child is listed: kopf starts the apps' watch after the startup
-    handlers, so the first pass of an app finds its children there. ``memo`` may carry
+    Returns once every app and child is listed and each app's pass queued. ``memo`` may carry
     ``settings`` (the command's, :class:`Settings`) and ``metrics`` (the command's, which it
     serves); kopf run directly gets the defaults. kopf passes its indexes to startup handlers
     too.
@@ -63,7 +63,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
     told: Settings = memo.settings if "settings" in memo else DEFAULTS
     controller = Controller(
         kube.connect(metrics=metrics, user_agent=names.USER_AGENT),
-        apps=kwargs["idx_apps"],
         restores=kwargs["idx_restores"],
         metrics=metrics,
         namespaces=told.namespaces,
@@ -72,34 +71,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
     )
     memo.controller = controller
     controller.start(told.resync_seconds)
-
-
-@kopf.index(*APP, id="idx_apps")
-async def index_apps(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
-    """Apps by (namespace, name), so a child's event finds its app without a request.
-
-    With its creation time: of two apps on one export, the older keeps it (policy.py).
-    """
-    return {key_of(namespace, name): sources.pack(body, also=("creationTimestamp",))}
-
-
-@kopf.on.event(*APP, id="app")
-async def on_app_event(
-    *,
-    event: kopf.RawEvent,
-    body: kopf.Body,
-    namespace: str | None,
-    name: str,
-    logger: kopf.Logger,
-    memo: kopf.Memo,
-    **_: Any,
-) -> None:
-    """The app appeared, changed or was listed at start: converge it. Deleted: collect."""
-    controller: Controller = memo.controller
-    if event["type"] == "DELETED":
-        controller.app_deleted(key_of(namespace, name), logger)
-    else:
-        controller.app_changed(key_of(namespace, name), dict(body), logger)
 
 
 @kopf.index(*RESTORE, id="idx_restores")

@@ -2,15 +2,16 @@
 
 One object, the :class:`Controller`, built when the operator starts (``handlers.configure``) and
 kept in kopf's memo: the API client, the work queue of passes (``workqueue.WorkQueue``), the
-children's informers and their caches (``controllers/sources.py``), kopf's indexes of the apps
-and restores, what passes remember of each app (``app_state.Memory``) and the bookkeeping of
-apps that are gone. kopf's handlers (``handlers.py``) only hand it their events. Its app half
-(an app's events, its passes, its volume's collection) is ``controllers/app.py``; here are the
-start, the child events held until kopf has listed the apps, the resync and the restores.
+informers of the apps and their children and their caches (``controllers/sources.py``), kopf's
+index of the restores, what passes remember of each app (``app_state.Memory``) and the
+bookkeeping of apps that are gone. kopf's handlers (``handlers.py``) only hand it the restores'
+events. Its app half (an app's events, its passes, its volume's collection) is
+``controllers/app.py``; here are the start, the events held until every app and child is
+listed, the resync and the restores.
 
-Four kinds of thread call in: kopf's event loop (app and restore events), the informers (a
+Four kinds of thread call in: kopf's event loop (restore events), the informers (an app or a
 child changed), the work queue's workers (a pass), and the resync (what the watches missed).
-What they share is either thread-safe (the queue, the caches, kopf's indexes) or a dict whose
+What they share is either thread-safe (the queue, the caches, kopf's index) or a dict whose
 single reads and writes are atomic.
 """
 
@@ -98,7 +99,7 @@ class Controller(Apps):
         self,
         api: pykube.HTTPClient,
         *,
-        apps: Index,
+        apps: Index | None = None,
         restores: Index,
         metrics: Metrics,
         namespaces: frozenset[str] = frozenset(),
@@ -106,21 +107,22 @@ class Controller(Apps):
         queue: workqueue.WorkQueue | None = None,
         children: Mapping[str, informer.Store] | None = None,
     ) -> None:
-        """A controller on kopf's indexes ``apps`` and ``restores``.
+        """A controller on kopf's index of the ``restores``.
 
-        ``children``: the informers' caches, when they are not started here (:meth:`start`),
-        as in the unit tests.
+        ``apps`` and ``children``: the informers' caches, when they are not started here
+        (:meth:`start`), as in the unit tests.
         """
         self.api = api
         """The passes' client (the informers have their own: their connections stay open)."""
-        self.apps = apps
+        self.apps: Index = apps if apps is not None else {}
+        """The apps' cache (:data:`sources.APPS`), by (namespace, name)."""
         self.metrics = metrics
         self.namespaces = namespaces
         """The namespaces served (empty: all). Volumes are cluster-scoped: an operator serving
         some namespaces must not collect the volumes of apps in the others."""
         self.claims = ExportClaims()
-        """Which live app uses which NFS export; filled from kopf's index once its caches are
-        synced (:meth:`caches_synced`)."""
+        """Which live app uses which NFS export; filled from the apps' cache once every app is
+        listed (:meth:`caches_synced`)."""
         self.queue = queue or new_queue()
         self.children: Mapping[str, informer.Store] = children or {}
         """The informers' caches, by store name (a child kind, or a source's name)."""
@@ -129,7 +131,7 @@ class Controller(Apps):
         self.reconciler = AppReconciler(
             api,
             self.queue,
-            apps=apps,
+            apps=self.apps,
             restores=restores,
             cache=self.children,
             metrics=metrics,
@@ -141,7 +143,7 @@ class Controller(Apps):
         """Passes of the apps."""
         self.restorer = RestoreReconciler(
             api,
-            apps,
+            self.apps,
             restores,
             cache=self.children,
             recorder=recorder,
@@ -150,17 +152,16 @@ class Controller(Apps):
         """Passes of the restores."""
         self._lock = threading.Lock()
         self._held: dict[tuple[str, Key], tuple[kube.Resource, str]] | None = {}
-        """Child events told before kopf had listed the apps (:meth:`on_child_event`); None
+        """Events told before every app and child was listed (:meth:`on_child_event`); None
         after."""
         metrics.queue(self.queue.depth)
 
     # ------------------------------------------------------------------------- start ----
 
     def start(self, resync_seconds: float = RESYNC_SECONDS) -> None:
-        """List and watch the children, collect orphaned volumes, start the resync.
+        """List and watch the apps and children, pass each app, collect orphans, start the resync.
 
-        Returns once every child is listed: kopf starts the apps' watch after the startup
-        handlers, so the first pass of an app finds its children there.
+        Every app and child is listed before the first pass, so each finds all there is.
         """
         # Watches hold a connection each for minutes: a client of their own.
         streams = len(sources.SOURCES) * max(1, len(self.namespaces))
@@ -170,8 +171,18 @@ class Controller(Apps):
             self.on_child_event,
             self.metrics,
         )
+        apps = self.children[sources.APPS.store]
+        self.apps = self.reconciler.apps = self.restorer.apps = apps
         self.reconciler.cache = self.restorer.cache = self.children
-        self.collect_orphans()
+        self.caches_synced()
+        for key in list(apps):
+            body = first(apps, key)
+            if body is not None:
+                self.app_changed(key, body)
+        if apps.synced:
+            # Unlisted (RBAC, the server down), no app is known: every volume would look
+            # orphaned. The resync looks again.
+            self.collect_orphans()
         if resync_seconds > 0:
             # The copied context carries kopf's event queue into the thread.
             context = contextvars.copy_context()
@@ -185,11 +196,11 @@ class Controller(Apps):
     # ----------------------------------------------------------------- child events ----
 
     def on_child_event(self, child: kube.Resource, key: Key, event: str) -> None:
-        """A child (or a pod's event) changed or vanished: an informer's thread calls this.
+        """An app, a child or a pod's event changed or vanished (an informer's thread calls).
 
-        The children are listed before kopf starts; an event that comes before kopf's index of
-        the apps is full would find no app (or count a partial fleet as resumed), so it is held
-        until the first app event (:meth:`caches_synced`), then told.
+        An event that comes before every app and child is listed would find no app (or count a
+        partial fleet as resumed), so it is held until they are (:meth:`caches_synced`), then
+        told.
         """
         with self._lock:
             if self._held is not None:
@@ -201,12 +212,12 @@ class Controller(Apps):
         self._child_changed(child, key, event)
 
     def caches_synced(self) -> None:
-        """Tell what was held, and every event from now on: kopf has listed the apps."""
+        """Tell what was held, and every event from now on: the apps are listed."""
         with self._lock:
             held, self._held = self._held, None
         if held is not None:
-            # The first app event: kopf's index holds every app, so every claim on an export
-            # is known before any pass asks which app holds one.
+            # The apps' cache holds every app, so every claim on an export is known before any
+            # pass asks which app holds one.
             for key in list(self.apps):
                 app = first(self.apps, key)
                 if app is not None:
@@ -215,7 +226,14 @@ class Controller(Apps):
             self._child_changed(child, key, event)
 
     def _child_changed(self, child: kube.Resource, key: Key, event: str) -> None:
-        """Repair the child if needed and recompute the app's status."""
+        """Converge the app (or collect what a deleted app left); repair the child if needed."""
+        if child.name == sources.APPS.kind.name:
+            body = first(self.apps, key)
+            if event == "DELETED":
+                self.app_deleted(key)
+            elif body is not None:
+                self.app_changed(key, body)
+            return
         volume = isinstance(child, registry.Child) and not child.namespaced
         if volume and (key in self.reconciler.gone or not has(self.apps, key)):
             # A volume whose app is gone: its deletion event was handled before the volume

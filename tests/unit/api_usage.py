@@ -37,14 +37,14 @@ from tests.unit.harness import APP, KEY, Clock, Fixture, Pass, app, candidate
 Rule = tuple[str, str, str]
 """(apiGroup, resource or resource/subresource, verb), as a Role's rules name them."""
 
-# kopf lists, then watches, each resource handlers.py gives it handlers for (the apps and the
-# restores: their indexes and event handlers), with its own client, which the fake API server
-# cannot stand in for. Nothing more: with event handlers and indexes only, kopf keeps no state on
-# the objects (no finalizer, no annotation, so no patch), and handlers.configure turns off its
-# scanning of CRDs and namespaces.
+# kopf lists, then watches, each resource handlers.py gives it handlers for (the restores: their
+# index and event handler), with its own client, which the fake API server cannot stand in for.
+# Nothing more: with event handlers and indexes only, kopf keeps no state on the objects (no
+# finalizer, no annotation, so no patch), and handlers.configure turns off its scanning of CRDs
+# and namespaces. The apps are listed and watched by an informer, driven below.
 KOPF: frozenset[Rule] = frozenset(
     (group, plural, verb)
-    for group, _version, plural in (handlers.APP, handlers.RESTORE)
+    for group, _version, plural in (handlers.RESTORE,)
     for verb in ("list", "watch")
 )
 EVENT_POST: Rule = ("", kinds.EVENT.plural, "create")

@@ -184,14 +184,33 @@ PROBE_FAILURES = _pod_events("Unhealthy", "ProbeFailures")
 every check passes, so a healthy fleet costs this watch nothing."""
 
 
-SOURCES: tuple[Source, ...] = (
-    *(child_source(child) for child in registry.CHILDREN),
-    *NAMES.values(),
-    MOUNT_FAILURES,
-    PROBE_FAILURES,
+def _app_key(body: Mapping[str, Any]) -> Key:
+    meta = body.get("metadata") or {}
+    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
+def _pack_app(body: Mapping[str, Any]) -> str:
+    # With its creation time: of two apps on one export, the older keeps it (policy.py).
+    return pack(body, also=("creationTimestamp",))
+
+
+APPS = Source(kinds.APP, key=_app_key, pack=_pack_app, name="Apps")
+"""The apps, by (namespace, name), packed like the children: what a pass reads of its app.
+
+Watched here rather than by kopf: kopf's index of a kind makes every object of its first list
+wait on one condition for all the others, whose wake-ups grow with the square of the fleet
+(CHANGELOG.md, bench round 4)."""
+
+WAVES: tuple[tuple[Source, ...], ...] = (
+    (APPS, *(child_source(child) for child in registry.CHILDREN), *NAMES.values()),
+    (MOUNT_FAILURES, PROBE_FAILURES),
 )
-"""Everything watched besides the apps: the children, the other names of their kinds, then the
-pods' failures."""
+"""Everything watched, in the order it is listed at start: the apps, their children and the
+other names of their kinds, then the pods' failures, which are kept only for pods of the
+workloads listed first (:func:`bound`)."""
+
+SOURCES: tuple[Source, ...] = tuple(source for wave in WAVES for source in wave)
+"""Every source of :data:`WAVES`."""
 
 
 def named(stores: Mapping[str, Store], child: registry.Child, name: Key) -> tuple[bool, Obj | None]:
@@ -216,7 +235,7 @@ def named(stores: Mapping[str, Store], child: registry.Child, name: Key) -> tupl
 def bound(source: Source, stores: Mapping[str, Store]) -> Source:
     """``source`` as it is watched next to ``stores``: pods' events only of our apps' pods.
 
-    The workloads' stores are filled first: :data:`SOURCES` lists the children first.
+    The workloads' stores are filled first: :data:`WAVES` lists the children first.
     """
     if source.key is pod_event_key:
         return replace(source, key=functools.partial(pod_event_key, workloads=stores))
@@ -234,4 +253,4 @@ def start(
     Returns once every kind was listed, so the first pass finds every child there is; a kind
     whose list failed is listed again by its thread, with backoff, until it succeeds.
     """
-    return start_informers(api, SOURCES, namespaces, notify, metrics, bind=bound)
+    return start_informers(api, WAVES, namespaces, notify, metrics, bind=bound)

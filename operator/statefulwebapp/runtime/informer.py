@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -385,9 +386,14 @@ class Informer:
         self._tell(entry[0], str(kind), self.store.put(uid, *entry))
 
 
+LISTERS = 4
+"""Lists sent at once at start: the API server filters one (the kubelet's events, say) while the
+operator decodes another's pages."""
+
+
 def start(
     api: pykube.HTTPClient,
-    sources: Iterable[Source],
+    waves: Iterable[Iterable[Source]],
     namespaces: frozenset[str],
     notify: Notify,
     metrics: Metrics | None = None,
@@ -396,26 +402,22 @@ def start(
 ) -> dict[str, Store]:
     """List every source now, then watch each in a thread; the stores by :attr:`Source.store`.
 
-    ``bind``: a source as it is watched next to the stores filled before it. Returns once every
-    kind was listed, so the first pass finds every object there is; a kind whose list failed is
-    listed again by its thread, with backoff, until it succeeds.
+    ``waves``: the sources of each wave are listed at once (:data:`LISTERS` at a time), a wave
+    after the one before it; ``bind``: a source as it is watched next to the stores filled by
+    the waves before. Returns once every kind was listed, so the first pass finds every object
+    there is; a kind whose list failed is listed again by its thread, with backoff, until it
+    succeeds.
     """
     stores: dict[str, Store] = {}
     watches: list[Informer] = []
-    for listed in sources:
-        source = bind(listed, stores)
-        scopes = sorted(namespaces) if source.kind.namespaced and namespaces else [""]
-        store = stores[source.store] = Store(informers=len(scopes))
-        watches += [
-            Informer(api, source, store, notify, scope, metrics=metrics) for scope in scopes
-        ]
     unlisted: set[str] = set()
-    failure: Exception | None = None
-    for one in watches:
-        if failure is not None and not isinstance(failure, kube.ApiError):
+    failures: list[Exception] = []
+
+    def list_one(one: Informer) -> None:
+        if any(not isinstance(failure, kube.ApiError) for failure in failures):
             # The server did not answer (etcd down, say): the other kinds would wait as long.
             unlisted.add(one.name)
-            continue
+            return
         try:
             one.list(report=False)
         except (kube.ApiError, requests.RequestException) as err:
@@ -423,7 +425,20 @@ def start(
             # and a pass that finds no such child reads it directly until the list succeeds.
             _log.error("list of %s: %s; listing again in the background", one.kind.plural, err)
             unlisted.add(one.name)
-            failure = err
+            failures.append(err)
+
+    with ThreadPoolExecutor(LISTERS, thread_name_prefix="list") as pool:
+        for wave in waves:
+            listing: list[Informer] = []
+            for listed in wave:
+                source = bind(listed, stores)
+                scopes = sorted(namespaces) if source.kind.namespaced and namespaces else [""]
+                store = stores[source.store] = Store(informers=len(scopes))
+                listing += [
+                    Informer(api, source, store, notify, scope, metrics=metrics) for scope in scopes
+                ]
+            list(pool.map(list_one, listing))
+            watches += listing
     for one in watches:
         # Each thread runs in a copy of the caller's context: kopf's (its event queue, for
         # warnings posted by the passes these watches request).

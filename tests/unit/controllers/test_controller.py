@@ -295,3 +295,33 @@ def test_a_name_taken_after_the_caches_were_filled_refuses_the_create_and_is_lef
     ready = fx.api.objects[APP]["status"]["conditions"][0]
     assert ready["reason"] == "NameConflict"
     assert "Service default/" in ready["message"]
+
+
+def test_an_apps_watch_event_passes_it_and_its_deletion_collects_its_volume() -> None:
+    """The apps' informer (not kopf) tells the controller: listed, then watched."""
+    fx = Fixture()
+    apps = informer.Store()
+    watched = controller.Controller(
+        fx.api,
+        apps=apps,
+        restores={},
+        metrics=fx.controller.metrics,
+        queue=fx.queue,
+        children={source.store: informer.Store() for source in sources.SOURCES},
+    )
+    watch = informer.Informer(cast(Any, fx.api), sources.APPS, apps, watched.on_child_event)
+    body = app()
+    body["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    watch.event({"type": "ADDED", "object": fx.index(body)})
+    time.sleep(0.05)
+    assert fx.api.requests == [], "told before the apps were listed: held"
+    watched.caches_synced()
+    fx.settle()
+    assert STATUS in fx.api.sent()
+    kept = json.loads(apps[KEY][0])["metadata"]
+    assert kept["creationTimestamp"] == "2026-01-01T00:00:00Z", "the older app keeps an export"
+    del fx.api.objects[APP]
+    watch.event({"type": "DELETED", "object": body})
+    fx.settle(("volume", *KEY))
+    assert KEY not in apps
+    assert ("DELETE", "/api/v1/persistentvolumes/default.web-data") in fx.api.requests
