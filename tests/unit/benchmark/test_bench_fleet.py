@@ -1,0 +1,51 @@
+"""The fleet benchmark's counting of the operator's requests in the API server's audit log."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from bench import fleet
+
+
+def audit(verb: str, resource: str, code: int, agent: str, **ref: str) -> str:
+    return json.dumps(
+        {
+            "stage": "ResponseComplete",
+            "stageTimestamp": "2026-12-07T10:00:01.000000Z",
+            "userAgent": agent,
+            "verb": verb,
+            "objectRef": {"resource": resource, **ref},
+            "responseStatus": {"code": code},
+        },
+        separators=(",", ":"),  # As the API server writes it.
+    )
+
+
+def test_writes_are_counted_by_target_and_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ours, theirs = fleet.OPERATOR_AGENTS[1] + "0.1.0", "kube-controller-manager/v1.36"
+    log = tmp_path / "audit.log"
+    log.write_text(
+        "\n".join(
+            [
+                audit("patch", "statefulsets", 200, ours),
+                audit("patch", "statefulsets", 409, ours),
+                audit("patch", "statefulwebapps", 200, ours, subresource="status"),
+                audit("get", "statefulwebapps", 200, ours),
+                audit("update", "leases", 200, ours),
+                audit("patch", "statefulsets", 200, theirs),
+            ]
+        )
+        + "\n"
+    )
+    monkeypatch.setattr(fleet, "audit_files", lambda since: [log])
+    verbs, written = fleet.requests_and_writes("2026-12-07T10:00:00.000000Z")
+    assert verbs == {"patch": 3, "get": 1}, "the lease and the other component left out"
+    assert written == {
+        "patch statefulsets 200": 1,
+        "patch statefulsets 409": 1,
+        "patch statefulwebapps/status 200": 1,
+    }
