@@ -22,7 +22,6 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 
 import pykube
 
@@ -50,10 +49,6 @@ child, managed fields included (no list can leave them out), so its cost grows w
 fleet, and at a fixed period it would come to dominate the operator's CPU. Past that share the
 check runs less often; the children's own watches still relist after a gap at once
 (informer.py)."""
-
-LOOKUPS = 8
-"""Threads for the looks before creating children: with the eight pass workers, within
-kube.POOL_SIZE connections (a worker waiting for its looks holds none)."""
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +131,6 @@ class Controller(Apps):
             cache=self.children,
             metrics=metrics,
             recorder=recorder,
-            lookups=ThreadPoolExecutor(LOOKUPS, thread_name_prefix="lookup"),
             policy=policy,
             claims=self.claims,
         )

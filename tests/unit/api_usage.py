@@ -8,7 +8,7 @@ and :func:`needs` names the RBAC verb the API server would authorize each with.
 
 :func:`drive` walks, once each, the paths that send a kind of request the operator sends: the
 informers' lists and watches, the search for orphaned volumes at start, a new app's passes
-(apply, status), children a full check found gone (the app and their names read), optional
+(apply, status), a child deleted (the app read before it is made again), optional
 children turned off (deleted), an invalid spec (a Warning event), the full check's metadata
 lists, a deleted app's volume collected, a restore from acceptance to its
 result (its owner reference, its status, its Job, the Job's pods), and leader election's lease
@@ -27,7 +27,7 @@ from typing import Any, cast
 
 from statefulwebapp import handlers
 from statefulwebapp.api import kinds
-from statefulwebapp.api.parse import parse_restore
+from statefulwebapp.api.parse import parse, parse_restore
 from statefulwebapp.controllers import restore, sources
 from statefulwebapp.runtime import informer, kube
 from statefulwebapp.specs import names, registry, restoring
@@ -122,11 +122,13 @@ def drive() -> Usage:
     controller.app_changed(KEY, fx.index(app()))
     fx.settle()
 
-    # The watches show the children (a relist). A full check that finds them all gone although
-    # the caches show them: the app and each child's name read on the API server.
+    # The watches show the children (a relist). A child deleted: the app is read before it is
+    # made again (an index entry can outlive a watch gap), its name found free in the caches.
     for one in watches:
         one.list(report=True)
-    controller.enqueue(KEY, missing=frozenset(child.key for child in registry.CHILDREN))
+    del api.objects[kube.path(registry.SERVICE, parse(app()).service_name, KEY[0])]
+    for one in watches:
+        one.list(report=True)
     fx.settle()
 
     # The optional children turned off are deleted.

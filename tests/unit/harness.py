@@ -12,7 +12,6 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from concurrent.futures import Executor
 from typing import Any
 
 from statefulwebapp.api import kinds
@@ -105,6 +104,8 @@ class Pass:
         self.recorded = Recorded()
         self.warnings = self.recorded.warnings
         self.body: Obj = copy.deepcopy(SCENARIO)
+        self.caches = {source.store: informer.Store() for source in sources.SOURCES}
+        """The informers' caches, listed (empty: no name in use but the server's children)."""
 
     def edit(self, **spec: Any) -> None:
         self.body = copy.deepcopy(self.body)
@@ -118,7 +119,6 @@ class Pass:
     def run(
         self,
         rollout_due: bool = True,
-        lookups: Executor | None = None,
         policy: Policy = NO_POLICY,
         claims: ExportClaims | None = None,
     ) -> Outcome:
@@ -132,7 +132,7 @@ class Pass:
             budgets,
             recorder=self.recorded,
             memory=self.memory,
-            lookups=lookups,
+            cache=self.caches,
             policy=policy,
             claims=claims,
         )

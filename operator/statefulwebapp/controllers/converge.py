@@ -83,7 +83,7 @@ def converge(
             if _unasked_rollout(child, manifest, live) and not rollout_due():
                 outcome.rollouts_held.append(f"{child.name}/{manifest['metadata']['name']}")
                 continue
-            problem = _apply(api, child, app, manifest, live, known, children, outcome)
+            problem = _apply(api, child, manifest, live, known, children, outcome)
         except (kube.ApiError, *refusals.TRANSIENT) as err:
             if isinstance(err, kube.ApiError) and err.terminating:
                 raise
@@ -149,7 +149,6 @@ class _Known:
 def _apply(  # noqa: PLR0917  (the pass's state, each piece used)
     api: pykube.HTTPClient,
     child: registry.Child,
-    app: AppSpec,
     manifest: Obj,
     live: Obj | None,
     known: _Known,
@@ -172,12 +171,10 @@ def _apply(  # noqa: PLR0917  (the pass's state, each piece used)
     if before is not None and before[0] == digest:
         # Refused as it is: sending it again would be refused again.
         return before[1]
-    if live is None:
-        answer = _create(api, child, app, manifest)
-        if answer is None:
-            return name_conflict(child, manifest["metadata"]["name"], app)
-    else:
-        answer = kube.apply(api, child, manifest, manager=names.MANAGER)
+    # A child the caches do not show is applied without force: an object of that name made
+    # since they were filled refuses it with its own fields (409, retried: by then the caches
+    # say whose it is) rather than being taken over.
+    answer = kube.apply(api, child, manifest, manager=names.MANAGER, force=live is not None)
     known.refused.pop(child.key, None)
     children[child.key] = answer
     form_now = drift.stored_form(manifest, answer)
@@ -187,27 +184,6 @@ def _apply(  # noqa: PLR0917  (the pass's state, each piece used)
         known.stored[child.key] = (digest, form_now)
     outcome.applied.append(f"{child.name}/{manifest['metadata']['name']}")
     return None
-
-
-def _create(
-    api: pykube.HTTPClient, child: registry.Child, app: AppSpec, manifest: Obj
-) -> Obj | None:
-    """Apply a child the caches do not show; None if its name is taken by another's object.
-
-    Without force: an object of that name made since the caches were filled refuses the apply
-    with its own fields (409) rather than being taken over. Then it is read: the app's own (an
-    edit the caches had not shown yet) is applied with force, anything else is left alone.
-    """
-    try:
-        return kube.apply(api, child, manifest, manager=names.MANAGER, force=False)
-    except kube.ApiError as err:
-        if err.status != 409:
-            raise
-    meta = manifest["metadata"]
-    found = kube.get(api, child, meta["name"], meta.get("namespace", ""))
-    if found is not None and not owned(app, found):
-        return None
-    return kube.apply(api, child, manifest, manager=names.MANAGER)
 
 
 def _released(volume: Obj | None) -> bool:

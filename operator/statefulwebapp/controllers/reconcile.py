@@ -12,7 +12,6 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -109,8 +108,6 @@ class AppReconciler:
     """Where the app's Warning events go."""
     memory: Memory = field(default_factory=Memory)
     """Per app, what passes remember of its children (stored forms, refusals)."""
-    lookups: Executor | None = None
-    """A pool for the looks before creating missing children, which then go at once."""
     policy: Policy = NO_POLICY
     """The admin's decisions: the archives' root on the nodes, the exports allowed."""
     claims: ExportClaims | None = None
@@ -281,13 +278,15 @@ class AppReconciler:
                 # 4. Before creating a missing child: the app must really exist (an index entry
                 #    can outlive a watch gap), and no object may be in a child's way.
                 missing = [k for k, wanted in desired.items() if wanted and children.get(k) is None]
+                unlisted: list[str] = []
                 if missing:
-                    found = self._names_in_use(seen_now, app, desired, missing)
-                    if found is None:
+                    names = self._names_in_use(seen_now, app, desired, missing)
+                    if names is None:
                         outcome.app_gone = True
                         return outcome
+                    found, unlisted = names
                     children.update(found)
-                conflict = _find_conflict(app, desired, children)
+                conflict = _find_conflict(app, desired, children) or _not_listed(unlisted)
                 if conflict is not None:
                     outcome.problems.append(conflict)
                 else:
@@ -336,34 +335,29 @@ class AppReconciler:
         app: AppSpec,
         desired: Mapping[str, Obj | None],
         missing: Sequence[str],
-    ) -> dict[str, Obj | None] | None:
-        """What holds each ``missing`` child's name; None if the app itself is gone.
+    ) -> tuple[dict[str, Obj | None], list[str]] | None:
+        """Who holds each ``missing`` child's name, and the kinds not listed; None: the app is gone.
 
-        The caches answer (the children's stores and the other names of each kind) once they
-        are listed; the API server's watch cache answers for the rest, and for the app unless its
-        own event has just shown it.
+        The caches answer: the children's stores (any app's, and nobody's) and the other names
+        of each kind. For a child the full check found gone although its store shows it, only
+        the other names are asked. The app is read unless its own event has just shown it.
         """
         found: dict[str, Obj | None] = {}
-        ask: list[str] = []
+        unlisted: list[str] = []
         for key in missing:
             child = registry.BY_KEY[key]
-            name = (desired[key] or {})["metadata"]["name"]
-            known, obj = (
-                sources.named(self.cache, child, (app.namespace if child.namespaced else "", name))
-                if key not in seen_now.stale
-                else (False, None)
-            )
+            manifest = desired[key] or {}
+            name = (app.namespace if child.namespaced else "", manifest["metadata"]["name"])
+            known, obj = sources.named(self.cache, child, name, others=key in seen_now.stale)
             if known:
                 found[key] = obj
-            else:
-                ask.append(key)
-        if not ask and seen_now.app_current:
-            return found
-        confirm = not seen_now.app_current
-        current, looked = _look_up(self.api, app, desired, ask, self.lookups, confirm=confirm)
-        if confirm and (current is None or current["metadata"].get("uid") != app.uid):
-            return None
-        return {**found, **looked}
+            elif child.name not in unlisted:
+                unlisted.append(child.name)
+        if not seen_now.app_current:
+            current = kube.get(self.api, kinds.APP, app.name, app.namespace, cached=True)
+            if current is None or current["metadata"].get("uid") != app.uid:
+                return None
+        return found, unlisted
 
     def _warn_if_news(self, body: Obj, seen: Seen, outcome: Outcome, logger: Log) -> None:
         """Post a Warning event when the app's Ready condition does not already tell of it.
@@ -398,29 +392,18 @@ def _always() -> bool:
     return True
 
 
-def _look_up(
-    api: pykube.HTTPClient,
-    app: AppSpec,
-    desired: Mapping[str, Obj | None],
-    missing: Sequence[str],
-    lookups: Executor | None,
-    *,
-    confirm: bool,
-) -> tuple[Obj | None, dict[str, Obj | None]]:
-    """The app (if ``confirm``) and the ``missing`` children, from the API server's cache.
-
-    With a pool the looks go at once, so a pass waits one round trip for them rather than one
-    per child.
-    """
-    wanted: list[tuple[kube.Resource, str]] = [(kinds.APP, app.name)] if confirm else []
-    wanted += [(registry.BY_KEY[key], (desired[key] or {})["metadata"]["name"]) for key in missing]
-
-    def look(kind_name: tuple[kube.Resource, str]) -> Obj | None:
-        return kube.get(api, *kind_name, app.namespace, cached=True)
-
-    found = list(lookups.map(look, wanted)) if lookups is not None else [look(w) for w in wanted]
-    current = found.pop(0) if confirm else None
-    return current, dict(zip(missing, found, strict=True))
+def _not_listed(kinds_: Sequence[str]) -> status.Problem | None:
+    """The caches of some kinds are not listed yet: no name of theirs is known to be free."""
+    if not kinds_:
+        return None
+    return status.Problem(
+        "NotListed",
+        f"the operator could not list the {', '.join(kinds_)} of the cluster yet, so it cannot "
+        "tell whether this app's names are free; nothing was created. It lists again with "
+        "backoff: its log says why the list failed (a permission the chart's RBAC lacks, the "
+        "API server down)",
+        retry=True,
+    )
 
 
 def _find_conflict(

@@ -213,16 +213,17 @@ SOURCES: tuple[Source, ...] = tuple(source for wave in WAVES for source in wave)
 """Every source of :data:`WAVES`."""
 
 
-def named(stores: Mapping[str, Store], child: registry.Child, name: Key) -> tuple[bool, Obj | None]:
+def named(
+    stores: Mapping[str, Store], child: registry.Child, name: Key, *, others: bool = False
+) -> tuple[bool, Obj | None]:
     """Whether the caches can tell who holds ``name`` for ``child``, and the object if one does.
 
     Every store of the child's kind is looked in: the children's (any app's, or nobody's, with
-    the operator's labels) and the other names'. (False, None) while one of them has not been
-    listed yet: the caller must ask the API server.
+    the operator's labels) and the other names'; ``others``: only the other names'. (False,
+    None) while one of them has not been listed yet.
     """
-    held = [stores.get(c.key) for c in registry.CHILDREN if c.name == child.name] + [
-        stores.get(NAMES[child.name].store)
-    ]
+    held = [] if others else [stores.get(c.key) for c in registry.CHILDREN if c.name == child.name]
+    held.append(stores.get(NAMES[child.name].store))
     if any(store is None or not store.synced for store in held):
         return False, None
     for store in held:

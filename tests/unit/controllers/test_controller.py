@@ -254,21 +254,34 @@ def test_a_missing_child_after_the_apps_event_was_used_costs_a_read_of_the_app_a
     assert fx.api.sent("GET") == [APP]
 
 
-def test_a_name_is_read_from_the_api_server_while_its_cache_is_not_listed(fx: Fixture) -> None:
+def test_nothing_is_created_while_a_cache_of_names_is_not_listed(fx: Fixture) -> None:
+    """Its list failed (RBAC, the server down): no name of that kind is known to be free."""
     stores = cast(dict[str, informer.Store], fx.controller.children)
     stores[sources.NAMES["Service"].store] = informer.Store(informers=1)
     fx.controller.app_changed(KEY, fx.index(app()))
-    fx.settle()
-    assert fx.api.sent("GET") == [PATHS["Service"]]
+    deadline = time.monotonic() + 10
+    while STATUS not in fx.api.sent():
+        assert time.monotonic() < deadline, "no status written"
+        time.sleep(0.01)
+    assert set(fx.api.sent()) == {STATUS}, "nothing but the status"
+    fx.queue.forget(KEY)  # It is retried with backoff until the list succeeds.
+    ready = fx.api.objects[APP]["status"]["conditions"][0]
+    assert ready["reason"] == "NotListed"
+    assert "Service" in ready["message"]
 
 
-def test_children_a_full_check_found_gone_are_read_from_the_api_server(fx: Fixture) -> None:
+def test_a_child_a_full_check_found_gone_is_created_again(fx: Fixture) -> None:
+    """Its store still shows it: only the other names are asked, and the app read."""
     fx.controller.app_changed(KEY, fx.index(app()))
     fx.settle()
+    service = fx.api.objects.pop(PATHS["Service"])
+    store = fx.controller.children[registry.SERVICE.key]
+    store.put(service["metadata"]["uid"], KEY, sources.pack(service), name=(KEY[0], "nginx"))
     fx.api.requests.clear()
     fx.controller.enqueue(KEY, missing=frozenset({registry.SERVICE.key}))
     fx.settle()
-    assert sorted(fx.api.sent("GET")) == sorted([APP, PATHS["Service"]])
+    assert fx.api.sent("GET") == [APP]
+    assert PATHS["Service"] in fx.api.sent()
 
 
 def test_a_child_the_caches_do_not_show_is_created_without_force(fx: Fixture) -> None:
@@ -282,19 +295,24 @@ def test_a_name_taken_after_the_caches_were_filled_refuses_the_create_and_is_lef
     fx: Fixture,
 ) -> None:
     """The Service appeared too late for the watches: its owner's fields refuse the apply
-    without force (409); read, it is not the app's, so it is named and not taken over."""
+    without force (409); nothing takes it over, and the pass is retried, by when the caches
+    say whose it is."""
     service = PATHS["Service"]
     theirs = {"apiVersion": "v1", "kind": "Service", "metadata": {"uid": "theirs"}}
     fx.api.objects[service] = theirs
     fx.api.answers[("PATCH", service)] = fakeapi.error(409, "Conflict", "Apply failed")
     fx.controller.app_changed(KEY, fx.index(app()))
-    fx.settle()
-    assert ("GET", service) in fx.api.requests
-    assert fx.api.sent().count(service) == 1, "never applied with force"
+    deadline = time.monotonic() + 10
+    while STATUS not in fx.api.sent():
+        assert time.monotonic() < deadline, "no status written"
+        time.sleep(0.01)
+    fx.queue.forget(KEY)
+    applied = [c for c in fx.api.calls if c.path == service and c.method == "PATCH"]
+    assert [c.params["force"] for c in applied] == ["false"], "never applied with force"
     assert fx.api.objects[service] == theirs
     ready = fx.api.objects[APP]["status"]["conditions"][0]
-    assert ready["reason"] == "NameConflict"
-    assert "Service default/" in ready["message"]
+    assert ready["reason"] == "Conflict"
+    assert "retrying" in ready["message"]
 
 
 def test_an_apps_watch_event_passes_it_and_its_deletion_collects_its_volume() -> None:
