@@ -98,6 +98,10 @@ def converge(
             # Only the API server could check this child, and it says the spec is invalid:
             # an invalid spec is never half applied.
             break
+        if live is None and problem.reason == "Conflict":
+            # A name taken since the caches were filled: the next pass sees whose it is, and
+            # an app whose name is someone else's must not get its other children meanwhile.
+            break
     if outcome.applied or outcome.deleted:
         logger.info("applied %s; deleted %s", outcome.applied or "-", outcome.deleted or "-")
 

@@ -309,6 +309,7 @@ def test_a_name_taken_after_the_caches_were_filled_refuses_the_create_and_is_lef
     fx.queue.forget(KEY)
     applied = [c for c in fx.api.calls if c.path == service and c.method == "PATCH"]
     assert [c.params["force"] for c in applied] == ["false"], "never applied with force"
+    assert PATHS["StatefulSet"] not in fx.api.sent(), "no child after it"
     assert fx.api.objects[service] == theirs
     ready = fx.api.objects[APP]["status"]["conditions"][0]
     assert ready["reason"] == "Conflict"
