@@ -61,15 +61,15 @@ class Apps:
     resume: workqueue.Resume
 
     def caches_synced(self) -> None:
-        """Tell the child events held until kopf listed the apps (the manager's)."""
+        """Tell the events held until every app and child was listed (the manager's)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------- app events ----
 
     def app_changed(self, key: Key, body: Obj, logger: kopf.Logger | None = None) -> None:
         """The app appeared, changed or was listed at start: converge it."""
-        # kopf runs no handler before its index of the apps is full: the children's events
-        # held until now can find their apps.
+        # No app is told of before every app is listed (Controller.start): the events held
+        # until now can find their apps.
         self.caches_synced()
         # Forget the last write as soon as the watch shows it.
         self.reconciler.unseen_status(key, body)

@@ -110,7 +110,7 @@ class _Claim:
 class ExportClaims:
     """Which live app uses which export; the oldest of overlapping claims holds its export.
 
-    Filled from kopf's index of the apps before the first pass, then kept up to date by every
+    Filled from the apps' cache before the first pass, then kept up to date by every
     app event; read by passes in the work queue's threads. Indexed by directory, so that the
     claims touching an export are found in as many steps as its path has directories, however
     many apps there are: every pass asks.

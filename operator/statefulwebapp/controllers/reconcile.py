@@ -32,7 +32,8 @@ from statefulwebapp.specs import failures, names, registry, restoring, status
 
 Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 Index = Mapping[Any, Any]
-"""One of kopf's indexes (``idx_apps``, ``idx_restores``): key -> the packed objects stored."""
+"""The apps' cache (an informer's store) or kopf's index of the restores (``idx_restores``): key ->
+the packed objects stored."""
 
 
 def first(index: Index, key: Any) -> dict[str, Any] | None:
@@ -98,7 +99,7 @@ class AppReconciler:
     queue: workqueue.WorkQueue
     """The work queue: its budgets of progress-only status writes and of unasked rollouts."""
     apps: Index = field(default_factory=dict)
-    """kopf's index of the apps."""
+    """The apps' cache (``sources.APPS``)."""
     restores: Index = field(default_factory=dict)
     """kopf's index of the restores, by their app."""
     cache: Mapping[str, informer.Store] = field(default_factory=dict)

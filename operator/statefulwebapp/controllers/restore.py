@@ -141,7 +141,7 @@ class RestoreReconciler:
 
     api: pykube.HTTPClient
     apps: Index
-    """kopf's index of the apps."""
+    """The apps' cache (``sources.APPS``)."""
     restores: Index
     """kopf's index of the restores, by their app."""
     cache: Mapping[str, informer.Store] = field(default_factory=dict)
