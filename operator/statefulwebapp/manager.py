@@ -122,7 +122,7 @@ class Controller(Apps):
         self.children: Mapping[str, informer.Store] = children or {}
         """The informers' caches, by store name (a child kind, or a source's name)."""
         self.resume = workqueue.Resume()
-        recorder = EventRecorder()
+        recorder = EventRecorder(api)
         self.reconciler = AppReconciler(
             api,
             self.queue,
@@ -178,7 +178,7 @@ class Controller(Apps):
             # orphaned. The resync looks again.
             self.collect_orphans()
         if resync_seconds > 0:
-            # The copied context carries kopf's event queue into the thread.
+            # The copied context carries the caller's (kopf's settings) into the thread.
             context = contextvars.copy_context()
             threading.Thread(
                 target=context.run,

@@ -48,8 +48,8 @@ KOPF: frozenset[Rule] = frozenset(
     for verb in ("list", "watch")
 )
 EVENT_POST: Rule = ("", kinds.EVENT.plural, "create")
-"""kopf posts each event the operator asks for (kopf.warn from a pass's ``warn``, kopf.event from a
-restore's ``post_event``) with a POST to the core events API; it never updates one."""
+"""The operator posts each event (``EventRecorder``: a pass's Warning, a restore's result) with a
+POST to the core events API; it never updates one."""
 
 OPTIONAL = ("backup", "dateLogger", "disruptionBudget", "networkPolicy")
 """The spec's parts that turn an optional child off (the DaemonSet, CronJob, budget,

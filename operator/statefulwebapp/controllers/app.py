@@ -116,7 +116,7 @@ class Apps:
         missing: frozenset[str],
     ) -> workqueue.Step:
         """One pass for the app, as the work queue runs it (now, or later in another thread)."""
-        # The copied context carries kopf's settings and event queue (for kopf.warn) into
+        # The copied context carries the caller's (kopf's settings, when kopf called) into
         # whichever thread runs the step.
         context = contextvars.copy_context()
 

@@ -440,8 +440,8 @@ def start(
             list(pool.map(list_one, listing))
             watches += listing
     for one in watches:
-        # Each thread runs in a copy of the caller's context: kopf's (its event queue, for
-        # warnings posted by the passes these watches request).
+        # Each thread runs in a copy of the caller's context (kopf's settings, when kopf
+        # started the caller).
         context = contextvars.copy_context()
         threading.Thread(
             target=context.run, args=(one.run, one.name in unlisted), name=one.name, daemon=True
