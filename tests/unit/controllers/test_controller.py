@@ -254,8 +254,9 @@ def test_a_missing_child_after_the_apps_event_was_used_costs_a_read_of_the_app_a
     assert fx.api.sent("GET") == [APP]
 
 
-def test_nothing_is_created_while_a_cache_of_names_is_not_listed(fx: Fixture) -> None:
+def test_nothing_is_created_while_a_cache_of_names_is_not_listed() -> None:
     """Its list failed (RBAC, the server down): no name of that kind is known to be free."""
+    fx = Fixture(WorkQueue(coalesce=0.01, retry=3600.0))  # No retry within the tests' run.
     stores = cast(dict[str, informer.Store], fx.controller.children)
     stores[sources.NAMES["Service"].store] = informer.Store(informers=1)
     fx.controller.app_changed(KEY, fx.index(app()))
@@ -264,7 +265,6 @@ def test_nothing_is_created_while_a_cache_of_names_is_not_listed(fx: Fixture) ->
         assert time.monotonic() < deadline, "no status written"
         time.sleep(0.01)
     assert set(fx.api.sent()) == {STATUS}, "nothing but the status"
-    fx.queue.forget(KEY)  # It is retried with backoff until the list succeeds.
     ready = fx.api.objects[APP]["status"]["conditions"][0]
     assert ready["reason"] == "NotListed"
     assert "Service" in ready["message"]
@@ -291,12 +291,11 @@ def test_a_child_the_caches_do_not_show_is_created_without_force(fx: Fixture) ->
     assert [c.params["force"] for c in applies] == ["false"] * len(APPLY_ORDER)
 
 
-def test_a_name_taken_after_the_caches_were_filled_refuses_the_create_and_is_left_alone(
-    fx: Fixture,
-) -> None:
+def test_a_name_taken_after_the_caches_were_filled_refuses_the_create_and_is_left_alone() -> None:
     """The Service appeared too late for the watches: its owner's fields refuse the apply
     without force (409); nothing takes it over, and the pass is retried, by when the caches
     say whose it is."""
+    fx = Fixture(WorkQueue(coalesce=0.01, retry=3600.0))  # No retry within the tests' run.
     service = PATHS["Service"]
     theirs = {"apiVersion": "v1", "kind": "Service", "metadata": {"uid": "theirs"}}
     fx.api.objects[service] = theirs
@@ -306,7 +305,6 @@ def test_a_name_taken_after_the_caches_were_filled_refuses_the_create_and_is_lef
     while STATUS not in fx.api.sent():
         assert time.monotonic() < deadline, "no status written"
         time.sleep(0.01)
-    fx.queue.forget(KEY)
     applied = [c for c in fx.api.calls if c.path == service and c.method == "PATCH"]
     assert [c.params["force"] for c in applied] == ["false"], "never applied with force"
     assert PATHS["StatefulSet"] not in fx.api.sent(), "no child after it"
