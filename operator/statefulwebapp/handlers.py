@@ -7,7 +7,7 @@ included, which is how a deleted child comes back within seconds). The apps and 
 are watched by ``runtime/informer.py`` (packed on arrival, no per-object worker, listed before
 the first pass), the children with a server-side label selector, so the operator never lists
 the cluster's other StatefulSets or Services. kopf watches the restores (few, each a short
-life), and runs the operator: its start, login, and the events it posts. What the operator
+life), and runs the operator: its start and login. What the operator
 holds while it runs, and what it does with an event, is
 :class:`statefulwebapp.manager.Controller`, built at start and kept in kopf's memo: nothing here
 keeps state.

@@ -222,10 +222,9 @@ class Controller(Apps):
     def _child_changed(self, child: kube.Resource, key: Key, event: str) -> None:
         """Converge the app (or collect what a deleted app left); repair the child if needed."""
         if child.name == sources.APPS.kind.name:
-            body = first(self.apps, key)
             if event == "DELETED":
                 self.app_deleted(key)
-            elif body is not None:
+            elif (body := first(self.apps, key)) is not None:
                 self.app_changed(key, body)
             return
         volume = isinstance(child, registry.Child) and not child.namespaced

@@ -17,7 +17,6 @@ import pykube
 from statefulwebapp.api.objects import Key, Obj
 from statefulwebapp.controllers.policy import ExportClaims
 from statefulwebapp.controllers.reconcile import AppReconciler, AppResult, Index
-from statefulwebapp.controllers.resync import list_apps
 from statefulwebapp.controllers.volumes import collect_volume
 from statefulwebapp.runtime import informer, kube, workqueue
 from statefulwebapp.specs import registry
@@ -158,12 +157,10 @@ class Apps:
         self.queue.add(("volume", *key), step)
 
     def collect_orphans(self) -> None:
-        """Collect the volumes whose app was deleted while the operator was not running."""
-        try:
-            apps = list_apps(self.api, self.namespaces)
-        except kube.ApiError as err:  # The resync tries again.
-            log.error("could not list the apps to find orphaned volumes: %s", err)
-            return
+        """Collect the volumes whose app was deleted while the operator was not running.
+
+        Asked once the apps' cache is listed: an app it does not hold is not in the cluster.
+        """
         volumes = (c for c in registry.CHILDREN if not c.namespaced)
-        for key in set().union(*(self.children[c.key] for c in volumes)) - apps:
+        for key in set().union(*(self.children[c.key] for c in volumes)) - set(self.apps):
             self.collect(key)

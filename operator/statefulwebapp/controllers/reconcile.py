@@ -74,8 +74,8 @@ class Observation:
     """The app's own watch event brought this very version since the last pass: it exists, and
     creating its children needs no read of it first."""
     stale: frozenset[str] = frozenset()
-    """Children a resync found gone although the caches still show them: only a read of the
-    API server says whether their names are free."""
+    """Children a resync found gone although the caches still show them: whether their names
+    are free is asked of the other names' caches alone."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class AppReconciler:
     entry can outlive a watch gap, an event cannot."""
 
     def seen_event(self, key: Key, body: Obj) -> None:
-        """The app's watch event (or kopf's listing) showed ``body``: it exists as of now."""
+        """The app's watch event (or the list at start) showed ``body``: it exists as of now."""
         self.current[key] = str(body.get("metadata", {}).get("resourceVersion"))
 
     def reconcile(
@@ -236,13 +236,12 @@ class AppReconciler:
     def converge(self, seen_now: Observation, logger: Log) -> Outcome:
         """Bring the app's children in line with its spec and publish the recomputed status.
 
-        A missing child's name is looked up before creating it (in the caches, else on the API
-        server), so an object of the same name that belongs to someone else is reported, never
-        overwritten. A status change that is
-        only progress (:func:`status.urgent`) waits for the queue's budget of such writes
-        (``status_held`` tells the caller to come back). A StatefulSet or DaemonSet whose
-        rendering changed while the spec did not (an operator upgrade) waits for the queue's
-        budget of rollouts: a fleet must not roll at once.
+        A missing child's name is looked up in the caches before creating it, so an object of
+        the same name that belongs to someone else is reported, never overwritten. A status
+        change that is only progress (:func:`status.urgent`) waits for the queue's budget of
+        such writes (``status_held`` tells the caller to come back). A StatefulSet or
+        DaemonSet whose rendering changed while the spec did not (an operator upgrade) waits
+        for the queue's budget of rollouts: a fleet must not roll at once.
         """
         body = seen_now.body
         outcome = Outcome()

@@ -27,7 +27,7 @@ import pykube
 
 from statefulwebapp.api import kinds
 from statefulwebapp.api.objects import Key, Obj
-from statefulwebapp.runtime.informer import Notify, Source, Store
+from statefulwebapp.runtime.informer import Notify, Source, Store, name_of
 from statefulwebapp.runtime.informer import start as start_informers
 from statefulwebapp.runtime.metrics import Metrics
 from statefulwebapp.specs import drift, names, registry
@@ -185,8 +185,7 @@ every check passes, so a healthy fleet costs this watch nothing."""
 
 
 def _app_key(body: Mapping[str, Any]) -> Key:
-    meta = body.get("metadata") or {}
-    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+    return name_of(body.get("metadata") or {})
 
 
 def _pack_app(body: Mapping[str, Any]) -> str:
@@ -224,13 +223,11 @@ def named(
     """
     held = [] if others else [stores.get(c.key) for c in registry.CHILDREN if c.name == child.name]
     held.append(stores.get(NAMES[child.name].store))
-    if any(store is None or not store.synced for store in held):
+    listed = [store for store in held if store is not None and store.synced]
+    if len(listed) < len(held):
         return False, None
-    for store in held:
-        packed = store.named(name) if store is not None else None
-        if packed is not None:
-            return True, json.loads(packed)
-    return True, None
+    packed = next((p for store in listed if (p := store.named(name)) is not None), None)
+    return True, json.loads(packed) if packed is not None else None
 
 
 def bound(source: Source, stores: Mapping[str, Store]) -> Source:

@@ -193,10 +193,6 @@ def changes(
             yield ("MODIFIED" if uid in before else "ADDED"), uid, after[uid]
 
 
-METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
-"""The Accept header of a metadata-only watch (its events carry PartialObjectMetadata)."""
-
-
 def name_of(meta: Mapping[str, Any]) -> Key:
     """An object's (namespace, name): "" for a cluster-scoped one's namespace."""
     return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
@@ -347,7 +343,7 @@ class Informer:
         with self.api.session.get(
             f"{self.api.url.rstrip('/')}{self.path}",
             params=params,
-            headers={"Accept": METADATA} if self.source.metadata_only else None,
+            headers={"Accept": kube.METADATA} if self.source.metadata_only else None,
             stream=True,
             timeout=CLIENT_TIMEOUT,
         ) as response:

@@ -340,6 +340,9 @@ def pages(
 
 
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+"""The Accept header of a metadata-only list."""
+METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+"""The Accept header of a metadata-only watch (its events carry PartialObjectMetadata)."""
 
 
 def apply(

@@ -312,7 +312,7 @@ def test_the_names_of_others_are_listed_and_watched_as_metadata_alone() -> None:
     one.list(report=True)
     one.watch()
     assert store.synced
-    assert [c.accept for c in api.calls] == [kube.METADATA_LIST, informer.METADATA]
+    assert [c.accept for c in api.calls] == [kube.METADATA_LIST, kube.METADATA]
     held = json.loads(store.named(("ns", "nginx")) or "{}")
     assert held["metadata"]["labels"] == {"team": "b"}
     assert held["kind"] == "Service"
