@@ -26,6 +26,7 @@ import os
 import platform
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,7 @@ from typing import Any
 
 import pykube
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.profile import Recording
 from bench.timeline import tail_timeline, timelines
@@ -128,6 +130,8 @@ class OperatorProcess:
 
     process: subprocess.Popen[bytes]
     log_path: Path
+    port: int = 0
+    """Where it serves /metrics (0: nowhere)."""
 
     @classmethod
     def start(
@@ -139,8 +143,10 @@ class OperatorProcess:
         out = log_path.open("ab")
         flags = ["--quiet"] if quiet else []
         lease = lease or f"default/bench-{uuid.uuid4().hex[:8]}"
+        port = free_port()
+        health = f"http://127.0.0.1:{port}/healthz"
         process = subprocess.Popen(
-            [exe, "--health", "none", "--lease", lease, *flags, *extra],
+            [exe, "--health", health, "--lease", lease, *flags, *extra],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -151,7 +157,7 @@ class OperatorProcess:
         time.sleep(2)
         if process.poll() is not None:
             raise RuntimeError(f"the operator exited: see {log_path}")
-        return cls(process, log_path)
+        return cls(process, log_path, port)
 
     def rss_mib(self, field: str = "VmRSS") -> float:
         """Resident memory now; ``VmHWM``: the most it has held since it started."""
@@ -164,8 +170,46 @@ class OperatorProcess:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def usage(self, since: tuple[float, Counter[str]] | None = None) -> tuple[float, Counter[str]]:
+        """Its CPU seconds and the bytes it decoded (:meth:`received_bytes`).
+
+        ``since``: an earlier usage, to return the increase since.
+        """
+        cpu, received = self.cpu_seconds(), self.received_bytes()
+        return (cpu - since[0], received - since[1]) if since else (cpu, received)
+
+    def received_bytes(self) -> Counter[str]:
+        """The bytes of the API server's answers it has decoded, by ``verb resource``."""
+        scrape = requests.get(f"http://127.0.0.1:{self.port}/metrics", timeout=10)
+        scrape.raise_for_status()
+        text = scrape.text
+        received: Counter[str] = Counter()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "statefulwebapp_api_received_bytes_total":
+                    labels = sample.labels
+                    received[f"{labels['verb']} {labels['resource']}"] += int(sample.value)
+        return received
+
     def stop(self) -> None:
         _end(self.process)
+
+
+def per_app(received: Counter[str], n: int) -> dict[str, Any]:
+    """The bytes decoded per app created, in KiB: all, and by verb and resource."""
+    return {
+        "received_kib_per_app": round(sum(received.values()) / n / 1024, 1),
+        "received_kib_per_app_by_source": {
+            source: round(size / n / 1024, 2) for source, size in received.most_common()
+        },
+    }
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _end(process: subprocess.Popen[bytes]) -> None:
@@ -529,14 +573,14 @@ def measure(
         rss_idle = operator.rss_mib()
         log(f"N={n} #{rep + 1}: operator idle at {rss_idle:.0f} MiB; creating {n} apps")
         mark = audit_mark()
-        cpu0 = operator.cpu_seconds()
+        usage = operator.usage()
         spy = Recording(operator.process.pid, out / "profile.raw") if profile and largest else None
         fleet = run_operator_fleet(api, namespace, n, workers)
         time.sleep(2)  # Let the last status writes land in the audit log.
         profiled = spy.stop() if spy else None
         created_counts, written = requests_and_writes(mark)
         tail = fleet_timeline(mark, namespace, fleet)
-        cpu_fleet = operator.cpu_seconds() - cpu0
+        cpu_fleet, received = operator.usage(since=usage)
         rss = operator.rss_mib()
         p99, floor_p99 = percentile(fleet.latencies, 0.99), percentile(floor.latencies, 0.99)
         run: dict[str, Any] = {
@@ -560,6 +604,7 @@ def measure(
             "requests_per_app_by_verb": {
                 v: round(c / n, 2) for v, c in sorted(created_counts.items())
             },
+            **per_app(received, n),
             "rss_mib_idle": round(rss_idle, 1),
             "rss_mib": round(rss, 1),
             "operator_cpu_s": round(cpu_fleet, 1),

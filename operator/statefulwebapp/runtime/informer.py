@@ -353,6 +353,8 @@ class Informer:
                 raise kube.ApiError("watch", self.path, response)
             for line in response.iter_lines(chunk_size=None):
                 if line:
+                    if self.metrics is not None:
+                        self.metrics.received("watch", self.kind.plural, len(line))
                     self.event(json.loads(line))
 
     def event(self, event: Manifest) -> None:

@@ -147,14 +147,20 @@ class CountingAdapter(pykube.http.KubernetesHTTPAdapter):  # type: ignore[misc]
         self.metrics = metrics
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        """Send, then count (``error`` when the request got no answer)."""
-        what = verb(request.method or "GET", request.url or "", request.headers.get("Content-Type"))
+        """Send, then count it (``error`` when it got no answer) and its answer's bytes.
+
+        A streamed answer (a watch) is not read here: the informer counts its events.
+        """
+        url = request.url or ""
+        what = verb(request.method or "GET", url, request.headers.get("Content-Type"))
         try:
             response: requests.Response = super().send(request, **kwargs)
         except Exception:
             self.metrics.request(what, "error")
             raise
         self.metrics.request(what, str(response.status_code))
+        if not kwargs.get("stream"):
+            self.metrics.received(what, resource(url), len(response.content))
         return response
 
 
@@ -165,15 +171,7 @@ def verb(method: str, url: str, content_type: str | None = None) -> str:
     ``apply`` when it is a server-side apply; POST ``create``, PUT ``update``.
     """
     parts = urllib.parse.urlsplit(url)
-    segments = [s for s in parts.path.split("/") if s]
-    # After /api/v1 or /apis/<group>/<version> (a server URL may have a path of its own).
-    rest = segments
-    for i, segment in enumerate(segments):
-        if segment in ("api", "apis"):
-            rest = segments[i + (2 if segment == "api" else 3) :]
-            break
-    if len(rest) >= 3 and rest[0] == "namespaces":
-        rest = rest[2:]
+    rest = _route(parts.path)
     collection = len(rest) == 1
     method = method.upper()
     if method == "GET":
@@ -185,6 +183,26 @@ def verb(method: str, url: str, content_type: str | None = None) -> str:
     if method == "DELETE":
         return "deletecollection" if collection else "delete"
     return {"POST": "create", "PUT": "update"}.get(method, method.lower())
+
+
+def resource(url: str) -> str:
+    """The resource (plural, with its subresource: ``statefulwebapps/status``) a URL names."""
+    rest = _route(urllib.parse.urlsplit(url).path)
+    return "/".join(rest[:1] + rest[2:3])
+
+
+def _route(path: str) -> list[str]:
+    """The segments of an API path after its group and version, and its namespace if any."""
+    segments = [s for s in path.split("/") if s]
+    # After /api/v1 or /apis/<group>/<version> (a server URL may have a path of its own).
+    rest = segments
+    for i, segment in enumerate(segments):
+        if segment in ("api", "apis"):
+            rest = segments[i + (2 if segment == "api" else 3) :]
+            break
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        rest = rest[2:]
+    return rest
 
 
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")

@@ -92,6 +92,13 @@ class Metrics:
             ["verb", "code"],
             registry=registry,
         )
+        self.received_bytes = Counter(
+            "statefulwebapp_api_received_bytes",
+            "Bytes of the API server's answers read and decoded, by verb and resource (a watch's"
+            " counted event by event).",
+            ["verb", "resource"],
+            registry=registry,
+        )
         self.relists = Counter(
             "statefulwebapp_watch_relists",
             "Lists of a watched kind after the one at start (410 Gone, or that one failed).",
@@ -115,6 +122,10 @@ class Metrics:
     def request(self, verb: str, code: str) -> None:
         """One request sent; ``code`` is the HTTP status, or ``error`` when none came."""
         self.api_requests.labels(verb, code).inc()
+
+    def received(self, verb: str, resource: str, size: int) -> None:
+        """``size`` bytes of an answer to a ``verb`` of ``resource`` (its plural) were read."""
+        self.received_bytes.labels(verb, resource).inc(size)
 
     def relisted(self, kind: str) -> None:
         """A watch of ``kind`` listed it again."""

@@ -97,6 +97,7 @@ def test_a_scrape_parses_with_the_prometheus_text_parser() -> None:
     metrics.app_ready(("ns", "web"), "Ready")
     metrics.request("apply", "200")
     metrics.request("get", "404")
+    metrics.received("watch", "statefulsets", 1234)
     metrics.watch_kind("StatefulSet")
     metrics.relisted("Service")
     metrics.queue(lambda: 3)
@@ -111,6 +112,7 @@ def test_a_scrape_parses_with_the_prometheus_text_parser() -> None:
         "statefulwebapp_work_queue_depth",
         "statefulwebapp_apps",
         "statefulwebapp_api_requests",
+        "statefulwebapp_api_received_bytes",
         "statefulwebapp_watch_relists",
         "statefulwebapp_leader",
     }
@@ -323,6 +325,29 @@ def test_every_request_of_a_counting_client_is_counted_by_verb_and_code() -> Non
     with pytest.raises(requests.ConnectionError):
         kube.get(api, kinds.SERVICE, "nginx", "ns")
     assert value(metrics, counted, verb="get", code="error") == 1
+    # The bytes of each answer read, by verb and resource: {} is 2, the empty list 29, the
+    # 404's message 24.
+    received = "statefulwebapp_api_received_bytes_total"
+    assert value(metrics, received, verb="get", resource="services") == 2 + 24
+    assert value(metrics, received, verb="list", resource="services") == 29
+    assert value(metrics, received, verb="apply", resource="services") == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "resource"),
+    [
+        ("https://k/api/v1/namespaces/ns/services/nginx", "services"),
+        ("https://k/api/v1/services?limit=200", "services"),
+        ("https://k/api/v1/persistentvolumes/ns-web-data", "persistentvolumes"),
+        (
+            "https://k/apis/apps.k8slab.io/v1alpha1/namespaces/ns/statefulwebapps/web/status",
+            "statefulwebapps/status",
+        ),
+        ("https://proxy/k8s/clusters/c-1/api/v1/namespaces/ns/pods/p", "pods"),
+    ],
+)
+def test_the_resource_a_request_names(url: str, resource: str) -> None:
+    assert kube.resource(url) == resource
 
 
 # -- the work queue ---------------------------------------------------------------------------
