@@ -171,36 +171,51 @@ class OperatorProcess:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def usage(self, since: tuple[float, Counter[str]] | None = None) -> tuple[float, Counter[str]]:
-        """Its CPU seconds and the bytes it decoded (:meth:`received_bytes`).
+        """Its CPU seconds and its counters (:meth:`counters`).
 
         ``since``: an earlier usage, to return the increase since.
         """
-        cpu, received = self.cpu_seconds(), self.received_bytes()
-        return (cpu - since[0], received - since[1]) if since else (cpu, received)
+        cpu, counted = self.cpu_seconds(), self.counters()
+        return (cpu - since[0], counted - since[1]) if since else (cpu, counted)
 
-    def received_bytes(self) -> Counter[str]:
-        """The bytes of the API server's answers it has decoded, by ``verb resource``."""
+    def counters(self) -> Counter[str]:
+        """Its counters, from its /metrics.
+
+        ``bytes <verb> <resource>``: the bytes of the answers it decoded; ``passes <outcome>``:
+        its passes.
+        """
         scrape = requests.get(f"http://127.0.0.1:{self.port}/metrics", timeout=10)
         scrape.raise_for_status()
-        text = scrape.text
-        received: Counter[str] = Counter()
-        for family in text_string_to_metric_families(text):
+        counted: Counter[str] = Counter()
+        for family in text_string_to_metric_families(scrape.text):
             for sample in family.samples:
+                labels = sample.labels
                 if sample.name == "statefulwebapp_api_received_bytes_total":
-                    labels = sample.labels
-                    received[f"{labels['verb']} {labels['resource']}"] += int(sample.value)
-        return received
+                    counted[f"bytes {labels['verb']} {labels['resource']}"] += int(sample.value)
+                elif sample.name == "statefulwebapp_reconcile_passes_total":
+                    counted[f"passes {labels['outcome']}"] += int(sample.value)
+        return counted
 
     def stop(self) -> None:
         _end(self.process)
 
 
-def per_app(received: Counter[str], n: int) -> dict[str, Any]:
-    """The bytes decoded per app created, in KiB: all, and by verb and resource."""
+def per_app(counted: Counter[str], n: int) -> dict[str, Any]:
+    """Per app created, from :meth:`OperatorProcess.counters`.
+
+    The KiB decoded (all, and by verb and resource) and the passes (all, and by outcome).
+    """
+    received = {k.removeprefix("bytes "): v for k, v in counted.items() if k.startswith("bytes ")}
+    passes = {k.removeprefix("passes "): v for k, v in counted.items() if k.startswith("passes ")}
     return {
         "received_kib_per_app": round(sum(received.values()) / n / 1024, 1),
         "received_kib_per_app_by_source": {
-            source: round(size / n / 1024, 2) for source, size in received.most_common()
+            source: round(size / n / 1024, 2)
+            for source, size in sorted(received.items(), key=lambda item: -item[1])
+        },
+        "passes_per_app": round(sum(passes.values()) / n, 2),
+        "passes_per_app_by_outcome": {
+            outcome: round(count / n, 2) for outcome, count in sorted(passes.items())
         },
     }
 

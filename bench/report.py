@@ -92,6 +92,11 @@ def table(result: dict[str, Any]) -> str:
         f"{last['n']}): {json.dumps(last['requests_per_app_by_verb'])}; writes by target and "
         f"answer: {json.dumps(last.get('writes_per_app_by_target', {}))}.",
         "",
+        f"Passes per app created: {last.get('passes_per_app', '-')}, by outcome "
+        f"{json.dumps(last.get('passes_per_app_by_outcome', {}))}. KiB of answers decoded per "
+        f"app: {last.get('received_kib_per_app', '-')}, by verb and resource "
+        f"{json.dumps(last.get('received_kib_per_app_by_source', {}))}.",
+        "",
         f"| target (N = {last['n']}) | wanted | measured | met | the floor, same run |",
         "|---|---|---|---|---|",
     ]

@@ -37,10 +37,12 @@ from statefulwebapp.runtime import informer, kube, workqueue
 from statefulwebapp.runtime.metrics import Metrics
 from statefulwebapp.specs import names, registry
 
-RESYNC_SECONDS = 30.0
-"""Default period of the full check (``--resync-seconds``): the longest a change missed in a
-watch gap stays unrepaired, while the check stays within :data:`RESYNC_CPU_SHARE`. Its cost is
-a few metadata-only list requests per period and no write when in sync."""
+RESYNC_SECONDS = 300.0
+"""Default period of the full check (``--resync-seconds``): the longest a change the watches
+missed stays unrepaired. A watch gap is not such a change: the informers list again after one
+and report what vanished meanwhile (informer.py); the check is the net under them (a bug, a
+relist that keeps failing), so it runs seldom: each check decodes the metadata of every app and
+child, managed fields included. In sync it writes nothing."""
 
 RESYNC_CPU_SHARE = 0.01
 """The most of one core the full check may take: the period grows past ``--resync-seconds``

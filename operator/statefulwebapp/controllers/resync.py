@@ -1,10 +1,10 @@
 """The periodic full check: what the watches may have missed, found by comparing with lists.
 
-After a watch gap (a 410 Gone, a dropped stream, an API server outage) kopf relists without
-DELETED events, so its indexes can keep objects that are gone: a child deleted during the gap
-looks present (never recreated, the status says Ready), an app deleted during the gap leaves
-its volume. Every ``period`` seconds the operator lists the apps and its labelled children
-(metadata only, paginated) and compares them with the indexes (:func:`compare`, pure):
+After a watch gap (a 410 Gone, a dropped stream, an API server outage) the informers list
+again and report what vanished meanwhile (runtime/informer.py). This check is the net under
+them, for a store that still went stale (a bug, a relist that keeps failing): every ``period``
+seconds the operator lists the apps and its labelled children (metadata only, paginated) and
+compares them with the stores (:func:`compare`, pure):
 
 - a child the index shows but the cluster lacks: the app gets a pass that sees it missing;
 - an app the index shows but the cluster lacks: its volume is collected (after a direct read

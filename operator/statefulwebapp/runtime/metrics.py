@@ -112,7 +112,7 @@ class Metrics:
         )
         self._lock = threading.Lock()
         self._reasons: dict[Hashable, str] = {}
-        self._seen: set[str] = set()
+        self._counts: collections.Counter[str] = collections.Counter()
 
     def passed(self, outcome: str, seconds: float) -> None:
         """One reconcile pass ended with ``outcome`` (one of :data:`OUTCOMES`)."""
@@ -144,23 +144,26 @@ class Metrics:
         if reason is None:
             return
         with self._lock:
-            if self._reasons.get(key) == reason:
+            before = self._reasons.get(key)
+            if before == reason:
                 return
             self._reasons[key] = reason
-            self._recount()
+            self._count(before, reason)
 
     def forget_app(self, key: Hashable) -> None:
         """App ``key`` is gone (or no longer served)."""
         with self._lock:
-            if self._reasons.pop(key, None) is not None:
-                self._recount()
+            self._count(self._reasons.pop(key, None), None)
 
-    def _recount(self) -> None:
-        """Set every reason's count; a reason seen before and held by no app any more shows 0."""
-        counts = collections.Counter(self._reasons.values())
-        self._seen |= counts.keys()
-        for reason in self._seen:
-            self.apps.labels(reason).set(counts[reason])
+    def _count(self, before: str | None, now: str | None) -> None:
+        """One app's reason moved from ``before`` to ``now`` (None: none).
+
+        Two gauges set, however many apps there are; a reason no app holds any more shows 0.
+        """
+        for reason, step in ((before, -1), (now, 1)):
+            if reason is not None:
+                self._counts[reason] += step
+                self.apps.labels(reason).set(self._counts[reason])
 
     def scrape(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition (the text format, or OpenMetrics if ``accept`` asks) and its type."""

@@ -49,3 +49,20 @@ def test_writes_are_counted_by_target_and_answer(
         "patch statefulsets 409": 1,
         "patch statefulwebapps/status 200": 1,
     }
+
+
+def test_the_operators_counters_are_given_per_app_created() -> None:
+    counted = fleet.Counter(
+        {
+            "bytes watch statefulsets": 3 * 2048,
+            "bytes apply statefulsets": 2 * 1024,
+            "passes changed": 6,
+            "passes in_sync": 3,
+        }
+    )
+    assert fleet.per_app(counted, 2) == {
+        "received_kib_per_app": 4.0,
+        "received_kib_per_app_by_source": {"watch statefulsets": 3.0, "apply statefulsets": 1.0},
+        "passes_per_app": 4.5,
+        "passes_per_app_by_outcome": {"changed": 3.0, "in_sync": 1.5},
+    }

@@ -194,7 +194,7 @@ def test_the_full_check_waits_longer_when_it_costs_more_than_its_share() -> None
     # takes RESYNC_CPU_SHARE of a core, no more.
     assert controller.resync_wait(period, 0.05) == period
     assert controller.resync_wait(period, period * controller.RESYNC_CPU_SHARE) == period
-    dear = 1.3  # CPU seconds, about a check of a thousand apps.
+    dear = 3 * period * controller.RESYNC_CPU_SHARE  # CPU seconds: three times its share.
     assert controller.resync_wait(period, dear) == pytest.approx(dear / controller.RESYNC_CPU_SHARE)
     assert controller.resync_wait(period, dear) > period
 
