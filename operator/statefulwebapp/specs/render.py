@@ -7,6 +7,7 @@ and the e2e tests reuse them to compute what the cluster must show.
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from typing import Any
 
@@ -14,12 +15,69 @@ from statefulwebapp.api.model import GROUP, KIND, VERSION, AppSpec, NfsSource
 from statefulwebapp.api.objects import Manifest
 from statefulwebapp.specs import names
 
+
+def compact(script: str) -> str:
+    """``script`` as a pod spec carries it: without its comment lines and blank lines.
+
+    The comments are for whoever reads ``scripts/``; in a spec every byte is stored by the API
+    server and sent, and decoded by the operator, with every event of every app's child. A
+    line is kept whatever it holds inside a here-document, inside a quoted string that spans
+    lines, and after a line continued with a backslash: there a blank or ``#`` line is text.
+    The unit tests check that bash reads both forms as the same program.
+    """
+    kept: list[str] = []
+    quote = ""  # The quote still open at the end of the lines kept so far.
+    ending = ""  # The word that ends the here-document being read.
+    for line in script.splitlines():
+        if ending:
+            kept.append(line)
+            # "-EOF" (from <<-EOF): the word may follow tabs.
+            if line == ending or (ending[0] == "-" and line.lstrip("\t") == ending[1:]):
+                ending = ""
+            continue
+        bare = line.strip()
+        continued = bool(kept) and kept[-1].endswith("\\")
+        if not quote and not continued and (not bare or bare.startswith("#")):
+            continue
+        kept.append(line)
+        quote, ending = _scan(line, quote)
+    return "\n".join(kept) + "\n"
+
+
+def _scan(line: str, quote: str) -> tuple[str, str]:
+    """The quote open after ``line``, and what ends a here-document it starts ("": none).
+
+    ``quote``: the quote open before it. The here-document's end is its word, after a ``-``
+    for ``<<-``.
+    """
+    ending = ""
+    i = 0
+    while i < len(line):
+        char = line[i]
+        if quote == "'":
+            quote = "" if char == "'" else quote
+        elif char == "\\":
+            i += 1  # Escaped: the next character is text.
+        elif quote == '"':
+            quote = "" if char == '"' else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1] in " \t;"):
+            break  # A comment: the rest of the line.
+        elif line.startswith("<<", i) and not line.startswith("<<<", i):
+            word = re.match(r"<<(-?)\s*(['\"]?)(\w+)\2", line[i:])
+            if word:
+                ending = word.group(1) + word.group(3)
+        i += 1
+    return quote, ending
+
+
 _SCRIPTS = resources.files("statefulwebapp").joinpath("scripts")
-BACKUP_SCRIPT = _SCRIPTS.joinpath("backup.sh").read_text()
+BACKUP_SCRIPT = compact(_SCRIPTS.joinpath("backup.sh").read_text())
 """The backup agent, run by ``sh -c`` so any image with a busybox-like shell works."""
-BACKUP_CHECK_SCRIPT = _SCRIPTS.joinpath("backup-check.sh").read_text()
+BACKUP_CHECK_SCRIPT = compact(_SCRIPTS.joinpath("backup-check.sh").read_text())
 """The agent's readiness check: its last archive run succeeded, within two intervals."""
-RESTORE_SCRIPT = _SCRIPTS.joinpath("restore.sh").read_text()
+RESTORE_SCRIPT = compact(_SCRIPTS.joinpath("restore.sh").read_text())
 """A restore's Job: the chosen archive into the app's volume, the old content kept until then."""
 RESTORE_KIND = "StatefulWebAppRestore"
 

@@ -1,8 +1,9 @@
 """Tests for the backup agent script, run for real under busybox sh.
 
-The script is executed the way the DaemonSet runs it: its whole text is passed
-as the ``-c`` argument of ``busybox sh``. PATH holds only busybox applets, as in
-the busybox image, so a GNU-only option in the script would fail here too.
+The script is executed the way the DaemonSet runs it: its whole text, as the pod spec carries
+it (``render.compact``), is passed as the ``-c`` argument of ``busybox sh``. PATH holds only
+busybox applets, as in the busybox image, so a GNU-only option in the script would fail here
+too.
 """
 
 import os
@@ -17,9 +18,8 @@ from typing import Protocol
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[3] / "operator/statefulwebapp/scripts"
-SCRIPT = SCRIPTS / "backup.sh"
-CHECK_SCRIPT = SCRIPTS / "backup-check.sh"
+from statefulwebapp.specs import render
+
 PREFIX = "default-web"
 ARCHIVE_RE = re.compile(rf"^{re.escape(PREFIX)}-\d{{8}}T\d{{6}}Z\.tar\.gz$")
 
@@ -46,7 +46,7 @@ def state(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def run(busybox: str, applet_path: str, state: Path) -> Run:
-    script = SCRIPT.read_text()
+    script = render.BACKUP_SCRIPT
 
     def _run(prelude: str = "", **env: str) -> subprocess.CompletedProcess[str]:
         full_env = {
@@ -313,7 +313,7 @@ def test_loop_mode_survives_failed_run(
     }
     with stdout_path.open("w") as out, stderr_path.open("w") as err:
         proc = subprocess.Popen(
-            [busybox, "sh", "-c", SCRIPT.read_text()], env=env, stdout=out, stderr=err
+            [busybox, "sh", "-c", render.BACKUP_SCRIPT], env=env, stdout=out, stderr=err
         )
     try:
         wait_for(lambda: "run failed" in stderr_path.read_text(), 5, "the first run to fail")
@@ -538,7 +538,7 @@ def test_bad_state_path_is_a_config_error(
 def check(busybox: str, applet_path: str, state: Path, src: Path, dest: Path) -> Check:
     """Run backup-check.sh as the readiness probe does: its text as the -c argument of sh, in
     the agent's environment (the volume ``src``, the archives ``dest``)."""
-    script = CHECK_SCRIPT.read_text()
+    script = render.BACKUP_CHECK_SCRIPT
 
     def _check(**env: str) -> subprocess.CompletedProcess[str]:
         full_env = {
@@ -562,12 +562,7 @@ def check(busybox: str, applet_path: str, state: Path, src: Path, dest: Path) ->
 
 def test_check_script_is_short() -> None:
     """It is embedded in every agent pod's spec."""
-    code = [
-        line
-        for line in CHECK_SCRIPT.read_text().splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
-    assert len(code) <= 40
+    assert len(render.BACKUP_CHECK_SCRIPT.splitlines()) <= 40
 
 
 def test_check_passes_after_successful_run(run: Run, check: Check, src: Path, dest: Path) -> None:

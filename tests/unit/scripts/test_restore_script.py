@@ -1,7 +1,7 @@
 """Tests for the restore job script, run for real under busybox sh.
 
-The script is executed the way the restore Job runs it: its whole text is passed
-as the ``-c`` argument of ``busybox sh``. PATH holds only busybox applets, as in
+The script is executed the way the restore Job runs it: its whole text, as the Job's spec
+carries it (``render.compact``), is passed as the ``-c`` argument of ``busybox sh``. PATH holds only busybox applets, as in
 the busybox image, so a GNU-only option in the script would fail here too.
 
 Archives are real: made with :mod:`tarfile` the way ``backup.sh`` lays them out
@@ -27,9 +27,8 @@ from typing import Protocol
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[3] / "operator/statefulwebapp/scripts"
-SCRIPT = SCRIPTS / "restore.sh"
-BACKUP_SCRIPT = SCRIPTS / "backup.sh"
+from statefulwebapp.specs import render
+
 PREFIX = "default-web"
 T1 = "20261201T010203Z"
 T2 = "20261202T010203Z"
@@ -157,7 +156,7 @@ def env(applet_path: str, data: Path, backup: Path, result_file: Path) -> Env:
 
 @pytest.fixture
 def run(busybox: str, env: Env, result_file: Path) -> Run:
-    script = SCRIPT.read_text()
+    script = render.RESTORE_SCRIPT
 
     def _run(prelude: str = "", /, **overrides: str | None) -> Result:
         result_file.unlink(missing_ok=True)
@@ -281,7 +280,7 @@ def test_archive_made_by_backup_script(
     src.mkdir()
     write_tree(src, NEW)
     made = subprocess.run(
-        [busybox, "sh", "-c", BACKUP_SCRIPT.read_text()],
+        [busybox, "sh", "-c", render.BACKUP_SCRIPT],
         env={
             "PATH": applet_path,
             "BACKUP_ONCE": "1",
@@ -804,7 +803,7 @@ def test_config_error_with_unwritable_result_still_prints(
     busybox: str, env: Env, data: Path
 ) -> None:
     proc = subprocess.run(
-        [busybox, "sh", "-c", SCRIPT.read_text()],
+        [busybox, "sh", "-c", render.RESTORE_SCRIPT],
         env=env(RESTORE_PREFIX=None, RESTORE_RESULT="/nonexistent/dir/result"),
         capture_output=True,
         text=True,
@@ -883,7 +882,7 @@ def run_and_terminate(
     out_path = tmp_path / "stdout"
     with out_path.open("w") as out:
         proc = subprocess.Popen(
-            [busybox, "sh", "-c", prelude + SCRIPT.read_text()],
+            [busybox, "sh", "-c", prelude + render.RESTORE_SCRIPT],
             env=env,
             stdout=out,
             stderr=subprocess.DEVNULL,
