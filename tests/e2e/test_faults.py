@@ -4,10 +4,9 @@ The long versions, with figures, are ``make faults`` (bench/faults.py).
 
 A watch gap, made for real: the operator is frozen (SIGSTOP), the API server restarted (its
 watch connections die), a child and an app deleted, and etcd compacted past the deletions, so
-the watches cannot resume where they stopped: they get 410 Gone and list again. kopf's relist
-of the apps carries no DELETED events: the resync finds the deleted app. The children's own
-watches (informer.py) compare their relist with what they held: they report the deleted child.
-The operator must repair the child and collect the volume.
+the watches cannot resume where they stopped: they get 410 Gone and list again. The apps' and
+the children's watches (informer.py) compare their relist with what they held: they report the
+deleted app and the deleted child. The operator must repair the child and collect the volume.
 
 Runs on the local cluster only: it stops and starts the API server and etcd, processes of this
 machine there.
@@ -38,7 +37,7 @@ from tests.e2e.cluster import (
 )
 
 RESYNC = 5
-"""Seconds between full checks in these tests (the default is 30)."""
+"""Seconds between full checks in these tests (the default is 300)."""
 
 pytestmark = pytest.mark.local_cluster(
     reason="they stop and start the local cluster's API server and etcd processes "
