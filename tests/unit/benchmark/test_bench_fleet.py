@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,7 @@ def test_writes_are_counted_by_target_and_answer(
 
 
 def test_the_operators_counters_are_given_per_app_created() -> None:
-    counted = fleet.Counter(
+    counted = Counter(
         {
             "bytes watch statefulsets": 3 * 2048,
             "bytes apply statefulsets": 2 * 1024,

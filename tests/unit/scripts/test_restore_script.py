@@ -1,8 +1,9 @@
 """Tests for the restore job script, run for real under busybox sh.
 
 The script is executed the way the restore Job runs it: its whole text, as the Job's spec
-carries it (``render.compact``), is passed as the ``-c`` argument of ``busybox sh``. PATH holds only busybox applets, as in
-the busybox image, so a GNU-only option in the script would fail here too.
+carries it (``render.compact``), is passed as the ``-c`` argument of ``busybox sh``. PATH
+holds only busybox applets, as in the busybox image, so a GNU-only option in the script would
+fail here too.
 
 Archives are real: made with :mod:`tarfile` the way ``backup.sh`` lays them out
 (members relative to the volume root, ``./`` first), and once by running
