@@ -151,8 +151,9 @@ class CountingAdapter(pykube.http.KubernetesHTTPAdapter):  # type: ignore[misc]
 
         A streamed answer (a watch) is not read here: the informer counts its events.
         """
-        url = request.url or ""
-        what = verb(request.method or "GET", url, request.headers.get("Content-Type"))
+        what, target = route(
+            request.method or "GET", request.url or "", request.headers.get("Content-Type")
+        )
         try:
             response: requests.Response = super().send(request, **kwargs)
         except Exception:
@@ -160,35 +161,32 @@ class CountingAdapter(pykube.http.KubernetesHTTPAdapter):  # type: ignore[misc]
             raise
         self.metrics.request(what, str(response.status_code))
         if not kwargs.get("stream"):
-            self.metrics.received(what, resource(url), len(response.content))
+            self.metrics.received(what, target, len(response.content))
         return response
 
 
-def verb(method: str, url: str, content_type: str | None = None) -> str:
-    """The API verb of a request, as the API server's audit log names it (lowercase).
+def route(method: str, url: str, content_type: str | None = None) -> tuple[str, str]:
+    """The API verb of a request and the resource it names, from one parse of its URL.
 
-    GET is ``watch`` with ``watch=true``, ``list`` on a collection, else ``get``; PATCH is
-    ``apply`` when it is a server-side apply; POST ``create``, PUT ``update``.
+    The verb as the API server's audit log names it (lowercase): GET is ``watch`` with
+    ``watch=true``, ``list`` on a collection, else ``get``; PATCH is ``apply`` when it is a
+    server-side apply; POST ``create``, PUT ``update``. The resource: its plural, with its
+    subresource (``statefulwebapps/status``).
     """
     parts = urllib.parse.urlsplit(url)
     rest = _route(parts.path)
+    target = "/".join(rest[:1] + rest[2:3])
     collection = len(rest) == 1
     method = method.upper()
     if method == "GET":
         if urllib.parse.parse_qs(parts.query).get("watch") in (["true"], ["1"]):
-            return "watch"
-        return "list" if collection else "get"
+            return "watch", target
+        return ("list" if collection else "get"), target
     if method == "PATCH":
-        return "apply" if "apply-patch" in (content_type or "") else "patch"
+        return ("apply" if "apply-patch" in (content_type or "") else "patch"), target
     if method == "DELETE":
-        return "deletecollection" if collection else "delete"
-    return {"POST": "create", "PUT": "update"}.get(method, method.lower())
-
-
-def resource(url: str) -> str:
-    """The resource (plural, with its subresource: ``statefulwebapps/status``) a URL names."""
-    rest = _route(urllib.parse.urlsplit(url).path)
-    return "/".join(rest[:1] + rest[2:3])
+        return ("deletecollection" if collection else "delete"), target
+    return {"POST": "create", "PUT": "update"}.get(method, method.lower()), target
 
 
 def _route(path: str) -> list[str]:

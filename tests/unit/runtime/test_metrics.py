@@ -264,7 +264,7 @@ def test_once_kopf_runs_readiness_is_its_event_loop_answering(endpoint: Endpoint
     ],
 )
 def test_the_verb_of_a_request(method: str, url: str, content_type: str | None, verb: str) -> None:
-    assert kube.verb(method, url, content_type) == verb
+    assert kube.route(method, url, content_type)[0] == verb
 
 
 class FakeServer(http.server.BaseHTTPRequestHandler):
@@ -347,7 +347,7 @@ def test_every_request_of_a_counting_client_is_counted_by_verb_and_code() -> Non
     ],
 )
 def test_the_resource_a_request_names(url: str, resource: str) -> None:
-    assert kube.resource(url) == resource
+    assert kube.route("GET", url)[1] == resource
 
 
 # -- the work queue ---------------------------------------------------------------------------
