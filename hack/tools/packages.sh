@@ -7,7 +7,7 @@
 # (hack/kind): podman's dnsname plugin, through which kind's workers find the control plane,
 # and jq for the node image's runtime spec. Only what is
 # missing is installed; nothing is installed over a different build. With arguments, only
-# those packages (`make unit` needs busybox alone).
+# those packages (`make unit` needs busybox, and iptables for test-rule-removal.sh).
 set -euo pipefail
 say() { printf '[tools] %s\n' "$*" >&2; }
 die() { printf '[tools] error: %s\n' "$*" >&2; exit 1; }
