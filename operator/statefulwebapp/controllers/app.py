@@ -70,12 +70,14 @@ class Apps:
         # No app is told of before every app is listed (Controller.start): the events held
         # until now can find their apps.
         self.caches_synced()
+        own_write = self.reconciler.own_write(key, body)
         # Forget the last write as soon as the watch shows it.
         self.reconciler.unseen_status(key, body)
         self.reconciler.seen_event(key, body)
         if self.reconciler.gone.get(key) != body.get("metadata", {}).get("uid"):
             self.reconciler.gone.pop(key, None)  # A new app of that name.
-        self.enqueue(key, logger)
+        if not own_write:
+            self.enqueue(key, logger)
         # Apps on an export this one took or left: one of them may be refused, or free, now.
         for other in self.claims.update(key, body):
             self.enqueue(other)

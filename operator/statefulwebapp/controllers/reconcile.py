@@ -204,6 +204,16 @@ class AppReconciler:
             stale=missing,
         )
 
+    def own_write(self, key: Key, body: Obj) -> bool:
+        """Whether ``body`` is the app as this operator's last status write left it.
+
+        The watch shows every status write back. The pass that wrote it saw the app, and any
+        change made before the write had an event of its own, earlier: that one brings a pass.
+        """
+        entry = self.last_status.get(key)
+        version = body.get("metadata", {}).get("resourceVersion")
+        return entry is not None and entry[0] is not None and version == entry[0]
+
     def unseen_status(self, key: Key, body: Obj) -> Obj | None:
         """The status last written, if ``body`` does not show it yet; forgotten once it does."""
         entry = self.last_status.get(key)

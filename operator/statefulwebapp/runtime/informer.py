@@ -19,7 +19,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +73,9 @@ class Source:
     unowned: bool = False
     """Hold the objects ``key`` gives no app as well, by name only (:meth:`Store.named`): an
     object with the operator's labels but no owner of ours still takes its name."""
+    reading: Callable[[Mapping[str, Any], Hashable], Hashable] | None = None
+    """What passes read of an object, given what they read of it before (None: not held). A
+    change that leaves it the same is stored and told to nobody. None: every change is told."""
 
     @property
     def store(self) -> str:
@@ -80,9 +83,18 @@ class Source:
         return self.name or self.kind.name
 
 
-Entry = tuple[Key | None, str, Key]
-"""What a store holds of one object: the app it belongs to (None: none), its packed form, and
-its (namespace, name)."""
+Entry = tuple[Key | None, str, Key, Hashable]
+"""What a store holds of one object: the app it belongs to (None: none), its packed form, its
+(namespace, name), and what passes read of it (:attr:`Source.reading`; None: not said)."""
+
+
+def news(before: Entry | None, after: Entry) -> bool:
+    """Whether a pass must hear of an object that was ``before`` and is now ``after``.
+
+    It must if the object is new or another app's now, if its source does not say what passes
+    read of it, or if that changed.
+    """
+    return before is None or before[0] != after[0] or after[3] is None or before[3] != after[3]
 
 
 class Store(Mapping[Key, tuple[str, ...]]):
@@ -140,14 +152,22 @@ class Store(Mapping[Key, tuple[str, ...]]):
         with self._lock:
             return self._objects.get(uid)
 
-    def put(self, uid: str, key: Key | None, packed: str, name: Key = ("", "")) -> Key | None:
+    def put(
+        self,
+        uid: str,
+        key: Key | None,
+        packed: str,
+        name: Key = ("", ""),
+        reading: Hashable = None,
+    ) -> Key | None:
         """Hold the object; the app it belonged to before, if its labels moved it.
 
-        ``key`` None: it belongs to no app, and is found by its ``name`` alone.
+        ``key`` None: it belongs to no app, and is found by its ``name`` alone. ``reading``:
+        what passes read of it (:attr:`Source.reading`).
         """
         with self._lock:
             before = self._drop(uid)
-            self._objects[uid] = (key, packed, name)
+            self._objects[uid] = (key, packed, name, reading)
             if key is not None:
                 self._by_key.setdefault(key, {})[uid] = packed
             if name[1]:
@@ -163,7 +183,7 @@ class Store(Mapping[Key, tuple[str, ...]]):
         entry = self._objects.pop(uid, None)
         if entry is None:
             return None
-        key, _, name = entry
+        key, _, name, _ = entry
         if self._by_name.get(name) == uid:
             del self._by_name[name]
         if key is None:
@@ -255,7 +275,7 @@ class Informer:
             else:
                 key, moved = entry[0], self.store.put(uid, *entry)
             changed += 1
-            if report:
+            if report and (entry is None or news(held.get(uid), entry)):
                 self._tell(key, event, moved)
         if not self._listed_once:
             self._listed_once = True
@@ -279,18 +299,25 @@ class Informer:
                 # A list's items carry no kind (a metadata list's say PartialObjectMetadata);
                 # the watch's objects and a get's do.
                 body["apiVersion"], body["kind"] = self.api_version, self.kind.name
-                entry = self._entry(body)
+                uid = str((body.get("metadata") or {}).get("uid"))
+                entry = self._entry(body, self.store.entry(uid))
                 if entry is not None:
-                    listed[str((body.get("metadata") or {}).get("uid"))] = entry
+                    listed[uid] = entry
             self.version = str((page.get("metadata") or {}).get("resourceVersion") or "")
         return listed
 
-    def _entry(self, body: Mapping[str, Any]) -> Entry | None:
-        """What the store holds of ``body``; None: nothing."""
+    def _entry(self, body: Mapping[str, Any], before: Entry | None) -> Entry | None:
+        """What the store holds of ``body``, held as ``before`` until now; None: nothing."""
         key = self.source.key(body)
         if key is None and not self.source.unowned:
             return None
-        return key, self.source.pack(body), name_of(body.get("metadata") or {})
+        reading = self.source.reading
+        return (
+            key,
+            self.source.pack(body),
+            name_of(body.get("metadata") or {}),
+            None if reading is None else reading(body, None if before is None else before[3]),
+        )
 
     def _tell(self, key: Key | None, event: str, moved_from: Key | None) -> None:
         if moved_from is not None:  # Relabelled to another app: gone from the first.
@@ -377,11 +404,14 @@ class Informer:
             self._uids.discard(uid)
             self._tell(entry[0] if entry is not None else self.source.key(body), "DELETED", None)
             return
-        entry = self._entry(body)
+        before = self.store.entry(uid)
+        entry = self._entry(body, before)
         if entry is None:
             return
         self._uids.add(uid)
-        self._tell(entry[0], str(kind), self.store.put(uid, *entry))
+        moved = self.store.put(uid, *entry)
+        if news(before, entry):
+            self._tell(entry[0], str(kind), moved)
 
 
 LISTERS = 4

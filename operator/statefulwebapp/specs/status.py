@@ -157,6 +157,18 @@ def date_log(app: AppSpec, cron: Obj | None, previous: str | None) -> str:
         return "disabled"
     if app.date_logger.suspend:
         return "suspended"
+    told = last_run(cron)
+    if told is None:
+        return previous if previous in ("ok", "failing") else "ok"
+    return told
+
+
+def last_run(cron: Obj | None) -> str | None:
+    """How the CronJob says its latest finished run went: ``ok`` or ``failing``.
+
+    None while a run is in progress: the CronJob's status then no longer says how the run
+    before it went (:func:`date_log` keeps what it said).
+    """
     scheduled = _get(cron, "status", "lastScheduleTime")
     succeeded = _get(cron, "status", "lastSuccessfulTime")
     if scheduled is None:
@@ -165,7 +177,7 @@ def date_log(app: AppSpec, cron: Obj | None, previous: str | None) -> str:
     if succeeded is not None and succeeded >= scheduled:
         return "ok"
     if _get(cron, "status", "active"):
-        return previous if previous in ("ok", "failing") else "ok"
+        return None
     return "failing"
 
 

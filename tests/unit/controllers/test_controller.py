@@ -45,6 +45,30 @@ def test_its_own_status_write_is_not_written_again_before_the_watch_shows_it(
     assert STATUS not in fx.api.sent()
 
 
+def test_the_watch_showing_the_operators_own_status_write_brings_no_pass(fx: Fixture) -> None:
+    """Each status write comes back as an event of the app: no pass needs it. Any other change
+    of the app, a status written by someone else included, brings one."""
+    fx.controller.app_changed(KEY, fx.index(app()))
+    fx.settle()
+    passes = "statefulwebapp_reconcile_duration_seconds_count"
+    samples = fx.controller.metrics.registry
+    before = samples.get_sample_value(passes) or 0
+    echo = fx.index(copy.deepcopy(fx.api.objects[APP]))
+    assert echo["status"], "the first pass wrote a status"
+    fx.controller.app_changed(KEY, echo)
+    fx.settle()
+    assert (samples.get_sample_value(passes) or 0) == before
+    assert KEY not in fx.controller.reconciler.last_status, "the write is seen: forgotten"
+    edited = copy.deepcopy(echo)
+    edited["status"]["dateLog"] = "failing"
+    fx.api.objects[APP] = edited
+    fx.api.versioned()
+    fx.controller.app_changed(KEY, fx.index(copy.deepcopy(fx.api.objects[APP])))
+    fx.settle()
+    assert (samples.get_sample_value(passes) or 0) == before + 1
+    assert fx.api.objects[APP]["status"]["dateLog"] == "ok", "written back"
+
+
 def test_child_events_before_kopf_lists_the_apps_wait_for_it(fx: Fixture) -> None:
     fx.index(app())
     fx.controller.on_child_event(registry.STATEFULSET, KEY, "DELETED")

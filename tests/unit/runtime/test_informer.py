@@ -136,7 +136,7 @@ def test_a_store_is_synced_once_each_of_its_informers_listed() -> None:
 
 def test_a_relist_reports_what_changed_appeared_and_vanished() -> None:
     def entry(name: str, packed: str) -> informer.Entry:
-        return ("ns", name), packed, ("ns", f"{name}-obj")
+        return ("ns", name), packed, ("ns", f"{name}-obj"), None
 
     before = {"same": entry("a", "x"), "edited": entry("b", "1"), "gone": entry("c", "z")}
     after = {"same": entry("a", "x"), "edited": entry("b", "2"), "new": entry("d", "w")}
@@ -332,3 +332,105 @@ def test_a_child_with_our_labels_and_no_owner_of_ours_is_held_by_its_name() -> N
     assert told.events == [], "no pass"
     one.event({"type": "DELETED", "object": planted})
     assert one.store.named(("ns", "nginx")) is None
+
+
+def datelog(version: int, scheduled: str | None, succeeded: str | None, **meta: Any) -> Any:
+    """The date logger's CronJob at ``version``: its last schedule and success, a run active
+    while the schedule is the newer."""
+    body = service("c1", "web", str(version), **meta)
+    body.update(apiVersion="batch/v1", kind="CronJob", spec={"schedule": "* * * * *"})
+    body["metadata"].setdefault("generation", 1)
+    body["status"] = {"lastScheduleTime": scheduled, "lastSuccessfulTime": succeeded}
+    if scheduled is not None and (succeeded is None or succeeded < scheduled):
+        body["status"]["active"] = [{"name": "web-datelog-1"}]
+    return body
+
+
+def runs(*states: tuple[str | None, str | None] | str, **meta: Any) -> list[Any]:
+    """CronJobs, one per state: (scheduled, succeeded), or "ended" for the run before ended
+    without a success."""
+    bodies: list[Any] = []
+    for version, state in enumerate(states, start=1):
+        if state == "ended":
+            body = json.loads(json.dumps(bodies[-1]))
+            body["metadata"]["resourceVersion"] = str(version)
+            body["status"].pop("active")
+        else:
+            body = datelog(version, *state, **meta)
+        bodies.append(body)
+    return bodies
+
+
+M0, M1, M2, M3 = (f"2026-12-07T10:0{m}:00Z" for m in range(4))
+S0, S1, S2, S3 = (f"2026-12-07T10:0{m}:02Z" for m in range(4))
+
+
+def test_a_healthy_date_loggers_runs_are_told_to_no_pass() -> None:
+    """The CronJob controller records each run twice (scheduled, ended): nothing a pass reads of
+    the CronJob changes while its runs succeed, and no pass hears of them. A failure, the
+    recovery after it, a change of its spec or its metadata, and its deletion are told."""
+    told = Told()
+    store = informer.Store()
+    one = informer.Informer(
+        cast(Any, None), sources.child_source(registry.CRONJOB), store, told, "ns"
+    )
+    states, expected = zip(
+        ((None, None), ["ADDED"]),  # Created: no run yet.
+        ((M0, None), []),  # The first run is scheduled,
+        ((M0, S0), []),  # and succeeds.
+        ((M1, S0), []),
+        ((M1, S1), []),
+        ((M2, S1), []),  # A run under way
+        ("ended", ["MODIFIED"]),  # ends without a success: failing.
+        ((M3, S1), []),  # The next one is under way: failing still,
+        ((M3, S3), ["MODIFIED"]),  # until it succeeds.
+        strict=True,
+    )
+    for body, events in zip(runs(*states), expected, strict=True):
+        told.events.clear()
+        one.event({"type": "MODIFIED" if store.entry("c1") else "ADDED", "object": body})
+        assert [event for _, _, event in told.events] == events, body["status"]
+        (packed,) = store[("ns", "web")]
+        assert json.loads(packed)["status"] == body["status"], "stored, told or not"
+    told.events.clear()
+    edited = datelog(20, M3, S3, generation=2)
+    relabelled = datelog(21, M3, S3, generation=2)
+    relabelled["metadata"]["labels"]["team"] = "b"
+    for body in (edited, relabelled):
+        one.event({"type": "MODIFIED", "object": body})
+    one.event({"type": "DELETED", "object": relabelled})
+    assert [event for _, _, event in told.events] == ["MODIFIED", "MODIFIED", "DELETED"]
+
+
+def test_a_run_under_way_keeps_how_the_one_before_went() -> None:
+    """A run in progress says nothing of the one before: a failing logger whose next run is
+    under way reads as failing still, and its success is told."""
+    source = sources.child_source(registry.CRONJOB)
+    assert source.reading is not None
+    failed, running, succeeded = runs((M0, None), "ended", (M1, None), (M1, S1))[1:]
+    after_failure = source.reading(failed, None)
+    assert source.reading(running, after_failure) == after_failure
+    assert source.reading(succeeded, after_failure) != after_failure
+    assert source.reading(running, None) != after_failure, "nothing held: not known"
+
+
+def test_a_relist_tells_only_what_passes_read() -> None:
+    """After a watch gap, a date logger that ran well meanwhile is stored and told to no pass;
+    one whose run failed meanwhile is told."""
+    api = FakeApi()
+    path = kube.path(kinds.CRONJOB, "nginx", "ns")
+    healthy, later, failed = runs((M0, S0), (M1, S1), (M2, S1))
+    told = Told()
+    one = informer.Informer(
+        cast(Any, api), sources.child_source(registry.CRONJOB), informer.Store(), told, "ns"
+    )
+    api.objects[path] = healthy
+    one.list(report=False)
+    api.objects[path] = later
+    one.list(report=True)
+    assert told.events == []
+    assert json.loads(one.store[("ns", "web")][0])["status"] == later["status"]
+    del failed["status"]["active"]
+    api.objects[path] = failed
+    one.list(report=True)
+    assert told.events == [("CronJob", ("ns", "web"), "MODIFIED")]
