@@ -101,7 +101,7 @@ lint-k8s: venv ## kube-score on the chart and on the sample app's renderings; fi
 
 .PHONY: unit
 unit: venv ## Unit tests: no cluster, no Go tools (the chart's tests need helm: make test runs them)
-	@hack/tools/packages.sh busybox iptables
+	@hack/tools/packages.sh busybox iptables prometheus
 	@mkdir -p $(RESULTS)
 	$(PY) -m pytest tests/unit -m "not helm" --timeout=120 --durations=25 \
 	  --junitxml=$(RESULTS)/unit.xml $(PYTEST_ARGS)

@@ -5,9 +5,11 @@
 # the node), and the NFS storage of its pods (nfs-ganesha with its VFS backend and rpcbind
 # serve it, hack/cluster/nfs.sh; fuse3 for the FUSE NFS client that mounts it), and for kind
 # (hack/kind): podman's dnsname plugin, through which kind's workers find the control plane,
-# and jq for the node image's runtime spec. Only what is
+# and jq for the node image's runtime spec; prometheus for its promtool, with which the unit
+# tests check and test the chart's alerts and the dashboard's queries. Only what is
 # missing is installed; nothing is installed over a different build. With arguments, only
-# those packages (`make unit` needs busybox, and iptables for test-rule-removal.sh).
+# those packages (`make unit` needs busybox, iptables for test-rule-removal.sh, and
+# prometheus).
 set -euo pipefail
 say() { printf '[tools] %s\n' "$*" >&2; }
 die() { printf '[tools] error: %s\n' "$*" >&2; exit 1; }
@@ -16,7 +18,7 @@ die() { printf '[tools] error: %s\n' "$*" >&2; exit 1; }
 # the image build does not need on the host either; hack/images extracts it into the image).
 packages=(busybox podman runc containerd containernetworking-plugins mmdebstrap iptables
   iproute2 curl gcc libc6-dev nfs-ganesha nfs-ganesha-vfs rpcbind fuse3
-  golang-github-containernetworking-plugin-dnsname jq)
+  golang-github-containernetworking-plugin-dnsname jq prometheus)
 [ $# -gt 0 ] && packages=("$@")
 missing=()
 for p in "${packages[@]}"; do
@@ -28,7 +30,8 @@ command -v apt-get >/dev/null || die "apt-get is missing: install ${missing[*]} 
 say "installing ${missing[*]} ..."
 apt-get update -qq
 # Debian starts a package's services on install (nfs-ganesha on 0.0.0.0:2049, rpcbind on
-# port 111, where systemd runs): the project runs its own, on loopback, when a cluster starts.
+# port 111, prometheus on :9090, where systemd runs): the project runs its own NFS server and
+# rpcbind, on loopback, when a cluster starts, and of prometheus uses only promtool.
 # A policy-rc.d answering 101 ("not allowed") keeps the services of this install from starting
 # now (systemd still has them enabled for the next boot: disable them if that matters).
 policy=/usr/sbin/policy-rc.d
