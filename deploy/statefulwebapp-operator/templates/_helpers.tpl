@@ -49,6 +49,15 @@ app.kubernetes.io/component: metrics
 {{- end }}
 
 {{/*
+The metrics Service's name, a DNS label (63 characters): also the `job` label of its targets
+when the chart's ServiceMonitor scrapes it (the Prometheus Operator names the job after the
+Service), which the PrometheusRule's `up` selector matches.
+*/}}
+{{- define "statefulwebapp-operator.metricsServiceName" -}}
+{{- include "statefulwebapp-operator.fullname" . | trunc 55 | trimSuffix "-" }}-metrics
+{{- end }}
+
+{{/*
 Labels of the `helm test` hooks: another app.kubernetes.io/name, so the operator's selector
 never matches the test pod.
 */}}

@@ -10,6 +10,7 @@ namespaced grant into RoleBindings, and bad values fail with the field named in 
 
 from __future__ import annotations
 
+import json
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 from statefulwebapp.api import kinds
 from tests.unit import api_usage
 from tests.unit.api_usage import Rule
+from tests.unit.deploy import monitoring
 
 pytestmark = pytest.mark.helm
 
@@ -361,6 +363,111 @@ def test_the_servicemonitor_when_enabled_selects_the_metrics_service() -> None:
     assert monitor["metadata"]["labels"]["app.kubernetes.io/component"] == "metrics"
 
 
+def test_no_prometheus_rule_and_no_dashboard_by_default() -> None:
+    docs = render()
+    assert of_kind(docs, "PrometheusRule") == []
+    assert of_kind(docs, "ConfigMap") == []
+
+
+RUNBOOKS_URL = "https://runbooks.example.org/ops/statefulwebapp.md"
+
+
+def test_the_prometheus_rule_is_the_rule_file_with_the_release_filled_in(tmp_path: Path) -> None:
+    docs = render(
+        "metrics.prometheusRule.enabled=true",
+        "metrics.prometheusRule.labels.release=prometheus",
+        f"metrics.prometheusRule.runbookBaseURL={RUNBOOKS_URL}",
+    )
+    (rule,) = of_kind(docs, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["name"] == FULLNAME
+    assert rule["metadata"]["namespace"] == NAMESPACE
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    assert rule["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+    # The ServiceMonitor's job is the metrics Service's name: `up` is selected by it.
+    (service,) = of_kind(docs, "Service")
+    up = f'up{{job="{service["metadata"]["name"]}",namespace="{NAMESPACE}"}}'
+    expected = (
+        monitoring.ALERTS.read_text()
+        .replace(monitoring.UP_PLACEHOLDER, up)
+        .replace(f"{monitoring.RUNBOOK_BASE}#", f"{RUNBOOKS_URL}#")
+    )
+    assert rule["spec"] == yaml.safe_load(expected)
+    rules = [r for group in rule["spec"]["groups"] for r in group["rules"]]
+    assert len(rules) == len(monitoring.alerts())
+    for alert in rules:
+        assert alert["annotations"]["runbook_url"] == f"{RUNBOOKS_URL}#{alert['alert'].lower()}"
+    (down,) = [r["expr"] for r in rules if r["alert"] == "StatefulWebAppOperatorDown"]
+    assert down.count(up) == 2
+    assert monitoring.UP_PLACEHOLDER not in json.dumps(rule)
+    # What the Prometheus Operator hands Prometheus is still a valid rule file.
+    path = tmp_path / "rendered.yaml"
+    path.write_text(yaml.safe_dump(rule["spec"]))
+    result = monitoring.check_rules(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_prometheus_rule_takes_an_up_selector_and_keeps_the_chart_labels() -> None:
+    docs = render(
+        "metrics.prometheusRule.enabled=true",
+        'metrics.prometheusRule.upSelector=job="kubernetes-pods"\\,namespace="ops"',
+        "metrics.prometheusRule.labels.app\\.kubernetes\\.io/component=other",
+    )
+    (rule,) = of_kind(docs, "PrometheusRule")
+    (down,) = [
+        r["expr"]
+        for group in rule["spec"]["groups"]
+        for r in group["rules"]
+        if r["alert"] == "StatefulWebAppOperatorDown"
+    ]
+    assert down.count('up{job="kubernetes-pods",namespace="ops"}') == 2
+    assert rule["metadata"]["labels"]["app.kubernetes.io/component"] == "metrics"
+    # The default base URL, the placeholder's, stays when none is given.
+    for group in rule["spec"]["groups"]:
+        for alert in group["rules"]:
+            assert alert["annotations"]["runbook_url"].startswith(f"{monitoring.RUNBOOK_BASE}#")
+
+
+def test_the_dashboard_configmap_for_grafanas_sidecar() -> None:
+    docs = render(
+        "metrics.grafanaDashboard.enabled=true",
+        "metrics.grafanaDashboard.labels.team=platform",
+        "metrics.grafanaDashboard.annotations.grafana_folder=Operators",
+    )
+    (dashboard,) = of_kind(docs, "ConfigMap")
+    assert dashboard["metadata"]["name"] == f"{FULLNAME}-dashboard"
+    assert dashboard["metadata"]["namespace"] == NAMESPACE
+    labels = dashboard["metadata"]["labels"]
+    assert labels["grafana_dashboard"] == "1"
+    assert labels["team"] == "platform"
+    assert labels["app.kubernetes.io/instance"] == RELEASE
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Operators"}
+    (board,) = dashboard["data"].values()
+    assert json.loads(board) == json.loads(monitoring.DASHBOARD.read_text())
+    assert list(dashboard["data"]) == ["statefulwebapp-operator.json"]
+    # Another namespace (a sidecar watching Grafana's own), another label value.
+    docs = render(
+        "metrics.grafanaDashboard.enabled=true",
+        "metrics.grafanaDashboard.namespace=monitoring",
+        "metrics.grafanaDashboard.labels.grafana_dashboard=yes",
+    )
+    (dashboard,) = of_kind(docs, "ConfigMap")
+    assert dashboard["metadata"]["namespace"] == "monitoring"
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "yes"
+    assert "annotations" not in dashboard["metadata"]
+    assert of_kind(docs, "PrometheusRule") == []
+
+
+def test_helm_lint_strict_passes_with_the_rules_and_the_dashboard() -> None:
+    sets = [
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.prometheusRule.enabled=true",
+        "metrics.grafanaDashboard.enabled=true",
+    ]
+    result = run_helm("lint", "--strict", str(CHART), *[a for s in sets for a in ("--set", s)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_rbac_has_no_wildcards() -> None:
     roles = [doc for doc in render() if doc["kind"] in {"Role", "ClusterRole"}]
     assert roles
@@ -558,6 +665,14 @@ def test_helm_test_hook() -> None:
         ("podDisruptionBudget.enabled=yes", "/podDisruptionBudget/enabled"),
         ("networkPolicy.enabled=1", "/networkPolicy/enabled"),
         ("networkPolicy.from[0].podSelectr.a=b", "podSelectr"),
+        ("metrics.prometheusRule.enabled=yes", "/metrics/prometheusRule/enabled"),
+        ("metrics.prometheusRule.runbookBaseURL=docs/runbooks.md", "runbookBaseURL"),
+        ("metrics.prometheusRule.runbookBaseURL=https://x.org/r.md#a", "runbookBaseURL"),
+        ("metrics.prometheusRule.upSelector={}", "/metrics/prometheusRule/upSelector"),
+        ("metrics.prometheusRul.enabled=true", "prometheusRul"),
+        ("metrics.grafanaDashboard.enabled=1", "/metrics/grafanaDashboard/enabled"),
+        ("metrics.grafanaDashboard.namespace=Monitoring", "/metrics/grafanaDashboard/namespace"),
+        ("metrics.grafanaDashbord.enabled=true", "grafanaDashbord"),
     ],
 )
 def test_bad_values_fail_naming_the_field(value: str, field: str) -> None:
