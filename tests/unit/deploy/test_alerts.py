@@ -256,3 +256,18 @@ def test_the_placeholders_the_chart_replaces_are_in_the_file() -> None:
     ]
     down = exprs["StatefulWebAppOperatorDown"]
     assert down.count("job=") == down.count(monitoring.UP_PLACEHOLDER) == 2
+
+
+def test_the_operations_page_lists_every_alert_as_the_file_has_it() -> None:
+    """docs/operations.md's table: each alert once, with its runbook, `for` and severity."""
+    table = re.findall(
+        r"^\| \[(\w+)\]\(runbooks\.md#(\w+)\) \| .* \| (\w+) \| (\w+) \|$",
+        (REPO / "docs/operations.md").read_text(),
+        re.M,
+    )
+    listed = {name: (anchor, wait, severity) for name, anchor, wait, severity in table}
+    assert len(listed) == len(table)
+    assert listed == {
+        rule["alert"]: (rule_anchor(rule["alert"]), rule["for"], rule["labels"]["severity"])
+        for rule in monitoring.alerts()
+    }
