@@ -5,7 +5,9 @@ What is pinned here is what matters operationally: the CRD copy matches crds/, k
 single instance with the restricted Pod Security settings, the RBAC is least-privilege (no
 wildcards, exactly the verbs the operator uses as its own code shows against the fake API server
 of fakeapi.py, persistentvolumes the only cluster-scoped write), watchNamespaces turns the
-namespaced grant into RoleBindings, and bad values fail with the field named in the message.
+namespaced grant into RoleBindings, the PrometheusRule is the rule file with the release filled
+in and the dashboard's ConfigMap holds the dashboard file (each only when enabled), and bad
+values fail with the field named in the message.
 """
 
 from __future__ import annotations
