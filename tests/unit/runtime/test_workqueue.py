@@ -257,8 +257,7 @@ def test_resume_says_once_when_every_app_known_at_start_had_its_pass(
 def test_delays_run_in_due_order_whichever_came_first() -> None:
     # The delays thread is woken only by a new earliest entry: a later entry must still run
     # once due, and an earlier one added after it must not wait for it.
-    pool = concurrent.futures.ThreadPoolExecutor(2)
-    delays, rec = Delays(pool), Recorder()
+    delays, rec = Delays(), Recorder()
     start = time.monotonic()
     early_ran = threading.Event()
     ran_at: list[float] = []
@@ -275,7 +274,28 @@ def test_delays_run_in_due_order_whichever_came_first() -> None:
     assert early_ran.wait(TIMEOUT)
     assert ran_at[0] - start < 2.0, "the early entry waited for the later one"
     assert rec.wait_for(3) == ["early", "late", "latest"]
-    pool.shutdown()
+
+
+def test_a_pass_whose_window_closes_with_nothing_new_costs_one_hand_over_to_the_pool() -> None:
+    """The trailing call of a window finds nothing to run and ends on the delays' thread; a
+    request within the window gets its pass on the pool."""
+    passes, rec = WorkQueue(coalesce=0.01), Recorder()
+    handed: list[object] = []
+    submit = passes._pool.submit
+
+    def counted(fn: Callable[..., object], /, *args: object) -> concurrent.futures.Future[object]:
+        handed.append(fn)
+        return submit(fn, *args)
+
+    passes._pool.submit = counted  # type: ignore[method-assign,assignment]
+    passes.add("a", rec.step("first"))
+    idle(passes, "a")
+    assert len(handed) == 1, handed
+    passes.add("a", rec.step("second"))
+    passes.add("a", rec.step("third"))  # Within the window: one trailing pass.
+    idle(passes, "a")
+    assert rec.wait_for(3) == ["first", "second", "third"]
+    assert len(handed) == 3, handed
 
 
 def test_apps_that_come_and_go_leave_nothing_behind() -> None:
