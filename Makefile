@@ -146,6 +146,10 @@ run: venv crd ## Run the operator in the foreground (a standby if the chart's op
 demo: venv tools-kwok ## Local cluster + CRD + operator + the sample app, waits until Ready and shows it
 	@hack/demo.sh
 
+.PHONY: demo-kind
+demo-kind: venv kind-image ## The sample on real pods: kind cluster, the chart's operator, the test NFS export; shows each replica's page (make kind-down ends it)
+	@hack/demo-kind.sh
+
 BENCH_ARGS ?=
 .PHONY: bench
 bench: venv tools ## Fleet benchmark, each side on a freshly started audited cluster (BENCH_ARGS="--n 1,100 --soak 60"); writes bench/results/
