@@ -6,7 +6,8 @@
 # serve it, hack/cluster/nfs.sh; fuse3 for the FUSE NFS client that mounts it), and for kind
 # (hack/kind): podman's dnsname plugin, through which kind's workers find the control plane,
 # and jq for the node image's runtime spec; prometheus for its promtool, with which the unit
-# tests check and test the chart's alerts and the dashboard's queries. Only what is
+# tests check and test the chart's alerts and the dashboard's queries, and for the server the
+# e2e suite runs against a live operator (tests/e2e/test_prometheus.py). Only what is
 # missing is installed; nothing is installed over a different build. With arguments, only
 # those packages (`make unit` needs busybox, iptables for test-rule-removal.sh, and
 # prometheus).
@@ -31,7 +32,8 @@ say "installing ${missing[*]} ..."
 apt-get update -qq
 # Debian starts a package's services on install (nfs-ganesha on 0.0.0.0:2049, rpcbind on
 # port 111, prometheus on :9090, where systemd runs): the project runs its own NFS server and
-# rpcbind, on loopback, when a cluster starts, and of prometheus uses only promtool.
+# rpcbind, on loopback, when a cluster starts, and runs prometheus itself only where a test
+# starts it (on a free loopback port).
 # A policy-rc.d answering 101 ("not allowed") keeps the services of this install from starting
 # now (systemd still has them enabled for the next boot: disable them if that matters).
 policy=/usr/sbin/policy-rc.d
