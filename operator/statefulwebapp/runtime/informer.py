@@ -300,11 +300,18 @@ class Informer:
                 # the watch's objects and a get's do.
                 body["apiVersion"], body["kind"] = self.api_version, self.kind.name
                 uid = str((body.get("metadata") or {}).get("uid"))
-                entry = self._entry(body, self.store.entry(uid))
+                entry = self._entry(body, self._held(uid))
                 if entry is not None:
                     listed[uid] = entry
             self.version = str((page.get("metadata") or {}).get("resourceVersion") or "")
         return listed
+
+    def _held(self, uid: str) -> Entry | None:
+        """The object as the store holds it, if the source compares readings; else None.
+
+        Without a reading (``Source.reading``) every change is told: no lookup is needed.
+        """
+        return self.store.entry(uid) if self.source.reading is not None else None
 
     def _entry(self, body: Mapping[str, Any], before: Entry | None) -> Entry | None:
         """What the store holds of ``body``, held as ``before`` until now; None: nothing."""
@@ -404,7 +411,7 @@ class Informer:
             self._uids.discard(uid)
             self._tell(entry[0] if entry is not None else self.source.key(body), "DELETED", None)
             return
-        before = self.store.entry(uid)
+        before = self._held(uid)
         entry = self._entry(body, before)
         if entry is None:
             return
