@@ -229,6 +229,11 @@ class Controller(Apps):
             elif (body := first(self.apps, key)) is not None:
                 self.app_changed(key, body)
             return
+        if child.name == sources.NODES.kind.name:
+            # A node became Ready or stopped being so: any app may have a pod on it.
+            for app_key in list(self.apps):
+                self.enqueue(app_key)
+            return
         volume = isinstance(child, registry.Child) and not child.namespaced
         if volume and (key in self.reconciler.gone or not has(self.apps, key)):
             # A volume whose app is gone: its deletion event was handled before the volume

@@ -72,12 +72,13 @@ class Recorded(EventRecorder):
 
     def __init__(self) -> None:
         self.warnings: list[tuple[str, str]] = []
+        self.normals: list[tuple[str, str]] = []
 
     def event(
         self, app: Mapping[str, Any], kind: str, reason: str, message: str, logger: Log
     ) -> None:
-        assert kind == "Warning", (kind, reason, message)
-        self.warnings.append((reason, message))
+        assert kind in ("Warning", "Normal"), (kind, reason, message)
+        (self.warnings if kind == "Warning" else self.normals).append((reason, message))
 
 
 class Budgets(WorkQueue):
@@ -121,7 +122,9 @@ class Pass:
         rollout_due: bool = True,
         policy: Policy = NO_POLICY,
         claims: ExportClaims | None = None,
+        **seen: Any,
     ) -> Outcome:
+        """One pass; ``seen``: more of the :class:`Observation` (the kubelet's reports, nodes)."""
         self.api.requests.clear()
         self.api.versioned()
         observed = {kind: self.api.objects.get(path) for kind, path in PATHS.items()}
@@ -137,7 +140,7 @@ class Pass:
             claims=claims,
         )
         outcome = reconciler.converge(
-            Observation(body=self.body, children=observed), logging.getLogger("test")
+            Observation(body=self.body, children=observed, **seen), logging.getLogger("test")
         )
         if outcome.written_status is not None:
             self.body = {**self.body, "status": outcome.written_status}

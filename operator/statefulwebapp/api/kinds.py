@@ -51,15 +51,19 @@ APP = Kind(KIND, GROUP, VERSION, PLURAL, namespaced=True)
 LEASE = Kind("Lease", "coordination.k8s.io", "v1", "leases", namespaced=True)
 """The leader election's lock (lease.py)."""
 EVENT = Kind("Event", "", "v1", "events", namespaced=True)
-"""Watched for the kubelet's FailedMount and Unhealthy events only (sources.MOUNT_FAILURES,
-sources.PROBE_FAILURES): they say why a pod waits for its volume, why an agent is not ready."""
+"""Watched for the kubelet's FailedMount, Unhealthy and BackOff events only
+(sources.MOUNT_FAILURES, PROBE_FAILURES, BACKOFFS): they say why a pod waits for its volume,
+why an agent or a web pod is not ready."""
 
 RESTORE = Kind("StatefulWebAppRestore", GROUP, VERSION, "statefulwebapprestores", namespaced=True)
 """A request to put an archive back into an app's volume (restore.py)."""
 JOB = Kind("Job", "batch", "v1", "jobs", namespaced=True)
 """A restore's Job: read while the restore runs, never watched."""
 POD = Kind("Pod", "", "v1", "pods", namespaced=True)
-"""A restore Job's pods: listed once when the Job has finished, for their result."""
+"""A restore Job's pods: listed once when the Job has finished, for their result; an app's,
+listed when something is wrong with them (``specs/pods.py``), and a stuck web pod deleted."""
+NODE = Kind("Node", "", "v1", "nodes", namespaced=False)
+"""Watched for their Ready condition: a lost node is named with the app's pods on it."""
 
 BY_NAME: dict[str, Kind] = {
     kind.name: kind
@@ -78,6 +82,7 @@ BY_NAME: dict[str, Kind] = {
         RESTORE,
         JOB,
         POD,
+        NODE,
     )
 }
 """Every kind by its name, for its API location."""

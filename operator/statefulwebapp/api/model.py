@@ -181,6 +181,16 @@ class DisruptionBudget:
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """How a change of the web pods' template reaches them (the StatefulSet's rolling update)."""
+
+    replace_stuck_pods: bool = True
+    """Delete a web pod that a rollout left failing once the spec has moved on from its
+    revision: the StatefulSet waits for such a pod for ever (Kubernetes' "forced rollback",
+    otherwise a user's ``kubectl delete pod``), and recreates it at the new revision."""
+
+
+@dataclass(frozen=True)
 class TopologySpread:
     """How the web pods spread over nodes (``kubernetes.io/hostname``)."""
 
@@ -348,6 +358,8 @@ class AppSpec:
     """The web pods' PodDisruptionBudget."""
     topology_spread: TopologySpread = field(default_factory=TopologySpread)
     """How the web pods spread over nodes."""
+    rollout: Rollout = field(default_factory=Rollout)
+    """How a new template reaches the web pods, and what the operator does for a stuck one."""
     network_policy: NetworkPolicy = field(default_factory=NetworkPolicy)
     """Which connections the app's pods accept."""
     node_selector: Mapping[str, str] = field(default_factory=dict)

@@ -22,6 +22,7 @@ from statefulwebapp.api.model import (
     Probes,
     Resources,
     RestoreSpec,
+    Rollout,
     SpecError,
     Storage,
     Toleration,
@@ -61,6 +62,11 @@ def parse(body: Mapping[str, Any], *, backup_root: str = DEFAULT_BACKUP_ROOT) ->
         run_as_user=_int(spec, "runAsUser", AppSpec.run_as_user),
         disruption_budget=_disruption_budget(_obj(spec, "disruptionBudget")),
         topology_spread=_topology_spread(_obj(spec, "topologySpread")),
+        rollout=Rollout(
+            replace_stuck_pods=_bool(
+                _obj(spec, "rollout"), "replaceStuckPods", Rollout.replace_stuck_pods, "rollout."
+            )
+        ),
         network_policy=_network_policy(_obj(spec, "networkPolicy")),
         node_selector=_str_map(spec, "nodeSelector"),
         tolerations=_tolerations(spec, "tolerations"),

@@ -28,7 +28,7 @@ from statefulwebapp.controllers.events import EventRecorder
 from statefulwebapp.controllers.policy import NO_POLICY, ExportClaims, Policy, exports_of
 from statefulwebapp.runtime import informer, kube, workqueue
 from statefulwebapp.runtime.metrics import Metrics
-from statefulwebapp.specs import failures, names, registry, restoring, status
+from statefulwebapp.specs import failures, names, pods, registry, restoring, status
 
 Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 Index = Mapping[Any, Any]
@@ -67,7 +67,10 @@ class Observation:
     mount_failures: Sequence[Obj] = ()
     """The kubelet's FailedMount events of the app's pods (``sources.pack_pod_event``)."""
     probe_failures: Sequence[Obj] = ()
-    """Their Unhealthy events, told since the app's last restore ended."""
+    """Their Unhealthy events, told since the app's last restore ended, and their BackOff
+    events (marked ``backoff``)."""
+    lost_nodes: Sequence[Obj] = ()
+    """The nodes whose Ready condition is not True (``pods.node_view``)."""
     restoring: str = ""
     """The StatefulWebAppRestore under way for the app, if one is: its web pods are stopped."""
     app_current: bool = False
@@ -191,17 +194,21 @@ class AppReconciler:
         }
         children.update(dict.fromkeys(missing))
         mounts = self.cache[sources.MOUNT_FAILURES.store].get(key, ())
-        checks = self.cache[sources.PROBE_FAILURES.store].get(key, ())
+        checks = [json.loads(p) for p in self.cache[sources.PROBE_FAILURES.store].get(key, ())]
+        checks += [
+            {**json.loads(p), "backoff": True}
+            for p in self.cache[sources.BACKOFFS.store].get(key, ())
+        ]
         restores = [json.loads(packed) for packed in self.restores.get(key, ())]
+        lost = self.cache[sources.NODES.store].get(sources.NOT_READY, ())
         return Observation(
             body=body,
             children=children,
             mount_failures=[json.loads(packed) for packed in mounts],
-            probe_failures=failures.told_after(
-                [json.loads(packed) for packed in checks], restoring.last_ended(restores)
-            ),
+            probe_failures=failures.told_after(checks, restoring.last_ended(restores)),
             restoring=restoring.under_way(restores),
             stale=missing,
+            lost_nodes=[json.loads(packed) for packed in lost],
         )
 
     def own_write(self, key: Key, body: Obj) -> bool:
@@ -319,8 +326,18 @@ class AppReconciler:
                     refusals.problem(kinds.APP, f"{app.namespace}/{app.name}", err)
                 )
         self._warn_if_news(body, seen, outcome, logger)
-        # 6. The status, recomputed from the children as they now are.
         now = timestamp()
+        # 6. The app's pods, listed only when the counts and the kubelet's reports say
+        #    something is wrong with them; a stuck web pod the spec has moved on from is
+        #    deleted.
+        listed = (
+            None
+            if refused
+            else self._pods(
+                seen_now, app, children=children, outcome=outcome, now=now, logger=logger
+            )
+        )
+        # 7. The status, recomputed from the children as they now are.
         new = status.compute(
             app,
             generation=seen.generation,
@@ -329,6 +346,7 @@ class AppReconciler:
             problem=status.combine(outcome.problems),
             mount_failures=seen_now.mount_failures,
             probe_failures=seen_now.probe_failures,
+            listed=listed,
             now=now,
         )
         outcome.ready_reason = status.ready_condition(new).get("reason")
@@ -338,6 +356,65 @@ class AppReconciler:
             )
         self._publish(seen, new, outcome)
         return outcome
+
+    def _pods(
+        self,
+        seen_now: Observation,
+        app: AppSpec,
+        *,
+        children: Mapping[str, Obj | None],
+        outcome: Outcome,
+        now: str,
+        logger: Log,
+    ) -> pods.Seen | None:
+        """The app's pods and the nodes not Ready, when :func:`pods.wanted`; else None.
+
+        Deletes the stuck web pods :func:`pods.to_replace` names. A list or delete the server
+        refuses leaves the status to say what the counts say.
+        """
+        sts = children.get(registry.STATEFULSET.key)
+        ds = children.get(registry.DAEMONSET.key)
+        checks = failures.fresh_checks(app, seen_now.probe_failures, now)
+        if not pods.wanted(
+            app,
+            web_ready=status.web_ready(app, sts),
+            web_failures=checks,
+            lost_nodes=seen_now.lost_nodes,
+        ):
+            return None
+        workloads = {
+            names.WEB: str(((sts or {}).get("metadata") or {}).get("uid") or ""),
+            names.BACKUP: str(((ds or {}).get("metadata") or {}).get("uid") or ""),
+        }
+        collection = kube.path(kinds.POD, "", app.namespace).rstrip("/")
+        selector = f"{names.LABEL_INSTANCE}={app.name},{names.MANAGED_SELECTOR}"
+        replaced: list[str] = []
+        try:
+            listed = pods.ours(
+                [
+                    pods.view(body)
+                    for page in kube.pages(self.api, collection, selector=selector, limit=500)
+                    for body in page.get("items") or ()
+                ],
+                workloads,
+            )
+            stuck = pods.stuck_web_pods(app, listed, failures.last_words(app, checks))
+            for pod in pods.to_replace(app, sts, stuck):
+                if kube.delete(self.api, kinds.POD, pod["name"], app.namespace, uid=pod["uid"]):
+                    replaced.append(pod["name"])
+                    outcome.deleted.append(f"Pod/{pod['name']}")
+                    self.recorder.event(
+                        seen_now.body,
+                        "Normal",
+                        "ReplacedStuckPod",
+                        f"deleted web pod {pod['name']} of revision {pod['revision']}, stuck "
+                        f"({pod['why']}): the StatefulSet makes it anew at its new revision",
+                        logger,
+                    )
+        except (kube.ApiError, *refusals.TRANSIENT) as err:
+            logger.warning("could not read or replace the app's pods: %s", err)
+            return None
+        return pods.Seen(tuple(listed), tuple(seen_now.lost_nodes), tuple(replaced))
 
     def _names_in_use(
         self,

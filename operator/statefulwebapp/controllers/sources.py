@@ -12,7 +12,8 @@ read. Passes read the packed children from a :class:`~statefulwebapp.runtime.inf
 The kubelet's FailedMount events are watched the same way (:data:`MOUNT_FAILURES`): a pod
 waiting for its volume says only ``ContainerCreating``; the event says why, and the status
 repeats it. So are its failed readiness checks (:data:`PROBE_FAILURES`): a backup agent that is
-not ready says only that; the check's output says what its last archive run met.
+not ready says only that; the check's output says what its last archive run met; and its
+back-offs (:data:`BACKOFFS`). The nodes are watched for their Ready condition (:data:`NODES`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from statefulwebapp.api.objects import Key, Obj
 from statefulwebapp.runtime.informer import Notify, Source, Store, name_of
 from statefulwebapp.runtime.informer import start as start_informers
 from statefulwebapp.runtime.metrics import Metrics
-from statefulwebapp.specs import drift, names, registry, status
+from statefulwebapp.specs import drift, names, pods, registry, status
 
 
 def pack(body: Mapping[str, Any], also: tuple[str, ...] = ()) -> str:
@@ -213,6 +214,34 @@ PROBE_FAILURES = _pod_events("Unhealthy", "ProbeFailures")
 """The kubelet's failed probes of pods (``Unhealthy``), selected by the server: none while
 every check passes, so a healthy fleet costs this watch nothing."""
 
+BACKOFFS = _pod_events("BackOff", "BackOffs")
+"""The kubelet's back-offs of pods' containers (``BackOff``: one crashing, an image it cannot
+pull), selected by the server: none while every container runs."""
+
+NOT_READY: Key = ("", "NotReady")
+"""Where the nodes' store holds the nodes whose Ready condition is not True."""
+_READY: Key = ("", "Ready")
+
+
+def _node_key(body: Mapping[str, Any]) -> Key:
+    return _READY if pods.node_view(body)["ready"] == "True" else NOT_READY
+
+
+def _pack_node(body: Mapping[str, Any]) -> str:
+    return json.dumps(pods.node_view(body), separators=(",", ":"))
+
+
+def _node_reading(body: Mapping[str, Any], before: Hashable) -> Hashable:
+    """A node's Ready condition: its kubelet's heartbeats, every few minutes, change nothing."""
+    view = pods.node_view(body)
+    return view["ready"], view["reason"], view["since"]
+
+
+NODES = Source(kinds.NODE, key=_node_key, pack=_pack_node, name="Nodes", reading=_node_reading)
+"""The nodes, by whether they are Ready; only a change of their Ready condition is told (every
+app then gets a pass: any may have a pod there). A pass reads the ones not Ready
+(:data:`NOT_READY`) to name a lost node and the pods on it."""
+
 
 def _app_key(body: Mapping[str, Any]) -> Key:
     return name_of(body.get("metadata") or {})
@@ -232,7 +261,7 @@ wait on one condition for all the others, whose wake-ups grow with the square of
 
 WAVES: tuple[tuple[Source, ...], ...] = (
     (APPS, *(child_source(child) for child in registry.CHILDREN), *NAMES.values()),
-    (MOUNT_FAILURES, PROBE_FAILURES),
+    (MOUNT_FAILURES, PROBE_FAILURES, BACKOFFS, NODES),
 )
 """Everything watched, in the order it is listed at start: the apps, their children and the
 other names of their kinds, then the pods' failures, which are kept only for pods of the

@@ -29,6 +29,14 @@ this long, while the mount fails, and stops once it works (the pod then soon bec
 an older event says nothing of today's pods."""
 
 
+CRASH_BACKOFF_CAP_SECONDS = 300.0
+"""The longest the kubelet waits before it starts a crashing container again."""
+
+BACKOFF_SECONDS = KUBELET_EVENT_REFILL_SECONDS + 2 * CRASH_BACKOFF_CAP_SECONDS
+"""How long a BackOff event (a container crashing, an image not pulled) counts after it was
+last told: the kubelet tells it again within this long while the back-off goes on."""
+
+
 def probe_failure_seconds(app: AppSpec) -> float:
     """How long a failed check (a backup agent's, a web pod's) counts after it was last told.
 
@@ -36,6 +44,19 @@ def probe_failure_seconds(app: AppSpec) -> float:
     """
     period = max(BACKUP_CHECK_SECONDS, app.probes.readiness.period_seconds)
     return KUBELET_EVENT_REFILL_SECONDS + 2 * period
+
+
+def check_seconds(app: AppSpec, failure: Obj) -> float:
+    """How long one of the kubelet's reports of a failing container counts.
+
+    A back-off's counts longer than a failed check's: see :data:`BACKOFF_SECONDS`.
+    """
+    return BACKOFF_SECONDS if failure.get("backoff") else probe_failure_seconds(app)
+
+
+def fresh_checks(app: AppSpec, failures: Sequence[Obj], now: str) -> list[Obj]:
+    """The failed checks and back-offs that count at ``now`` (each by :func:`check_seconds`)."""
+    return [f for f in failures if fresh_failures([f], now, check_seconds(app, f))]
 
 
 def fresh_failures(failures: Sequence[Obj], now: str, seconds: float) -> list[Obj]:
@@ -75,14 +96,12 @@ def recheck_after(
     if not now:
         return None
     at = datetime.fromisoformat(now)
+    windows = [(f, MOUNT_FAILURE_SECONDS) for f in mount_failures]
+    windows += [(f, check_seconds(app, f)) for f in probe_failures]
     ends = [
         (seen - at).total_seconds() + seconds
-        for failures, seconds in (
-            (mount_failures, MOUNT_FAILURE_SECONDS),
-            (probe_failures, probe_failure_seconds(app)),
-        )
-        for failure in fresh_failures(failures, now, seconds)
-        if (seen := _seen(failure)) is not None
+        for failure, seconds in windows
+        if fresh_failures([failure], now, seconds) and (seen := _seen(failure)) is not None
     ]
     return max(1.0, min(ends)) if ends else None
 
@@ -199,11 +218,8 @@ def failing_backups(app: AppSpec, failures: Sequence[Obj]) -> str:
     )
 
 
-def failing_web_checks(app: AppSpec, failures: Sequence[Obj]) -> str:
-    """The kubelet's words for the web check that failed last; "" if none has lately.
-
-    For example ``web-1: Readiness probe failed: HTTP probe failed with statuscode: 404``.
-    """
+def _newest_per_web_pod(app: AppSpec, failures: Sequence[Obj]) -> dict[str, Obj]:
+    """Per web pod within the replicas, the kubelet's last report of it that says something."""
     # The one seen last says what fails now: a pod's check can fail in several ways over its
     # life (connection refused while nginx starts, then 404), one event each, and a pod that
     # failed a check while it started and is ready since has no newer failure.
@@ -219,8 +235,25 @@ def failing_web_checks(app: AppSpec, failures: Sequence[Obj]) -> str:
         held = newest.get(pod)
         if held is None or str(failure.get("seen")) > str(held.get("seen")):
             newest[pod] = failure
+    return newest
+
+
+def _first_line(failure: Obj) -> str:
+    return str(failure["message"]).strip().splitlines()[0][:300]
+
+
+def last_words(app: AppSpec, failures: Sequence[Obj]) -> dict[str, str]:
+    """Per web pod within the replicas, the first line of the kubelet's last report of it."""
+    return {pod: _first_line(f) for pod, f in _newest_per_web_pod(app, failures).items()}
+
+
+def failing_web_checks(app: AppSpec, failures: Sequence[Obj]) -> str:
+    """The kubelet's words for the web check that failed last; "" if none has lately.
+
+    For example ``web-1: Readiness probe failed: HTTP probe failed with statuscode: 404``.
+    """
+    newest = _newest_per_web_pod(app, failures)
     if not newest:
         return ""
     last = max(newest, key=lambda pod: (str(newest[pod].get("seen")), pod))
-    said = str(newest[last]["message"]).strip().splitlines()[0][:300]
-    return f"{last}: {said}"
+    return f"{last}: {_first_line(newest[last])}"

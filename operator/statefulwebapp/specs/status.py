@@ -14,15 +14,16 @@ from typing import Any
 
 from statefulwebapp.api.model import AppSpec
 from statefulwebapp.api.objects import Obj
-from statefulwebapp.specs import names, registry
+from statefulwebapp.specs import names, pods, registry
 from statefulwebapp.specs.failures import (
     MOUNT_FAILURE_SECONDS,
     failing_backups,
     failing_mounts,
     failing_web_checks,
+    fresh_checks,
     fresh_failures,
     interrupted_restore,
-    probe_failure_seconds,
+    last_words,
 )
 from statefulwebapp.specs.render import render_disruption_budget
 
@@ -84,6 +85,7 @@ def compute(
     problem: Problem | None = None,
     mount_failures: Sequence[Obj] = (),
     probe_failures: Sequence[Obj] = (),
+    listed: pods.Seen | None = None,
     now: str = "",
 ) -> dict[str, Any]:
     """The full status of the app from its children as observed.
@@ -93,7 +95,9 @@ def compute(
     spec, conflict, refused write); it wins over whatever the children show, because the
     children then no longer follow the spec. ``mount_failures`` are the kubelet's FailedMount
     events of the app's pods (``sources.pack_pod_event``): they say why pods wait;
-    ``probe_failures`` their Unhealthy events: what a backup agent's check found wrong.
+    ``probe_failures`` their Unhealthy and BackOff events: what a backup agent's check found
+    wrong, why a web pod is not ready. ``listed``: the app's pods, when the pass listed them
+    (:func:`pods.wanted`), and the nodes not Ready.
     """
     previous = previous or {}
     sts = children.get(registry.STATEFULSET.name)
@@ -111,7 +115,8 @@ def compute(
         children,
         problem,
         fresh_failures(mount_failures, now, MOUNT_FAILURE_SECONDS),
-        fresh_failures(probe_failures, now, probe_failure_seconds(app)),
+        fresh_checks(app, probe_failures, now),
+        listed=listed,
     )
     selector = ",".join(f"{k}={v}" for k, v in names.selector(app, names.WEB).items())
     status: dict[str, Any] = {
@@ -135,6 +140,20 @@ def compute(
         ],
     }
     return status
+
+
+def web_ready(app: AppSpec, sts: Obj | None) -> bool:
+    """Whether the StatefulSet says every web pod is ready, at its latest spec and revision."""
+    ready = int(_get(sts, "status", "readyReplicas", default=0))
+    updated = int(_get(sts, "status", "updatedReplicas", default=0))
+    current = int(_get(sts, "status", "replicas", default=0))
+    return (
+        sts is not None
+        and _fresh(sts)
+        and ready == app.replicas
+        and current == app.replicas
+        and not (app.replicas and updated != app.replicas)
+    )
 
 
 DATE_LOG_STATES = ("disabled", "suspended", "ok", "failing")
@@ -187,6 +206,8 @@ def _readiness(  # noqa: PLR0911, PLR0912  (one early return per readiness gate,
     problem: Problem | None,
     mount_failures: Sequence[Obj] = (),
     probe_failures: Sequence[Obj] = (),
+    *,
+    listed: pods.Seen | None = None,
 ) -> tuple[str, str]:
     if problem is not None:
         return problem.reason, problem.message
@@ -215,18 +236,27 @@ def _readiness(  # noqa: PLR0911, PLR0912  (one early return per readiness gate,
         )
     if sts is None:
         return "StatefulSetMissing", f"StatefulSet {names.statefulset(app)} does not exist yet"
+    if listed is not None:
+        # A node gone takes its pods' readiness with it: the StatefulSet's and DaemonSet's
+        # counts then say less than the node does, and a probe failure told before says
+        # nothing of it.
+        lost = pods.on_lost_nodes(app, listed.pods, listed.lost_nodes)
+        if lost:
+            return "NodeNotReady", lost
+        # Only what the kubelet said of a pod that is not ready now is current.
+        ready_now = {p["name"] for p in listed.pods if p["ready"]}
+        probe_failures = [f for f in probe_failures if f.get("pod") not in ready_now]
     ready = int(_get(sts, "status", "readyReplicas", default=0))
     updated = int(_get(sts, "status", "updatedReplicas", default=0))
-    current = int(_get(sts, "status", "replicas", default=0))
-    if (
-        not _fresh(sts)
-        or ready != app.replicas
-        or current != app.replicas
-        or (app.replicas and updated != app.replicas)
-    ):
+    if not web_ready(app, sts):
         failing = failing_mounts(app, mount_failures, names.WEB)
         if failing:
             return "VolumeMountFailed", failing
+        if listed is not None:
+            stuck = pods.stuck_web_pods(app, listed.pods, last_words(app, probe_failures))
+            said = pods.rollout_stuck(app, sts, stuck, listed.replaced)
+            if said:
+                return "RolloutStuck", said
         checks = failing_web_checks(app, probe_failures)
         return (
             "WebPodsNotReady",

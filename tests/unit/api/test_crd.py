@@ -191,6 +191,7 @@ DEFAULTS: dict[str, Callable[[model.AppSpec], Any]] = {
     "probes.liveness.initialDelaySeconds": lambda a: a.probes.liveness.initial_delay_seconds,
     "disruptionBudget.enabled": lambda a: a.disruption_budget.enabled,
     "disruptionBudget.maxUnavailable": lambda a: a.disruption_budget.max_unavailable,
+    "rollout.replaceStuckPods": lambda a: a.rollout.replace_stuck_pods,
     "topologySpread.enabled": lambda a: a.topology_spread.enabled,
     "topologySpread.maxSkew": lambda a: a.topology_spread.max_skew,
     "topologySpread.whenUnsatisfiable": lambda a: a.topology_spread.when_unsatisfiable,
@@ -257,6 +258,7 @@ def test_every_crd_default_is_compared(spec_schema: Schema) -> None:
         "probes.readiness",
         "probes.liveness",
         "topologySpread",
+        "rollout",
         "disruptionBudget",
         "networkPolicy",
     }

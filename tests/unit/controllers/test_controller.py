@@ -11,6 +11,7 @@ from typing import Any, cast
 import pytest
 
 from statefulwebapp import manager as controller
+from statefulwebapp.api import kinds
 from statefulwebapp.api.parse import parse
 from statefulwebapp.controllers import sources
 from statefulwebapp.runtime import informer, kube
@@ -366,3 +367,16 @@ def test_an_apps_watch_event_passes_it_and_its_deletion_collects_its_volume() ->
     fx.settle(("volume", *KEY))
     assert KEY not in apps
     assert ("DELETE", "/api/v1/persistentvolumes/default.web-data") in fx.api.requests
+
+
+def test_a_node_changing_readiness_brings_every_app_a_pass(fx: Fixture) -> None:
+    """Any app may have a pod or an agent on a node that goes away or comes back."""
+    fx.index(app())
+    fx.controller.caches_synced()
+    fx.controller.on_child_event(kinds.NODE, sources.NOT_READY, "MODIFIED")
+    fx.settle()
+    passes = fx.controller.metrics.registry.get_sample_value(
+        "statefulwebapp_reconcile_duration_seconds_count"
+    )
+    assert passes == 1
+    assert STATUS in fx.api.sent()

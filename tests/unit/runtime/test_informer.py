@@ -434,3 +434,43 @@ def test_a_relist_tells_only_what_passes_read() -> None:
     api.objects[path] = failed
     one.list(report=True)
     assert told.events == [("CronJob", ("ns", "web"), "MODIFIED")]
+
+
+def node(version: int, ready: str, since: str, heartbeat: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "n2", "uid": "node-n2", "resourceVersion": str(version)},
+        "status": {
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": ready,
+                    "lastTransitionTime": since,
+                    "lastHeartbeatTime": heartbeat,
+                }
+            ]
+        },
+    }
+
+
+def test_a_node_is_told_only_when_its_ready_condition_changes_and_held_by_it() -> None:
+    """The kubelet posts its node's status every few minutes: heartbeats tell no pass. A node
+    going NotReady or unreachable, and coming back, is told, and the pass finds the nodes not
+    Ready under one key."""
+    told = Told()
+    store = informer.Store()
+    one = informer.Informer(cast(Any, None), sources.NODES, store, told)
+    states = [
+        (node(1, "True", "T0", "H0"), ["ADDED"]),
+        (node(2, "True", "T0", "H1"), []),
+        # A move between the keys is told as it is for a child that changed apps.
+        (node(3, "Unknown", "T2", "H1"), ["DELETED", "MODIFIED"]),
+        (node(4, "Unknown", "T2", "H1"), []),
+        (node(5, "True", "T5", "H5"), ["DELETED", "MODIFIED"]),
+    ]
+    for body, events in states:
+        told.events.clear()
+        one.event({"type": "MODIFIED" if store.entry("node-n2") else "ADDED", "object": body})
+        assert [event for _, _, event in told.events] == events, body["status"]
+        lost = store.get(sources.NOT_READY, ())
+        ready = body["status"]["conditions"][0]["status"] == "True"
+        assert [json.loads(p)["name"] for p in lost] == ([] if ready else ["n2"])
