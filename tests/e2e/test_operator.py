@@ -14,6 +14,7 @@ the scale subresource) runs on the local cluster, whose kwok pods are Ready at o
 from __future__ import annotations
 
 import json
+import subprocess
 from typing import Any
 
 import pykube
@@ -29,6 +30,7 @@ from tests.e2e.apps import (
     children_match_the_rendering,
     dry_run,
     get_app,
+    ready_condition,
     runnable,
     sample,
     scenario_nodes,
@@ -441,3 +443,54 @@ def test_app_names_that_break_a_child_are_rejected(
     out = dry_run(cluster, body)
     assert "metadata.name" in out, out
     assert "created" not in out
+
+
+# -- a node lost --------------------------------------------------------------------------
+
+
+def node_container(action: str, node: str) -> None:
+    """Stop or start a kind node's container, as a machine failing or coming back would."""
+    subprocess.run(["podman", action, node], check=True, capture_output=True, timeout=120)
+
+
+def node_ready(cluster: Cluster, node: str) -> bool:
+    body = json.loads(cluster.kubectl("get", "node", node, "-o", "json"))
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in body["status"]["conditions"])
+
+
+@ON_REAL_PODS
+def test_a_lost_node_is_named_with_the_pods_on_it_and_ready_comes_back_with_it(
+    cluster: Cluster, fresh_ns: str
+) -> None:
+    """A worker's container stopped: the status names that node, its condition and since when,
+    and the app's web pod and agent on it, never a healthy pod's old probe failure. Started
+    again, the app is Ready by itself."""
+    apply(cluster, fresh_ns, sample())
+    wait_ready(cluster, fresh_ns, timeout=180)
+    web = {p["spec"]["nodeName"]: p["metadata"]["name"] for p in pods(cluster, fresh_ns, names.WEB)}
+    node, pod = sorted(web.items())[-1]
+    agent = next(
+        p["metadata"]["name"]
+        for p in pods(cluster, fresh_ns, names.BACKUP)
+        if p["spec"]["nodeName"] == node
+    )
+    node_container("stop", node)
+    try:
+        condition = wait_for(
+            lambda: (
+                (c := ready_condition(get_app(cluster, fresh_ns))).get("reason") == "NodeNotReady"
+                and c
+            ),
+            180,
+            f"NodeNotReady once node {node} is stopped",
+        )
+        message = condition["message"]
+        print(f"Ready=False NodeNotReady: {message}")
+        assert message.startswith(f"node {node} is unreachable"), message
+        assert f"web pod {pod} and backup agent {agent} on it" in message
+        others = sorted(set(web.values()) - {pod})
+        assert not any(other in message for other in others), message
+    finally:
+        node_container("start", node)
+    wait_for(lambda: node_ready(cluster, node), 180, f"node {node} Ready again")
+    wait_ready(cluster, fresh_ns, timeout=240)
