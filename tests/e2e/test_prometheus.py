@@ -23,6 +23,7 @@ machine on either cluster, and the quotas are the API server's.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -347,6 +348,8 @@ def test_a_not_ready_app_fires_its_alert_and_its_recovery_resolves_it(
         assert annotations["summary"].startswith("1 StatefulWebApp(s) ")
         assert annotations["summary"].endswith(f": {reason}")
         assert f"namespace {namespace}" in annotations["description"]
+    # What the README shows (pytest -s): the alerts as Prometheus's API has them.
+    print(json.dumps({"firing": [refused, podless]}, indent=2))
     # Each reason fires exactly one apps alert.
     assert prometheus.firing_of("StatefulWebAppNotReady", "Refused") is None
     assert prometheus.firing_of("StatefulWebAppNeedsUserAction", "WebPodsNotReady") is None
