@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -152,12 +152,57 @@ def date_logger_reading(body: Mapping[str, Any], before: Hashable) -> Hashable:
     return hash(json.dumps(kept, sort_keys=True)), went
 
 
+STATUS_READ: Mapping[str, tuple[str, ...]] = {
+    registry.STATEFULSET.name: (
+        "observedGeneration",
+        "replicas",
+        "readyReplicas",
+        "updatedReplicas",
+        "currentRevision",
+        "updateRevision",
+    ),
+    registry.DAEMONSET.name: (
+        "observedGeneration",
+        "desiredNumberScheduled",
+        "numberReady",
+        "updatedNumberScheduled",
+    ),
+    registry.PERSISTENT_VOLUME_CLAIM.name: ("phase",),
+    registry.PERSISTENT_VOLUME.name: ("phase",),
+}
+"""Per kind of child, the status fields passes read (``specs/status.py``, ``specs/pods.py``,
+``specs/restoring.py``, a Released volume); of any other kind's status, none."""
+
+
+def child_reading(read: tuple[str, ...]) -> Callable[[Mapping[str, Any], Hashable], Hashable]:
+    """What a pass reads of a child: its metadata, its spec, the status fields ``read``.
+
+    The controllers update their objects' status more often than passes read it: a
+    StatefulSet's ``availableReplicas`` a moment after its ``readyReplicas``, a disruption
+    budget's counts at every pod's readiness, which no pass reads. A spec is hashed only for a
+    kind without a generation (a claim, a volume, a Service): elsewhere the generation moves
+    with it, and our rendering's digest is in the metadata.
+    """
+
+    def reading(body: Mapping[str, Any], before: Hashable) -> Hashable:
+        meta = body.get("metadata") or {}
+        kept: dict[str, Any] = {k: meta[k] for k in _META if k in meta and k != "resourceVersion"}
+        kept["stamp"] = drift.stamp_of(body)
+        if "generation" not in meta:
+            kept["spec"] = body.get("spec")
+        status = body.get("status") or {}
+        kept["status"] = {field: status.get(field) for field in read}
+        return hash(json.dumps(kept, sort_keys=True, separators=(",", ":")))
+
+    return reading
+
+
 def child_source(child: registry.Child) -> Source:
     """A child, watched by the operator's label (and its role's), stored by its key.
 
     One with those labels and no owner of ours is held by its name alone: it still takes the
-    name a new app's child would have. Of the date logger's CronJob, only the changes of
-    :func:`date_logger_reading` are told.
+    name a new app's child would have. Only the changes a pass reads are told: of the date
+    logger's CronJob, :func:`date_logger_reading`; of any other child, :func:`child_reading`.
     """
     return Source(
         child,
@@ -166,7 +211,11 @@ def child_source(child: registry.Child) -> Source:
         labels=child.selector,
         name=child.key,
         unowned=True,
-        reading=date_logger_reading if child is registry.CRONJOB else None,
+        reading=(
+            date_logger_reading
+            if child is registry.CRONJOB
+            else child_reading(STATUS_READ.get(child.name, ()))
+        ),
     )
 
 

@@ -474,3 +474,77 @@ def test_a_node_is_told_only_when_its_ready_condition_changes_and_held_by_it() -
         lost = store.get(sources.NOT_READY, ())
         ready = body["status"]["conditions"][0]["status"] == "True"
         assert [json.loads(p)["name"] for p in lost] == ([] if ready else ["n2"])
+
+
+def workload(version: int, generation: int = 1, **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "web",
+            "namespace": "ns",
+            "uid": "w1",
+            "resourceVersion": str(version),
+            "generation": generation,
+            "labels": {names.LABEL_MANAGED_BY: names.MANAGER},
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps.k8slab.io/v1",
+                    "kind": "StatefulWebApp",
+                    "name": "web",
+                    "uid": "u",
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {"replicas": 3},
+        "status": status,
+    }
+
+
+def test_a_childs_status_fields_no_pass_reads_are_told_to_no_pass() -> None:
+    """A StatefulSet's availableReplicas follows its readyReplicas a moment later, and a
+    disruption budget's counts move with every pod: no pass reads either. What passes read
+    (the ready count, the generation, a claim's phase, a Service's spec) is told."""
+    told = Told()
+    sts = informer.Informer(
+        cast(Any, None), sources.child_source(registry.STATEFULSET), informer.Store(), told, "ns"
+    )
+    steps = [
+        (workload(1, readyReplicas=1), ["ADDED"]),
+        (workload(2, readyReplicas=1, availableReplicas=1), []),
+        (workload(3, readyReplicas=2, availableReplicas=1), ["MODIFIED"]),
+        (workload(4, readyReplicas=2, availableReplicas=2, currentReplicas=2), []),
+        (workload(5, generation=2, readyReplicas=2, availableReplicas=2), ["MODIFIED"]),
+    ]
+    for body, events in steps:
+        told.events.clear()
+        sts.event({"type": "MODIFIED" if events != ["ADDED"] else "ADDED", "object": body})
+        assert [event for _, _, event in told.events] == events, body["status"]
+    budget = informer.Informer(
+        cast(Any, None),
+        sources.child_source(registry.DISRUPTION_BUDGET),
+        informer.Store(),
+        told,
+        "ns",
+    )
+    budget.event({"type": "ADDED", "object": workload(1, currentHealthy=1)})
+    told.events.clear()
+    budget.event({"type": "MODIFIED", "object": workload(2, currentHealthy=2)})
+    assert told.events == []
+    claim = informer.Informer(
+        cast(Any, None),
+        sources.child_source(registry.PERSISTENT_VOLUME_CLAIM),
+        informer.Store(),
+        told,
+        "ns",
+    )
+    pending = workload(1, phase="Pending")
+    del pending["metadata"]["generation"]
+    claim.event({"type": "ADDED", "object": pending})
+    bound = {**pending, "metadata": {**pending["metadata"], "resourceVersion": "2"}}
+    bound["status"] = {"phase": "Bound"}
+    resized = {**bound, "metadata": {**bound["metadata"], "resourceVersion": "3"}}
+    resized["spec"] = {"resources": {"requests": {"storage": "2Gi"}}}
+    told.events.clear()
+    for body in (bound, resized):
+        claim.event({"type": "MODIFIED", "object": body})
+    assert [event for _, _, event in told.events] == ["MODIFIED", "MODIFIED"]
