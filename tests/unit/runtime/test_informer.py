@@ -500,14 +500,18 @@ def workload(version: int, generation: int = 1, **status: Any) -> dict[str, Any]
     }
 
 
+def watching(child: registry.Child, told: Told) -> informer.Informer:
+    return informer.Informer(
+        cast(Any, None), sources.child_source(child), informer.Store(), told, "ns"
+    )
+
+
 def test_a_childs_status_fields_no_pass_reads_are_told_to_no_pass() -> None:
     """A StatefulSet's availableReplicas follows its readyReplicas a moment later, and a
     disruption budget's counts move with every pod: no pass reads either. What passes read
     (the ready count, the generation, a claim's phase, a Service's spec) is told."""
     told = Told()
-    sts = informer.Informer(
-        cast(Any, None), sources.child_source(registry.STATEFULSET), informer.Store(), told, "ns"
-    )
+    sts = watching(registry.STATEFULSET, told)
     steps = [
         (workload(1, readyReplicas=1), ["ADDED"]),
         (workload(2, readyReplicas=1, availableReplicas=1), []),
@@ -519,24 +523,12 @@ def test_a_childs_status_fields_no_pass_reads_are_told_to_no_pass() -> None:
         told.events.clear()
         sts.event({"type": "MODIFIED" if events != ["ADDED"] else "ADDED", "object": body})
         assert [event for _, _, event in told.events] == events, body["status"]
-    budget = informer.Informer(
-        cast(Any, None),
-        sources.child_source(registry.DISRUPTION_BUDGET),
-        informer.Store(),
-        told,
-        "ns",
-    )
+    budget = watching(registry.DISRUPTION_BUDGET, told)
     budget.event({"type": "ADDED", "object": workload(1, currentHealthy=1)})
     told.events.clear()
     budget.event({"type": "MODIFIED", "object": workload(2, currentHealthy=2)})
     assert told.events == []
-    claim = informer.Informer(
-        cast(Any, None),
-        sources.child_source(registry.PERSISTENT_VOLUME_CLAIM),
-        informer.Store(),
-        told,
-        "ns",
-    )
+    claim = watching(registry.PERSISTENT_VOLUME_CLAIM, told)
     pending = workload(1, phase="Pending")
     del pending["metadata"]["generation"]
     claim.event({"type": "ADDED", "object": pending})

@@ -97,6 +97,16 @@ def ready_condition(status: dict[str, Any]) -> dict[str, Any]:
     return next(c for c in status["conditions"] if c["type"] == "Ready")
 
 
+def condition_of(
+    children: Any, seen: pods.Seen, failures: Any = (), app: Any = APP
+) -> dict[str, Any]:
+    """The Ready condition of ``app`` given its children, listed pods and the kubelet's reports."""
+    status = compute(
+        app, generation=2, children=children, probe_failures=failures, listed=seen, now=NOW
+    )
+    return ready_condition(status)
+
+
 # ------------------------------------------------------------------------------ views ----
 
 
@@ -171,34 +181,26 @@ def test_pods_are_listed_only_when_something_is_wrong() -> None:
 
 def test_a_rollout_stopped_at_a_failing_pod_names_the_pod_its_revision_and_the_kubelet() -> None:
     children = rolling("web-bbb")
-    status = compute(
-        APP,
-        generation=2,
-        children=children,
-        probe_failures=[unhealthy("web-2", "Readiness probe failed: HTTP probe failed with 404")],
-        listed=listed(
+    condition = condition_of(
+        children,
+        listed(
             pod_body("web-0"),
             pod_body("web-1"),
             pod_body("web-2", revision="web-bbb", node="n3", ready=False),
         ),
-        now=NOW,
+        [unhealthy("web-2", "Readiness probe failed: HTTP probe failed with 404")],
     )
-    condition = ready_condition(status)
     assert condition["reason"] == "RolloutStuck"
     assert condition["message"] == (
         "the rollout to revision web-bbb stopped at web pod web-2 on node n3: Readiness probe "
         "failed: HTTP probe failed with 404; the StatefulSet waits for it for ever: fix the "
         "spec (or undo the change) and apply it; the operator then replaces web-2"
     )
-    said = ready_condition(
-        compute(
-            OFF,
-            generation=2,
-            children=children,
-            probe_failures=[unhealthy("web-2", "Readiness probe failed: 404")],
-            listed=listed(pod_body("web-2", revision="web-bbb", ready=False)),
-            now=NOW,
-        )
+    said = condition_of(
+        children,
+        listed(pod_body("web-2", revision="web-bbb", ready=False)),
+        [unhealthy("web-2", "Readiness probe failed: 404")],
+        app=OFF,
     )["message"]
     assert said.endswith("then delete web-2 by hand (spec.rollout.replaceStuckPods is false)")
 
@@ -221,16 +223,14 @@ def test_a_stuck_pod_the_spec_moved_on_from_is_replaced_unless_turned_off() -> N
     starting = pods.view(pod_body("web-2", revision="web-bbb", ready=False))
     assert pods.stuck_web_pods(APP, [starting], {}) == []
 
-    said = ready_condition(
-        compute(APP, generation=2, children=children, listed=listed(crashing, replaced=("web-2",)))
-    )
+    said = condition_of(children, listed(crashing, replaced=("web-2",)))
     assert said["reason"] == "RolloutStuck"
     assert said["message"] == (
         "web pod web-2 of revision web-bbb on node n1 fails (CrashLoopBackOff: x) and the spec "
         "has moved on to revision web-ccc: the StatefulSet waits for it for ever; the operator "
         "deleted it, and the StatefulSet makes it anew at web-ccc"
     )
-    manual = ready_condition(compute(OFF, generation=2, children=children, listed=listed(crashing)))
+    manual = condition_of(children, listed(crashing), app=OFF)
     assert manual["message"].endswith(
         "; delete it (kubectl delete pod -n default web-2) and it is made anew at web-ccc "
         "(spec.rollout.replaceStuckPods is false)"
@@ -239,15 +239,11 @@ def test_a_stuck_pod_the_spec_moved_on_from_is_replaced_unless_turned_off() -> N
 
 def test_a_failing_pod_with_no_rollout_under_way_is_not_a_stuck_rollout() -> None:
     children = rolling("web-aaa", ready=2, updated=3)
-    status = compute(
-        APP,
-        generation=2,
-        children=children,
-        probe_failures=[unhealthy("web-2", "Readiness probe failed: 404")],
-        listed=listed(pod_body("web-2", ready=False)),
-        now=NOW,
+    condition = condition_of(
+        children,
+        listed(pod_body("web-2", ready=False)),
+        [unhealthy("web-2", "Readiness probe failed: 404")],
     )
-    condition = ready_condition(status)
     assert condition["reason"] == "WebPodsNotReady"
     assert "web-2: Readiness probe failed: 404" in condition["message"]
 
@@ -259,21 +255,17 @@ def test_a_lost_node_is_named_with_its_condition_and_the_pods_on_it() -> None:
     # The trial of the issue: n2 stopped; web-1 and an agent ran there. web-2 failed a
     # start-up check minutes ago on a healthy node and is ready since.
     children = rolling("web-aaa", ready=2, updated=3)
-    status = compute(
-        APP,
-        generation=2,
-        children=children,
-        probe_failures=[unhealthy("web-2", "Startup probe failed: connection refused")],
-        listed=listed(
+    condition = condition_of(
+        children,
+        listed(
             pod_body("web-0"),
             pod_body("web-1", node="n2", ready=False),
             pod_body("web-2"),
             pod_body("web-backup-x7k2p", component="backup", owner=DS_UID, node="n2", ready=False),
             lost=(node_body("n2", "Unknown", "NodeStatusUnknown"),),
         ),
-        now=NOW,
+        [unhealthy("web-2", "Startup probe failed: connection refused")],
     )
-    condition = ready_condition(status)
     assert condition["reason"] == "NodeNotReady"
     assert condition["message"] == (
         "node n2 is unreachable (its kubelet stopped posting status) since "
@@ -286,14 +278,8 @@ def test_a_lost_node_is_named_with_its_condition_and_the_pods_on_it() -> None:
 
 
 def test_a_lost_node_without_the_apps_pods_leaves_the_app_as_it_is() -> None:
-    status = compute(
-        APP,
-        generation=2,
-        children=healthy(),
-        listed=listed(pod_body("web-0"), lost=(node_body("n9", "False", "KubeletNotReady"),)),
-        now=NOW,
-    )
-    assert ready_condition(status)["reason"] == "Ready"
+    lost = (node_body("n9", "False", "KubeletNotReady"),)
+    assert condition_of(healthy(), listed(pod_body("web-0"), lost=lost))["reason"] == "Ready"
 
 
 def test_a_probe_failure_is_quoted_only_for_a_pod_that_is_not_ready_now() -> None:
@@ -302,14 +288,7 @@ def test_a_probe_failure_is_quoted_only_for_a_pod_that_is_not_ready_now() -> Non
         unhealthy("web-2", "Startup probe failed: connection refused", "2026-12-07T10:09:58Z"),
         unhealthy("web-1", "Readiness probe failed: 404", "2026-12-07T10:09:00Z"),
     ]
-    status = compute(
-        APP,
-        generation=2,
-        children=children,
-        probe_failures=failures,
-        listed=listed(pod_body("web-1", ready=False), pod_body("web-2")),
-        now=NOW,
-    )
-    message = ready_condition(status)["message"]
+    seen = listed(pod_body("web-1", ready=False), pod_body("web-2"))
+    message = condition_of(children, seen, failures)["message"]
     assert "web-1: Readiness probe failed: 404" in message
     assert "web-2" not in message
