@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -268,6 +269,11 @@ def lifecycle(cluster: Cluster, namespace: str, operator: Operator) -> None:
         lambda: child(cluster, "PodDisruptionBudget", "web", namespace),
         "the disruption budget (three replicas)",
     )
+    # A rollout to a new image finds web-2 failing: the StatefulSet waits for it for ever, and
+    # the operator deletes it (spec.rollout.replaceStuckPods).
+    stuck = leave_stuck(cluster, namespace, "web-2")
+    apply(cluster, namespace, sample(image="nginx:1.27.4"))
+    until(lambda: pod_uid(cluster, namespace, "web-2") != stuck, "the stuck web pod replaced")
     apply(
         cluster,
         namespace,
@@ -320,6 +326,58 @@ def lifecycle(cluster: Cluster, namespace: str, operator: Operator) -> None:
     cluster.kubectl("delete", "swa", "web", "-n", namespace, "--wait=false")
     until(lambda: child(cluster, "PersistentVolume", pv, namespace) is None, f"{pv} gone")
     until(lambda: not cluster.kubectl("get", "swa", "-n", namespace, "-o", "name"), "app gone")
+
+
+def pod_uid(cluster: Cluster, namespace: str, name: str) -> str:
+    pod = cluster.kubectl("get", "pod", name, "-n", namespace, "-o", "json", "--ignore-not-found")
+    return str(json.loads(pod)["metadata"]["uid"]) if pod.strip() else ""
+
+
+def leave_stuck(cluster: Cluster, namespace: str, pod: str) -> str:
+    """Make ``pod`` fail as a crashing container does; returns its uid.
+
+    kwok starts no container, so the test plays the kubelet: the pod is not ready, its
+    container waits in CrashLoopBackOff, and its back-off is told in an event.
+    """
+    failing = {
+        "status": {
+            "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady"}],
+            "containerStatuses": [
+                {
+                    "name": "nginx",
+                    "ready": False,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+                }
+            ],
+        }
+    }
+    cluster.kubectl(
+        "patch",
+        "pod",
+        pod,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=strategic",
+        "-p",
+        json.dumps(failing),
+    )
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{pod}.backoff", "namespace": namespace},
+        "involvedObject": {"kind": "Pod", "name": pod, "namespace": namespace},
+        "reason": "BackOff",
+        "message": "Back-off restarting failed container nginx",
+        "type": "Warning",
+        "source": {"component": "kubelet", "host": "worker1"},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    cluster.kubectl("create", "-f", "-", stdin=json.dumps(event))
+    return pod_uid(cluster, namespace, pod)
 
 
 def forbidden_reported(cluster: Cluster, namespace: str, operator: Operator) -> str | None:

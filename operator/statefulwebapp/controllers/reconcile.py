@@ -325,7 +325,6 @@ class AppReconciler:
                 outcome.problems.append(
                     refusals.problem(kinds.APP, f"{app.namespace}/{app.name}", err)
                 )
-        self._warn_if_news(body, seen, outcome, logger)
         now = timestamp()
         # 6. The app's pods, listed only when the counts and the kubelet's reports say
         #    something is wrong with them; a stuck web pod the spec has moved on from is
@@ -337,6 +336,7 @@ class AppReconciler:
                 seen_now, app, children=children, outcome=outcome, now=now, logger=logger
             )
         )
+        self._warn_if_news(body, seen, outcome, logger)
         # 7. The status, recomputed from the children as they now are.
         new = status.compute(
             app,
@@ -370,7 +370,7 @@ class AppReconciler:
         """The app's pods and the nodes not Ready, when :func:`pods.wanted`; else None.
 
         Deletes the stuck web pods :func:`pods.to_replace` names. A list or delete the server
-        refuses leaves the status to say what the counts say.
+        refuses is a problem of the pass, as a child's refused write is.
         """
         sts = children.get(registry.STATEFULSET.key)
         ds = children.get(registry.DAEMONSET.key)
@@ -389,6 +389,7 @@ class AppReconciler:
         collection = kube.path(kinds.POD, "", app.namespace).rstrip("/")
         selector = f"{names.LABEL_INSTANCE}={app.name},{names.MANAGED_SELECTOR}"
         replaced: list[str] = []
+        where = f"{app.namespace}/{app.name}-*"
         try:
             listed = pods.ours(
                 [
@@ -400,6 +401,7 @@ class AppReconciler:
             )
             stuck = pods.stuck_web_pods(app, listed, failures.last_words(app, checks))
             for pod in pods.to_replace(app, sts, stuck):
+                where = f"{app.namespace}/{pod['name']}"
                 if kube.delete(self.api, kinds.POD, pod["name"], app.namespace, uid=pod["uid"]):
                     replaced.append(pod["name"])
                     outcome.deleted.append(f"Pod/{pod['name']}")
@@ -412,7 +414,7 @@ class AppReconciler:
                         logger,
                     )
         except (kube.ApiError, *refusals.TRANSIENT) as err:
-            logger.warning("could not read or replace the app's pods: %s", err)
+            outcome.problems.append(refusals.problem(kinds.POD, where, err))
             return None
         return pods.Seen(tuple(listed), tuple(seen_now.lost_nodes), tuple(replaced))
 

@@ -135,9 +135,23 @@ def put_ready(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def test_a_refused_list_leaves_the_status_to_the_counts(app: Pass) -> None:
-    rolled(app, "web-ccc")
-    app.api.answers[("GET", PODS)] = error(403, "Forbidden", "pods is forbidden")
+RBAC_DENIAL = 'pods is forbidden: User "system:serviceaccount:swa:op" cannot {} resource "pods"'
+
+
+def test_a_refused_list_or_delete_is_reported_as_the_server_said(app: Pass) -> None:
+    uid = rolled(app, "web-ccc")
+    app.api.answers[("GET", PODS)] = error(403, "Forbidden", RBAC_DENIAL.format("list"))
     app.run(probe_failures=failing("web-2"))
-    assert reason(app)[0] == "WebPodsNotReady"
+    said = reason(app)
+    assert said[0] == "Forbidden"
+    assert said[1].startswith("Pod default/web-*: pods is forbidden")
     assert app.api.sent("DELETE") == []
+    del app.api.answers[("GET", PODS)]
+    put_pod(app, pod_body("web-2", revision="web-bbb", ready=False, owner=uid))
+    path = kube.path(kinds.POD, "web-2", NS)
+    app.api.answers[("DELETE", path)] = error(403, "Forbidden", RBAC_DENIAL.format("delete"))
+    app.run(probe_failures=failing("web-2"))
+    said = reason(app)
+    assert said[0] == "Forbidden"
+    assert said[1].startswith("Pod default/web-2: pods is forbidden")
+    assert app.api.sent("DELETE") == [path]
