@@ -32,7 +32,20 @@ from statefulwebapp.controllers import restore, sources
 from statefulwebapp.runtime import informer, kube
 from statefulwebapp.specs import names, registry, restoring
 from tests.unit.fakeapi import APPLY, Call, FakeApi, Obj
-from tests.unit.harness import APP, KEY, Clock, Fixture, Pass, app, candidate
+from tests.unit.harness import (
+    APP,
+    KEY,
+    Clock,
+    Fixture,
+    Pass,
+    app,
+    candidate,
+    failing,
+    put_pod,
+    ready,
+    rolled,
+)
+from tests.unit.scenario import pod_body
 
 Rule = tuple[str, str, str]
 """(apiGroup, resource or resource/subresource, verb), as a Role's rules name them."""
@@ -155,6 +168,15 @@ def drive() -> Usage:
     plan = controller.resync()
     assert plan is not None
     assert not plan, plan
+
+    # A web pod a rollout left failing, once the spec moved on: the app's pods listed, the
+    # stuck one deleted (specs/pods.py).
+    stuck = Pass(api)
+    stuck.body = app()
+    ready(stuck)
+    put_pod(stuck, pod_body("web-2", revision="web-bbb", ready=False, owner=rolled(stuck, "c")))
+    stuck.run(probe_failures=failing("web-2"))
+    assert stuck.api.sent("DELETE") == [kube.path(kinds.POD, "web-2", KEY[0])]
 
     # A restore, pass by pass as the controller's work queue runs them.
     _restore(api, events)

@@ -26,7 +26,7 @@ from statefulwebapp.runtime.lease import Elector, Timing
 from statefulwebapp.runtime.metrics import Metrics
 from statefulwebapp.runtime.workqueue import WorkQueue
 from tests.unit.fakeapi import FakeApi, Obj
-from tests.unit.scenario import PATHS, SCENARIO
+from tests.unit.scenario import NS, PATHS, SCENARIO
 
 KEY = ("default", "web")
 APP = kube.path(kinds.APP, "web", "default")
@@ -160,3 +160,64 @@ class Clock:
 
 def candidate(api: FakeApi, clock: Clock, identity: str) -> Elector:
     return Elector(api, "ns", "op", identity, kind=kinds.LEASE, timing=TIMING, clock=clock)
+
+
+def ready_children(api: FakeApi) -> None:
+    """What the controllers would report once the children are up."""
+    for path, obj in api.objects.items():
+        kind = obj.get("kind")
+        gen = obj["metadata"].setdefault("generation", 1)
+        if kind == "PersistentVolumeClaim":
+            obj["status"] = {"phase": "Bound"}
+        elif kind == "StatefulSet":
+            n = obj["spec"]["replicas"]
+            obj["status"] = {
+                "observedGeneration": gen,
+                "replicas": n,
+                "readyReplicas": n,
+                "updatedReplicas": n,
+            }
+        elif kind == "DaemonSet":
+            obj["status"] = {
+                "observedGeneration": gen,
+                "desiredNumberScheduled": 4,
+                "numberReady": 4,
+                "updatedNumberScheduled": 4,
+            }
+        assert path
+
+
+def ready(app: Pass) -> None:
+    """Two passes around the children coming up: the app is Ready."""
+    app.run()
+    ready_children(app.api)
+    app.run()
+    assert app.body["status"]["conditions"][0]["reason"] == "Ready"
+
+
+NOW_ISH = "2999-01-01T00:00:00Z"
+"""When the kubelet told a failure: later than any pass's now, so it is fresh."""
+
+
+def rolled(app: Pass, update: str, *, ready_replicas: int = 2) -> str:
+    """The StatefulSet rolls to ``update`` and waits; returns its uid."""
+    sts = app.api.objects[PATHS["StatefulSet"]]
+    sts["status"].update(
+        readyReplicas=ready_replicas,
+        updatedReplicas=1,
+        currentRevision="web-aaa",
+        updateRevision=update,
+    )
+    return str(sts["metadata"]["uid"])
+
+
+def put_pod(app: Pass, body: dict[str, Any]) -> None:
+    """``body`` (a pod of the app) on the fake API server, as the StatefulSet made it."""
+    body["metadata"]["namespace"] = NS
+    body["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "statefulwebapp-operator"
+    app.api.objects[kube.path(kinds.POD, body["metadata"]["name"], NS)] = body
+
+
+def failing(pod: str) -> list[dict[str, Any]]:
+    """A fresh Unhealthy report of ``pod``, as ``sources.pack_pod_event`` keeps it."""
+    return [{"pod": pod, "node": "n1", "message": "Readiness probe failed: 404", "seen": NOW_ISH}]

@@ -100,3 +100,63 @@ def healthy() -> dict[str, Any]:
             }
         },
     }
+
+
+STS_UID, DS_UID = "uid-sts", "uid-ds"
+"""The uids of the pods' StatefulSet and DaemonSet in :func:`pod_body`."""
+
+
+def pod_body(
+    name: str,
+    *,
+    revision: str = "web-aaa",
+    node: str = "n1",
+    ready: bool = True,
+    waiting: tuple[str, str] | None = None,
+    component: str = "web",
+    owner: str = STS_UID,
+) -> dict[str, Any]:
+    """A pod as the API server lists it (the fields that matter here)."""
+    container: dict[str, Any] = {"name": "nginx", "ready": ready, "state": {"running": {}}}
+    if waiting:
+        container["state"] = {"waiting": {"reason": waiting[0], "message": waiting[1]}}
+    return {
+        "metadata": {
+            "name": name,
+            "uid": f"uid-{name}",
+            "labels": {
+                "app.kubernetes.io/instance": "web",
+                "app.kubernetes.io/component": component,
+                "controller-revision-hash": revision,
+            },
+            "ownerReferences": [{"kind": "StatefulSet", "uid": owner, "controller": True}],
+        },
+        "spec": {"nodeName": node},
+        "status": {
+            "phase": "Running",
+            "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Ready", "status": "True" if ready else "False"},
+            ],
+            "containerStatuses": [container],
+        },
+    }
+
+
+def node_body(name: str, ready: str, reason: str = "", since: str = "2026-12-07T10:00:00Z") -> Any:
+    return {
+        "metadata": {"name": name},
+        "status": {
+            "conditions": [
+                {"type": "MemoryPressure", "status": "False"},
+                {
+                    "type": "Ready",
+                    "status": ready,
+                    "reason": reason,
+                    "message": "Kubelet stopped posting node status.",
+                    "lastTransitionTime": since,
+                    "lastHeartbeatTime": "2026-12-07T09:59:00Z",
+                },
+            ]
+        },
+    }

@@ -14,15 +14,11 @@ import pytest
 from statefulwebapp.api import kinds
 from statefulwebapp.runtime import kube
 from statefulwebapp.specs import pods
-from tests.unit.controllers.test_reconcile import ready
 from tests.unit.fakeapi import FakeApi, error
-from tests.unit.harness import Pass
-from tests.unit.scenario import APP_PATH, NS, PATHS, SCENARIO
-from tests.unit.specs.test_pods import node_body, pod_body
+from tests.unit.harness import Pass, failing, put_pod, ready, rolled
+from tests.unit.scenario import APP_PATH, NS, PATHS, SCENARIO, node_body, pod_body
 
 PODS = kube.path(kinds.POD, "", NS).rstrip("/")
-NOW_ISH = "2999-01-01T00:00:00Z"
-"""When the kubelet told a failure: later than any pass's now, so it is fresh."""
 
 
 @pytest.fixture
@@ -32,28 +28,6 @@ def app() -> Pass:
     app = Pass(api)
     ready(app)
     return app
-
-
-def rolled(app: Pass, update: str, *, ready_replicas: int = 2) -> str:
-    """The StatefulSet rolls to ``update`` and waits; returns its uid."""
-    sts = app.api.objects[PATHS["StatefulSet"]]
-    sts["status"].update(
-        readyReplicas=ready_replicas,
-        updatedReplicas=1,
-        currentRevision="web-aaa",
-        updateRevision=update,
-    )
-    return str(sts["metadata"]["uid"])
-
-
-def put_pod(app: Pass, body: dict[str, Any]) -> None:
-    body["metadata"]["namespace"] = NS
-    body["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "statefulwebapp-operator"
-    app.api.objects[kube.path(kinds.POD, body["metadata"]["name"], NS)] = body
-
-
-def failing(pod: str) -> list[dict[str, Any]]:
-    return [{"pod": pod, "node": "n1", "message": "Readiness probe failed: 404", "seen": NOW_ISH}]
 
 
 def reason(app: Pass) -> tuple[str, str]:

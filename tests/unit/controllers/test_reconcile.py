@@ -18,33 +18,8 @@ from statefulwebapp.controllers.volumes import collect_volume
 from statefulwebapp.specs import drift, registry
 from statefulwebapp.specs.drift import DIGEST
 from tests.unit.fakeapi import FakeApi, Obj, error
-from tests.unit.harness import Pass
+from tests.unit.harness import Pass, ready, ready_children
 from tests.unit.scenario import APP_PATH, APPLY_ORDER, NS, PATHS, RENDERED, SCENARIO
-
-
-def ready_children(api: FakeApi) -> None:
-    """What the controllers would report once the children are up."""
-    for path, obj in api.objects.items():
-        kind = obj.get("kind")
-        gen = obj["metadata"].setdefault("generation", 1)
-        if kind == "PersistentVolumeClaim":
-            obj["status"] = {"phase": "Bound"}
-        elif kind == "StatefulSet":
-            n = obj["spec"]["replicas"]
-            obj["status"] = {
-                "observedGeneration": gen,
-                "replicas": n,
-                "readyReplicas": n,
-                "updatedReplicas": n,
-            }
-        elif kind == "DaemonSet":
-            obj["status"] = {
-                "observedGeneration": gen,
-                "desiredNumberScheduled": 4,
-                "numberReady": 4,
-                "updatedNumberScheduled": 4,
-            }
-        assert path
 
 
 @pytest.fixture
@@ -52,13 +27,6 @@ def app() -> Pass:
     api = FakeApi()
     api.objects[APP_PATH] = copy.deepcopy(SCENARIO)
     return Pass(api)
-
-
-def ready(app: Pass) -> None:
-    app.run()
-    ready_children(app.api)
-    app.run()
-    assert app.body["status"]["conditions"][0]["reason"] == "Ready"
 
 
 def test_a_new_app_gets_every_child_in_order_then_one_status(app: Pass) -> None:

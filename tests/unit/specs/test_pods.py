@@ -9,69 +9,12 @@ from typing import Any
 from statefulwebapp.api.parse import parse
 from statefulwebapp.specs import pods
 from statefulwebapp.specs.status import compute
-from tests.unit.scenario import SCENARIO, healthy
+from tests.unit.scenario import DS_UID, SCENARIO, STS_UID, healthy, node_body, pod_body
 
 APP = parse(SCENARIO)
 OFF = dataclasses.replace(APP, rollout=dataclasses.replace(APP.rollout, replace_stuck_pods=False))
 """The app with ``rollout.replaceStuckPods: false``."""
-STS_UID, DS_UID = "uid-sts", "uid-ds"
 NOW = "2026-12-07T10:10:00Z"
-
-
-def pod_body(
-    name: str,
-    *,
-    revision: str = "web-aaa",
-    node: str = "n1",
-    ready: bool = True,
-    waiting: tuple[str, str] | None = None,
-    component: str = "web",
-    owner: str = STS_UID,
-) -> dict[str, Any]:
-    """A pod as the API server lists it (the fields that matter here)."""
-    container: dict[str, Any] = {"name": "nginx", "ready": ready, "state": {"running": {}}}
-    if waiting:
-        container["state"] = {"waiting": {"reason": waiting[0], "message": waiting[1]}}
-    return {
-        "metadata": {
-            "name": name,
-            "uid": f"uid-{name}",
-            "labels": {
-                "app.kubernetes.io/instance": "web",
-                "app.kubernetes.io/component": component,
-                "controller-revision-hash": revision,
-            },
-            "ownerReferences": [{"kind": "StatefulSet", "uid": owner, "controller": True}],
-        },
-        "spec": {"nodeName": node},
-        "status": {
-            "phase": "Running",
-            "conditions": [
-                {"type": "PodScheduled", "status": "True"},
-                {"type": "Ready", "status": "True" if ready else "False"},
-            ],
-            "containerStatuses": [container],
-        },
-    }
-
-
-def node_body(name: str, ready: str, reason: str = "", since: str = "2026-12-07T10:00:00Z") -> Any:
-    return {
-        "metadata": {"name": name},
-        "status": {
-            "conditions": [
-                {"type": "MemoryPressure", "status": "False"},
-                {
-                    "type": "Ready",
-                    "status": ready,
-                    "reason": reason,
-                    "message": "Kubelet stopped posting node status.",
-                    "lastTransitionTime": since,
-                    "lastHeartbeatTime": "2026-12-07T09:59:00Z",
-                },
-            ]
-        },
-    }
 
 
 def rolling(update: str, current: str = "web-aaa", *, ready: int = 2, updated: int = 1) -> Any:
