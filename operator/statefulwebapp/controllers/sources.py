@@ -185,14 +185,19 @@ def child_reading(read: tuple[str, ...]) -> Callable[[Mapping[str, Any], Hashabl
     """
 
     def reading(body: Mapping[str, Any], before: Hashable) -> Hashable:
+        # A tuple of plain values: hashing a JSON dump of the metadata cost more than it saved.
         meta = body.get("metadata") or {}
-        kept: dict[str, Any] = {k: meta[k] for k in _META if k in meta and k != "resourceVersion"}
-        kept["stamp"] = drift.stamp_of(body)
-        if "generation" not in meta:
-            kept["spec"] = body.get("spec")
         status = body.get("status") or {}
-        kept["status"] = {field: status.get(field) for field in read}
-        return hash(json.dumps(kept, sort_keys=True, separators=(",", ":")))
+        return (
+            meta.get("uid"),
+            meta.get("generation"),
+            meta.get("deletionTimestamp"),
+            drift.stamp_of(body),
+            tuple(sorted((meta.get("labels") or {}).items())),
+            tuple((r.get("uid"), r.get("controller")) for r in meta.get("ownerReferences") or ()),
+            None if "generation" in meta else json.dumps(body.get("spec"), sort_keys=True),
+            tuple(str(status.get(field)) for field in read),
+        )
 
     return reading
 
