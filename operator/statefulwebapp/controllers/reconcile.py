@@ -416,7 +416,12 @@ class AppReconciler:
         except (kube.ApiError, *refusals.TRANSIENT) as err:
             outcome.problems.append(refusals.problem(kinds.POD, where, err))
             return None
-        return pods.Seen(tuple(listed), tuple(seen_now.lost_nodes), tuple(replaced))
+        return pods.Seen(
+            pods=tuple(listed),
+            lost_nodes=tuple(seen_now.lost_nodes),
+            stuck=tuple(stuck),
+            replaced=tuple(replaced),
+        )
 
     def _names_in_use(
         self,

@@ -113,7 +113,7 @@ def failing_mounts(app: AppSpec, failures: Sequence[Obj], component: str) -> str
         pod = str(failure.get("pod") or "")
         if names.pod_owner(pod) != (app.name, component):
             continue
-        if component == names.WEB and int(pod.rsplit("-", 1)[1]) >= app.replicas:
+        if component == names.WEB and not names.serving_web_pod(app, pod):
             continue  # A pod scaled away.
         # The kubelet's "MountVolume.SetUp failed ..." carries the mount's own error; its
         # later "Unable to attach or mount volumes ... timed out" only says time passed.
@@ -226,10 +226,8 @@ def _newest_per_web_pod(app: AppSpec, failures: Sequence[Obj]) -> dict[str, Obj]
     newest: dict[str, Obj] = {}
     for failure in failures:
         pod = str(failure.get("pod") or "")
-        if names.pod_owner(pod) != (app.name, names.WEB):
-            continue
-        if int(pod.rsplit("-", 1)[1]) >= app.replicas:
-            continue  # A pod scaled away.
+        if not names.serving_web_pod(app, pod):
+            continue  # Another's, an agent, or a pod scaled away.
         if not str(failure.get("message") or "").strip():
             continue
         held = newest.get(pod)

@@ -197,6 +197,16 @@ def pod_owner(pod: str) -> tuple[str, str] | None:
     return (web["app"], WEB) if web else None
 
 
+def ordinal(pod: str) -> int:
+    """The ordinal of a web pod named ``<statefulset>-<ordinal>``."""
+    return int(pod.rsplit("-", 1)[1])
+
+
+def serving_web_pod(app: AppSpec, pod: str) -> bool:
+    """Whether ``pod`` is one of the app's web pods within its replicas (not one scaled away)."""
+    return pod_owner(pod) == (app.name, WEB) and ordinal(pod) < app.replicas
+
+
 def labels(app: AppSpec, component: str) -> dict[str, str]:
     """The full label set of a child of ``component``."""
     return {

@@ -31,6 +31,8 @@ class Seen:
     """The pods the app's StatefulSet and DaemonSet own (:func:`ours`)."""
     lost_nodes: tuple[Obj, ...] = ()
     """Every node whose Ready condition is not True (:func:`node_view` of each)."""
+    stuck: tuple[Obj, ...] = ()
+    """The web pods that fail (:func:`stuck_web_pods`), highest ordinal first."""
     replaced: tuple[str, ...] = ()
     """Stuck web pods this pass deleted (:func:`to_replace`)."""
 
@@ -109,13 +111,9 @@ def wanted(
         return False
     if lost_nodes:
         return True
-    return not web_ready and any(_counted(app, f.get("pod")) for f in web_failures)
-
-
-def _counted(app: AppSpec, pod: Any) -> bool:
-    """Whether ``pod`` is one of the app's web pods within its replicas."""
-    owner = names.pod_owner(str(pod or ""))
-    return owner == (app.name, names.WEB) and int(str(pod).rsplit("-", 1)[1]) < app.replicas
+    return not web_ready and any(
+        names.serving_web_pod(app, str(f.get("pod") or "")) for f in web_failures
+    )
 
 
 def ours(pods: Sequence[Obj], workloads: Mapping[str, str]) -> list[Obj]:
@@ -183,12 +181,12 @@ def stuck_web_pods(app: AppSpec, pods: Sequence[Obj], checks: Mapping[str, str])
     for pod in pods:
         if pod["component"] != names.WEB or pod["ready"] or pod["deleting"]:
             continue
-        if not _counted(app, pod["name"]):
+        if not names.serving_web_pod(app, pod["name"]):
             continue
         why = pod["trouble"] or checks.get(pod["name"], "")
         if why:
             stuck.append({**pod, "why": why})
-    return sorted(stuck, key=lambda p: -int(p["name"].rsplit("-", 1)[1]))
+    return sorted(stuck, key=lambda p: -names.ordinal(p["name"]))
 
 
 def to_replace(app: AppSpec, sts: Obj | None, stuck: Sequence[Obj]) -> list[Obj]:

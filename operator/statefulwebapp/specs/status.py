@@ -23,7 +23,6 @@ from statefulwebapp.specs.failures import (
     fresh_checks,
     fresh_failures,
     interrupted_restore,
-    last_words,
 )
 from statefulwebapp.specs.render import render_disruption_budget
 
@@ -253,8 +252,7 @@ def _readiness(  # noqa: PLR0911, PLR0912  (one early return per readiness gate,
         if failing:
             return "VolumeMountFailed", failing
         if listed is not None:
-            stuck = pods.stuck_web_pods(app, listed.pods, last_words(app, probe_failures))
-            said = pods.rollout_stuck(app, sts, stuck, listed.replaced)
+            said = pods.rollout_stuck(app, sts, listed.stuck, listed.replaced)
             if said:
                 return "RolloutStuck", said
         checks = failing_web_checks(app, probe_failures)

@@ -8,6 +8,7 @@ from typing import Any
 
 from statefulwebapp.api.parse import parse
 from statefulwebapp.specs import pods
+from statefulwebapp.specs.failures import last_words
 from statefulwebapp.specs.status import compute
 from tests.unit.scenario import DS_UID, SCENARIO, STS_UID, healthy, node_body, pod_body
 
@@ -29,7 +30,7 @@ def rolling(update: str, current: str = "web-aaa", *, ready: int = 2, updated: i
 
 def listed(*bodies: Any, lost: tuple[Any, ...] = (), replaced: tuple[str, ...] = ()) -> Any:
     views = tuple(pods.view(b) for b in bodies)
-    return pods.Seen(views, tuple(pods.node_view(n) for n in lost), replaced)
+    return pods.Seen(views, tuple(pods.node_view(n) for n in lost), replaced=replaced)
 
 
 def unhealthy(pod: str, said: str, seen: str = "2026-12-07T10:09:50Z") -> dict[str, Any]:
@@ -43,7 +44,12 @@ def ready_condition(status: dict[str, Any]) -> dict[str, Any]:
 def condition_of(
     children: Any, seen: pods.Seen, failures: Any = (), app: Any = APP
 ) -> dict[str, Any]:
-    """The Ready condition of ``app`` given its children, listed pods and the kubelet's reports."""
+    """The Ready condition of ``app`` given its children, listed pods and the kubelet's reports.
+
+    The stuck web pods among them are found as the pass finds them.
+    """
+    stuck = pods.stuck_web_pods(app, seen.pods, last_words(app, failures))
+    seen = dataclasses.replace(seen, stuck=tuple(stuck))
     status = compute(
         app, generation=2, children=children, probe_failures=failures, listed=seen, now=NOW
     )
