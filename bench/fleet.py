@@ -182,7 +182,7 @@ class OperatorProcess:
         """Its counters, from its /metrics.
 
         ``bytes <verb> <resource>``: the bytes of the answers it decoded; ``passes <outcome>``:
-        its passes.
+        its passes; ``full checks`` and ``full check cpu ms``: its full checks, and their CPU.
         """
         scrape = requests.get(f"http://127.0.0.1:{self.port}/metrics", timeout=10)
         scrape.raise_for_status()
@@ -194,6 +194,10 @@ class OperatorProcess:
                     counted[f"bytes {labels['verb']} {labels['resource']}"] += int(sample.value)
                 elif sample.name == "statefulwebapp_reconcile_passes_total":
                     counted[f"passes {labels['outcome']}"] += int(sample.value)
+                elif sample.name == "statefulwebapp_full_check_cpu_seconds_count":
+                    counted["full checks"] += int(sample.value)
+                elif sample.name == "statefulwebapp_full_check_cpu_seconds_sum":
+                    counted["full check cpu ms"] += round(sample.value * 1000)
         return counted
 
     def stop(self) -> None:
@@ -561,6 +565,7 @@ def measure(
     repeats: int,
     out: Path,
     profile: bool = False,
+    floor_side: bool = True,
 ) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     operator_log = out / "operator.log"
@@ -568,19 +573,21 @@ def measure(
     runs: list[dict[str, Any]] = []
     result: dict[str, Any] = {
         "datelog_active": DATELOG_ACTIVE,
-        "floor_first": True,
-        "order": ["floor", "operator"],
+        "floor_first": floor_side,
+        "order": ["floor", "operator"] if floor_side else ["operator"],
         "fresh_cluster_per_side": True,
     }
     plan = [(n, rep) for n in ns[:-1] for rep in range(repeats)] + [(ns[-1], 0)]
     for index, (n, rep) in enumerate(plan):
         largest = index == len(plan) - 1
         namespace = f"bench-{n}-{rep}"
-        log(f"N={n} #{rep + 1}: a fresh cluster; the floor: {n} apps and children, no operator")
-        api = fresh_cluster()
-        make_namespace(namespace)
-        floor = run_floor_fleet(api, namespace, n, workers)
-        log(f"N={n} #{rep + 1}: floor {floor.fleet_s:.1f}s; a fresh cluster for the operator")
+        floor = None
+        if floor_side:
+            log(f"N={n} #{rep + 1}: a fresh cluster; the floor: {n} apps and children, no operator")
+            api = fresh_cluster()
+            make_namespace(namespace)
+            floor = run_floor_fleet(api, namespace, n, workers)
+            log(f"N={n} #{rep + 1}: floor {floor.fleet_s:.1f}s; a fresh cluster for the operator")
         api = fresh_cluster()
         make_namespace(namespace)
         operator = OperatorProcess.start(operator_log)
@@ -597,7 +604,7 @@ def measure(
         tail = fleet_timeline(mark, namespace, fleet)
         cpu_fleet, received = operator.usage(since=usage)
         rss = operator.rss_mib()
-        p99, floor_p99 = percentile(fleet.latencies, 0.99), percentile(floor.latencies, 0.99)
+        p99 = percentile(fleet.latencies, 0.99)
         run: dict[str, Any] = {
             "n": n,
             "repeat": rep + 1,
@@ -606,11 +613,7 @@ def measure(
             "p95_s": round(percentile(fleet.latencies, 0.95), 2),
             "p99_s": round(p99, 2),
             "mean_s": round(statistics.fmean(fleet.latencies), 2),
-            "floor_fleet_s": round(floor.fleet_s, 2),
-            "floor_p50_s": round(percentile(floor.latencies, 0.50), 2),
-            "floor_p99_s": round(floor_p99, 2),
-            "floor_ratio": round(fleet.fleet_s / floor.fleet_s, 2),
-            "p99_ratio": round(p99 / floor_p99, 2),
+            **floor_figures(fleet, floor),
             "writes_per_app": round(writes(created_counts) / n, 2),
             "gets_per_app": round(created_counts.get("get", 0) / n, 2),
             "writes_per_app_by_target": {
@@ -627,26 +630,17 @@ def measure(
             "tail_timeline": tail,
             **({"profile": profiled} if profiled else {}),
             "latencies_s": [round(x, 3) for x in sorted(fleet.latencies)],
-            "floor_latencies_s": [round(x, 3) for x in sorted(floor.latencies)],
+            "floor_latencies_s": [round(x, 3) for x in sorted(floor.latencies)] if floor else [],
         }
         log(
             f"N={n} #{rep + 1}: fleet {fleet.fleet_s:.1f}s, ratio {run['floor_ratio']}, "
             f"p99 ratio {run['p99_ratio']}, {rss:.0f} MiB"
         )
         if largest:
-            log(f"N={n}: measuring a quiet {steady_s:.0f}s")
-            quiet = wait_quiet(audit_mark(), steady_s)
-            run["steady_s"] = round(steady_s)
-            run["steady_requests_per_app_minute"] = round(
-                sum(quiet.values()) / n / (steady_s / 60), 3
-            )
-            run["steady_writes_per_app_minute"] = round(writes(quiet) / n / (steady_s / 60), 3)
-            run.update(soak(operator, n, soak_s))
-            run["rss_peak_mib"] = round(operator.rss_mib("VmHWM"), 1)
-            operator.stop()
+            run.update(after_the_largest(operator, n, steady_s, soak_s))
+        operator.stop()
+        if largest:
             run.update(restart(operator_log, n))
-        else:
-            operator.stop()
         # Saved as it goes, so a run stopped early still leaves every figure it measured.
         runs.append(run)
         partial = {**result, "runs": runs, "complete": False}
@@ -657,9 +651,52 @@ def measure(
     return result
 
 
+def after_the_largest(
+    operator: OperatorProcess, n: int, steady_s: float, soak_s: float
+) -> dict[str, Any]:
+    """The largest fleet, left alone: a quiet period, a soak, the peak RSS, the full checks."""
+    log(f"N={n}: measuring a quiet {steady_s:.0f}s")
+    quiet = wait_quiet(audit_mark(), steady_s)
+    return {
+        "steady_s": round(steady_s),
+        "steady_requests_per_app_minute": round(sum(quiet.values()) / n / (steady_s / 60), 3),
+        "steady_writes_per_app_minute": round(writes(quiet) / n / (steady_s / 60), 3),
+        **soak(operator, n, soak_s),
+        "rss_peak_mib": round(operator.rss_mib("VmHWM"), 1),
+        **full_checks(operator),
+    }
+
+
+def floor_figures(fleet: Fleet, floor: Fleet | None) -> dict[str, float | None]:
+    """The floor's own figures and the fleet's ratios to them; None where no floor was run."""
+    if floor is None:
+        keys = ("floor_fleet_s", "floor_p50_s", "floor_p99_s", "floor_ratio", "p99_ratio")
+        return dict.fromkeys(keys)
+    floor_p99 = percentile(floor.latencies, 0.99)
+    return {
+        "floor_fleet_s": round(floor.fleet_s, 2),
+        "floor_p50_s": round(percentile(floor.latencies, 0.50), 2),
+        "floor_p99_s": round(floor_p99, 2),
+        "floor_ratio": round(fleet.fleet_s / floor.fleet_s, 2),
+        "p99_ratio": round(percentile(fleet.latencies, 0.99) / floor_p99, 2),
+    }
+
+
+def full_checks(operator: OperatorProcess) -> dict[str, Any]:
+    """How many full checks the operator made since it started, and their mean CPU seconds."""
+    counted = operator.counters()
+    checks = counted["full checks"]
+    return {
+        "full_checks": checks,
+        "full_check_cpu_s": round(counted["full check cpu ms"] / 1000 / checks, 3)
+        if checks
+        else None,
+    }
+
+
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The figures across runs: spread, cost per 100 apps, the worst single-app ratio."""
-    singles = [run["floor_ratio"] for run in runs if run["n"] == 1]
+    singles = [run["floor_ratio"] for run in runs if run["n"] == 1 and run["floor_ratio"]]
     return {
         "spread": spread(runs),
         "cost_per_100_apps": cost_per_100_apps(runs),
@@ -675,7 +712,11 @@ def spread(runs: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
     for run in runs:
         by_n.setdefault(run["n"], []).append(run)
     return {
-        str(n): {k: [min(r[k] for r in group), max(r[k] for r in group)] for k in keys}
+        str(n): {
+            k: [min(r[k] for r in group), max(r[k] for r in group)]
+            for k in keys
+            if all(r[k] is not None for r in group)
+        }
         for n, group in by_n.items()
         if len(group) > 1
     }
@@ -701,6 +742,7 @@ def soak(operator: OperatorProcess, n: int, soak_s: float) -> dict[str, Any]:
     log(f"N={n}: soaking {soak_s:.0f}s")
     mark = audit_mark()
     samples = []
+    cpu = operator.cpu_seconds()
     start = time.time()
     while time.time() - start < soak_s:
         samples.append((round(time.time() - start, 1), round(operator.rss_mib(), 1)))
@@ -711,6 +753,7 @@ def soak(operator: OperatorProcess, n: int, soak_s: float) -> dict[str, Any]:
     first, last = samples[0][1], samples[-1][1]
     return {
         "soak_s": round(soak_s),
+        "soak_cpu_s_per_minute": round((operator.cpu_seconds() - cpu) / (soak_s / 60), 3),
         "lease_requests_per_minute": round(sum(lease.values()) / (soak_s / 60), 1),
         "rss_growth_pct": round(100 * (last - first) / first, 2),
         "soak_rss_mib": samples,
@@ -835,6 +878,15 @@ def main(argv: Iterable[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, default=REPO / "bench/results", help="results folder")
     p.add_argument(
+        "--no-floor",
+        dest="floor",
+        action="store_false",
+        help=(
+            "the operator's side only: no floor, so no ratio to it (for the largest fleets, "
+            "whose floor alone takes as long as the operator's side)"
+        ),
+    )
+    p.add_argument(
         "--profile",
         action="store_true",
         help="sample the operator with py-spy while the largest fleet is created (profile key)",
@@ -853,7 +905,14 @@ def main(argv: Iterable[str] | None = None) -> int:
         return 2
     started = time.time()
     result = measure(
-        ns, args.soak, args.steady, args.workers, args.repeats, args.out, profile=args.profile
+        ns,
+        args.soak,
+        args.steady,
+        args.workers,
+        args.repeats,
+        args.out,
+        profile=args.profile,
+        floor_side=args.floor,
     )
     result["versions"] = versions()
     result["machine"] = machine()

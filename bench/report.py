@@ -38,7 +38,8 @@ def table(result: dict[str, Any]) -> str:
         "| operator CPU (s) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for run in result["runs"]:
+    for measured in result["runs"]:
+        run = {key: "-" if value is None else value for key, value in measured.items()}
         rows.append(
             f"| {run['n']} | {run.get('repeat', 1)} | {run['floor_fleet_s']} | {run['fleet_s']} "
             f"| {run['floor_ratio']} | {run['p50_s']} | {run['p95_s']} | {run['p99_s']} "
@@ -82,7 +83,10 @@ def table(result: dict[str, Any]) -> str:
         f"{last.get('soak_writes_per_app_minute', '-')} writes per app per minute; restart "
         f"resumed every app in {last.get('restart_s', '-')} s with "
         f"{last.get('restart_writes', '-')} writes, holding {last.get('restart_rss_mib', '-')} MiB "
-        f"after it. Peak RSS (VmHWM): {last.get('rss_peak_mib', '-')} MiB for the operator that "
+        f"after it; {last.get('full_checks', '-')} full checks, "
+        f"{last.get('full_check_cpu_s', '-')} CPU s each, and "
+        f"{last.get('soak_cpu_s_per_minute', '-')} CPU s per minute over the soak. "
+        f"Peak RSS (VmHWM): {last.get('rss_peak_mib', '-')} MiB for the operator that "
         f"created the fleet, {last.get('restart_rss_peak_mib', '-')} MiB for the restarted one. "
         "Not counted in these per-app figures: the leader-election lease, "
         f"{last.get('lease_requests_per_minute', '-')} requests per minute for the whole "
@@ -102,8 +106,8 @@ def table(result: dict[str, Any]) -> str:
     ]
     for key, (wanted, ok) in TARGETS.items():
         value = last.get(key, result.get(key))
-        met = "yes" if value is not None and ok(value) else "no"
-        floor = last.get(FLOOR.get(key, ""), "")
+        met = "not measured" if value is None else "yes" if ok(value) else "no"
+        floor = last.get(FLOOR.get(key, "")) or ""
         lines.append(f"| {key} | {wanted} | {value} | {met} | {floor} |")
     lines += timeline_tables(last.get("tail_timeline"))
     machine = result["machine"]
@@ -148,6 +152,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
             ("floor_latencies_s", "--", "floor"),
         ):
             values = run[key]
+            if not values:  # No floor in a --no-floor run.
+                continue
             fractions = [(i + 1) / len(values) for i in range(len(values))]
             ax.step(values, fractions, style, where="post", label=f"N={run['n']} {who}")
     ax.set_xlabel("seconds from creation to Ready")

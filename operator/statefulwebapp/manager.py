@@ -249,9 +249,15 @@ class Controller(Apps):
         wait = period
         while True:
             time.sleep(wait)
-            started = time.thread_time()
-            self.resync()
-            wait = resync_wait(period, time.thread_time() - started)
+            wait = self.full_check(period)
+
+    def full_check(self, period: float) -> float:
+        """One full check, its CPU cost measured (a metric); seconds until the next one."""
+        started = time.thread_time()
+        self.resync()
+        cost = time.thread_time() - started
+        self.metrics.full_check(cost)
+        return resync_wait(period, cost)
 
     def resync(self) -> Plan | None:
         """Compare the caches with a fresh list of the cluster and repair what differs."""

@@ -36,7 +36,14 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Hashable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    Summary,
+)
 from prometheus_client.exposition import choose_encoder
 
 OUTCOMES = ("in_sync", "changed", "problem", "retry", "gone", "error")
@@ -105,6 +112,11 @@ class Metrics:
             ["kind"],
             registry=registry,
         )
+        self.full_check_cpu = Summary(
+            "statefulwebapp_full_check_cpu_seconds",
+            "CPU seconds of the periodic full check (its lists decoded and compared), per check.",
+            registry=registry,
+        )
         self.leader = Gauge(
             "statefulwebapp_leader",
             "1 while this instance holds the leader-election lease, else 0 (a standby).",
@@ -130,6 +142,10 @@ class Metrics:
     def relisted(self, kind: str) -> None:
         """A watch of ``kind`` listed it again."""
         self.relists.labels(kind).inc()
+
+    def full_check(self, cpu_seconds: float) -> None:
+        """One full check (the resync) took ``cpu_seconds`` of its thread's CPU."""
+        self.full_check_cpu.observe(cpu_seconds)
 
     def watch_kind(self, kind: str) -> None:
         """``kind`` is watched: show its relists as 0 until there is one."""

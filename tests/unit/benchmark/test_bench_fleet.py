@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bench import fleet
@@ -67,3 +68,31 @@ def test_the_operators_counters_are_given_per_app_created() -> None:
         "passes_per_app": 4.5,
         "passes_per_app_by_outcome": {"changed": 3.0, "in_sync": 1.5},
     }
+
+
+def test_a_run_without_the_floor_has_no_ratio_and_its_report_says_not_measured() -> None:
+    from bench import report  # noqa: PLC0415  (matplotlib is imported only to plot)
+
+    fleet_ = fleet.Fleet(latencies=[1.0, 2.0, 4.0], fleet_s=4.0)
+    floor = fleet.Fleet(latencies=[1.0, 2.0], fleet_s=2.0)
+    assert fleet.floor_figures(fleet_, floor)["floor_ratio"] == 2.0
+    figures = fleet.floor_figures(fleet_, None)
+    assert set(figures.values()) == {None}
+    run: dict[str, Any] = {
+        "n": 3000,
+        "fleet_s": 4.0,
+        "p50_s": 2.0,
+        "p95_s": 4.0,
+        "p99_s": 4.0,
+        "writes_per_app": 9.0,
+        "rss_mib": 200.0,
+        "rss_mib_idle": 58.0,
+        "operator_cpu_s": 90.0,
+        "requests_per_app_by_verb": {},
+        **figures,
+    }
+    result = {"runs": [run], "machine": {"cpus": 2, "cpu": "x", "memory_gib": 1}, "versions": {}}
+    table = report.table({**result, "command": "c", "duration_s": 1})
+    assert "| 3000 | 1 | - | 4.0 | - |" in table
+    assert "| floor_ratio | <= 1.1 | None | not measured |  |" in table
+    assert fleet.summary([run])["n1_ratio"] is None

@@ -224,6 +224,18 @@ def test_the_full_check_waits_longer_when_it_costs_more_than_its_share() -> None
     assert controller.resync_wait(period, dear) > period
 
 
+def test_each_full_check_reports_its_cpu_and_keeps_the_period_when_cheap(fx: Fixture) -> None:
+    """What a full check cost is a metric (the benchmark projects it to larger fleets)."""
+    fx.controller.app_changed(KEY, fx.index(app()))
+    fx.settle()
+    samples = fx.controller.metrics.registry
+    for checks in (1, 2):
+        assert fx.controller.full_check(controller.RESYNC_SECONDS) == controller.RESYNC_SECONDS
+        count = samples.get_sample_value("statefulwebapp_full_check_cpu_seconds_count")
+        assert count == checks
+    assert (samples.get_sample_value("statefulwebapp_full_check_cpu_seconds_sum") or 0) > 0
+
+
 def test_a_new_app_reads_nothing_before_creating_its_children(fx: Fixture) -> None:
     """The caches are listed and hold none of its children's names; its own event says it
     exists: no GET, one apply per child, one status write."""

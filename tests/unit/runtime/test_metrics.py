@@ -100,6 +100,7 @@ def test_a_scrape_parses_with_the_prometheus_text_parser() -> None:
     metrics.received("watch", "statefulsets", 1234)
     metrics.watch_kind("StatefulSet")
     metrics.relisted("Service")
+    metrics.full_check(0.25)
     metrics.queue(lambda: 3)
     metrics.leader.set(1)
     body, content_type = metrics.scrape()
@@ -114,6 +115,7 @@ def test_a_scrape_parses_with_the_prometheus_text_parser() -> None:
         "statefulwebapp_api_requests",
         "statefulwebapp_api_received_bytes",
         "statefulwebapp_watch_relists",
+        "statefulwebapp_full_check_cpu_seconds",
         "statefulwebapp_leader",
     }
     assert families["statefulwebapp_reconcile_passes"].type == "counter"
@@ -130,6 +132,7 @@ def test_a_scrape_parses_with_the_prometheus_text_parser() -> None:
     assert samples["statefulwebapp_api_requests_total", (("code", "404"), ("verb", "get"))] == 1
     assert samples["statefulwebapp_watch_relists_total", (("kind", "StatefulSet"),)] == 0
     assert samples["statefulwebapp_watch_relists_total", (("kind", "Service"),)] == 1
+    assert samples["statefulwebapp_full_check_cpu_seconds_sum", ()] == 0.25
     assert samples["statefulwebapp_leader", ()] == 1
     # The process's own figures (from /proc), for the memory limit.
     assert "process_resident_memory_bytes" in families
