@@ -6,14 +6,13 @@ tests check order and counts, never speed.
 
 from __future__ import annotations
 
-import concurrent.futures
 import threading
 import time
 from collections.abc import Callable
 
 import pytest
 
-from statefulwebapp.runtime.workqueue import Delays, Result, Resume, WorkQueue
+from statefulwebapp.runtime.workqueue import Delays, Result, Resume, Workers, WorkQueue
 
 TIMEOUT = 10.0
 
@@ -276,18 +275,18 @@ def test_delays_run_in_due_order_whichever_came_first() -> None:
     assert rec.wait_for(3) == ["early", "late", "latest"]
 
 
-def test_a_pass_whose_window_closes_with_nothing_new_costs_one_hand_over_to_the_pool() -> None:
+def test_a_pass_whose_window_closes_with_nothing_new_costs_one_hand_over_to_the_workers() -> None:
     """The trailing call of a window finds nothing to run and ends on the delays' thread; a
-    request within the window gets its pass on the pool."""
+    request within the window gets its pass on a worker."""
     passes, rec = WorkQueue(coalesce=0.01), Recorder()
     handed: list[object] = []
-    submit = passes._pool.submit
+    put = passes._workers.put
 
-    def counted(fn: Callable[..., object], /, *args: object) -> concurrent.futures.Future[object]:
+    def counted(fn: Callable[..., object], /, *args: object) -> None:
         handed.append(fn)
-        return submit(fn, *args)
+        put(fn, *args)
 
-    passes._pool.submit = counted  # type: ignore[method-assign,assignment]
+    passes._workers.put = counted  # type: ignore[method-assign,assignment]
     passes.add("a", rec.step("first"))
     idle(passes, "a")
     assert len(handed) == 1, handed
@@ -296,6 +295,35 @@ def test_a_pass_whose_window_closes_with_nothing_new_costs_one_hand_over_to_the_
     idle(passes, "a")
     assert rec.wait_for(3) == ["first", "second", "third"]
     assert len(handed) == 3, handed
+
+
+def test_the_workers_run_calls_at_once_up_to_their_number_and_outlive_a_failing_one() -> None:
+    """No future per call: a hand-over is a put; a call that raises leaves its thread serving."""
+    workers = Workers(2, "w")
+    started, release = threading.Semaphore(0), threading.Event()
+    ran: list[str] = []
+
+    def slow(name: str) -> None:
+        started.release()
+        release.wait(TIMEOUT)
+        ran.append(name)
+
+    def broken() -> None:
+        raise RuntimeError("a bug")
+
+    workers.put(broken)
+    for name in ("a", "b", "c"):
+        workers.put(slow, name)
+    assert started.acquire(timeout=TIMEOUT)
+    assert started.acquire(timeout=TIMEOUT)
+    assert not started.acquire(timeout=0.2), "a third call ran with two workers busy"
+    release.set()
+    assert started.acquire(timeout=TIMEOUT)
+    deadline = time.monotonic() + TIMEOUT
+    while len(ran) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(ran) == ["a", "b", "c"]
+    assert len(workers._threads) == 2
 
 
 def test_apps_that_come_and_go_leave_nothing_behind() -> None:
