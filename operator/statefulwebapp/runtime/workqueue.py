@@ -20,7 +20,10 @@ class, so it can be tested without a cluster:
 - a step that held back a status write (only progress, see ``status.urgent``) is run again once
   that write is due;
 - :meth:`WorkQueue.progress_due` is the budget for those writes: per app at most one every
-  ``progress_interval`` seconds, across the operator at most ``progress_rate`` per second;
+  ``progress_interval`` seconds, across the operator at most ``progress_rate`` per second, and
+  none while the queue is loaded (more apps in a pass or a window than there are workers): a
+  burst's API server has the apps' children to make first, and a held count is written once
+  the burst has passed;
 - :meth:`WorkQueue.rollout_due` is the budget for re-rendered workloads nobody asked for (a new
   operator version rendering a pod template differently): at most ``rollouts_per_minute``
   apps roll across the fleet per minute; a pass that had to wait is run again later.
@@ -93,10 +96,10 @@ class Workers:
             self._grow()
 
     def _grow(self) -> None:
-        # A thread is started only when none waits: a queue that never sees two calls at
-        # once (a unit test's) keeps one.
+        # A thread is started only when the calls waiting outnumber the threads waiting: a
+        # queue that never sees two calls at once (a unit test's) keeps one.
         with self._lock:
-            if self._idle > 0 or len(self._threads) >= self.count:
+            if self._calls.qsize() <= self._idle or len(self._threads) >= self.count:
                 return
             thread = threading.Thread(
                 target=self._loop, name=f"{self.name}_{len(self._threads)}", daemon=True
@@ -238,6 +241,8 @@ class WorkQueue:
         """Whether a progress-only status write for ``key`` may go now; if so, it is counted."""
         now = time.monotonic()
         with self._lock:
+            if len(self._busy) > self.workers:
+                return False
             if now - self._written.get(key, -self.progress_interval) < self.progress_interval:
                 return False
             if now < self._next_progress_write:

@@ -232,6 +232,24 @@ def test_progress_writes_per_app_and_operator_wide() -> None:
     assert not slow.progress_due("b")  # The operator-wide budget is spent.
 
 
+def test_no_progress_write_while_more_apps_pass_than_there_are_workers() -> None:
+    """A burst: the apps' children first; a count held meanwhile is written once it passed."""
+    passes = WorkQueue(workers=2, coalesce=0.01, progress_interval=0, progress_rate=1000)
+    release = threading.Event()
+
+    def busy() -> Result:
+        release.wait(TIMEOUT)
+        return Result()
+
+    for key in ("a", "b", "c"):
+        passes.add(key, busy)
+    assert not passes.progress_due("d"), "three apps passing, two workers: loaded"
+    release.set()
+    for key in ("a", "b", "c"):
+        idle(passes, key)
+    assert passes.progress_due("d")
+
+
 def test_forgotten_apps_start_afresh() -> None:
     passes = WorkQueue(coalesce=0.01, progress_interval=60, progress_rate=1000)
     written(passes, "a")
