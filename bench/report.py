@@ -83,9 +83,13 @@ def table(result: dict[str, Any]) -> str:
         f"{last.get('soak_writes_per_app_minute', '-')} writes per app per minute; restart "
         f"resumed every app in {last.get('restart_s', '-')} s with "
         f"{last.get('restart_writes', '-')} writes, holding {last.get('restart_rss_mib', '-')} MiB "
-        f"after it; {last.get('full_checks', '-')} full checks, "
-        f"{last.get('full_check_cpu_s', '-')} CPU s each, and "
-        f"{last.get('soak_cpu_s_per_minute', '-')} CPU s per minute over the soak. "
+        f"after it; {last.get('full_checks', '-')} full checks"
+        + (
+            f", {last['full_check_cpu_s']} CPU s each"
+            if last.get("full_check_cpu_s") is not None
+            else ""
+        )
+        + f", and {last.get('soak_cpu_s_per_minute', '-')} CPU s per minute over the soak. "
         f"Peak RSS (VmHWM): {last.get('rss_peak_mib', '-')} MiB for the operator that "
         f"created the fleet, {last.get('restart_rss_peak_mib', '-')} MiB for the restarted one. "
         "Not counted in these per-app figures: the leader-election lease, "
