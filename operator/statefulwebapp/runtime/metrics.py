@@ -35,7 +35,6 @@ import http.server
 import threading
 import urllib.parse
 from collections.abc import Callable, Hashable
-from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -124,32 +123,21 @@ class Metrics:
             registry=registry,
         )
         self._lock = threading.Lock()
-        self._children: dict[tuple[object, ...], Any] = {}
-        """The labelled series of the counters told at every request and event, by name and
-        labels: ``labels()`` checks and locks at each call, a dict does not."""
         self._reasons: dict[Hashable, str] = {}
         self._counts: collections.Counter[str] = collections.Counter()
 
     def passed(self, outcome: str, seconds: float) -> None:
         """One reconcile pass ended with ``outcome`` (one of :data:`OUTCOMES`)."""
-        self._series(self.passes, outcome).inc()
+        self.passes.labels(outcome).inc()
         self.pass_seconds.observe(seconds)
 
     def request(self, verb: str, code: str) -> None:
         """One request sent; ``code`` is the HTTP status, or ``error`` when none came."""
-        self._series(self.api_requests, verb, code).inc()
+        self.api_requests.labels(verb, code).inc()
 
     def received(self, verb: str, resource: str, size: int) -> None:
         """``size`` bytes of an answer to a ``verb`` of ``resource`` (its plural) were read."""
-        self._series(self.received_bytes, verb, resource).inc(size)
-
-    def _series(self, counter: Counter, *labels: str) -> Any:
-        """``counter.labels(*labels)``, looked up once."""
-        key = (counter, *labels)
-        series = self._children.get(key)
-        if series is None:
-            series = self._children[key] = counter.labels(*labels)
-        return series
+        self.received_bytes.labels(verb, resource).inc(size)
 
     def relisted(self, kind: str) -> None:
         """A watch of ``kind`` listed it again."""

@@ -6,7 +6,7 @@ No kopf and no API here. ``controller.py`` hands :meth:`WorkQueue.add` a step (o
 one app, as a zero-argument callable) and everything about *when* steps run lives in this one
 class, so it can be tested without a cluster:
 
-- the first request for an app runs at once on a worker, never in the caller's thread (kopf's
+- the first request for an app runs at once on the pool, never in the caller's thread (kopf's
   event loop must not wait on the API): a deleted child is repaired without waiting;
 - requests arriving while that pass runs, or within the coalescing window after it, share one
   trailing pass: a DaemonSet reporting 0/4 ... 4/4 within a second costs two passes, not five.
@@ -28,24 +28,23 @@ class, so it can be tested without a cluster:
   operator version rendering a pod template differently): at most ``rollouts_per_minute``
   apps roll across the fleet per minute; a pass that had to wait is run again later.
 
-Delayed steps wait on one heap served by one thread and run on ``workers`` threads
-(:class:`Workers`), so a burst of a thousand apps costs a heap entry each, not a thread each,
-and no more than ``workers`` passes talk to the API at once.
+Delayed steps wait on one heap served by one thread and run on a pool of ``workers`` threads,
+so a burst of a thousand apps costs a heap entry each, not a thread each, and no more than
+``workers`` delayed passes talk to the API at once.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import heapq
 import itertools
 import logging
-import queue
 import random
 import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -70,61 +69,11 @@ class Result:
 Step = Callable[[], Result]
 
 
-class Workers:
-    """A fixed number of threads, each running the calls put to it in turn (client-go's workers).
-
-    A hand-over is one put on a queue: the pass reports back through the work queue, never
-    through a future. concurrent.futures' pool made a future and took several locks per call,
-    once per event of a child while apps come up.
-    """
-
-    def __init__(self, count: int, name: str) -> None:
-        """``count`` threads named ``name_0``...; each started by a hand-over, when needed."""
-        self.count = count
-        self.name = name
-        self._calls: queue.SimpleQueue[tuple[Callable[..., object], tuple[Any, ...]]] = (
-            queue.SimpleQueue()
-        )
-        self._threads: list[threading.Thread] = []
-        self._idle = 0
-        self._lock = threading.Lock()
-
-    def put(self, call: Callable[..., object], *args: Any) -> None:
-        """Run ``call(*args)`` on the first thread free."""
-        self._calls.put((call, args))
-        if len(self._threads) < self.count:
-            self._grow()
-
-    def _grow(self) -> None:
-        # A thread is started only when the calls waiting outnumber the threads waiting: a
-        # queue that never sees two calls at once (a unit test's) keeps one.
-        with self._lock:
-            if self._calls.qsize() <= self._idle or len(self._threads) >= self.count:
-                return
-            thread = threading.Thread(
-                target=self._loop, name=f"{self.name}_{len(self._threads)}", daemon=True
-            )
-            self._threads.append(thread)
-        thread.start()
-
-    def _loop(self) -> None:
-        while True:
-            with self._lock:
-                self._idle += 1
-            call, args = self._calls.get()
-            with self._lock:
-                self._idle -= 1
-            try:
-                call(*args)
-            except Exception:  # A bug in one call must not take a worker away.
-                log.exception("a call on the workers failed")
-
-
 class Delays:
     """One thread that runs each callable when it is due.
 
-    The callables must be quick: each takes a lock and, if a pass is due, hands it to the
-    workers. Handing every one to them cost a hand-over per pass (most trails find nothing to
+    The callables must be quick: each takes a lock and, if a pass is due, hands it to the pool.
+    Handing every one to the pool cost a pool hand-over per pass (most trails find nothing to
     run), the operator's second-largest CPU cost in a thousand-app burst.
     """
 
@@ -136,7 +85,7 @@ class Delays:
         self._thread: threading.Thread | None = None
 
     def call_later(self, delay: float, call: Callable[[], object]) -> None:
-        """Run ``call`` on this thread in ``delay`` seconds."""
+        """Run ``call`` on the pool in ``delay`` seconds."""
         with self._wake:
             entry = (time.monotonic() + delay, next(self._seq), call)
             heapq.heappush(self._due, entry)
@@ -194,7 +143,7 @@ class WorkQueue:
         self.progress_rate = progress_rate
         self.rollouts_per_minute = rollouts_per_minute
         self._next_rollout = 0.0
-        self._workers = Workers(workers, "pass")
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="pass")
         self._delays = Delays()
         self._lock = threading.Lock()
         self._busy: set[Hashable] = set()
@@ -212,12 +161,12 @@ class WorkQueue:
         early retry, does nothing."""
         self._next_progress_write = 0.0
         self._queued = 0
-        """First passes handed to the workers that none has started yet."""
+        """First passes handed to the pool that no worker has started yet."""
 
     def add(self, key: Hashable, step: Step) -> None:
         """A pass for ``key`` now, or, if one ran within ``coalesce`` seconds, one soon.
 
-        Never blocks: the pass runs on a worker.
+        Never blocks: the pass runs on the pool.
 
         The newest step of a burst is the one run, so it sees the newest state.
         """
@@ -227,7 +176,7 @@ class WorkQueue:
                 return
             self._busy.add(key)
             self._queued += 1
-        self._workers.put(self._start, key, step)
+        self._pool.submit(self._start, key, step)
 
     def depth(self) -> int:
         """Apps with a pass waiting to run: for a worker, a coalescing window or a backoff.
@@ -355,7 +304,7 @@ class WorkQueue:
                 self._busy.discard(key)
                 del self._waits[key]
                 return
-        self._workers.put(self._run, key, step)
+        self._pool.submit(self._run, key, step)
 
     def _requeue(self, key: Hashable, step: Step, due: float) -> None:
         with self._lock:

@@ -91,37 +91,6 @@ def test_the_ready_reason_gauge_is_recomputed_from_every_apps_last_pass() -> Non
     assert apps() == {"StorageNotBound": 0, "InvalidSpec": 0, "Ready": 2}
 
 
-def test_a_series_told_at_every_request_and_event_is_looked_up_once(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """``labels()`` validates and locks at each call: the counters told per watch event and
-    per request keep their series."""
-    metrics = Metrics()
-    looked: list[tuple[str, ...]] = []
-    for counter in (metrics.received_bytes, metrics.api_requests, metrics.passes):
-        labels = counter.labels
-
-        def counted(*values: str, labels: Any = labels) -> Any:
-            looked.append(values)
-            return labels(*values)
-
-        monkeypatch.setattr(counter, "labels", counted)
-    for _ in range(3):
-        metrics.received("watch", "daemonsets", 100)
-        metrics.request("apply", "200")
-        metrics.passed("in_sync", 0.001)
-    metrics.received("watch", "cronjobs", 10)
-    assert sorted(looked) == [
-        ("apply", "200"),
-        ("in_sync",),
-        ("watch", "cronjobs"),
-        ("watch", "daemonsets"),
-    ]
-    daemonsets = {"verb": "watch", "resource": "daemonsets"}
-    total = "statefulwebapp_api_received_bytes_total"
-    assert metrics.registry.get_sample_value(total, daemonsets) == 300
-
-
 def test_a_scrape_parses_with_the_prometheus_text_parser() -> None:
     metrics = Metrics()
     metrics.passed("changed", 0.04)

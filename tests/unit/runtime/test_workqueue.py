@@ -6,13 +6,14 @@ tests check order and counts, never speed.
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import time
 from collections.abc import Callable
 
 import pytest
 
-from statefulwebapp.runtime.workqueue import Delays, Result, Resume, Workers, WorkQueue
+from statefulwebapp.runtime.workqueue import Delays, Result, Resume, WorkQueue
 
 TIMEOUT = 10.0
 
@@ -293,18 +294,18 @@ def test_delays_run_in_due_order_whichever_came_first() -> None:
     assert rec.wait_for(3) == ["early", "late", "latest"]
 
 
-def test_a_pass_whose_window_closes_with_nothing_new_costs_one_hand_over_to_the_workers() -> None:
+def test_a_pass_whose_window_closes_with_nothing_new_costs_one_hand_over_to_the_pool() -> None:
     """The trailing call of a window finds nothing to run and ends on the delays' thread; a
-    request within the window gets its pass on a worker."""
+    request within the window gets its pass on the pool."""
     passes, rec = WorkQueue(coalesce=0.01), Recorder()
     handed: list[object] = []
-    put = passes._workers.put
+    submit = passes._pool.submit
 
-    def counted(fn: Callable[..., object], /, *args: object) -> None:
+    def counted(fn: Callable[..., object], /, *args: object) -> concurrent.futures.Future[object]:
         handed.append(fn)
-        put(fn, *args)
+        return submit(fn, *args)
 
-    passes._workers.put = counted  # type: ignore[method-assign,assignment]
+    passes._pool.submit = counted  # type: ignore[method-assign,assignment]
     passes.add("a", rec.step("first"))
     idle(passes, "a")
     assert len(handed) == 1, handed
@@ -313,35 +314,6 @@ def test_a_pass_whose_window_closes_with_nothing_new_costs_one_hand_over_to_the_
     idle(passes, "a")
     assert rec.wait_for(3) == ["first", "second", "third"]
     assert len(handed) == 3, handed
-
-
-def test_the_workers_run_calls_at_once_up_to_their_number_and_outlive_a_failing_one() -> None:
-    """No future per call: a hand-over is a put; a call that raises leaves its thread serving."""
-    workers = Workers(2, "w")
-    started, release = threading.Semaphore(0), threading.Event()
-    ran: list[str] = []
-
-    def slow(name: str) -> None:
-        started.release()
-        release.wait(TIMEOUT)
-        ran.append(name)
-
-    def broken() -> None:
-        raise RuntimeError("a bug")
-
-    workers.put(broken)
-    for name in ("a", "b", "c"):
-        workers.put(slow, name)
-    assert started.acquire(timeout=TIMEOUT)
-    assert started.acquire(timeout=TIMEOUT)
-    assert not started.acquire(timeout=0.2), "a third call ran with two workers busy"
-    release.set()
-    assert started.acquire(timeout=TIMEOUT)
-    deadline = time.monotonic() + TIMEOUT
-    while len(ran) < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert sorted(ran) == ["a", "b", "c"]
-    assert len(workers._threads) == 2
 
 
 def test_apps_that_come_and_go_leave_nothing_behind() -> None:
