@@ -299,6 +299,13 @@ def get(
     return result
 
 
+METADATA_PAGE = 200
+"""Objects per page of a metadata list, as many as an informer's. Their managed fields come
+too (no list leaves them out), and a page is held as the answer, its text and its parse at
+once: with pages of 500, a thousand-app operator's full check raised its resident memory from
+118.9 to 137.9 MiB at its peak, and it kept 132.5."""
+
+
 def list_metadata(
     api: pykube.HTTPClient, kind: Resource, *, namespace: str = "", selector: str = ""
 ) -> Iterator[dict[str, Any]]:
@@ -309,7 +316,7 @@ def list_metadata(
     """
     scope = f"/namespaces/{namespace}" if kind.namespaced and namespace else ""
     p = f"{kind.api_base}{scope}/{kind.plural}"
-    for page in pages(api, p, selector=selector, limit=500, accept=METADATA_LIST):
+    for page in pages(api, p, selector=selector, limit=METADATA_PAGE, accept=METADATA_LIST):
         for item in page.get("items") or []:
             yield item.get("metadata") or {}
 
