@@ -12,7 +12,10 @@ TARGETS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "floor_first": ("true", lambda v: v is True),
     "datelog_active": ("true", lambda v: v is True),
     "floor_ratio": ("<= 1.1", lambda v: v <= 1.1),
-    "p99_ratio": ("<= 1.2", lambda v: v <= 1.2),
+    "p99_ratio": (
+        "<= 1.2 (the 99th percentile app Ready, since the burst began)",
+        lambda v: v <= 1.2,
+    ),
     "n1_ratio": ("<= 1.5 (every repeat at N = 1)", lambda v: v <= 1.5),
     "cpu_s_per_100_apps": ("<= 3", lambda v: v <= 3),
     "writes_per_app": ("<= 9 (7 children applied, 2 status writes)", lambda v: v <= 9),
@@ -27,14 +30,15 @@ TARGETS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "duration_s": ("<= 1500 s (the whole default run, floor included)", lambda v: v <= 1500),
 }
 
-FLOOR = {"floor_ratio": "floor_fleet_s", "p99_ratio": "floor_p99_s"}
+FLOOR = {"floor_ratio": "floor_fleet_s", "p99_ratio": "floor_p99_since_start_s"}
 """The floor's own figure beside a target that is measured against it."""
 
 
 def table(result: dict[str, Any]) -> str:
     rows = [
         "| N | run | floor (s) | fleet (s) | ratio | p50 (s) | p95 (s) | p99 (s) "
-        "| floor p50/p99 (s) | p99 ratio | writes/app | RSS idle/after (MiB) "
+        "| floor p50/p99 (s) | p99 since the start, floor's (s), ratio | writes/app "
+        "| RSS idle/after (MiB) "
         "| operator CPU (s) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -43,7 +47,9 @@ def table(result: dict[str, Any]) -> str:
         rows.append(
             f"| {run['n']} | {run.get('repeat', 1)} | {run['floor_fleet_s']} | {run['fleet_s']} "
             f"| {run['floor_ratio']} | {run['p50_s']} | {run['p95_s']} | {run['p99_s']} "
-            f"| {run['floor_p50_s']}/{run['floor_p99_s']} | {run.get('p99_ratio', '-')} "
+            f"| {run['floor_p50_s']}/{run['floor_p99_s']} "
+            f"| {run.get('p99_since_start_s', '-')}, {run.get('floor_p99_since_start_s', '-')}, "
+            f"{run.get('p99_ratio', '-')} "
             f"| {run['writes_per_app']} | {run.get('rss_mib_idle', '-')}/{run['rss_mib']} "
             f"| {run.get('operator_cpu_s', '-')} |"
         )

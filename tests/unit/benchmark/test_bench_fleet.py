@@ -96,3 +96,29 @@ def test_a_run_without_the_floor_has_no_ratio_and_its_report_says_not_measured()
     assert "| 3000 | 1 | - | 4.0 | - |" in table
     assert "| floor_ratio | <= 1.1 | None | not measured |  |" in table
     assert fleet.summary([run])["n1_ratio"] is None
+
+
+def test_the_p99_ratio_times_both_sides_from_the_bursts_start() -> None:
+    """The floor sends each app's create once the apps before it have their children; the
+    operator's fleet is created at once. Timed from its own create, a floor app looks faster
+    than it was: the ratio compares Ready times since each burst began."""
+    # The floor's apps were created one per 10 s and each Ready 5 s later; the operator's
+    # were all created at 0 and Ready at 5, 15, ..., 95 s: the same Ready times.
+    floor = fleet.Fleet(
+        latencies=[5.0] * 10,
+        fleet_s=95.0,
+        by_app={f"a{i}": 5.0 for i in range(10)},
+        created={f"a{i}": 1000.0 + 10 * i for i in range(10)},
+        start=1000.0,
+    )
+    ops = fleet.Fleet(
+        latencies=[5.0 + 10 * i for i in range(10)],
+        fleet_s=95.0,
+        by_app={f"a{i}": 5.0 + 10 * i for i in range(10)},
+        created=dict.fromkeys((f"a{i}" for i in range(10)), 1000.0),
+        start=1000.0,
+    )
+    figures = fleet.floor_figures(ops, floor)
+    assert (figures["p99_since_start_s"], figures["floor_p99_since_start_s"]) == (95.0, 95.0)
+    assert figures["p99_ratio"] == 1.0
+    assert figures["floor_p99_s"] == 5.0, "each floor app's own latency stays reported"
