@@ -718,7 +718,9 @@ def full_checks(operator: OperatorProcess) -> dict[str, Any]:
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The figures across runs: spread, cost per 100 apps, the worst single-app ratio."""
-    singles = [run["floor_ratio"] for run in runs if run["n"] == 1 and run["floor_ratio"]]
+    singles = [
+        run["floor_ratio"] for run in runs if run["n"] == 1 and run["floor_ratio"] is not None
+    ]
     return {
         "spread": spread(runs),
         "cost_per_100_apps": cost_per_100_apps(runs),

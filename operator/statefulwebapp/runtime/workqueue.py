@@ -190,7 +190,7 @@ class WorkQueue:
         """Whether a progress-only status write for ``key`` may go now; if so, it is counted."""
         now = time.monotonic()
         with self._lock:
-            if len(self._busy) > self.workers:
+            if self._loaded():
                 return False
             if now - self._written.get(key, -self.progress_interval) < self.progress_interval:
                 return False
@@ -245,7 +245,11 @@ class WorkQueue:
 
     def _window(self) -> float:
         """The coalescing window now (under the lock): long only while apps outnumber workers."""
-        return self.coalesce if len(self._busy) > self.workers else self.coalesce_idle
+        return self.coalesce if self._loaded() else self.coalesce_idle
+
+    def _loaded(self) -> bool:
+        """Whether more apps are in a pass or a window than there are workers (under the lock)."""
+        return len(self._busy) > self.workers
 
     def _run(self, key: Hashable, step: Step) -> None:
         result = Result(failed=True)
