@@ -67,7 +67,7 @@ kind-up: kind-image ## Create the kind cluster of tests/e2e/kind.yaml (1 tainted
 	@hack/kind/kind.sh up
 
 .PHONY: kind-down
-kind-down: ## Delete the kind cluster, its NFS server and network; fails naming any container, volume or network left
+kind-down: ## Delete the kind cluster, its NFS server and network; fails naming any container, volume, network or iptables rule left
 	@hack/kind/kind.sh down
 
 .PHONY: kind-nfs-export

@@ -134,8 +134,13 @@ down() {
   fi
   # The kind network is kind's to keep between clusters, but it is ours when no cluster uses it.
   unused_network() { podman network exists kind && [ -z "$(podman ps -aq --filter network=kind)" ]; }
+  local bridge=""
   if unused_network; then
+    bridge=$(podman network inspect kind --format '{{.NetworkInterface}}')
     podman network rm kind >/dev/null
+    # podman's dnsname plugin opens DNS on the network's bridge (an INPUT rule) and leaves the
+    # rule behind when the network goes.
+    while iptables -D INPUT -i "$bridge" -p udp -m udp --dport 53 -j ACCEPT 2>/dev/null; do :; done
   fi
   mapfile -t c < <(podman ps -a --filter "label=io.x-k8s.kind.cluster=$NAME" --format '{{.Names}}')
   # kind labels each node's /var volume with the node's name.
@@ -144,6 +149,9 @@ down() {
   [ ${#v[@]} -eq 0 ] || left+=("volumes: ${v[*]}")
   # Another kind cluster's containers keep the network: it is theirs then, not left behind.
   unused_network && left+=("network: kind")
+  if [ -n "$bridge" ] && iptables-save 2>/dev/null | grep -q -- "-i $bridge "; then
+    left+=("iptables rules on $bridge")
+  fi
   [ ${#left[@]} -eq 0 ] || die "the kind cluster $NAME left behind ${left[*]}"
   rm -rf "$DIR"
   say "kind cluster $NAME deleted"
